@@ -1,0 +1,1 @@
+"""HTTP layer: routes and wire models; the work itself is in snapsource.search."""

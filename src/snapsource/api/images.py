@@ -1,0 +1,28 @@
+"""GET /img/{name}: catalog images, content-addressed, so cacheable forever."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+from starlette.exceptions import HTTPException
+
+from .deps import ResourcesDep
+
+router = APIRouter()
+NAME = re.compile(r"^(?P<sha>[0-9a-f]{64})\.(?P<ext>[a-z0-9]{2,4})$")
+MEDIA = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif", "bmp": "image/bmp", "tif": "image/tiff"}
+
+
+@router.get("/img/{name}", tags=["images"], summary="An image of the catalog")
+def image(name: str, resources: ResourcesDep) -> FileResponse:
+    match = NAME.match(name)
+    path = resources.catalog.image_file(match["sha"], match["ext"]) if match else None
+    if path is None or not path.is_file():
+        raise HTTPException(404, f"no image {name} in this catalog")
+    return FileResponse(
+        path,
+        media_type=MEDIA.get(match["ext"], "application/octet-stream"),
+        headers={"Cache-Control": "public, max-age=31536000, immutable", "ETag": f'"{match["sha"]}"'},
+    )

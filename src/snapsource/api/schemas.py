@@ -1,0 +1,43 @@
+"""Wire models of the API responses, for the OpenAPI document and contract tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from ..offer import Item
+
+
+class SearchData(BaseModel):
+    page: int
+    page_size: int
+    total_count: int
+    keyword: str
+    sort: str
+    cat_id: int | None
+    filters: dict[str, Any]
+    items: list[Item]
+    has_next_page: bool
+
+
+class SearchResponse(BaseModel):
+    code: int
+    msg: str
+    data: SearchData
+
+
+class ErrorResponse(BaseModel):
+    code: int
+    msg: str
+    data: None = None
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in {
+        401: "Missing or invalid apiToken",
+        422: "Parameter error: the message says which parameter and why",
+        500: "Unexpected error",
+    }.items()
+}

@@ -1,0 +1,80 @@
+"""The ASGI application: routes, and one place that turns every failure into TMAPI's envelope."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from . import __version__
+from .api import health, images, search
+from .api.deps import require_token
+from .config import Settings
+from .errors import ApiError, Unauthorized, envelope
+from .resources import Resources
+
+log = logging.getLogger("snapsource")
+
+
+def error_response(status: int, msg: str) -> JSONResponse:
+    return JSONResponse(envelope(status, msg), status_code=status)
+
+
+def _describe(exc: RequestValidationError) -> str:
+    """'page_size: Input should be less than or equal to 20', for each bad parameter."""
+    parts = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("query", "body")]
+        name = ".".join(loc) or "request"
+        msg = "is required" if err.get("type") == "missing" else err.get("msg", "is invalid")
+        parts.append(f"{name}: {msg}")
+    return "Parameter error: " + "; ".join(parts)
+
+
+def create_app(settings: Settings | None = None, resources: Resources | None = None) -> FastAPI:
+    resources = resources or Resources.open(settings or Settings.load())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        resources.close()
+
+    app = FastAPI(
+        title="snapsource",
+        version=__version__,
+        description="Search products by image in your own catalog; wire-compatible with TMAPI's "
+        "`GET /1688/search/image`.",
+        lifespan=lifespan,
+    )
+    app.state.resources = resources
+    app.include_router(search.router)
+    app.include_router(images.router)
+    app.include_router(health.router)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.msg)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if request.url.path.startswith("/1688/"):
+            try:  # TMAPI checks the token before the parameters
+                require_token(request, request.query_params.get("apiToken"))
+            except Unauthorized as denied:
+                return error_response(denied.status, denied.msg)
+        return error_response(422, _describe(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        return error_response(500, "Unexpected error: the server logged the details")
+
+    return app

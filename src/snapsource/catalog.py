@@ -1,0 +1,298 @@
+"""The catalog: offers, their images and API tokens in SQLite (WAL), image files on disk.
+
+Images are content-addressed (sha256): an image shared by several offers (a product relisted by
+another shop) is stored and embedded once, and its vector id is the image's row id. Each thread
+gets its own connection, so the server's worker threads read concurrently while one ingest writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from .offer import OfferRecord
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS offers (
+    item_id INTEGER PRIMARY KEY,
+    doc TEXT NOT NULL,
+    price TEXT NOT NULL,
+    sales INTEGER NOT NULL,
+    is_factory INTEGER,
+    support_dropshipping INTEGER,
+    free_shipping INTEGER,
+    verified_supplier INTEGER,
+    new_arrival INTEGER,
+    created_at TEXT,
+    main_image_id INTEGER NOT NULL REFERENCES images(id),
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY,
+    sha256 TEXT NOT NULL UNIQUE,
+    ext TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS offer_images (
+    item_id INTEGER NOT NULL REFERENCES offers(item_id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    image_id INTEGER NOT NULL REFERENCES images(id),
+    source TEXT NOT NULL,
+    PRIMARY KEY (item_id, position)
+);
+CREATE INDEX IF NOT EXISTS offer_images_by_image ON offer_images(image_id);
+CREATE TABLE IF NOT EXISTS tokens (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+"""
+
+_CHUNK = 900  # stay under SQLite's bound-parameter limit
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    id: int
+    sha256: str
+    ext: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.sha256}.{self.ext}"
+
+
+@dataclass(frozen=True)
+class OfferFacts:
+    """What filters and sorts read, without parsing the offer document."""
+
+    item_id: int
+    price: Decimal
+    sales: int
+    is_factory: bool | None
+    support_dropshipping: bool | None
+    free_shipping: bool | None
+    verified_supplier: bool | None
+    new_arrival: bool | None
+    created_at: dt.date | None
+
+
+def _chunks(values: list[int]) -> Iterator[list[int]]:
+    for start in range(0, len(values), _CHUNK):
+        yield values[start : start + _CHUNK]
+
+
+def _flag(value: int | None) -> bool | None:
+    return None if value is None else bool(value)
+
+
+class Catalog:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.images_dir = self.data_dir / "images"
+        self.path = self.data_dir / "catalog.db"
+        self._local = threading.local()
+        self.db.executescript(f"BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One transaction; committed on success, rolled back on any error."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    # images -----------------------------------------------------------------------------------
+    def image_file(self, sha256: str, ext: str) -> Path:
+        return self.images_dir / sha256[:2] / f"{sha256}.{ext}"
+
+    def image_by_sha(self, sha256: str) -> StoredImage | None:
+        row = self.db.execute("SELECT id, sha256, ext FROM images WHERE sha256 = ?", (sha256,)).fetchone()
+        return StoredImage(*row) if row else None
+
+    def add_image(self, sha256: str, ext: str, width: int, height: int, data: bytes) -> StoredImage:
+        """Store the file (atomically) and its row; an image already known is returned as is."""
+        known = self.image_by_sha(sha256)
+        if known:
+            return known
+        path = self.image_file(sha256, ext)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + f".{threading.get_ident()}.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        with self.write() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO images (sha256, ext, width, height) VALUES (?, ?, ?, ?)",
+                (sha256, ext, width, height),
+            )
+        image = self.image_by_sha(sha256)
+        assert image is not None
+        return image
+
+    def image_ids(self) -> set[int]:
+        return {row[0] for row in self.db.execute("SELECT id FROM images")}
+
+    def unused_images(self) -> list[StoredImage]:
+        rows = self.db.execute(
+            "SELECT id, sha256, ext FROM images WHERE id NOT IN (SELECT image_id FROM offer_images)"
+        )
+        return [StoredImage(*row) for row in rows]
+
+    def delete_images(self, images: list[StoredImage]) -> None:
+        with self.write() as db:
+            for chunk in _chunks([i.id for i in images]):
+                db.execute(f"DELETE FROM images WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+        for image in images:
+            self.image_file(image.sha256, image.ext).unlink(missing_ok=True)
+
+    # offers -----------------------------------------------------------------------------------
+    def upsert_offer(self, record: OfferRecord, images: list[tuple[str, StoredImage]]) -> None:
+        """Insert or replace one offer and its (source, image) list; the first image is the main one."""
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        shop = record.shop_info
+        with self.write() as db:
+            db.execute("DELETE FROM offer_images WHERE item_id = ?", (record.item_id,))
+            db.execute(
+                """INSERT INTO offers (item_id, doc, price, sales, is_factory, support_dropshipping,
+                       free_shipping, verified_supplier, new_arrival, created_at, main_image_id, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(item_id) DO UPDATE SET doc=excluded.doc, price=excluded.price,
+                       sales=excluded.sales, is_factory=excluded.is_factory,
+                       support_dropshipping=excluded.support_dropshipping,
+                       free_shipping=excluded.free_shipping, verified_supplier=excluded.verified_supplier,
+                       new_arrival=excluded.new_arrival, created_at=excluded.created_at,
+                       main_image_id=excluded.main_image_id, updated_at=excluded.updated_at""",
+                (
+                    record.item_id,
+                    record.model_dump_json(),
+                    record.price,
+                    record.sale_info.sale_quantity_int,
+                    shop.is_factory,
+                    record.support_dropshipping,
+                    record.free_shipping,
+                    record.verified_supplier,
+                    record.new_arrival,
+                    record.created_at.isoformat() if record.created_at else None,
+                    images[0][1].id,
+                    now,
+                ),
+            )
+            db.executemany(
+                "INSERT INTO offer_images (item_id, position, image_id, source) VALUES (?, ?, ?, ?)",
+                [(record.item_id, pos, image.id, source) for pos, (source, image) in enumerate(images)],
+            )
+
+    def offer_state(self, item_id: int) -> tuple[str, list[int]] | None:
+        """The stored document and image ids of an offer, to skip rewriting unchanged ones."""
+        row = self.db.execute("SELECT doc FROM offers WHERE item_id = ?", (item_id,)).fetchone()
+        if row is None:
+            return None
+        ids = self.db.execute(
+            "SELECT image_id FROM offer_images WHERE item_id = ? ORDER BY position", (item_id,)
+        ).fetchall()
+        return row[0], [i[0] for i in ids]
+
+    def offer_ids(self) -> set[int]:
+        return {row[0] for row in self.db.execute("SELECT item_id FROM offers")}
+
+    def count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM offers").fetchone()[0])
+
+    def delete_offers(self, item_ids: Iterable[int]) -> int:
+        ids = list(item_ids)
+        with self.write() as db:
+            for chunk in _chunks(ids):
+                db.execute(f"DELETE FROM offers WHERE item_id IN ({','.join('?' * len(chunk))})", chunk)
+        return len(ids)
+
+    def offers_for_images(self, image_ids: list[int]) -> list[tuple[int, int]]:
+        """(image_id, item_id) for every offer showing one of these images."""
+        pairs: list[tuple[int, int]] = []
+        for chunk in _chunks(image_ids):
+            pairs += self.db.execute(
+                f"SELECT image_id, item_id FROM offer_images WHERE image_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+        return pairs
+
+    def facts(self, item_ids: list[int]) -> dict[int, OfferFacts]:
+        out: dict[int, OfferFacts] = {}
+        for chunk in _chunks(item_ids):
+            rows = self.db.execute(
+                f"""SELECT item_id, price, sales, is_factory, support_dropshipping, free_shipping,
+                           verified_supplier, new_arrival, created_at
+                    FROM offers WHERE item_id IN ({','.join('?' * len(chunk))})""",
+                chunk,
+            )
+            for r in rows:
+                out[r[0]] = OfferFacts(
+                    r[0], Decimal(r[1]), r[2], _flag(r[3]), _flag(r[4]), _flag(r[5]), _flag(r[6]), _flag(r[7]),
+                    dt.date.fromisoformat(r[8]) if r[8] else None,
+                )
+        return out
+
+    def documents(self, item_ids: list[int]) -> dict[int, tuple[str, StoredImage]]:
+        """The stored offer JSON and its main image, by item_id."""
+        out: dict[int, tuple[str, StoredImage]] = {}
+        for chunk in _chunks(item_ids):
+            rows = self.db.execute(
+                f"""SELECT o.item_id, o.doc, i.id, i.sha256, i.ext FROM offers o
+                    JOIN images i ON i.id = o.main_image_id
+                    WHERE o.item_id IN ({','.join('?' * len(chunk))})""",
+                chunk,
+            )
+            for item_id, doc, image_id, sha, ext in rows:
+                out[item_id] = (doc, StoredImage(image_id, sha, ext))
+        return out
+
+    # tokens -----------------------------------------------------------------------------------
+    def add_token(self, name: str, token_hash: str) -> None:
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        with self.write() as db:
+            db.execute("INSERT INTO tokens (name, hash, created_at) VALUES (?, ?, ?)", (name, token_hash, now))
+
+    def active_token_hash(self, token_hash: str) -> str | None:
+        row = self.db.execute(
+            "SELECT hash FROM tokens WHERE hash = ? AND revoked_at IS NULL", (token_hash,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def revoke_tokens(self, name: str) -> int:
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        with self.write() as db:
+            cur = db.execute("UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (now, name))
+            return cur.rowcount
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

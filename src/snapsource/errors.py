@@ -1,0 +1,54 @@
+"""Errors that reach API clients, each carrying its TMAPI status.
+
+TMAPI reports failures with the HTTP status and the same number in ``code``; ``data`` is null.
+
+    ApiError (500)
+    ├── Unauthorized (401)       missing or wrong apiToken
+    ├── ParameterError (422)     bad query parameter or image
+    ├── QuotaExceeded (439)      subscription expired or balance insufficient
+    ├── ConcurrencyLimit (503)   too many concurrent requests for this token
+    └── ServiceNotReady (503)    index or model not loaded yet
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    status: int = 500
+    default_msg: str = "Unexpected error"
+
+    def __init__(self, msg: str | None = None) -> None:
+        self.msg = msg or self.default_msg
+        super().__init__(self.msg)
+
+
+class Unauthorized(ApiError):
+    status = 401
+    default_msg = "Invalid apiToken: pass a valid token as the apiToken query parameter"
+
+
+class ParameterError(ApiError):
+    status = 422
+    default_msg = "Parameter error"
+
+
+class QuotaExceeded(ApiError):
+    status = 439
+    default_msg = "Subscription expired or insufficient balance"
+
+
+class ConcurrencyLimit(ApiError):
+    status = 503
+    default_msg = "API request concurrency limit exceeded"
+
+
+class ServiceNotReady(ApiError):
+    status = 503
+    default_msg = "Service is starting: the index is not loaded yet"
+
+
+def envelope(code: int, msg: str, data: Any = None) -> dict[str, Any]:
+    """The TMAPI body: ``{"code", "msg", "data"}``, the same for success and failure."""
+    return {"code": code, "msg": msg, "data": data}

@@ -1,0 +1,304 @@
+"""Catalog import: JSON Lines of offers -> image files, vectors and offer rows.
+
+Stages, per chunk of offers: read and hash every image (threads), decode and prepare only the
+images whose content is new (threads), embed them in batches, then write images, vectors and
+offers. The next chunk is read while the current one is embedded. Bad rows and unreadable images
+are reported with their row number and skipped; everything else is imported.
+
+Crash safety comes from ordering: an image row is written before its vector and the index is
+saved atomically at checkpoints, so a killed import leaves at worst image rows without vectors,
+which the next run embeds again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+from pydantic import ValidationError
+
+from . import images
+from .catalog import StoredImage
+from .offer import OfferRecord
+from .resources import Resources
+
+CHUNK_OFFERS = 32
+CHECKPOINT_VECTORS = 5000
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    row: int
+    item_id: int | None
+    reason: str
+
+
+@dataclasses.dataclass
+class IngestReport:
+    rows: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    deleted: int = 0
+    images_embedded: int = 0
+    images_reused: int = 0
+    images_failed: int = 0
+    seconds: float = 0.0
+    problems: list[Problem] = dataclasses.field(default_factory=list)
+
+    @property
+    def imported(self) -> int:
+        return self.added + self.updated + self.unchanged
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_embedded / self.seconds if self.seconds else 0.0
+
+
+@dataclasses.dataclass
+class _Row:
+    number: int
+    record: OfferRecord
+
+
+@dataclasses.dataclass
+class _Loaded:
+    """One image reference after reading: its bytes and hash, or why it failed."""
+
+    source: str
+    sha256: str = ""
+    data: bytes = b""
+    size: tuple[int, int] = (0, 0)
+    array: np.ndarray | None = None
+    error: str = ""
+
+
+Progress = Callable[[int, int], None]
+
+
+def read_rows(path: Path, report: IngestReport) -> tuple[list[_Row], set[int], int]:
+    """Parse every line; returns valid rows, item_ids seen on invalid rows, unreadable-row count."""
+    rows: list[_Row] = []
+    protected: set[int] = set()
+    unreadable = 0
+    seen: dict[int, int] = {}
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            report.rows += 1
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as exc:
+                unreadable += 1
+                report.problems.append(Problem(number, None, f"not valid JSON: {exc.msg} at column {exc.colno}"))
+                continue
+            item_id = raw.get("item_id") if isinstance(raw, dict) else None
+            try:
+                record = OfferRecord.model_validate(raw)
+            except ValidationError as exc:
+                if isinstance(item_id, int):
+                    protected.add(item_id)
+                else:
+                    unreadable += 1
+                report.problems.append(Problem(number, item_id if isinstance(item_id, int) else None, _explain(exc)))
+                continue
+            if record.item_id in seen:
+                report.problems.append(
+                    Problem(number, record.item_id, f"duplicate item_id (also on row {seen[record.item_id]}); this row wins")
+                )
+                rows = [r for r in rows if r.record.item_id != record.item_id]
+            seen[record.item_id] = number
+            rows.append(_Row(number, record))
+    return rows, protected, unreadable
+
+
+def _explain(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        where = ".".join(str(p) for p in err["loc"]) or "row"
+        parts.append(f"{where}: {err['msg']}")
+    return "invalid offer: " + "; ".join(parts)
+
+
+class _Reader:
+    """Reads image references (catalog-relative paths or http(s) URLs) and prepares new ones."""
+
+    def __init__(self, resources: Resources, base_dir: Path, known: Callable[[str], bool]) -> None:
+        self.settings = resources.settings
+        self.base_dir = base_dir
+        self.known = known
+        self.limits = images.ImageLimits(self.settings.max_image_pixels, self.settings.max_image_bytes)
+        self.http = httpx.Client(timeout=httpx.Timeout(20.0, connect=5.0), follow_redirects=True, max_redirects=3)
+
+    def fetch(self, source: str) -> bytes:
+        if source.startswith(("http://", "https://")):
+            with self.http.stream("GET", source) as response:
+                response.raise_for_status()
+                chunks, total = [], 0
+                for chunk in response.iter_bytes():
+                    total += len(chunk)
+                    if total > self.limits.max_bytes:
+                        raise images.ImageError(f"larger than {self.limits.max_bytes:,} bytes")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        path = Path(source)
+        if not path.is_absolute():
+            path = self.base_dir / path
+        return path.read_bytes()
+
+    def load(self, source: str) -> _Loaded:
+        item = _Loaded(source)
+        try:
+            item.data = self.fetch(source)
+            item.sha256 = hashlib.sha256(item.data).hexdigest()
+            if not self.known(item.sha256):
+                img = images.decode(item.data, self.limits)
+                item.size = img.size
+                item.array = images.prepare(img, self.settings.trim_margin)
+        except (OSError, httpx.HTTPError, images.ImageError) as exc:
+            item.error = str(exc) if not isinstance(exc, OSError) else f"{exc.strerror or exc}: {source}"
+        return item
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def ingest(
+    resources: Resources,
+    catalog_file: Path,
+    *,
+    delete_missing: bool = False,
+    rebuild: bool = False,
+    progress: Progress | None = None,
+) -> IngestReport:
+    started = time.perf_counter()
+    catalog, index = resources.catalog, resources.index
+    report = IngestReport()
+    rows, protected, unreadable = read_rows(catalog_file, report)
+
+    if rebuild:
+        index.reset()
+    indexed = set(index.ids().tolist())
+
+    def known(sha: str) -> bool:
+        image = catalog.image_by_sha(sha)
+        return image is not None and image.id in indexed
+
+    reader = _Reader(resources, catalog_file.parent, known)
+    pending_vectors = 0
+    offers_done = 0
+    with ThreadPoolExecutor(max_workers=max(1, resources.settings.ingest_workers)) as pool:
+
+        def submit(chunk: list[_Row]) -> list[list[Future[_Loaded]]]:
+            return [[pool.submit(reader.load, ref) for ref in row.record.image_refs()] for row in chunk]
+
+        chunks = [rows[i : i + CHUNK_OFFERS] for i in range(0, len(rows), CHUNK_OFFERS)]
+        upcoming = submit(chunks[0]) if chunks else []
+        for n, chunk in enumerate(chunks):
+            current = upcoming
+            loaded = [[f.result() for f in futures] for futures in current]
+            if n + 1 < len(chunks):
+                upcoming = submit(chunks[n + 1])
+            pending_vectors += _write_chunk(resources, chunk, loaded, indexed, report)
+            offers_done += len(chunk)
+            if pending_vectors >= CHECKPOINT_VECTORS:
+                index.save()
+                pending_vectors = 0
+            if progress:
+                progress(offers_done, report.images_embedded)
+    reader.close()
+
+    if delete_missing:
+        if unreadable:
+            report.problems.append(
+                Problem(0, None, f"--delete-missing skipped: {unreadable} row(s) could not be read, so "
+                        "their offers cannot be told apart from missing ones; fix them and re-run")
+            )
+        else:
+            keep = {r.record.item_id for r in rows} | protected
+            report.deleted = catalog.delete_offers(catalog.offer_ids() - keep)
+    _drop_unused_images(resources)
+    index.save()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _write_chunk(
+    resources: Resources,
+    chunk: list[_Row],
+    loaded: list[list[_Loaded]],
+    indexed: set[int],
+    report: IngestReport,
+) -> int:
+    """Embed the chunk's new images once each, store them, then upsert the chunk's offers."""
+    catalog, index, embedder = resources.catalog, resources.index, resources.embedder
+    fresh: dict[str, _Loaded] = {}
+    for items in loaded:
+        for item in items:
+            if item.array is not None and item.sha256 not in fresh:
+                fresh[item.sha256] = item
+    stored: dict[str, StoredImage] = {}
+    batch_size = max(1, resources.settings.batch_size)
+    fresh_items = list(fresh.values())
+    for start in range(0, len(fresh_items), batch_size):
+        batch = fresh_items[start : start + batch_size]
+        vectors = embedder.embed(np.stack([item.array for item in batch]))
+        rows = []
+        for item in batch:
+            image = catalog.add_image(item.sha256, images.sniff_extension(item.data), *item.size, item.data)
+            stored[item.sha256] = image
+            rows.append(image.id)
+        ids = np.asarray(rows, dtype=np.int64)
+        index.remove(ids[np.isin(ids, list(indexed))])
+        index.add(ids, vectors)
+        indexed.update(rows)
+        report.images_embedded += len(batch)
+
+    for row, items in zip(chunk, loaded):
+        good: list[tuple[str, StoredImage]] = []
+        for item in items:
+            if item.error:
+                report.images_failed += 1
+                report.problems.append(Problem(row.number, row.record.item_id, f"image {item.source}: {item.error}"))
+                continue
+            image = stored.get(item.sha256) or catalog.image_by_sha(item.sha256)
+            if image is None:  # pragma: no cover - an image known at read time was deleted meanwhile
+                report.problems.append(Problem(row.number, row.record.item_id, f"image {item.source} vanished"))
+                continue
+            if item.sha256 not in fresh:
+                report.images_reused += 1
+            good.append((item.source, image))
+        if not good:
+            report.skipped += 1
+            report.problems.append(Problem(row.number, row.record.item_id, "skipped: none of its images could be read"))
+            continue
+        before = catalog.offer_state(row.record.item_id)
+        after = (row.record.model_dump_json(), [image.id for _, image in good])
+        if before == after:
+            report.unchanged += 1
+            continue
+        catalog.upsert_offer(row.record, good)
+        if before is None:
+            report.added += 1
+        else:
+            report.updated += 1
+    return len(fresh_items)
+
+
+def _drop_unused_images(resources: Resources) -> None:
+    """Images no offer shows any more: vectors first (saved), then rows and files."""
+    unused = resources.catalog.unused_images()
+    if not unused:
+        return
+    resources.index.remove(np.asarray([i.id for i in unused], dtype=np.int64))
+    resources.index.save()
+    resources.catalog.delete_images(unused)
