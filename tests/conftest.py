@@ -1,0 +1,115 @@
+"""Shared fixtures: the real luma catalog ingested once, and a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from snapsource.app import create_app
+from snapsource.config import Settings
+from snapsource.ingest import IngestReport, ingest
+from snapsource.resources import Resources
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SNAPSOURCE_SHARED", ROOT.parent / "shared"))
+LUMA = SHARED / "catalogs" / "luma" / "catalog.jsonl"
+SPEC = SHARED / "spec"
+
+
+def luma_offers() -> list[dict]:
+    return [json.loads(line) for line in LUMA.read_text().splitlines() if line.strip()]
+
+
+def write_catalog(path: Path, offers: list[dict], extra_lines: list[str] = ()) -> Path:
+    """A catalog file elsewhere whose image paths still point at the luma photos."""
+    lines = []
+    for offer in offers:
+        offer = dict(offer)
+        offer["img"] = str(LUMA.parent / offer["img"]) if not offer["img"].startswith("/") else offer["img"]
+        offer["images"] = [str(LUMA.parent / p) for p in offer.get("images", [])]
+        lines.append(json.dumps(offer, ensure_ascii=False))
+    path.write_text("\n".join([*lines, *extra_lines]) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def luma() -> tuple[Resources, IngestReport]:
+    """The demo catalog, ingested once into a temporary data dir."""
+    import tempfile
+
+    data = Path(tempfile.mkdtemp(prefix="snapsource-luma-"))
+    resources = Resources.open(Settings.load(environ={}, data_dir=data))
+    report = ingest(resources, LUMA)
+    return resources, report
+
+
+@pytest.fixture(scope="session")
+def resources(luma) -> Resources:
+    return luma[0]
+
+
+@pytest.fixture(scope="session")
+def token(resources) -> str:
+    return resources.tokens.create("tests")
+
+
+class _Server(uvicorn.Server):
+    def install_signal_handlers(self) -> None:  # runs in a thread
+        pass
+
+
+@pytest.fixture(scope="session")
+def base_url(resources) -> Iterator[str]:
+    """A real uvicorn server on 127.0.0.1, in a thread, serving the ingested catalog."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = _Server(uvicorn.Config(create_app(resources=resources), log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def client(base_url) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture()
+def search(client, token, resources):
+    """search(offer_or_img_url, **params) -> the parsed JSON body (any status)."""
+
+    def run(img, **params):
+        if isinstance(img, dict):
+            img = main_image_url(resources, img)
+        response = client.get("/1688/search/image", params={"apiToken": token, "img_url": img, **params})
+        body = response.json()
+        assert body["code"] == response.status_code
+        return body
+
+    return run
+
+
+def main_image_url(resources: Resources, offer: dict) -> str:
+    import hashlib
+
+    data = (LUMA.parent / offer["img"]).read_bytes()
+    image = resources.catalog.image_by_sha(hashlib.sha256(data).hexdigest())
+    assert image is not None
+    return f"/img/{image.name}"

@@ -1,0 +1,208 @@
+"""GET /1688/search/image over a real HTTP server: filters, sorts, pages, auth, bad input."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from conftest import luma_offers
+
+OFFERS = {o["item_id"]: o for o in luma_offers()}
+QUERY = luma_offers()[0]
+
+
+def all_items(search, img=QUERY, **params) -> list[dict]:
+    items, page = [], 1
+    while True:
+        data = search(img, page=page, page_size=20, **params)["data"]
+        items += data["items"]
+        if not data["has_next_page"]:
+            return items
+        page += 1
+
+
+def test_own_image_finds_the_offer_first(search, resources):
+    from conftest import main_image_url
+
+    first = search(QUERY, page_size=1)["data"]["items"][0]
+    twins = [o["item_id"] for o in OFFERS.values() if o["img"] == QUERY["img"]]
+    assert first["item_id"] in twins and QUERY["item_id"] in twins
+    assert first["img"].endswith(main_image_url(resources, QUERY))
+
+
+def test_candidates_are_capped_and_thresholded(search, resources):
+    data = search(QUERY)["data"]
+    assert 0 < data["total_count"] <= resources.settings.candidate_cap
+    assert data["total_count"] < len(OFFERS)  # the threshold leaves unrelated offers out
+
+
+def test_pages_never_overlap_or_skip(search):
+    unfiltered = search(QUERY)["data"]["total_count"]
+    for sort in ("default", "sales", "price_up", "price_down"):
+        seen, page = [], 1
+        while True:
+            data = search(QUERY, page=page, page_size=7, sort=sort)["data"]
+            assert data["page"] == page and data["page_size"] == 7
+            seen += [i["item_id"] for i in data["items"]]
+            if not data["has_next_page"]:
+                break
+            assert len(data["items"]) == 7
+            page += 1
+        assert len(seen) == len(set(seen)) == unfiltered, sort
+    beyond = search(QUERY, page=1000)["data"]
+    assert beyond["items"] == [] and beyond["has_next_page"] is False
+
+
+def test_sorts(search):
+    sales = [i["sale_info"]["sale_quantity_int"] for i in all_items(search, sort="sales")]
+    assert sales == sorted(sales, reverse=True)
+    up = [Decimal(i["price"]) for i in all_items(search, sort="price_up")]
+    assert up == sorted(up)
+    down = [Decimal(i["price"]) for i in all_items(search, sort="price_down")]
+    assert down == sorted(down, reverse=True)
+    assert search(QUERY, sort="sales")["data"]["sort"] == "sales"
+
+
+@pytest.mark.parametrize("flag", ["support_dropshipping", "free_shipping", "verified_supplier", "is_factory", "new_arrival"])
+def test_boolean_filters(search, flag):
+    everything = all_items(search)
+
+    def has(item_id: int) -> bool:
+        offer = OFFERS[item_id]
+        if flag == "is_factory":
+            return offer["shop_info"]["is_factory"] is True
+        return offer[flag] is True
+
+    expected = [i["item_id"] for i in everything if has(i["item_id"])]
+    assert 0 < len(expected) < len(everything), "the query should exercise the filter"
+    for value in ("true", "1"):
+        body = search(QUERY, **{flag: value})
+        assert body["data"]["filters"] == {flag: True}
+        assert body["data"]["total_count"] == len(expected)
+        assert [i["item_id"] for i in all_items(search, **{flag: value})] == expected
+    for value in ("false", "0"):
+        assert search(QUERY, **{flag: value})["data"]["total_count"] == len(everything)
+
+
+def test_price_filter_compares_decimals_not_strings(search):
+    everything = all_items(search)
+    low, high = Decimal("9.5"), Decimal("100")
+    expected = [i["item_id"] for i in everything if low <= Decimal(i["price"]) <= high]
+    assert 0 < len(expected) < len(everything)
+    got = all_items(search, price_start="9.50", price_end="100")
+    assert [i["item_id"] for i in got] == expected
+    assert search(QUERY, price_start="9.50", price_end="100")["data"]["filters"] == {"price_start": "9.50", "price_end": "100"}
+    only_min = all_items(search, price_start="100")
+    assert only_min and all(Decimal(i["price"]) >= 100 for i in only_min)
+
+
+def test_filters_combine(search):
+    got = all_items(search, is_factory="true", support_dropshipping="1", price_end="150")
+    for item in got:
+        offer = OFFERS[item["item_id"]]
+        assert offer["shop_info"]["is_factory"] and offer["support_dropshipping"] and Decimal(offer["price"]) <= 150
+
+
+def test_new_arrival_falls_back_to_created_at(resources):
+    from snapsource.catalog import OfferFacts
+    from snapsource.search import Filters
+
+    today = dt.date(2026, 11, 26)
+    f = Filters(new_arrival=True)
+
+    def facts(flag, created):
+        return OfferFacts(1, Decimal("1"), 0, None, None, None, None, flag, created)
+
+    assert f.matches(facts(None, dt.date(2026, 11, 1)), today, 30)
+    assert not f.matches(facts(None, dt.date(2026, 10, 1)), today, 30)
+    assert not f.matches(facts(None, None), today, 30)
+    assert not f.matches(facts(False, dt.date(2026, 11, 25)), today, 30)
+    assert f.matches(facts(True, None), today, 30)
+    assert not Filters(is_factory=True).matches(facts(None, None), today, 30)  # missing field: no match
+
+
+def test_absolute_img_url_of_this_service(search, base_url):
+    relative = search(QUERY, page_size=1)["data"]["items"][0]["img"]
+    assert relative.startswith(base_url)
+    assert search(relative, page_size=1)["code"] == 200
+
+
+@pytest.mark.parametrize(
+    "params, needle",
+    [
+        ({"page": "0"}, "page"),
+        ({"page": "x"}, "page"),
+        ({"page_size": "21"}, "page_size"),
+        ({"page_size": "0"}, "page_size"),
+        ({"sort": "cheapest"}, "sort"),
+        ({"price_start": "abc"}, "price_start"),
+        ({"price_end": "-1"}, "price_end"),
+        ({"price_start": "50", "price_end": "10"}, "price_start"),
+        ({"is_factory": "maybe"}, "is_factory"),
+        ({"img_url": ""}, "img_url"),
+        ({"img_url": "https://cbu01.alicdn.com/img/ibank/O1CN01.jpg"}, "img_url"),
+        ({"img_url": "/img/" + "0" * 64 + ".jpg"}, "not an image of this catalog"),
+        ({"img_url": "ftp://x/y.jpg"}, "scheme"),
+    ],
+)
+def test_bad_parameters_get_a_422_envelope(client, token, resources, params, needle):
+    from conftest import main_image_url
+
+    query = {"apiToken": token, "img_url": main_image_url(resources, QUERY), **params}
+    response = client.get("/1688/search/image", params=query)
+    assert response.status_code == 422
+    body = response.json()
+    assert body["code"] == 422 and body["data"] is None
+    assert needle in body["msg"]
+
+
+def test_missing_img_url(client, token):
+    body = client.get("/1688/search/image", params={"apiToken": token}).json()
+    assert body == {"code": 422, "msg": "Parameter error: img_url: is required", "data": None}
+
+
+@pytest.mark.parametrize("token_value", [None, "", "ss_wrong", "x" * 500])
+def test_auth_failures(client, resources, token_value):
+    params = {"img_url": "/img/whatever.jpg", "page_size": "99"}
+    if token_value is not None:
+        params["apiToken"] = token_value
+    response = client.get("/1688/search/image", params=params)
+    assert response.status_code == 401
+    assert response.json()["code"] == 401 and response.json()["data"] is None
+
+
+def test_revoked_token_is_refused(client, resources):
+    from conftest import main_image_url
+
+    fresh = resources.tokens.create("short-lived")
+    params = {"apiToken": fresh, "img_url": main_image_url(resources, QUERY)}
+    assert client.get("/1688/search/image", params=params).status_code == 200
+    resources.tokens.revoke("short-lived")
+    assert client.get("/1688/search/image", params=params).status_code == 401
+
+
+def test_images_are_served_with_cache_headers(client, search):
+    img = search(QUERY, page_size=1)["data"]["items"][0]["img"]
+    response = client.get(img)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/jpeg"
+    assert "immutable" in response.headers["cache-control"]
+    assert response.content[:2] == b"\xff\xd8"
+    missing = client.get("/img/" + "0" * 64 + ".jpg")
+    assert missing.status_code == 404 and missing.json()["code"] == 404
+
+
+def test_docs_and_openapi(client):
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    params = [p["name"] for p in spec["paths"]["/1688/search/image"]["get"]["parameters"]]
+    for name in ["img_url", "page", "page_size", "sort", "price_start", "price_end", "support_dropshipping",
+                 "is_factory", "verified_supplier", "free_shipping", "new_arrival", "apiToken"]:
+        assert name in params
+
+
+def test_health(client):
+    body = client.get("/healthz").json()
+    assert body["status"] == "ok" and body["offers"] == len(OFFERS)
