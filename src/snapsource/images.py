@@ -76,12 +76,14 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img
 
 
-def content_box(img: Image.Image, min_margin: float, tolerance: int = 14) -> tuple[int, int, int, int] | None:
+def content_box(
+    img: Image.Image, min_margin: float, tolerance: int = 14, flatness: float = 2.5
+) -> tuple[int, int, int, int] | None:
     """The box inside a uniform border, when that border is at least `min_margin` wide on a side.
 
-    A border counts as padding only when every row and column of it stays within `tolerance` of
-    the corner colour: real photos on light backgrounds have texture and noise there, and
-    trimming them was measured to hurt.
+    A border counts as padding only when it is flat: every pixel within `tolerance` of the corner
+    colour and their mean deviation under `flatness`. Real photos on light backgrounds have
+    texture and noise there, and trimming them was measured to hurt.
     """
     if min_margin <= 0:
         return None
@@ -100,6 +102,10 @@ def content_box(img: Image.Image, min_margin: float, tolerance: int = 14) -> tup
         return None
     top, bottom, left, right = rows[0], h - 1 - rows[-1], cols[0], w - 1 - cols[-1]
     if max(top / h, bottom / h, left / w, right / w) < min_margin:
+        return None
+    margin = np.ones((h, w), dtype=bool)
+    margin[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = False
+    if np.abs(arr[margin] - background).max(axis=1).mean() > flatness:
         return None
     scale_x, scale_y = img.width / w, img.height / h
     pad = 0.02

@@ -1,0 +1,115 @@
+"""Catalog import of the real luma catalog: upsert, skip unchanged, delete missing, bad rows."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import LUMA, luma_offers, write_catalog
+from snapsource.config import Settings
+from snapsource.ingest import ingest
+from snapsource.resources import Resources
+
+
+def open_data(path: Path) -> Resources:
+    return Resources.open(Settings.load(environ={}, data_dir=path))
+
+
+def test_luma_import_report(luma):
+    resources, report = luma
+    assert report.rows == 214 and report.added == 214 and report.skipped == 0
+    assert report.problems == []
+    assert resources.catalog.count() == 214
+    # every image of every offer is indexed; relisted twins share stored images
+    refs = {p for o in luma_offers() for p in [o["img"], *o["images"]]}
+    assert len(resources.index) == len(refs) == len(resources.catalog.image_ids())
+    assert set(resources.index.ids().tolist()) == resources.catalog.image_ids()
+
+
+def test_reingest_skips_unchanged_images(resources):
+    before = len(resources.index)
+    report = ingest(resources, LUMA)
+    assert report.images_embedded == 0
+    assert report.unchanged == 214 and report.added == report.updated == 0
+    assert len(resources.index) == before
+
+
+def test_upsert_updates_fields_and_delete_missing_removes_offers(tmp_path):
+    offers = luma_offers()[:6]
+    resources = open_data(tmp_path / "data")
+    first = ingest(resources, write_catalog(tmp_path / "a.jsonl", offers))
+    assert first.added == 6
+
+    changed = [dict(o) for o in offers[:5]]
+    changed[0]["price"] = "1.23"
+    gone = offers[5]
+    report = ingest(resources, write_catalog(tmp_path / "b.jsonl", changed))
+    assert report.updated == 1 and report.unchanged == 4 and report.deleted == 0
+    assert gone["item_id"] in resources.catalog.offer_ids()  # without --delete-missing nothing is removed
+    facts = resources.catalog.facts([changed[0]["item_id"]])[changed[0]["item_id"]]
+    assert str(facts.price) == "1.23"
+
+    report = ingest(resources, write_catalog(tmp_path / "b.jsonl", changed), delete_missing=True)
+    assert report.deleted == 1
+    assert gone["item_id"] not in resources.catalog.offer_ids()
+    # its photos, shown by no other offer, left the index and the disk
+    assert set(resources.index.ids().tolist()) == resources.catalog.image_ids()
+    files = list((tmp_path / "data" / "images").rglob("*.jpg"))
+    assert len(files) == len(resources.catalog.image_ids())
+
+
+def test_bad_rows_and_images_are_reported_and_skipped(tmp_path):
+    offers = luma_offers()[:4]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes((LUMA.parent / offers[0]["img"]).read_bytes()[:200])
+    bad_image = dict(offers[1], img=str(broken), images=[])
+    half_bad = dict(offers[2])
+    half_bad["images"] = [*half_bad["images"], str(tmp_path / "missing.jpg")]
+    lines = [
+        "{not json",
+        json.dumps(dict(offers[3], item_id=777, price="cheap")),
+    ]
+    path = write_catalog(tmp_path / "c.jsonl", [offers[0], bad_image, half_bad], lines)  # absolute paths stay
+
+    resources = open_data(tmp_path / "data")
+    report = ingest(resources, path)
+    assert report.added == 2 and report.skipped == 1
+    by_row: dict[tuple[int, int | None], str] = {}
+    for p in report.problems:
+        by_row[(p.row, p.item_id)] = by_row.get((p.row, p.item_id), "") + p.reason + " | "
+    assert "not valid JSON" in by_row[(4, None)]
+    assert "price" in by_row[(5, 777)]
+    assert "not a readable image" in by_row[(2, offers[1]["item_id"])]
+    assert "none of its images" in by_row[(2, offers[1]["item_id"])]
+    assert "missing.jpg" in by_row[(3, offers[2]["item_id"])]
+    assert resources.catalog.offer_ids() == {offers[0]["item_id"], offers[2]["item_id"]}
+
+    # an unreadable row keeps --delete-missing from guessing what is missing
+    report = ingest(resources, path, delete_missing=True)
+    assert report.deleted == 0 and any("--delete-missing skipped" in p.reason for p in report.problems)
+
+
+def test_cli_exit_codes(tmp_path):
+    good = write_catalog(tmp_path / "good.jsonl", luma_offers()[:2])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"item_id": 1}\nnot json\n')
+    cli = [sys.executable, "-m", "snapsource"]
+    ok = subprocess.run([*cli, "ingest", str(good), "--data", str(tmp_path / "d")], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "added 2" in ok.stderr
+    failed = subprocess.run([*cli, "ingest", str(bad), "--data", str(tmp_path / "d2")], capture_output=True, text=True)
+    assert failed.returncode == 1
+    assert "not valid JSON" in failed.stderr and "title" in failed.stderr
+
+
+def test_index_of_another_model_is_a_clear_error(tmp_path):
+    from snapsource.index import FaissIndex, IndexMismatch
+
+    index = FaissIndex(tmp_path, model="other-model@9", dim=4)
+    index.save()
+    with pytest.raises(IndexMismatch, match="--rebuild"):
+        FaissIndex(tmp_path, model="efficientnet-lite0@1;trim=0.08", dim=4)

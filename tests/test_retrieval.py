@@ -1,0 +1,45 @@
+"""Searching with an offer's own photo finds it; the CLI prints results in the API's item schema."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import LUMA, luma_offers
+from snapsource.evaluate import self_retrieval
+from snapsource.offer import ITEM_FIELDS
+
+
+def test_self_retrieval_of_the_luma_catalog(resources):
+    result = self_retrieval(resources, LUMA)
+    assert result["offers"] == 214
+    assert result["recall_at_1"] >= 0.99, result["misses"]
+
+
+def test_cli_search_json(resources):
+    offer = luma_offers()[3]
+    out = subprocess.run(
+        [sys.executable, "-m", "snapsource", "search", str(LUMA.parent / offer["img"]),
+         "--data", str(resources.settings.data_dir), "--json", "--page-size", "5"],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()
+    items = [json.loads(line) for line in out]
+    assert len(items) == 5
+    assert tuple(items[0]) == ITEM_FIELDS
+    twins = {o["item_id"] for o in luma_offers() if o["img"] == offer["img"]}
+    assert items[0]["item_id"] in twins
+    assert items[0]["img"].startswith("/img/")
+
+
+def test_cli_search_table_and_bad_sort(resources):
+    offer = luma_offers()[3]
+    cli = [sys.executable, "-m", "snapsource", "search", str(LUMA.parent / offer["img"]),
+           "--data", str(resources.settings.data_dir)]
+    table = subprocess.run(cli, capture_output=True, text=True, env={"COLUMNS": "200", "PATH": ""})
+    assert table.returncode == 0, table.stderr
+    assert offer["title"] in table.stdout and " offers" in table.stdout
+    by_sales = subprocess.run([*cli, "--sort", "sales", "--is-factory"], capture_output=True, text=True)
+    assert by_sales.returncode == 0, by_sales.stderr
+    bad = subprocess.run([*cli, "--sort", "cheapest"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "cheapest" in bad.stderr
