@@ -113,3 +113,34 @@ def test_index_of_another_model_is_a_clear_error(tmp_path):
     index.save()
     with pytest.raises(IndexMismatch, match="--rebuild"):
         FaissIndex(tmp_path, model="efficientnet-lite0@1;trim=0.08", dim=4)
+
+
+def test_images_by_http_url_and_rebuild(tmp_path):
+    """Catalog photos given as http URLs (a real server on loopback), then --rebuild re-embeds them."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(LUMA.parent))
+    handler.log_message = lambda *a: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}/"
+        offers = [dict(o, img=base + o["img"], images=[base + p for p in o["images"]]) for o in luma_offers()[:3]]
+        offers[2]["images"] = [*offers[2]["images"], base + "images/no-such-photo.jpg"]
+        path = tmp_path / "remote.jsonl"
+        path.write_text("\n".join(json.dumps(o) for o in offers) + "\n")
+        resources = open_data(tmp_path / "data")
+        report = ingest(resources, path)
+        assert report.added == 3
+        assert [p.item_id for p in report.problems] == [offers[2]["item_id"]]
+        assert "404" in report.problems[0].reason
+        embedded = report.images_embedded
+        assert embedded == len(resources.index) > 3
+
+        again = ingest(resources, path, rebuild=True)
+        assert again.images_embedded == embedded and len(resources.index) == embedded
+    finally:
+        httpd.shutdown()

@@ -244,8 +244,12 @@ def _write_chunk(
     fresh: dict[str, _Loaded] = {}
     for items in loaded:
         for item in items:
-            if item.array is not None and item.sha256 not in fresh:
-                fresh[item.sha256] = item
+            if item.array is None or item.sha256 in fresh:
+                continue
+            known = catalog.image_by_sha(item.sha256)
+            if known is not None and known.id in indexed:
+                continue  # embedded by an earlier chunk of this run (a relisted twin's photo)
+            fresh[item.sha256] = item
     stored: dict[str, StoredImage] = {}
     batch_size = max(1, resources.settings.batch_size)
     fresh_items = list(fresh.values())
@@ -263,6 +267,7 @@ def _write_chunk(
         indexed.update(rows)
         report.images_embedded += len(batch)
 
+    first_use: set[str] = set()
     for row, items in zip(chunk, loaded):
         good: list[tuple[str, StoredImage]] = []
         for item in items:
@@ -274,7 +279,9 @@ def _write_chunk(
             if image is None:  # pragma: no cover - an image known at read time was deleted meanwhile
                 report.problems.append(Problem(row.number, row.record.item_id, f"image {item.source} vanished"))
                 continue
-            if item.sha256 not in fresh:
+            if item.sha256 in fresh and item.sha256 not in first_use:
+                first_use.add(item.sha256)
+            else:
                 report.images_reused += 1
             good.append((item.source, image))
         if not good:
