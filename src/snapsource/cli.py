@@ -8,7 +8,6 @@ import os
 import re
 import sys
 import time
-from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -144,9 +143,9 @@ def search_cmd(
 
     resources = _resources(data)
     try:
-        filters = search.Filters(
-            price_start=Decimal(price_start) if price_start else None,
-            price_end=Decimal(price_end) if price_end else None,
+        filters = search.Filters.from_params(
+            price_start,
+            price_end,
             support_dropshipping=support_dropshipping,
             is_factory=is_factory,
             verified_supplier=verified_supplier,
@@ -161,9 +160,7 @@ def search_cmd(
     base = resources.settings.public_url.rstrip("/")
     if as_json:
         for hit in result.hits:
-            item = hit.item.model_dump(mode="json")
-            item["img"] = base + item["img"]
-            sys.stdout.write(json.dumps(item, ensure_ascii=False) + "\n")
+            sys.stdout.write(json.dumps(hit.wire(base), ensure_ascii=False) + "\n")
         return
     table = Table("#", "score", "item_id", "title", "price", "moq", "sales", "shop", title=f"{result.total_count} offers")
     for rank, hit in enumerate(result.hits, start=(page - 1) * page_size + 1):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from urllib.parse import urlsplit
 
@@ -57,6 +57,11 @@ class Filters:
         if self.price_start is not None and self.price_end is not None and self.price_start > self.price_end:
             raise ParameterError(f"price_start ({self.price_start}) is greater than price_end ({self.price_end})")
 
+    @classmethod
+    def from_params(cls, price_start: str | None = None, price_end: str | None = None, **flags: bool) -> Filters:
+        """Filters from request parameters: prices as decimal strings, empty meaning absent."""
+        return cls(price_start=_decimal("price_start", price_start), price_end=_decimal("price_end", price_end), **flags)
+
     def echo(self) -> dict[str, object]:
         """The filters applied, in the spec's parameter order, for the response's `filters`."""
         out: dict[str, object] = {}
@@ -84,11 +89,26 @@ class Filters:
         return True
 
 
+def _decimal(name: str, value: str | None) -> Decimal | None:
+    if value is None or value.strip() == "":
+        return None
+    try:
+        return Decimal(value.strip())
+    except InvalidOperation:
+        raise ParameterError(f"{name} must be a decimal number such as \"19.90\"; got {value!r}") from None
+
+
 @dataclasses.dataclass(frozen=True)
 class Hit:
     item: Item
     score: float
     image: StoredImage
+
+    def wire(self, base_url: str) -> dict[str, object]:
+        """The item as the API returns it, `img` made absolute with `base_url`."""
+        item = self.item.model_dump(mode="json")
+        item["img"] = base_url + item["img"]
+        return item
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
 from .. import search
-from ..errors import ParameterError, envelope
+from ..errors import envelope
 from .deps import ResourcesDep, TokenDep, own_hosts, public_base
 from .schemas import ERROR_RESPONSES, SearchResponse
 
 router = APIRouter()
-
-
-def _price(name: str, value: str | None) -> Decimal | None:
-    if value is None or value.strip() == "":
-        return None
-    try:
-        return Decimal(value.strip())
-    except InvalidOperation:
-        raise ParameterError(f"{name} must be a decimal number such as \"19.90\"; got {value!r}") from None
 
 
 @router.get(
@@ -47,9 +37,9 @@ def search_image(
     free_shipping: Annotated[bool, Query(description="Only offers with free shipping")] = False,
     new_arrival: Annotated[bool, Query(description="Only new offers")] = False,
 ) -> Any:
-    filters = search.Filters(
-        price_start=_price("price_start", price_start),
-        price_end=_price("price_end", price_end),
+    filters = search.Filters.from_params(
+        price_start,
+        price_end,
         support_dropshipping=support_dropshipping,
         is_factory=is_factory,
         verified_supplier=verified_supplier,
@@ -61,11 +51,6 @@ def search_image(
     vector = search.vector_of(resources, image)
     result = search.run(resources, vector, page=page, page_size=page_size, sort=sort, filters=filters)
     base = public_base(request)
-    items = []
-    for hit in result.hits:
-        item = hit.item.model_dump(mode="json")
-        item["img"] = base + item["img"]
-        items.append(item)
     data = {
         "page": result.page,
         "page_size": result.page_size,
@@ -74,7 +59,7 @@ def search_image(
         "sort": result.sort.value,
         "cat_id": None,
         "filters": result.filters.echo(),
-        "items": items,
+        "items": [hit.wire(base) for hit in result.hits],
         "has_next_page": result.has_next_page,
     }
     return envelope(200, "success", data)
