@@ -144,3 +144,14 @@ def test_images_by_http_url_and_rebuild(tmp_path):
         assert again.images_embedded == embedded and len(resources.index) == embedded
     finally:
         httpd.shutdown()
+
+
+def test_repeated_item_id_later_row_wins(tmp_path):
+    offer = luma_offers()[0]
+    path = write_catalog(tmp_path / "dup.jsonl", [offer, dict(offer, title="Renamed")])
+    resources = open_data(tmp_path / "data")
+    report = ingest(resources, path)
+    assert resources.catalog.count() == 1
+    assert [p.row for p in report.problems] == [2] and "later row wins" in report.problems[0].reason
+    doc, _ = resources.catalog.documents([offer["item_id"]])[offer["item_id"]]
+    assert json.loads(doc)["title"] == "Renamed"

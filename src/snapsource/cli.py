@@ -99,9 +99,9 @@ def ingest(
     with Progress(*columns, console=err, transient=False) as progress:
         task = progress.add_task("ingest", total=total, rate="")
 
-        def update(offers: int, embedded: int) -> None:
+        def update(rows: int, embedded: int) -> None:
             rate = embedded / max(time.perf_counter() - started, 1e-9)
-            progress.update(task, completed=offers, rate=f"{rate:,.0f} images/s")
+            progress.update(task, completed=rows, rate=f"{rate:,.0f} images/s")
 
         report = run_ingest(resources, catalog, delete_missing=delete_missing, rebuild=rebuild, progress=update)
     resources.close()

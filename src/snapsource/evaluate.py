@@ -14,17 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from . import search
-from .ingest import IngestReport, read_rows
+from .ingest import IngestReport, iter_rows
 from .resources import Resources
 
 
 def self_retrieval(resources: Resources, catalog_file: Path) -> dict[str, Any]:
-    rows, _, _ = read_rows(catalog_file, IngestReport())
     at1 = at5 = 0
     misses: list[dict[str, Any]] = []
     timings: list[float] = []
     evaluated = 0
-    for row in rows:
+    for row in iter_rows(catalog_file, IngestReport()):
         path = Path(row.record.img)
         data = (path if path.is_absolute() else catalog_file.parent / path).read_bytes()
         image = resources.catalog.image_by_sha(hashlib.sha256(data).hexdigest())

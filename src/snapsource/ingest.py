@@ -16,7 +16,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -84,12 +84,18 @@ class _Loaded:
 Progress = Callable[[int, int], None]
 
 
-def read_rows(path: Path, report: IngestReport) -> tuple[list[_Row], set[int], int]:
-    """Parse every line; returns valid rows, item_ids seen on invalid rows, unreadable-row count."""
-    rows: list[_Row] = []
-    protected: set[int] = set()
-    unreadable = 0
-    seen: dict[int, int] = {}
+@dataclasses.dataclass
+class _Scan:
+    """What reading the file learns besides the rows: ids seen, ids to keep, unreadable rows."""
+
+    seen: dict[int, int] = dataclasses.field(default_factory=dict)
+    protected: set[int] = dataclasses.field(default_factory=set)
+    unreadable: int = 0
+
+
+def iter_rows(path: Path, report: IngestReport, scan: _Scan | None = None) -> Iterator[_Row]:
+    """Valid rows, streamed; problems go to the report. A repeated item_id: the later row wins."""
+    scan = scan if scan is not None else _Scan()
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
@@ -98,27 +104,38 @@ def read_rows(path: Path, report: IngestReport) -> tuple[list[_Row], set[int], i
             try:
                 raw = json.loads(line)
             except json.JSONDecodeError as exc:
-                unreadable += 1
+                scan.unreadable += 1
                 report.problems.append(Problem(number, None, f"not valid JSON: {exc.msg} at column {exc.colno}"))
                 continue
             item_id = raw.get("item_id") if isinstance(raw, dict) else None
+            item_id = item_id if isinstance(item_id, int) and not isinstance(item_id, bool) else None
             try:
                 record = OfferRecord.model_validate(raw)
             except ValidationError as exc:
-                if isinstance(item_id, int):
-                    protected.add(item_id)
+                if item_id is None:
+                    scan.unreadable += 1
                 else:
-                    unreadable += 1
-                report.problems.append(Problem(number, item_id if isinstance(item_id, int) else None, _explain(exc)))
+                    scan.protected.add(item_id)  # keep what we have for it; --delete-missing must not drop it
+                report.problems.append(Problem(number, item_id, _explain(exc)))
                 continue
-            if record.item_id in seen:
+            if record.item_id in scan.seen:
                 report.problems.append(
-                    Problem(number, record.item_id, f"duplicate item_id (also on row {seen[record.item_id]}); this row wins")
+                    Problem(number, record.item_id, f"duplicate item_id (also on row {scan.seen[record.item_id]}); "
+                            "the later row wins")
                 )
-                rows = [r for r in rows if r.record.item_id != record.item_id]
-            seen[record.item_id] = number
-            rows.append(_Row(number, record))
-    return rows, protected, unreadable
+            scan.seen[record.item_id] = number
+            yield _Row(number, record)
+
+
+def _batched(rows: Iterator[_Row], size: int) -> Iterator[list[_Row]]:
+    batch: list[_Row] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _explain(exc: ValidationError) -> str:
@@ -183,7 +200,8 @@ def ingest(
     started = time.perf_counter()
     catalog, index = resources.catalog, resources.index
     report = IngestReport()
-    rows, protected, unreadable = read_rows(catalog_file, report)
+    scan = _Scan()
+    chunks = _batched(iter_rows(catalog_file, report, scan), CHUNK_OFFERS)
 
     if rebuild:
         index.reset()
@@ -195,36 +213,36 @@ def ingest(
 
     reader = _Reader(resources, catalog_file.parent, known)
     pending_vectors = 0
-    offers_done = 0
     with ThreadPoolExecutor(max_workers=max(1, resources.settings.ingest_workers)) as pool:
 
-        def submit(chunk: list[_Row]) -> list[list[Future[_Loaded]]]:
-            return [[pool.submit(reader.load, ref) for ref in row.record.image_refs()] for row in chunk]
+        def submit(chunk: list[_Row] | None) -> tuple[list[_Row], list[list[Future[_Loaded]]]] | None:
+            if chunk is None:
+                return None
+            return chunk, [[pool.submit(reader.load, ref) for ref in row.record.image_refs()] for row in chunk]
 
-        chunks = [rows[i : i + CHUNK_OFFERS] for i in range(0, len(rows), CHUNK_OFFERS)]
-        upcoming = submit(chunks[0]) if chunks else []
-        for n, chunk in enumerate(chunks):
-            current = upcoming
-            loaded = [[f.result() for f in futures] for futures in current]
-            if n + 1 < len(chunks):
-                upcoming = submit(chunks[n + 1])
+        upcoming = submit(next(chunks, None))
+        while upcoming is not None:
+            chunk, futures = upcoming
+            loaded = [[f.result() for f in row_futures] for row_futures in futures]
+            upcoming = submit(next(chunks, None))  # read the next chunk while this one is embedded
             pending_vectors += _write_chunk(resources, chunk, loaded, indexed, report)
-            offers_done += len(chunk)
             if pending_vectors >= CHECKPOINT_VECTORS:
                 index.save()
                 pending_vectors = 0
-            if progress:
-                progress(offers_done, report.images_embedded)
+            if progress:  # rows read so far: at most one chunk ahead of the rows written
+                progress(report.rows, report.images_embedded)
     reader.close()
+    if progress:
+        progress(report.rows, report.images_embedded)
 
     if delete_missing:
-        if unreadable:
+        if scan.unreadable:
             report.problems.append(
-                Problem(0, None, f"--delete-missing skipped: {unreadable} row(s) could not be read, so "
+                Problem(0, None, f"--delete-missing skipped: {scan.unreadable} row(s) could not be read, so "
                         "their offers cannot be told apart from missing ones; fix them and re-run")
             )
         else:
-            keep = {r.record.item_id for r in rows} | protected
+            keep = set(scan.seen) | scan.protected
             report.deleted = catalog.delete_offers(catalog.offer_ids() - keep)
     _drop_unused_images(resources)
     index.save()

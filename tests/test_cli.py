@@ -1,0 +1,38 @@
+"""Command-line details a user relies on."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+from snapsource.cli import _MaskToken
+
+
+def test_access_log_masks_the_token():
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", "/1688/search/image?apiToken=ss_secret&img_url=/img/x.jpg", "1.1", 200), None,
+    )
+    _MaskToken().filter(record)
+    line = record.getMessage()
+    assert "ss_secret" not in line and "apiToken=***&img_url=/img/x.jpg" in line
+
+
+def test_token_create_and_revoke(tmp_path):
+    cli = [sys.executable, "-m", "snapsource", "token"]
+    made = subprocess.run([*cli, "create", "--name", "shop", "--data", str(tmp_path)], capture_output=True, text=True)
+    assert made.returncode == 0 and made.stdout.strip().startswith("ss_")
+    assert made.stdout.strip() not in (tmp_path / "catalog.db").read_bytes().decode("latin-1")
+    revoked = subprocess.run([*cli, "revoke", "shop", "--data", str(tmp_path)], capture_output=True, text=True)
+    assert revoked.returncode == 0 and "revoked 1" in revoked.stderr
+    again = subprocess.run([*cli, "revoke", "shop", "--data", str(tmp_path)], capture_output=True, text=True)
+    assert again.returncode == 1
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "snapsource", "info", "--data", str(tmp_path)],
+        capture_output=True, text=True, env={"SNAPSOURCE_MODEL_PATH": str(tmp_path / "none.onnx"), "PATH": ""},
+    )
+    assert run.returncode == 2 and "snapsource model export" in run.stderr
