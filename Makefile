@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 MODEL := src/snapsource/_model/efficientnet-lite0.onnx
 
-.PHONY: install model demo serve ingest test eval calibrate clean
+.PHONY: install model demo serve ingest test eval calibrate latency clean
 
 $(BIN)/snapsource: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ eval: ingest
 
 calibrate: model
 	$(BIN)/python benchmarks/calibrate_threshold.py --out build/calibration.json
+
+# p50/p90/p99 of searches over loopback HTTP against the ingested catalog.
+latency: ingest
+	$(BIN)/python benchmarks/search_latency.py --data $(DATA)
 
 clean:
 	rm -rf $(VENV) $(MODEL_VENV) $(MODEL) build .pytest_cache

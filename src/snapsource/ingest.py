@@ -170,6 +170,8 @@ class _Reader:
         path = Path(source)
         if not path.is_absolute():
             path = self.base_dir / path
+        if path.stat().st_size > self.limits.max_bytes:
+            raise images.ImageError(f"larger than {self.limits.max_bytes:,} bytes")
         return path.read_bytes()
 
     def load(self, source: str) -> _Loaded:
@@ -177,7 +179,9 @@ class _Reader:
         try:
             item.data = self.fetch(source)
             item.sha256 = hashlib.sha256(item.data).hexdigest()
-            if not self.known(item.sha256):
+            if self.known(item.sha256):
+                item.data = b""  # stored already; only its hash is needed
+            else:
                 img = images.decode(item.data, self.limits)
                 item.size = img.size
                 item.array = images.prepare(img, self.settings.trim_margin)
