@@ -132,6 +132,14 @@ class OfferRecord(Item):
     new_arrival: bool | None = None
     created_at: dt.date | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _main_image(cls, data: Any) -> Any:
+        """An offer listing only `images` shows the first of them as `img`."""
+        if isinstance(data, dict) and not data.get("img") and isinstance(data.get("images"), list) and data["images"]:
+            data = {**data, "img": data["images"][0]}
+        return data
+
     @field_validator("created_at", mode="before")
     @classmethod
     def _date(cls, value: Any) -> Any:
