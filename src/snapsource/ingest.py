@@ -278,15 +278,15 @@ def _write_chunk(
     for start in range(0, len(fresh_items), batch_size):
         batch = fresh_items[start : start + batch_size]
         vectors = embedder.embed(np.stack([item.array for item in batch]))
-        rows = []
+        image_ids = []
         for item in batch:
             image = catalog.add_image(item.sha256, images.sniff_extension(item.data), *item.size, item.data)
             stored[item.sha256] = image
-            rows.append(image.id)
-        ids = np.asarray(rows, dtype=np.int64)
-        index.remove(ids[np.isin(ids, list(indexed))])
-        index.add(ids, vectors)
-        indexed.update(rows)
+            image_ids.append(image.id)
+        stale = [i for i in image_ids if i in indexed]  # --rebuild, or a vector of an interrupted run
+        index.remove(np.asarray(stale, dtype=np.int64))
+        index.add(np.asarray(image_ids, dtype=np.int64), vectors)
+        indexed.update(image_ids)
         report.images_embedded += len(batch)
 
     first_use: set[str] = set()
