@@ -14,7 +14,8 @@ from . import __version__
 from .api import health, images, search
 from .api.deps import require_token
 from .config import Settings
-from .errors import ApiError, Unauthorized, envelope
+from .errors import ApiError, ServiceNotReady, Unauthorized, envelope
+from .index import IndexMismatch
 from .resources import Resources
 
 log = logging.getLogger("snapsource")
@@ -58,6 +59,11 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.msg)
+
+    @app.exception_handler(IndexMismatch)
+    async def index_mismatch(request: Request, exc: IndexMismatch) -> JSONResponse:
+        log.error("%s", exc)  # an ingest with another model replaced the index under this server
+        return error_response(ServiceNotReady.status, f"Index unavailable: {exc}")
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
