@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import search
-from .ingest import IngestReport, iter_rows
+from .ingest import IngestReport, iter_rows, local_path
 from .resources import Resources
 
 
@@ -24,8 +24,7 @@ def self_retrieval(resources: Resources, catalog_file: Path) -> dict[str, Any]:
     timings: list[float] = []
     evaluated = 0
     for row in iter_rows(catalog_file, IngestReport()):
-        path = Path(row.record.img)
-        data = (path if path.is_absolute() else catalog_file.parent / path).read_bytes()
+        data = local_path(row.record.img, catalog_file.parent).read_bytes()
         image = resources.catalog.image_by_sha(hashlib.sha256(data).hexdigest())
         if image is None:
             continue  # not imported (a bad image): nothing to find

@@ -146,6 +146,12 @@ def _explain(exc: ValidationError) -> str:
     return "invalid offer: " + "; ".join(parts)
 
 
+def local_path(source: str, base_dir: Path) -> Path:
+    """A catalog's image path: absolute, or relative to the catalog file's folder."""
+    path = Path(source)
+    return path if path.is_absolute() else base_dir / path
+
+
 class _Reader:
     """Reads image references (catalog-relative paths or http(s) URLs) and prepares new ones."""
 
@@ -167,9 +173,7 @@ class _Reader:
                         raise images.ImageError(f"larger than {self.limits.max_bytes:,} bytes")
                     chunks.append(chunk)
                 return b"".join(chunks)
-        path = Path(source)
-        if not path.is_absolute():
-            path = self.base_dir / path
+        path = local_path(source, self.base_dir)
         if path.stat().st_size > self.limits.max_bytes:
             raise images.ImageError(f"larger than {self.limits.max_bytes:,} bytes")
         return path.read_bytes()
