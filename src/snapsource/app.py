@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from . import __version__
-from .api import health, images, search
+from .api import health, images, search, uploads
 from .api.deps import require_token
 from .config import Settings
 from .errors import ApiError, ServiceNotReady, Unauthorized, envelope
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     )
     app.state.resources = resources
     app.include_router(search.router)
+    app.include_router(uploads.router)
     app.include_router(images.router)
     app.include_router(health.router)
 

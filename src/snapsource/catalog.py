@@ -8,15 +8,13 @@ gets its own connection, so the server's worker threads read concurrently while 
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
-import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
 from .offer import OfferRecord
+from .sqlite import Database, write_file
 
 SCHEMA_VERSION = 1
 
@@ -97,37 +95,11 @@ def _flag(value: int | None) -> bool | None:
     return None if value is None else bool(value)
 
 
-class Catalog:
+class Catalog(Database):
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.images_dir = self.data_dir / "images"
-        self.path = self.data_dir / "catalog.db"
-        self._local = threading.local()
-        self.db.executescript(f"BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._local.conn = conn
-        return conn
-
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """One transaction; committed on success, rolled back on any error."""
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        super().__init__(self.data_dir / "catalog.db", SCHEMA, SCHEMA_VERSION)
 
     # images -----------------------------------------------------------------------------------
     def image_file(self, sha256: str, ext: str) -> Path:
@@ -142,12 +114,7 @@ class Catalog:
         known = self.image_by_sha(sha256)
         if known:
             return known
-        path = self.image_file(sha256, ext)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + f".{threading.get_ident()}.tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
+        write_file(self.image_file(sha256, ext), data)
         with self.write() as db:
             db.execute(
                 "INSERT OR IGNORE INTO images (sha256, ext, width, height) VALUES (?, ?, ?, ?)",
@@ -298,9 +265,3 @@ class Catalog:
         with self.write() as db:
             cur = db.execute("UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (now, name))
             return cur.rowcount
-
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None

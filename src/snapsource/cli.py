@@ -138,7 +138,7 @@ def search_cmd(
     new_arrival: bool = False,
 ) -> None:
     """Search the catalog with a local image."""
-    from . import search
+    from . import queries, search
     from .errors import ApiError
 
     resources = _resources(data)
@@ -152,7 +152,7 @@ def search_cmd(
             free_shipping=free_shipping,
             new_arrival=new_arrival,
         )
-        vector = search.embed_bytes(resources, image.read_bytes())
+        vector = queries.embed_bytes(resources, image.read_bytes())
         result = search.run(resources, vector, page=page, page_size=page_size, sort=search.Sort(sort), filters=filters)
     except (ApiError, ValueError, ArithmeticError) as exc:
         err.print(f"[red]error:[/] {exc}")

@@ -39,6 +39,23 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("max_image_pixels", 40_000_000, "Images with more pixels are refused (decompression bombs)."),
     Setting("max_image_bytes", 10_000_000, "Images larger than this many bytes are refused."),
+    Setting("min_image_side", 32, "Images narrower or shorter than this many pixels are refused."),
+    Setting(
+        "strict_img_url",
+        False,
+        "TMAPI's behaviour: `img_url` must be an image this service holds (convert other URLs first); "
+        "false: any http(s) image URL is fetched and converted on the fly.",
+    ),
+    Setting(
+        "fetch_allow",
+        "",
+        "Comma-separated networks (CIDR) that image URLs may point at although they are not public, "
+        "e.g. `10.20.0.0/16` for an intranet image server. Empty: only public addresses.",
+    ),
+    Setting("fetch_timeout", 15.0, "Seconds a user's image URL may take in all: DNS, connect, redirects, body."),
+    Setting("fetch_connect_timeout", 5.0, "Seconds to resolve and connect to an image URL's host."),
+    Setting("upload_cache_size", 4096, "Query images whose vectors are kept in memory (about 5 KB each)."),
+    Setting("upload_keep_days", 30, "Uploaded and fetched query images unused for this many days are deleted."),
     Setting("model_path", "", "ONNX file of the embedding model; empty means the one `snapsource model export` wrote."),
     Setting("threads", 0, "Threads for model inference; 0 means one per CPU core."),
     Setting("ingest_workers", 4, "Threads reading and decoding images during ingest."),
@@ -62,6 +79,13 @@ class Settings:
     threads: int = _DEFAULTS["threads"]
     ingest_workers: int = _DEFAULTS["ingest_workers"]
     batch_size: int = _DEFAULTS["batch_size"]
+    min_image_side: int = _DEFAULTS["min_image_side"]
+    strict_img_url: bool = _DEFAULTS["strict_img_url"]
+    fetch_allow: str = _DEFAULTS["fetch_allow"]
+    fetch_timeout: float = _DEFAULTS["fetch_timeout"]
+    fetch_connect_timeout: float = _DEFAULTS["fetch_connect_timeout"]
+    upload_cache_size: int = _DEFAULTS["upload_cache_size"]
+    upload_keep_days: int = _DEFAULTS["upload_keep_days"]
 
     @classmethod
     def load(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -78,8 +102,15 @@ class Settings:
         return cls(**values)
 
 
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+
+
 def _coerce(setting: Setting, raw: str) -> Any:
     kind = type(setting.default)
+    if kind is bool:
+        if raw.strip().lower() in _TRUE | _FALSE:
+            return raw.strip().lower() in _TRUE
+        raise ValueError(f"SNAPSOURCE_{setting.name.upper()}={raw!r}: expected true or false")
     try:
         return kind(raw)
     except ValueError as exc:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import search
+from . import queries, search
 from .ingest import IngestReport, iter_rows, local_path
 from .resources import Resources
 
@@ -31,7 +31,7 @@ def self_retrieval(resources: Resources, catalog_file: Path) -> dict[str, Any]:
         evaluated += 1
         same_photo = {item for _, item in resources.catalog.offers_for_images([image.id])}
         started = time.perf_counter()
-        ranked = search.candidates(resources, search.embed_bytes(resources, data))
+        ranked = search.candidates(resources, queries.embed_bytes(resources, data))
         timings.append(time.perf_counter() - started)
         top = [item_id for item_id, _ in ranked[:5]]
         if top[:1] and top[0] in same_photo:

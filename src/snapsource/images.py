@@ -12,54 +12,98 @@ import io
 import warnings
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .config import Settings
 from .errors import ParameterError
 
 INPUT_SIZE = 224
 
+# Formats a query or catalog photo may come in, and the extension its stored copy gets. Others
+# that Pillow could open (EPS, PDF, PSD, ...) are refused: they are not photos, and some of their
+# decoders run external programs.
+FORMATS = {
+    "JPEG": "jpg",
+    "MPO": "jpg",  # phone cameras' multi-picture JPEG
+    "PNG": "png",
+    "WEBP": "webp",
+    "GIF": "gif",
+    "BMP": "bmp",
+    "TIFF": "tif",
+    "AVIF": "avif",
+    "HEIF": "heic",
+}
+_OPENERS = tuple(fmt for fmt in FORMATS if fmt != "MPO")  # Pillow opens MPO with its JPEG opener
+
 # Pillow's own bomb check raises only at twice its limit; we check our own cap explicitly.
 Image.MAX_IMAGE_PIXELS = None
+Image.init()  # load every plugin, so that `formats=` finds them
+pillow_heif.register_heif_opener()
 
 
 class ImageError(ParameterError):
-    """An image that cannot be used: unreadable, not an image, too large."""
+    """An image that cannot be used: unreadable, not an image, too large, too small."""
 
 
 @dataclasses.dataclass(frozen=True)
 class ImageLimits:
     max_pixels: int = 40_000_000
     max_bytes: int = 10_000_000
+    min_side: int = 32
+
+    @classmethod
+    def of(cls, settings: Settings) -> ImageLimits:
+        return cls(settings.max_image_pixels, settings.max_image_bytes, settings.min_image_side)
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1_000_000:.3g} MP"
 
 
 def decode(data: bytes, limits: ImageLimits = ImageLimits(), target: int = INPUT_SIZE * 2) -> Image.Image:
-    """Decode bytes to an upright RGB image, downscaled at decode time where the format allows."""
+    """Decode bytes to an upright RGB image, downscaled at decode time where the format allows.
+
+    The size is checked from the header, before any pixel is decoded (decompression bombs).
+    Animated images (GIF, WebP) give their first frame.
+    """
     if not data:
-        raise ImageError("the image is empty (0 bytes)")
+        raise ImageError("not an image: the data is empty (0 bytes)")
     if len(data) > limits.max_bytes:
-        raise ImageError(f"the image is {len(data):,} bytes; the limit is {limits.max_bytes:,}")
+        raise ImageError(f"image too large: {len(data):,} bytes > {limits.max_bytes:,} bytes")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=_OPENERS)
             width, height = img.size
             if width * height > limits.max_pixels:
                 raise ImageError(
-                    f"the image is {width}x{height} pixels; the limit is {limits.max_pixels:,} pixels"
+                    f"image too large: {width}x{height} pixels is {_megapixels(width * height)} "
+                    f"> {_megapixels(limits.max_pixels)}"
                 )
-            if img.format == "JPEG":
+            if min(width, height) < limits.min_side:
+                raise ImageError(
+                    f"image too small: {width}x{height} pixels; at least {limits.min_side} pixels "
+                    "on each side are needed"
+                )
+            if img.format in ("JPEG", "MPO"):
                 img.draft("RGB", (target, target))
             img = ImageOps.exif_transpose(img)
             return to_rgb(img)
     except ImageError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"the data is not a readable image ({exc})") from None
+    except UnidentifiedImageError:
+        raise ImageError(
+            f"not an image: the data is none of {', '.join(sorted(set(FORMATS.values())))} "
+            f"(it starts with {data[:12]!r})"
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"not a readable image: {exc}") from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """Flatten any mode to RGB; transparent pixels become white, as on a product page."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float32)
         top = float(arr.max()) or 1.0
         img = Image.fromarray((arr * (255.0 / top)).clip(0, 255).astype(np.uint8), "L")
@@ -128,6 +172,5 @@ def prepare(img: Image.Image, trim_margin: float) -> np.ndarray:
 
 def sniff_extension(data: bytes) -> str:
     """File extension for stored copies, from the bytes rather than the name."""
-    with Image.open(io.BytesIO(data)) as img:
-        fmt = (img.format or "").upper()
-    return {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}.get(fmt, "img")
+    with Image.open(io.BytesIO(data), formats=_OPENERS) as img:
+        return FORMATS.get(img.format or "", "img")

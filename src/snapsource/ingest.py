@@ -20,12 +20,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import numpy as np
 from pydantic import ValidationError
 
 from . import images
 from .catalog import StoredImage
+from .fetch import Fetcher, FetchPolicy
 from .offer import OfferRecord
 from .resources import Resources
 
@@ -159,20 +159,14 @@ class _Reader:
         self.settings = resources.settings
         self.base_dir = base_dir
         self.known = known
-        self.limits = images.ImageLimits(self.settings.max_image_pixels, self.settings.max_image_bytes)
-        self.http = httpx.Client(timeout=httpx.Timeout(20.0, connect=5.0), follow_redirects=True, max_redirects=3)
+        self.limits = images.ImageLimits.of(self.settings)
+        # Catalog URLs are the operator's own (often an intranet image server): any address,
+        # the same caps, timeouts and redirect limit as user URLs.
+        self.fetcher = Fetcher(FetchPolicy.of(self.settings, guard=False))
 
     def fetch(self, source: str) -> bytes:
         if source.startswith(("http://", "https://")):
-            with self.http.stream("GET", source) as response:
-                response.raise_for_status()
-                chunks, total = [], 0
-                for chunk in response.iter_bytes():
-                    total += len(chunk)
-                    if total > self.limits.max_bytes:
-                        raise images.ImageError(f"larger than {self.limits.max_bytes:,} bytes")
-                    chunks.append(chunk)
-                return b"".join(chunks)
+            return self.fetcher.fetch(source)
         path = local_path(source, self.base_dir)
         if path.stat().st_size > self.limits.max_bytes:
             raise images.ImageError(f"larger than {self.limits.max_bytes:,} bytes")
@@ -189,12 +183,12 @@ class _Reader:
                 img = images.decode(item.data, self.limits)
                 item.size = img.size
                 item.array = images.prepare(img, self.settings.trim_margin)
-        except (OSError, httpx.HTTPError, images.ImageError) as exc:
+        except (OSError, images.ImageError) as exc:
             item.error = str(exc) if not isinstance(exc, OSError) else f"{exc.strerror or exc}: {source}"
         return item
 
     def close(self) -> None:
-        self.http.close()
+        self.fetcher.close()
 
 
 def ingest(

@@ -1,4 +1,5 @@
-"""What a server or a command loads once for a data dir: catalog, tokens, embedder, index."""
+"""What a server or a command loads once for a data dir: catalog, tokens, embedder, index,
+query images and the URL fetcher."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import dataclasses
 from .catalog import Catalog
 from .config import Settings
 from .embed import Embedder, OnnxEmbedder
+from .fetch import Fetcher, FetchPolicy
 from .index import FaissIndex, VectorIndex
 from .tokens import Tokens
+from .uploads import Uploads
 
 
 @dataclasses.dataclass
@@ -18,16 +21,25 @@ class Resources:
     tokens: Tokens
     embedder: Embedder
     index: VectorIndex
+    uploads: Uploads
+    fetcher: Fetcher
 
     @classmethod
     def open(cls, settings: Settings) -> Resources:
         catalog = Catalog(settings.data_dir)
         embedder = OnnxEmbedder(settings.model_path or None, threads=settings.threads)
-        index = FaissIndex(settings.data_dir / "index", model=model_identity(embedder, settings), dim=embedder.dim)
-        return cls(settings, catalog, Tokens(catalog), embedder, index)
+        model = model_identity(embedder, settings)
+        index = FaissIndex(settings.data_dir / "index", model=model, dim=embedder.dim)
+        uploads = Uploads(
+            settings.data_dir / "uploads", model, memory=settings.upload_cache_size, keep_days=settings.upload_keep_days
+        )
+        fetcher = Fetcher(FetchPolicy.of(settings))
+        return cls(settings, catalog, Tokens(catalog), embedder, index, uploads, fetcher)
 
     def close(self) -> None:
         self.catalog.close()
+        self.uploads.close()
+        self.fetcher.close()
 
 
 def model_identity(embedder: Embedder, settings: Settings) -> str:

@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import re
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from urllib.parse import urlsplit
 
 import numpy as np
 
-from . import images
 from .catalog import OfferFacts, StoredImage
 from .errors import ParameterError
 from .offer import Item
 from .resources import Resources
 
 MAX_PAGE_SIZE = 20
-IMAGE_PATH = re.compile(r"^/img/(?P<sha>[0-9a-f]{64})\.(?P<ext>[a-z0-9]{2,4})$")
 
 
 class Sort(StrEnum):
@@ -123,38 +119,6 @@ class Page:
     @property
     def has_next_page(self) -> bool:
         return self.page * self.page_size < self.total_count
-
-
-def stored_image(resources: Resources, img_url: str, own_hosts: set[str]) -> StoredImage:
-    """The catalog image an `img_url` names: a URL this service serves, absolute or relative."""
-    url = urlsplit(img_url.strip())
-    if url.scheme and url.scheme not in ("http", "https"):
-        raise ParameterError(f"img_url must be an http(s) URL or a path; got scheme {url.scheme!r}")
-    match = IMAGE_PATH.match(url.path)
-    if (url.netloc and url.netloc.lower() not in own_hosts) or not match:
-        raise ParameterError(
-            "img_url must be an image URL served by this service, such as the `img` of a search "
-            "result (/img/<sha256>.jpg, absolute or relative); other image URLs are not accepted yet"
-        )
-    image = resources.catalog.image_by_sha(match["sha"])
-    if image is None:
-        raise ParameterError(f"img_url {url.path} is not an image of this catalog")
-    return image
-
-
-def vector_of(resources: Resources, image: StoredImage) -> np.ndarray:
-    """A catalog image's vector: from the index, or embedded from its file if it has none yet."""
-    try:
-        return resources.index.vectors(np.asarray([image.id], dtype=np.int64))[0]
-    except RuntimeError:  # faiss: id not in the index (an import was interrupted)
-        data = resources.catalog.image_file(image.sha256, image.ext).read_bytes()
-        return embed_bytes(resources, data)
-
-
-def embed_bytes(resources: Resources, data: bytes) -> np.ndarray:
-    settings = resources.settings
-    img = images.decode(data, images.ImageLimits(settings.max_image_pixels, settings.max_image_bytes))
-    return resources.embedder.embed(images.prepare(img, settings.trim_margin)[None])[0]
 
 
 def candidates(resources: Resources, vector: np.ndarray) -> list[tuple[int, float]]:

@@ -1,4 +1,4 @@
-"""GET /img/{name}: catalog images, content-addressed, so cacheable forever."""
+"""GET /img/{name}: catalog photos and query images, content-addressed, so cacheable forever."""
 
 from __future__ import annotations
 
@@ -12,15 +12,28 @@ from .deps import ResourcesDep
 
 router = APIRouter()
 NAME = re.compile(r"^(?P<sha>[0-9a-f]{64})\.(?P<ext>[a-z0-9]{2,4})$")
-MEDIA = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif", "bmp": "image/bmp", "tif": "image/tiff"}
+MEDIA = {
+    "jpg": "image/jpeg",
+    "png": "image/png",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "bmp": "image/bmp",
+    "tif": "image/tiff",
+    "avif": "image/avif",
+    "heic": "image/heic",
+}
 
 
-@router.get("/img/{name}", tags=["images"], summary="An image of the catalog")
+@router.get("/img/{name}", tags=["images"], summary="A catalog photo or an uploaded query image")
 def image(name: str, resources: ResourcesDep) -> FileResponse:
     match = NAME.match(name)
-    path = resources.catalog.image_file(match["sha"], match["ext"]) if match else None
+    path = None
+    if match:
+        path = resources.catalog.image_file(match["sha"], match["ext"])
+        if not path.is_file():
+            path = resources.uploads.file(match["sha"], match["ext"])
     if path is None or not path.is_file():
-        raise HTTPException(404, f"no image {name} in this catalog")
+        raise HTTPException(404, f"no image {name} on this service")
     return FileResponse(
         path,
         media_type=MEDIA.get(match["ext"], "application/octet-stream"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ..offer import Item
 
@@ -27,6 +27,26 @@ class SearchResponse(BaseModel):
     data: SearchData
 
 
+class UploadSearchData(SearchData):
+    image_url: str = Field(description="The uploaded image's path: pass it as img_url for later pages")
+
+
+class UploadSearchResponse(BaseModel):
+    code: int
+    msg: str
+    data: UploadSearchData
+
+
+class ImageUrl(BaseModel):
+    image_url: str = Field(description="Path of the stored image, such as /img/<sha256>.jpg; use it as img_url")
+
+
+class ImageUrlResponse(BaseModel):
+    code: int
+    msg: str
+    data: ImageUrl
+
+
 class ErrorResponse(BaseModel):
     code: int
     msg: str
@@ -37,7 +57,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
     for status, text in {
         401: "Missing or invalid apiToken",
-        422: "Parameter error: the message says which parameter and why",
+        422: "Parameter error or unusable image: the message says which and why",
         500: "Unexpected error",
     }.items()
 }

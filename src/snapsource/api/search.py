@@ -1,18 +1,58 @@
-"""GET /1688/search/image: TMAPI's search by image."""
+"""Search by image: TMAPI's `GET /1688/search/image`, and a one-step `POST` with the photo in the body."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import dataclasses
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from .. import search
+from .. import queries, search
 from ..errors import envelope
+from ..resources import Resources
 from .deps import ResourcesDep, TokenDep, own_hosts, public_base
-from .schemas import ERROR_RESPONSES, SearchResponse
+from .schemas import ERROR_RESPONSES, SearchResponse, UploadSearchResponse
+from .uploads import IMAGE_BODY, read_image
 
 router = APIRouter()
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchParams:
+    page: int
+    page_size: int
+    sort: search.Sort
+    filters: search.Filters
+
+
+def search_params(
+    page: Annotated[int, Query(ge=1, description="Page number")] = 1,
+    page_size: Annotated[int, Query(ge=1, le=search.MAX_PAGE_SIZE, description="Items per page")] = 20,
+    sort: Annotated[search.Sort, Query(description="default (similarity), sales, price_up, price_down")] = search.Sort.default,
+    price_start: Annotated[str | None, Query(description="Minimum price (decimal string)")] = None,
+    price_end: Annotated[str | None, Query(description="Maximum price (decimal string)")] = None,
+    support_dropshipping: Annotated[bool, Query(description="Only offers that support dropshipping")] = False,
+    is_factory: Annotated[bool, Query(description="Only offers from factories")] = False,
+    verified_supplier: Annotated[bool, Query(description="Only verified suppliers")] = False,
+    free_shipping: Annotated[bool, Query(description="Only offers with free shipping")] = False,
+    new_arrival: Annotated[bool, Query(description="Only new offers")] = False,
+) -> SearchParams:
+    """The spec's parameters besides img_url, shared by GET and POST."""
+    filters = search.Filters.from_params(
+        price_start,
+        price_end,
+        support_dropshipping=support_dropshipping,
+        is_factory=is_factory,
+        verified_supplier=verified_supplier,
+        free_shipping=free_shipping,
+        new_arrival=new_arrival,
+    )
+    return SearchParams(page, page_size, sort, filters)
+
+
+ParamsDep = Annotated[SearchParams, Depends(search_params)]
 
 
 @router.get(
@@ -26,35 +66,46 @@ def search_image(
     request: Request,
     resources: ResourcesDep,
     _token: TokenDep,
-    img_url: Annotated[str, Query(min_length=1, description="URL of an image this service serves (`img` of a result)")],
-    page: Annotated[int, Query(ge=1, description="Page number")] = 1,
-    page_size: Annotated[int, Query(ge=1, le=search.MAX_PAGE_SIZE, description="Items per page")] = 20,
-    sort: Annotated[search.Sort, Query(description="default (similarity), sales, price_up, price_down")] = search.Sort.default,
-    price_start: Annotated[str | None, Query(description="Minimum price (decimal string)")] = None,
-    price_end: Annotated[str | None, Query(description="Maximum price (decimal string)")] = None,
-    support_dropshipping: Annotated[bool, Query(description="Only offers that support dropshipping")] = False,
-    is_factory: Annotated[bool, Query(description="Only offers from factories")] = False,
-    verified_supplier: Annotated[bool, Query(description="Only verified suppliers")] = False,
-    free_shipping: Annotated[bool, Query(description="Only offers with free shipping")] = False,
-    new_arrival: Annotated[bool, Query(description="Only new offers")] = False,
+    img_url: Annotated[
+        str,
+        Query(
+            min_length=1,
+            description="The query image: the `img` of a result, the image_url of upload or convert_url, "
+            "or any http(s) image URL (fetched once, unless strict_img_url is on)",
+        ),
+    ],
+    params: ParamsDep,
 ) -> JSONResponse:
-    """The data is built in the spec's order and types (see test_contract), so it is sent as is
-    rather than validated a second time against SearchResponse, which documents it."""
-    filters = search.Filters.from_params(
-        price_start,
-        price_end,
-        support_dropshipping=support_dropshipping,
-        is_factory=is_factory,
-        verified_supplier=verified_supplier,
-        free_shipping=free_shipping,
-        new_arrival=new_arrival,
-    )
     resources.index.refresh()
-    image = search.stored_image(resources, img_url, own_hosts(request))
-    vector = search.vector_of(resources, image)
-    result = search.run(resources, vector, page=page, page_size=page_size, sort=sort, filters=filters)
+    query = queries.from_img_url(resources, img_url, own_hosts(request))
+    return JSONResponse(envelope(200, "success", _page(request, resources, query, params)))
+
+
+@router.post(
+    "/1688/search/image",
+    response_class=JSONResponse,
+    responses={200: {"model": UploadSearchResponse, "description": "Offers, best first"}, **ERROR_RESPONSES},
+    summary="Upload an image and search with it in one step",
+    tags=["search"],
+    openapi_extra=IMAGE_BODY,
+)
+async def search_image_upload(request: Request, resources: ResourcesDep, _token: TokenDep, params: ParamsDep) -> JSONResponse:
+    """The photo is kept like an upload: `data.image_url` searches it again (later pages) with GET."""
+    data = await read_image(request, resources.settings.max_image_bytes)
+    resources.index.refresh()
+    query = await run_in_threadpool(queries.from_bytes, resources, data)
+    page = await run_in_threadpool(_page, request, resources, query, params)
+    return JSONResponse(envelope(200, "success", {**page, "image_url": query.image_url}))
+
+
+def _page(request: Request, resources: Resources, query: queries.Query, params: SearchParams) -> dict[str, Any]:
+    """The data of a search answer, in the spec's order and types (see test_contract); it is sent as
+    built rather than validated a second time against SearchResponse, which documents it."""
+    result = search.run(
+        resources, query.vector, page=params.page, page_size=params.page_size, sort=params.sort, filters=params.filters
+    )
     base = public_base(request)
-    data = {
+    return {
         "page": result.page,
         "page_size": result.page_size,
         "total_count": result.total_count,
@@ -65,4 +116,3 @@ def search_image(
         "items": [hit.wire(base) for hit in result.hits],
         "has_next_page": result.has_next_page,
     }
-    return JSONResponse(envelope(200, "success", data))
