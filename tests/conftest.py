@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import socket
@@ -16,6 +18,7 @@ import uvicorn
 
 from snapsource.app import create_app
 from snapsource.config import Settings
+from snapsource.fetch import Fetcher, FetchPolicy
 from snapsource.ingest import IngestReport, ingest
 from snapsource.resources import Resources
 
@@ -23,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SNAPSOURCE_SHARED", ROOT.parent / "shared"))
 LUMA = SHARED / "catalogs" / "luma" / "catalog.jsonl"
 SPEC = SHARED / "spec"
+GROCERY = SHARED / "eval" / "grocery"
 
 
 def luma_offers() -> list[dict]:
@@ -67,22 +71,37 @@ class _Server(uvicorn.Server):
         pass
 
 
-@pytest.fixture(scope="session")
-def base_url(resources) -> Iterator[str]:
-    """A real uvicorn server on 127.0.0.1, in a thread, serving the ingested catalog."""
+@contextlib.contextmanager
+def serve(app) -> Iterator[str]:
+    """A real uvicorn server on 127.0.0.1, in a thread; yields its base URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = _Server(uvicorn.Config(create_app(resources=resources), log_level="warning", lifespan="off"))
+    server = _Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def with_settings(resources: Resources, **changes) -> Resources:
+    """The same catalog, index and query images, served with other settings."""
+    settings = dataclasses.replace(resources.settings, **changes)
+    return dataclasses.replace(resources, settings=settings, fetcher=Fetcher(FetchPolicy.of(settings)))
+
+
+@pytest.fixture(scope="session")
+def base_url(resources) -> Iterator[str]:
+    """The ingested catalog behind a real HTTP server, with default settings."""
+    with serve(create_app(resources=resources)) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -59,10 +60,86 @@ def test_padded_copy_embeds_close_to_the_original(resources):
     assert float(original @ padded) > 0.9
 
 
-@pytest.mark.parametrize("data, needle", [(b"", "empty"), (b"<html>hi</html>", "not an image")])
-def test_unreadable_input(data, needle):
-    with pytest.raises(images.ImageError, match=needle):
+def _photo() -> Image.Image:
+    return Image.open(LUMA.parent / luma_offers()[0]["img"]).convert("RGB").resize((300, 360))
+
+
+@pytest.mark.parametrize(
+    "fmt, mode, ext",
+    [
+        ("JPEG", "RGB", "jpg"),
+        ("JPEG", "L", "jpg"),
+        ("MPO", "RGB", "jpg"),
+        ("PNG", "RGB", "png"),
+        ("WEBP", "RGB", "webp"),
+        ("GIF", "P", "gif"),
+        ("BMP", "RGB", "bmp"),
+        ("TIFF", "RGB", "tif"),
+        ("AVIF", "RGB", "avif"),
+        ("HEIF", "RGB", "heic"),
+    ],
+)
+def test_every_photo_format_decodes_to_the_same_picture(fmt, mode, ext):
+    photo = _photo()
+    data = encode(photo.convert(mode), fmt)
+    out = images.decode(data)
+    assert out.mode == "RGB" and out.size == photo.size and images.sniff_extension(data) == ext
+    error = np.abs(np.asarray(out, np.float32) - np.asarray(photo.convert(mode).convert("RGB"), np.float32)).mean()
+    assert error < 12, f"{fmt}: mean error {error:.1f}"
+
+
+def test_cmyk_jpeg_keeps_its_colours():
+    red = Image.new("RGB", (64, 64), (220, 30, 30)).convert("CMYK")
+    r, g, b = images.decode(encode(red, "JPEG", quality=95)).getpixel((32, 32))
+    assert r > 180 and g < 80 and b < 80
+
+
+def test_palette_transparency_and_16_bit():
+    pal = Image.new("P", (64, 64), 0)
+    pal.putpalette([0, 0, 0, 255, 0, 0])
+    pal.info["transparency"] = 0
+    assert images.decode(encode(pal, "PNG")).getpixel((3, 3)) == (255, 255, 255)
+    deep = Image.fromarray(np.full((64, 64), 40000, dtype=np.uint16))
+    assert deep.mode.startswith("I;16")
+    assert images.decode(encode(deep, "PNG")).getpixel((3, 3)) == (255, 255, 255)  # scaled to its own range
+
+
+def test_animated_gif_and_webp_give_their_first_frame():
+    frames = [Image.new("RGB", (64, 64), colour) for colour in ("blue", "yellow", "green")]
+    for fmt in ("GIF", "WEBP"):
+        data = encode(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100)
+        r, g, b = images.decode(data).getpixel((32, 32))
+        assert b > 200 and r < 60 and g < 60, fmt
+
+
+@pytest.mark.parametrize(
+    "data, needle",
+    [
+        (b"", "not an image: the data is empty"),
+        (b"<html>hi</html>", "not an image"),
+        (b'<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"/>', "not an image"),
+        (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\n", "not an image"),  # Pillow could: we refuse
+        (encode(Image.new("RGB", (64, 64)), "PDF"), "not an image"),
+        (encode(Image.new("RGB", (200, 200)), "JPEG")[:300], "not a readable image"),
+        (encode(Image.new("L", (65_000, 1)), "PNG"), "image too small: 65000x1 pixels"),
+        (encode(Image.new("RGB", (31, 400)), "PNG"), "image too small: 31x400"),
+    ],
+)
+def test_unusable_input_is_named(data, needle):
+    with pytest.raises(images.ImageError, match=re.escape(needle)):
         images.decode(data)
+
+
+def test_pixel_cap_is_checked_before_decoding():
+    from imageserver import png_bomb
+
+    with pytest.raises(images.ImageError, match=re.escape("image too large: 20000x20000 pixels is 400 MP > 40 MP")):
+        images.decode(png_bomb())
+
+
+def test_byte_cap():
+    with pytest.raises(images.ImageError, match="image too large: 2,000 bytes > 1,000 bytes"):
+        images.decode(b"\0" * 2000, images.ImageLimits(max_bytes=1000))
 
 
 def test_pixel_cap():

@@ -7,6 +7,7 @@ photo, ranks first.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import statistics
 import time
@@ -48,3 +49,31 @@ def self_retrieval(resources: Resources, catalog_file: Path) -> dict[str, Any]:
         "p50_ms": 1000 * statistics.median(timings) if timings else 0.0,
         "misses": misses,
     }
+
+
+GROCERY_ITEM_BASE = 1_000_000  # grocery product_id -> item_id, far from real 1688 ids
+
+
+def grocery_gallery(manifest: Path) -> list[dict[str, Any]]:
+    """The grocery eval's catalog photos as catalog offers (one per product), to ingest.
+
+    The eval set has titles and classes but no trade data: prices are "0.00" and shop fields are
+    left empty, so these offers are for measuring retrieval, not for trying filters.
+    """
+    offers = []
+    with open(manifest, newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["role"] != "catalog":
+                continue
+            item_id = GROCERY_ITEM_BASE + int(row["product_id"])
+            offers.append(
+                {
+                    "item_id": item_id,
+                    "product_url": f"https://grocery.example/offer/{item_id}.html",
+                    "title": row["title"],
+                    "img": str((manifest.parent / row["image_path"]).resolve()),
+                    "category_path": [row["coarse_class"]],
+                    "price": "0.00",
+                }
+            )
+    return offers
