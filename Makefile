@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 MODEL := src/snapsource/_model/efficientnet-lite0.onnx
 
-.PHONY: install model demo serve ingest test eval calibrate latency clean
+.PHONY: install model demo serve ingest test eval calibrate latency pages clean
 
 $(BIN)/snapsource: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ calibrate: model
 # p50/p90/p99 of searches over loopback HTTP against the ingested catalog.
 latency: ingest
 	$(BIN)/python benchmarks/search_latency.py --data $(DATA)
+
+# Page 1 (fetch or upload, decode, embed) vs page 2 (vector kept by hash) of searches with shop photos.
+pages: model
+	$(BIN)/python benchmarks/page_latency.py --data build/bench-pages
 
 clean:
 	rm -rf $(VENV) $(MODEL_VENV) $(MODEL) build .pytest_cache

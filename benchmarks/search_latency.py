@@ -11,23 +11,16 @@ from __future__ import annotations
 import argparse
 import itertools
 import random
-import socket
 import statistics
-import threading
 import time
 from pathlib import Path
 
 import httpx
-import uvicorn
 
 from snapsource.app import create_app
 from snapsource.config import Settings
+from snapsource.loopback import serve
 from snapsource.resources import Resources
-
-
-class _Server(uvicorn.Server):
-    def install_signal_handlers(self) -> None:
-        pass
 
 
 def main() -> None:
@@ -38,19 +31,13 @@ def main() -> None:
     resources = Resources.open(Settings.load(data_dir=args.data))
     token = resources.tokens.create("bench-latency")
     images = [f"/img/{sha}.{ext}" for sha, ext in resources.catalog.db.execute("SELECT sha256, ext FROM images")]
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = _Server(uvicorn.Config(create_app(resources=resources), log_level="warning", lifespan="off"))
-    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
     rng = random.Random(0)
     variants = itertools.cycle([
         {}, {"sort": "sales"}, {"sort": "price_up", "page": "2"}, {"is_factory": "true"},
         {"price_start": "20", "price_end": "120", "sort": "price_down"}, {"page": "3", "page_size": "10"},
     ])
     timings = []
-    with httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=30) as client:
+    with serve(create_app(resources=resources)) as url, httpx.Client(base_url=url, timeout=30) as client:
         for _ in range(args.n):
             params = {"apiToken": token, "img_url": rng.choice(images), **next(variants)}
             started = time.perf_counter()
@@ -58,7 +45,6 @@ def main() -> None:
             timings.append(1000 * (time.perf_counter() - started))
             assert response.status_code == 200, response.text
     resources.tokens.revoke("bench-latency")
-    server.should_exit = True
     q = statistics.quantiles(timings, n=100)
     print(f"{args.n} searches over {len(images)} images: p50 {statistics.median(timings):.1f} ms, "
           f"p90 {q[89]:.1f} ms, p99 {q[98]:.1f} ms")

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from snapsource.app import create_app
 from snapsource.config import Settings
 from snapsource.fetch import Fetcher, FetchPolicy
 from snapsource.ingest import IngestReport, ingest
+from snapsource.loopback import serve
 from snapsource.resources import Resources
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,31 +60,6 @@ def resources(luma) -> Resources:
 @pytest.fixture(scope="session")
 def token(resources) -> str:
     return resources.tokens.create("tests")
-
-
-class _Server(uvicorn.Server):
-    def install_signal_handlers(self) -> None:  # runs in a thread
-        pass
-
-
-@contextlib.contextmanager
-def serve(app) -> Iterator[str]:
-    """A real uvicorn server on 127.0.0.1, in a thread; yields its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = _Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def with_settings(resources: Resources, **changes) -> Resources:

@@ -36,3 +36,20 @@ def test_missing_model_is_a_clear_error(tmp_path):
         capture_output=True, text=True, env={"SNAPSOURCE_MODEL_PATH": str(tmp_path / "none.onnx"), "PATH": ""},
     )
     assert run.returncode == 2 and "snapsource model export" in run.stderr
+
+
+def test_search_takes_a_file_or_a_url(resources):
+    import json
+
+    from conftest import LUMA, luma_offers
+    from imageserver import ImageServer
+
+    photo = (LUMA.parent / luma_offers()[0]["img"]).read_bytes()
+    cli = [sys.executable, "-m", "snapsource", "search", "--data", str(resources.settings.data_dir), "--json"]
+    with ImageServer(photo, photo).running() as url:
+        by_url = subprocess.run([*cli, url + "/photo.jpg"], capture_output=True, text=True)
+    assert by_url.returncode == 0, by_url.stderr
+    first = json.loads(by_url.stdout.splitlines()[0])
+    assert first["item_id"] == luma_offers()[0]["item_id"] or first["title"] == luma_offers()[0]["title"]
+    missing = subprocess.run([*cli, "/no/such/photo.jpg"], capture_output=True, text=True)
+    assert missing.returncode == 2 and "No such file" in missing.stderr

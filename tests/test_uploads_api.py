@@ -12,9 +12,14 @@ import httpx
 import pytest
 from PIL import Image
 
-from conftest import GROCERY, Resources, Settings, create_app, ingest, serve, with_settings
+from conftest import GROCERY, with_settings
 from imageserver import ImageServer, encode, grocery_photo
+from snapsource.app import create_app
+from snapsource.config import Settings
 from snapsource.evaluate import grocery_gallery
+from snapsource.ingest import ingest
+from snapsource.loopback import serve
+from snapsource.resources import Resources
 
 PHOTO = grocery_photo(0)
 

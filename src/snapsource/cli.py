@@ -42,6 +42,19 @@ def _resources(data: Path, **overrides):
         raise typer.Exit(2) from None
 
 
+def _read_photo(resources, source: str) -> bytes:
+    """A local file, or a URL fetched like a catalog image: the operator may reach any address."""
+    from .fetch import Fetcher, FetchPolicy
+
+    if not source.startswith(("http://", "https://")):
+        return Path(source).read_bytes()
+    fetcher = Fetcher(FetchPolicy.of(resources.settings, guard=False))
+    try:
+        return fetcher.fetch(source)
+    finally:
+        fetcher.close()
+
+
 class _MaskToken(logging.Filter):
     """Access logs never show an apiToken."""
 
@@ -123,7 +136,7 @@ def ingest(
 
 @app.command("search")
 def search_cmd(
-    image: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A local image file.")],
+    image: Annotated[str, typer.Argument(help="A local image file, or an http(s) image URL.")],
     data: DataOpt = DEFAULT_DATA,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line, best first.")] = False,
     page: int = 1,
@@ -137,7 +150,7 @@ def search_cmd(
     free_shipping: bool = False,
     new_arrival: bool = False,
 ) -> None:
-    """Search the catalog with a local image."""
+    """Search the catalog with a local image or an image URL."""
     from . import queries, search
     from .errors import ApiError
 
@@ -152,9 +165,9 @@ def search_cmd(
             free_shipping=free_shipping,
             new_arrival=new_arrival,
         )
-        vector = queries.embed_bytes(resources, image.read_bytes())
+        vector = queries.embed_bytes(resources, _read_photo(resources, image))
         result = search.run(resources, vector, page=page, page_size=page_size, sort=search.Sort(sort), filters=filters)
-    except (ApiError, ValueError, ArithmeticError) as exc:
+    except (ApiError, ValueError, ArithmeticError, OSError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
     base = resources.settings.public_url.rstrip("/")
@@ -189,6 +202,7 @@ def info(
             f"  curl '{url.rstrip('/')}/1688/search/image?apiToken={token}"
             f"&img_url={img_url}&page=1&page_size=20&sort=default'"
         )
+        typer.echo(f"  curl -F file=@photo.jpg '{url.rstrip('/')}/1688/search/image?apiToken={token}&page_size=20'")
         typer.echo(f"  API docs: {url.rstrip('/')}/docs")
     resources.close()
 
