@@ -201,6 +201,10 @@ def test_docs_and_openapi(client):
     for name in ["img_url", "page", "page_size", "sort", "price_start", "price_end", "support_dropshipping",
                  "is_factory", "verified_supplier", "free_shipping", "new_arrival", "apiToken"]:
         assert name in params
+    for path in ("/1688/search/image", "/1688/tools/image/upload"):
+        body = spec["paths"][path]["post"]["requestBody"]["content"]
+        assert {"multipart/form-data", "application/json", "image/*"} <= set(body)
+    assert "application/json" in spec["paths"]["/1688/tools/image/convert_url"]["post"]["requestBody"]["content"]
 
 
 def test_health(client):
