@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 MODEL := src/snapsource/_model/efficientnet-lite0.onnx
 
-.PHONY: install model demo serve ingest test eval calibrate latency pages clean
+.PHONY: install model demo serve ingest test eval eval-ablation calibrate latency pages clean
 
 $(BIN)/snapsource: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

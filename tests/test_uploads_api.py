@@ -43,6 +43,10 @@ class CountingEmbedder:
         self.images += len(batch)
         return self.inner.embed(batch)
 
+    def feature_maps(self, batch):
+        self.images += len(batch)
+        return self.inner.feature_maps(batch)
+
 
 @pytest.fixture(scope="module")
 def grocery(tmp_path_factory):

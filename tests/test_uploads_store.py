@@ -20,24 +20,26 @@ def test_vectors_survive_a_restart_and_are_reembedded_for_another_model(tmp_path
     first.close()
 
     again = Resources.open(Settings.load(environ={}, data_dir=tmp_path))
-    assert again.uploads.vector(query.sha256) is not None  # from disk, no embedding
-    assert np.allclose(queries.known(again, query.sha256).vector, query.vector)
+    assert again.uploads.analysis(query.sha256) is not None  # from disk, no embedding
+    kept = queries.known(again, query.sha256)
+    assert np.allclose(kept.vector, query.vector) and kept.analysis.regions == query.analysis.regions
     again.close()
 
-    other = Uploads(tmp_path / "uploads", model="another-model;trim=0.08")
-    assert other.get(query.sha256) is not None and other.vector(query.sha256) is None  # file kept, vector stale
+    other = Uploads(tmp_path / "uploads", pipeline="another-model;trim=0.08")
+    assert other.get(query.sha256) is not None and other.analysis(query.sha256) is None  # file kept, stale
     other.close()
-    changed = Resources.open(Settings.load(environ={}, data_dir=tmp_path, trim_margin=0.0))
+    changed = Resources.open(Settings.load(environ={}, data_dir=tmp_path, multi_crop=False))
     requery = queries.known(changed, query.sha256)
-    assert requery is not None and changed.uploads.vector(query.sha256) is not None
+    assert requery is not None and changed.uploads.analysis(query.sha256) is not None
+    assert not np.allclose(requery.vector, query.vector)  # analysed again, by the new pipeline
     changed.close()
 
 
 def test_unused_uploads_are_pruned_with_their_files(tmp_path):
-    store = Uploads(tmp_path, model="m", keep_days=30)
+    store = Uploads(tmp_path, pipeline="m", keep_days=30)
     old, new = Upload("a" * 64, "jpg", 40, 40), Upload("b" * 64, "png", 40, 40)
     for upload in (old, new):
-        store.put(upload, b"bytes", np.ones(4, np.float32))
+        store.put(upload, b"bytes", b"analysis")
     store.remember_url("http://x.example/a.jpg", old.sha256)
     with store.write() as db:
         db.execute("UPDATE uploads SET used_at = ? WHERE sha256 = ?", (time.time() - 31 * 86400, old.sha256))
@@ -45,7 +47,7 @@ def test_unused_uploads_are_pruned_with_their_files(tmp_path):
     assert store.prune() == 1
     assert not store.file(old.sha256, "jpg").exists() and store.file(new.sha256, "png").exists()
     assert store.get(old.sha256) is None and store.get(new.sha256) == new
-    fresh = Uploads(tmp_path, model="m")  # another process: nothing cached in memory
+    fresh = Uploads(tmp_path, pipeline="m")  # another process: nothing cached in memory
     assert fresh.sha_for_url("http://x.example/a.jpg") is None
     store.close()
     fresh.close()

@@ -48,6 +48,10 @@ CREATE TABLE IF NOT EXISTS offer_images (
     PRIMARY KEY (item_id, position)
 );
 CREATE INDEX IF NOT EXISTS offer_images_by_image ON offer_images(image_id);
+CREATE TABLE IF NOT EXISTS local_features (
+    image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+    data BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS tokens (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
@@ -84,6 +88,7 @@ class OfferFacts:
     verified_supplier: bool | None
     new_arrival: bool | None
     created_at: dt.date | None
+    main_image_id: int = 0
 
 
 def _chunks(values: list[int]) -> Iterator[list[int]]:
@@ -223,14 +228,14 @@ class Catalog(Database):
         for chunk in _chunks(item_ids):
             rows = self.db.execute(
                 f"""SELECT item_id, price, sales, is_factory, support_dropshipping, free_shipping,
-                           verified_supplier, new_arrival, created_at
+                           verified_supplier, new_arrival, created_at, main_image_id
                     FROM offers WHERE item_id IN ({','.join('?' * len(chunk))})""",
                 chunk,
             )
             for r in rows:
                 out[r[0]] = OfferFacts(
                     r[0], Decimal(r[1]), r[2], _flag(r[3]), _flag(r[4]), _flag(r[5]), _flag(r[6]), _flag(r[7]),
-                    dt.date.fromisoformat(r[8]) if r[8] else None,
+                    dt.date.fromisoformat(r[8]) if r[8] else None, r[9],
                 )
         return out
 
@@ -247,6 +252,24 @@ class Catalog(Database):
             for item_id, doc, image_id, sha, ext in rows:
                 out[item_id] = (doc, StoredImage(image_id, sha, ext))
         return out
+
+    # local features (geometric re-ranking) ------------------------------------------------------
+    def local_features(self, image_ids: list[int]) -> dict[int, bytes]:
+        out: dict[int, bytes] = {}
+        for chunk in _chunks(image_ids):
+            rows = self.db.execute(
+                f"SELECT image_id, data FROM local_features WHERE image_id IN ({','.join('?' * len(chunk))})", chunk
+            )
+            out.update(rows)
+        return out
+
+    def put_local_features(self, features: dict[int, bytes]) -> None:
+        with self.write() as db:
+            db.executemany("INSERT OR REPLACE INTO local_features (image_id, data) VALUES (?, ?)", features.items())
+
+    def image_by_id(self, image_id: int) -> StoredImage | None:
+        row = self.db.execute("SELECT id, sha256, ext FROM images WHERE id = ?", (image_id,)).fetchone()
+        return StoredImage(*row) if row else None
 
     # tokens -----------------------------------------------------------------------------------
     def add_token(self, name: str, token_hash: str) -> None:

@@ -165,8 +165,8 @@ def search_cmd(
             free_shipping=free_shipping,
             new_arrival=new_arrival,
         )
-        vector = queries.embed_bytes(resources, _read_photo(resources, image))
-        result = search.run(resources, vector, page=page, page_size=page_size, sort=search.Sort(sort), filters=filters)
+        analysis = queries.analyse_bytes(resources, _read_photo(resources, image))
+        result = search.run(resources, analysis.vectors, local=analysis.local, page=page, page_size=page_size, sort=search.Sort(sort), filters=filters)
     except (ApiError, ValueError, ArithmeticError, OSError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
@@ -251,27 +251,94 @@ def model_export(
     err.print(f"model written: {export(target)}")
 
 
+ABLATION: tuple[tuple[str, dict[str, object]], ...] = (
+    ("baseline: whole photo", {"multi_crop": False, "localise": False, "rerank_k": 0}),
+    ("+ framings (multi_crop)", {"multi_crop": True, "localise": False, "rerank_k": 0}),
+    ("+ localisation", {"multi_crop": True, "localise": True, "rerank_k": 0}),
+    ("+ geometric re-ranking", {"multi_crop": True, "localise": True}),
+)
+
+
+def _parse_set(pairs: list[str]) -> dict[str, object]:
+    from .config import SETTINGS, _coerce
+
+    known = {s.name: s for s in SETTINGS}
+    out: dict[str, object] = {}
+    for pair in pairs:
+        name, _, raw = pair.partition("=")
+        if name not in known or not _:
+            raise typer.BadParameter(f"--set {pair!r}: expected NAME=VALUE with a setting from docs/settings.md")
+        out[name] = _coerce(known[name], raw)
+    return out
+
+
 @app.command("eval")
 def eval_cmd(
-    catalog: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The catalog file that was ingested.")],
-    data: DataOpt = DEFAULT_DATA,
+    protocols: Annotated[
+        Optional[list[str]], typer.Argument(help="grocery, edits and/or self (default: grocery edits).")
+    ] = None,
+    data: Annotated[Path, typer.Option("--data", help="Data dir for the eval catalogs (imported if needed).")] = Path(
+        "build/eval-data"
+    ),
+    shared: Annotated[Path, typer.Option(help="The shared folder with catalogs/luma and eval/grocery.")] = Path("../shared"),
     output: Annotated[Optional[Path], typer.Option(help="Write the results as JSON here.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="At most this many queries (grocery) or offers (edits, self).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the edits.")] = 0,
+    set_: Annotated[list[str], typer.Option("--set", help="Override a setting, e.g. --set rerank_k=0.")] = [],  # noqa: B006
+    ablation: Annotated[bool, typer.Option(help="Run each improvement switched on in turn and compare.")] = False,
 ) -> None:
-    """Self-retrieval: search with each offer's main image file; is the offer (or a twin) first?"""
-    from .evaluate import self_retrieval
+    """Measure retrieval quality: R@1/5/10, mAP and p50 latency per protocol (docs/quality.md)."""
+    from . import evaluate
+    from .ingest import ingest
+    from .resources import Resources
 
-    resources = _resources(data)
-    result = self_retrieval(resources, catalog)
-    table = Table("offers", "R@1", "R@5", "misses", "p50 ms", title="self-retrieval")
-    table.add_row(
-        str(result["offers"]), f"{result['recall_at_1']:.4f}", f"{result['recall_at_5']:.4f}",
-        str(len(result["misses"])), f"{result['p50_ms']:.1f}",
-    )
+    wanted = protocols or ["grocery", "edits"]
+    unknown = set(wanted) - {"grocery", "edits", "self"}
+    if unknown:
+        raise typer.BadParameter(f"unknown protocol {', '.join(sorted(unknown))}: use grocery, edits or self")
+    luma = shared / "catalogs" / "luma" / "catalog.jsonl"
+    manifest = shared / "eval" / "grocery" / "manifest.csv"
+    overrides = _parse_set(set_)
+    preparing = _resources(data, **overrides)
+    err.print(f"importing the eval catalogs into {data} (only what changed)")
+    ingest(preparing, luma)
+    if "grocery" in wanted:
+        gallery = data / "grocery-gallery.jsonl"
+        gallery.write_text("".join(json.dumps(o) + "\n" for o in evaluate.grocery_gallery(manifest)))
+        ingest(preparing, gallery)
+    preparing.close()
+
+    configs = ABLATION if ablation else (("settings" + (f" {overrides}" if overrides else ""), {}),)
+    table = Table("configuration", "protocol", "queries", "R@1", "R@5", "R@10", "mAP", "p50 ms", title="retrieval quality")
+    results = []
+    for label, config in configs:
+        resources = Resources.open(Settings.load(data_dir=data, **{**config, **overrides}))
+        for protocol in wanted:
+            started = time.perf_counter()
+            if protocol == "grocery":
+                result = evaluate.grocery(resources, manifest, limit)
+                parts = ("overall", "packaged", "loose")
+            elif protocol == "edits":
+                result = evaluate.edits(resources, luma, seed, limit)
+                parts = ("overall", *evaluate.EDITS)
+            else:
+                result = evaluate.self_retrieval(resources, luma)
+                parts = ("overall",)
+            err.print(f"{label}: {protocol} in {time.perf_counter() - started:.0f} s")
+            for part in parts:
+                s = result[part]
+                if not s["queries"]:
+                    continue
+                table.add_row(
+                    label, f"{protocol} {part}" if part != "overall" else protocol, str(s["queries"]),
+                    *(f"{s[k]:.3f}" for k in ("recall_at_1", "recall_at_5", "recall_at_10", "map")), f"{s['p50_ms']:.0f}",
+                )
+            results.append({"configuration": label, "settings": {**config, **overrides}, **result})
+        resources.close()
     console.print(table)
-    for miss in result["misses"]:
-        err.print(f"miss: {miss}")
     if output:
-        output.write_text(json.dumps(result, indent=2) + "\n")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(results, indent=2, default=str) + "\n")
 
 
 def main() -> None:

@@ -54,6 +54,28 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("fetch_timeout", 15.0, "Seconds a user's image URL may take in all: DNS, connect, redirects, body."),
     Setting("fetch_connect_timeout", 5.0, "Seconds to resolve and connect to an image URL's host."),
+    Setting(
+        "multi_crop",
+        True,
+        "Search with the query photo's centre and four corners at 70% as well as the whole, averaged: "
+        "shop photos rarely frame a product as catalog photos do. See docs/quality.md.",
+    ),
+    Setting("localise", True, "Find the products in the query photo and search the main one's box."),
+    Setting("max_regions", 5, "At most this many product boxes reported in `data.regions`."),
+    Setting(
+        "rerank_k",
+        10,
+        "Check the best this many candidates with local features (SIFT, RANSAC) and raise those "
+        "that show the same printed object; 0 turns geometric re-ranking off.",
+    ),
+    Setting("rerank_weight", 0.002, "Score added per geometric inlier (at most 60 inliers count)."),
+    Setting("rerank_min_inliers", 10, "Fewer inliers than this count as no geometric match."),
+    Setting(
+        "twin_similarity",
+        0.97,
+        "`group_same=true` folds offers whose main photos are at least this similar (cosine) into "
+        "the best of them: the same product relisted by other shops.",
+    ),
     Setting("upload_cache_size", 4096, "Query images whose vectors are kept in memory (about 5 KB each)."),
     Setting("upload_keep_days", 30, "Uploaded and fetched query images unused for this many days are deleted."),
     Setting("model_path", "", "ONNX file of the embedding model; empty means the one `snapsource model export` wrote."),
@@ -84,6 +106,13 @@ class Settings:
     fetch_allow: str = _DEFAULTS["fetch_allow"]
     fetch_timeout: float = _DEFAULTS["fetch_timeout"]
     fetch_connect_timeout: float = _DEFAULTS["fetch_connect_timeout"]
+    multi_crop: bool = _DEFAULTS["multi_crop"]
+    localise: bool = _DEFAULTS["localise"]
+    max_regions: int = _DEFAULTS["max_regions"]
+    rerank_k: int = _DEFAULTS["rerank_k"]
+    rerank_weight: float = _DEFAULTS["rerank_weight"]
+    rerank_min_inliers: int = _DEFAULTS["rerank_min_inliers"]
+    twin_similarity: float = _DEFAULTS["twin_similarity"]
     upload_cache_size: int = _DEFAULTS["upload_cache_size"]
     upload_keep_days: int = _DEFAULTS["upload_keep_days"]
 

@@ -38,6 +38,10 @@ class Embedder(Protocol):
         """(N, 3, 224, 224) float32 prepared images -> (N, dim) unit vectors."""
         ...
 
+    def feature_maps(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 3, 224, 224) prepared images -> (N, dim, h, w) last activations (localise.py reads them)."""
+        ...
+
 
 class ModelMissing(RuntimeError):
     pass

@@ -88,8 +88,11 @@ def decode(data: bytes, limits: ImageLimits = ImageLimits(), target: int = INPUT
                 )
             if img.format in ("JPEG", "MPO"):
                 img.draft("RGB", (target, target))
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img)
+            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # turned a quarter: sides swap
+                width, height = height, width
+            out = to_rgb(ImageOps.exif_transpose(img))
+            out.info["source_size"] = (width, height)  # upright size before any downscaling
+            return out
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -168,6 +171,26 @@ def prepare(img: Image.Image, trim_margin: float) -> np.ndarray:
     img = img.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BICUBIC)
     arr = np.asarray(img, dtype=np.float32)
     return ((arr - 127.0) / 128.0).transpose(2, 0, 1)
+
+
+def source_size(img: Image.Image) -> tuple[int, int]:
+    """The upright size of the file a decoded image came from (regions are given in it)."""
+    return img.info.get("source_size", img.size)
+
+
+VIEW_SCALE = 0.7
+
+
+def views(img: Image.Image, multi_crop: bool) -> list[Image.Image]:
+    """What the model sees of a query photo: the photo, and with `multi_crop` also its centre and
+    four corners at 70% of each side. A shop photo rarely frames the product as the catalog
+    photo does; averaging the five framings was measured to help (docs/quality.md)."""
+    if not multi_crop:
+        return [img]
+    w, h = img.size
+    cw, ch = int(w * VIEW_SCALE), int(h * VIEW_SCALE)
+    corners = [((w - cw) // 2, (h - ch) // 2), (0, 0), (w - cw, 0), (0, h - ch), (w - cw, h - ch)]
+    return [img, *(img.crop((x, y, x + cw, y + ch)) for x, y in corners)]
 
 
 def sniff_extension(data: bytes) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from . import images
+from . import images, verify
 from .catalog import StoredImage
 from .fetch import Fetcher, FetchPolicy
 from .offer import OfferRecord
@@ -78,6 +78,7 @@ class _Loaded:
     data: bytes = b""
     size: tuple[int, int] = (0, 0)
     array: np.ndarray | None = None
+    local: bytes | None = None  # SIFT features, when geometric re-ranking is on
     error: str = ""
 
 
@@ -183,6 +184,8 @@ class _Reader:
                 img = images.decode(item.data, self.limits)
                 item.size = img.size
                 item.array = images.prepare(img, self.settings.trim_margin)
+                if self.settings.rerank_k > 0:
+                    item.local = verify.extract(img).to_bytes()
         except (OSError, images.ImageError) as exc:
             item.error = str(exc) if not isinstance(exc, OSError) else f"{exc.strerror or exc}: {source}"
         return item
@@ -277,10 +280,15 @@ def _write_chunk(
         batch = fresh_items[start : start + batch_size]
         vectors = embedder.embed(np.stack([item.array for item in batch]))
         image_ids = []
+        local: dict[int, bytes] = {}
         for item in batch:
             image = catalog.add_image(item.sha256, images.sniff_extension(item.data), *item.size, item.data)
             stored[item.sha256] = image
             image_ids.append(image.id)
+            if item.local is not None:
+                local[image.id] = item.local
+        if local:
+            catalog.put_local_features(local)
         stale = [i for i in image_ids if i in indexed]  # --rebuild, or a vector of an interrupted run
         index.remove(np.asarray(stale, dtype=np.int64))
         index.add(np.asarray(image_ids, dtype=np.int64), vectors)

@@ -1,33 +1,90 @@
 """The image a search is about, whatever the user gave: a catalog photo, an upload, any URL.
 
-Every query image ends up as a `Query`: its content hash, the path it is served at
-(`/img/<sha256>.<ext>`, which `img_url` accepts on every later page) and its vector. Catalog
-photos take their vector from the index; other photos are embedded once and kept by `Uploads`.
+Every query photo ends up as a `Query`: its content hash, the path it is served at
+(`/img/<sha256>.<ext>`, which `img_url` accepts on every later page) and its `Analysis`: the
+products found in it, the box searched, the vector of that box (several framings averaged) and
+its local features for geometric re-ranking. Analyses are kept by `Uploads`, so a photo is
+analysed once however many pages, users and restarts ask for it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import re
 from urllib.parse import urlsplit
 
 import numpy as np
+from PIL import Image
 
-from . import images
+from . import images, localise, verify
+from .embed import normalise
 from .errors import ParameterError
 from .fetch import shorten
+from .localise import Box
 from .resources import Resources
 from .uploads import Upload
 
 IMAGE_PATH = re.compile(r"^/img/(?P<sha>[0-9a-f]{64})\.(?P<ext>[a-z0-9]{2,4})$")
+WHOLE_PHOTO = 0.5  # a main region covering more than this share of the photo: search the photo
+
+
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+    vector: np.ndarray
+    size: tuple[int, int]  # the photo's upright size in pixels; boxes are in these pixels
+    region: Box  # the box searched
+    regions: tuple[Box, ...]  # the products found, strongest first
+    whole: np.ndarray | None = None  # the whole photo's own vector, when it differs from `vector`
+    local: verify.LocalFeatures | None = None
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """What the index is searched with: the searched box's vector, and the whole photo's,
+        which keeps near-copies of a catalog photo on top (an offer scores its best match)."""
+        return self.vector[None] if self.whole is None else np.stack([self.vector, self.whole])
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        arrays = {
+            "vector": self.vector.astype(np.float32),
+            "size": np.asarray(self.size, np.int64),
+            "region": np.asarray(self.region.wire(), np.int64),
+            "regions": np.asarray([b.wire() for b in self.regions], np.int64).reshape(-1, 4),
+        }
+        if self.whole is not None:
+            arrays["whole"] = self.whole.astype(np.float32)
+        if self.local is not None:
+            arrays.update(points=self.local.points.astype(np.float16), descriptors=self.local.descriptors)
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Analysis:
+        a = np.load(io.BytesIO(data))
+        local = None
+        if "points" in a:
+            local = verify.LocalFeatures(a["points"].astype(np.float32), a["descriptors"])
+        return cls(
+            a["vector"],
+            (int(a["size"][0]), int(a["size"][1])),
+            Box(*(int(v) for v in a["region"])),
+            tuple(Box(*(int(v) for v in row)) for row in a["regions"]),
+            a["whole"] if "whole" in a else None,
+            local,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
 class Query:
     sha256: str
     ext: str
-    vector: np.ndarray
+    analysis: Analysis
+
+    @property
+    def vector(self) -> np.ndarray:
+        return self.analysis.vector
 
     @property
     def image_url(self) -> str:
@@ -82,16 +139,16 @@ def from_url(resources: Resources, url: str) -> Query:
 
 
 def from_bytes(resources: Resources, data: bytes) -> Query:
-    """An uploaded or fetched photo: checked, embedded and kept unless it is known already."""
+    """An uploaded or fetched photo: checked, analysed and kept unless it is known already."""
     sha = hashlib.sha256(data).hexdigest()
     query = known(resources, sha)
     if query is not None:
         return query
     img = images.decode(data, images.ImageLimits.of(resources.settings))
-    vector = _embed(resources, img)
-    upload = Upload(sha, images.sniff_extension(data), img.width, img.height)
-    resources.uploads.put(upload, data, vector)
-    return Query(sha, upload.ext, vector)
+    result = analyse(resources, img)
+    upload = Upload(sha, images.sniff_extension(data), *result.size)
+    resources.uploads.put(upload, data, result.to_bytes())
+    return Query(sha, upload.ext, result)
 
 
 def known(resources: Resources, sha256: str) -> Query | None:
@@ -99,29 +156,94 @@ def known(resources: Resources, sha256: str) -> Query | None:
     uploads = resources.uploads
     upload = uploads.get(sha256)
     if upload is not None:
-        vector = uploads.vector(sha256)
-        if vector is None:  # made by another model: embed the kept file again
-            path = uploads.file(upload.sha256, upload.ext)
-            if not path.is_file():
-                return None
-            data = path.read_bytes()
-            vector = embed_bytes(resources, data)
-            uploads.put(upload, data, vector)
-        return Query(upload.sha256, upload.ext, vector)
+        blob = uploads.analysis(sha256)
+        if blob is not None:
+            return Query(upload.sha256, upload.ext, Analysis.from_bytes(blob))
+        path = uploads.file(upload.sha256, upload.ext)  # analysed by another pipeline: again
+        if path.is_file():
+            return _analyse_kept(resources, upload.sha256, upload.ext, path, keep_file=True)
     image = resources.catalog.image_by_sha(sha256)
     if image is None:
         return None
+    return _analyse_kept(resources, image.sha256, image.ext, resources.catalog.image_file(image.sha256, image.ext), keep_file=False)
+
+
+def in_region(resources: Resources, query: Query, region: str) -> Query:
+    """The same photo searched in a user-drawn box ("x1,x2,y1,y2" in its pixels)."""
     try:
-        vector = resources.index.vectors(np.asarray([image.id], dtype=np.int64))[0]
-    except RuntimeError:  # faiss: id not in the index (an import was interrupted)
-        vector = embed_bytes(resources, resources.catalog.image_file(image.sha256, image.ext).read_bytes())
-    return Query(image.sha256, image.ext, vector)
+        box = Box.parse(region, *query.analysis.size)
+    except ValueError as exc:
+        raise ParameterError(str(exc)) from None
+    key = (query.sha256, f"{box.wire()}")
+    cached = resources.uploads.memo.get(key)
+    if cached is None:
+        path = resources.uploads.file(query.sha256, query.ext)
+        if not path.is_file():
+            image = resources.catalog.image_by_sha(query.sha256)
+            path = resources.catalog.image_file(query.sha256, query.ext) if image else path
+        img = images.decode(path.read_bytes(), images.ImageLimits.of(resources.settings))
+        cached = analyse(resources, img, box)
+        resources.uploads.memo.put(key, cached)
+    return dataclasses.replace(query, analysis=cached)
 
 
-def embed_bytes(resources: Resources, data: bytes) -> np.ndarray:
-    """The vector of a photo, kept nowhere (the command line's local files)."""
-    return _embed(resources, images.decode(data, images.ImageLimits.of(resources.settings)))
+def analyse(resources: Resources, img: Image.Image, region: Box | None = None) -> Analysis:
+    """Find the products, choose the box (the user's, else the main product's when it is clearly
+    smaller than the photo), and describe that box: vector of its framings, local features."""
+    settings, embedder = resources.settings, resources.embedder
+    width, height = images.source_size(img)
+    sx, sy = img.width / width, img.height / height  # source pixels -> decoded pixels
+    whole = Box(0, 0, width, height)
+    full_maps = None
+    found: list[Box] = []
+    if settings.localise:
+        # the model sees the photo without its padding (as catalog photos are embedded): boxes are
+        # found in that content box, then placed back in the photo
+        content = images.content_box(img, settings.trim_margin) or (0, 0, img.width, img.height)
+        full_maps = embedder.feature_maps(images.prepare(img.crop(content), 0)[None])
+        cw, ch = content[2] - content[0], content[3] - content[1]
+        found = [
+            Box(b.x1 + content[0], b.y1 + content[1], b.x2 + content[0], b.y2 + content[1]).scaled(
+                1 / sx, 1 / sy, width, height
+            )
+            for b in localise.regions(full_maps[0], cw, ch, settings.max_regions)
+        ]
+    chosen = region
+    if chosen is None and found and found[0].area <= WHOLE_PHOTO * whole.area:
+        chosen = found[0]
+    crop = img if chosen is None else img.crop(chosen.scaled(sx, sy, img.width, img.height).wire())
+    views = images.views(crop, settings.multi_crop)
+    batch = np.stack([images.prepare(view, settings.trim_margin) for view in views])
+    whole_vector = None if full_maps is None else normalise(full_maps.mean(axis=(2, 3)))[0]
+    if chosen is None and whole_vector is not None:  # the whole photo was embedded already
+        vectors = np.concatenate([whole_vector[None], embedder.embed(batch[1:])])
+    else:
+        vectors = embedder.embed(batch)
+    if whole_vector is None:
+        whole_vector = vectors[0] if chosen is None else None
+    vector = normalise(vectors.mean(axis=0, keepdims=True))[0]
+    return Analysis(
+        vector,
+        (width, height),
+        chosen or whole,
+        tuple(found or [whole]),
+        whole_vector if len(vectors) > 1 or chosen is not None else None,
+        verify.extract(crop) if settings.rerank_k > 0 else None,
+    )
 
 
-def _embed(resources: Resources, img) -> np.ndarray:
-    return resources.embedder.embed(images.prepare(img, resources.settings.trim_margin)[None])[0]
+def analyse_bytes(resources: Resources, data: bytes) -> Analysis:
+    """The analysis of a photo, kept nowhere (command line, eval)."""
+    return analyse(resources, images.decode(data, images.ImageLimits.of(resources.settings)))
+
+
+def _analyse_kept(resources: Resources, sha256: str, ext: str, path, keep_file: bool) -> Query | None:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    img = images.decode(data, images.ImageLimits.of(resources.settings))
+    result = analyse(resources, img)
+    upload = Upload(sha256, ext, *result.size)
+    resources.uploads.put(upload, data if keep_file else None, result.to_bytes())
+    return Query(sha256, ext, result)

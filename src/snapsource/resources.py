@@ -31,7 +31,10 @@ class Resources:
         model = model_identity(embedder, settings)
         index = FaissIndex(settings.data_dir / "index", model=model, dim=embedder.dim)
         uploads = Uploads(
-            settings.data_dir / "uploads", model, memory=settings.upload_cache_size, keep_days=settings.upload_keep_days
+            settings.data_dir / "uploads",
+            query_pipeline(embedder, settings),
+            memory=settings.upload_cache_size,
+            keep_days=settings.upload_keep_days,
         )
         fetcher = Fetcher(FetchPolicy.of(settings))
         return cls(settings, catalog, Tokens(catalog), embedder, index, uploads, fetcher)
@@ -45,3 +48,11 @@ class Resources:
 def model_identity(embedder: Embedder, settings: Settings) -> str:
     """Everything that changes vectors: the model and the preprocessing settings."""
     return f"{embedder.name};trim={settings.trim_margin:g}"
+
+
+def query_pipeline(embedder: Embedder, settings: Settings) -> str:
+    """Everything that changes what a query photo's analysis holds (kept analyses follow it)."""
+    return (
+        f"{model_identity(embedder, settings)};crops={int(settings.multi_crop)};localise={int(settings.localise)}"
+        f";regions={settings.max_regions};local={int(settings.rerank_k > 0)}"
+    )

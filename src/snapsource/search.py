@@ -15,6 +15,7 @@ from enum import StrEnum
 
 import numpy as np
 
+from . import images, verify
 from .catalog import OfferFacts, StoredImage
 from .errors import ParameterError
 from .offer import Item
@@ -99,11 +100,15 @@ class Hit:
     item: Item
     score: float
     image: StoredImage
+    same_product: list[dict[str, object]] | None = None  # group_same: the folded relistings
 
     def wire(self, base_url: str) -> dict[str, object]:
-        """The item as the API returns it, `img` made absolute with `base_url`."""
+        """The item as the API returns it, `img` made absolute with `base_url`; with group_same,
+        `same_product` (the relistings folded into it) follows the spec's fields."""
         item = self.item.model_dump(mode="json")
         item["img"] = base_url + item["img"]
+        if self.same_product is not None:
+            item["same_product"] = self.same_product
         return item
 
 
@@ -121,28 +126,81 @@ class Page:
         return self.page * self.page_size < self.total_count
 
 
-def candidates(resources: Resources, vector: np.ndarray) -> list[tuple[int, float]]:
-    """(item_id, best image similarity) of offers over the threshold, best first, capped."""
+@dataclasses.dataclass
+class Candidate:
+    item_id: int
+    score: float
+    image_id: int  # the offer's image that matched best
+    inliers: int = 0
+
+
+def candidates(resources: Resources, vectors: np.ndarray) -> list[Candidate]:
+    """Offers whose best image is over the threshold for any of the query vectors, best first, capped."""
     settings, index = resources.settings, resources.index
     cap, threshold = settings.candidate_cap, settings.similarity_threshold
     total = len(index)
     k = min(total, max(4 * cap, 256))
     while True:
-        scores, ids = index.search(vector, k)
-        keep = scores >= threshold
-        scores, ids = scores[keep], ids[keep]
-        best: dict[int, float] = {}
-        score_of = dict(zip(ids.tolist(), scores.tolist()))
-        for image_id, item_id in resources.catalog.offers_for_images(ids.tolist()):
+        score_of: dict[int, float] = {}
+        more = False  # could a larger k find more images over the threshold?
+        for vector in np.atleast_2d(vectors):
+            scores, ids = index.search(vector, k)
+            more = more or (len(ids) == k and bool(scores[-1] >= threshold))
+            for image_id, score in zip(ids.tolist(), scores.tolist()):
+                if score >= threshold and score > score_of.get(image_id, -2.0):
+                    score_of[image_id] = score
+        best: dict[int, Candidate] = {}
+        for image_id, item_id in resources.catalog.offers_for_images(list(score_of)):
             score = score_of[image_id]
-            if score > best.get(item_id, -2.0):
-                best[item_id] = score
-        exhausted = k >= total or len(ids) < k
-        if len(best) >= cap or exhausted:
+            if item_id not in best or score > best[item_id].score:
+                best[item_id] = Candidate(item_id, score, image_id)
+        if len(best) >= cap or not more or k >= total:
             break
         k = min(total, k * 4)
-    ranked = sorted(best.items(), key=lambda pair: (-pair[1], pair[0]))
+    ranked = sorted(best.values(), key=lambda c: (-c.score, c.item_id))
     return ranked[:cap]
+
+
+def rerank(resources: Resources, ranked: list[Candidate], local: verify.LocalFeatures | None) -> list[Candidate]:
+    """Raise the top `rerank_k` candidates by their geometric inliers with the query (verify.py)."""
+    settings = resources.settings
+    if settings.rerank_k <= 0 or local is None or not ranked:
+        return ranked
+    head = ranked[: settings.rerank_k]
+    stored = resources.catalog.local_features([c.image_id for c in head])
+    missing = {}
+    checked, features = [], []
+    for candidate in head:
+        blob = stored.get(candidate.image_id)
+        if blob is None:  # imported while re-ranking was off: compute once, keep
+            blob = missing[candidate.image_id] = _catalog_features(resources, candidate.image_id)
+        if blob is not None:
+            checked.append(candidate)
+            features.append(verify.LocalFeatures.from_bytes(blob))
+    for candidate, count in zip(checked, verify.inliers_many(local, features, settings.rerank_min_inliers)):
+        candidate.inliers = count
+        if count >= settings.rerank_min_inliers:
+            candidate.score += settings.rerank_weight * min(count, verify.MAX_INLIERS)
+    if missing:
+        resources.catalog.put_local_features({k: v for k, v in missing.items() if v is not None})
+    head.sort(key=lambda c: (-c.score, c.item_id))
+    return head + ranked[settings.rerank_k :]
+
+
+def _catalog_features(resources: Resources, image_id: int) -> bytes | None:
+    image = resources.catalog.image_by_id(image_id)
+    if image is None:
+        return None
+    try:
+        data = resources.catalog.image_file(image.sha256, image.ext).read_bytes()
+        return verify.extract(images.decode(data, images.ImageLimits.of(resources.settings))).to_bytes()
+    except (OSError, images.ImageError):
+        return None
+
+
+def ranked(resources: Resources, vectors: np.ndarray, local: verify.LocalFeatures | None = None) -> list[Candidate]:
+    """Candidates in similarity order, geometric re-ranking applied: what `default` sort shows."""
+    return rerank(resources, candidates(resources, vectors), local)
 
 
 def _sort_key(sort: Sort):
@@ -155,14 +213,38 @@ def _sort_key(sort: Sort):
     return lambda c: (-c[2], c[0])
 
 
+def _group_same(resources: Resources, kept: list, facts: dict[int, OfferFacts]) -> tuple[list, dict[int, list[int]]]:
+    """Fold offers whose main photos are near-identical into the first (best-placed) of them."""
+    if not kept:
+        return kept, {}
+    mains = np.asarray([facts[item_id].main_image_id for item_id, _, _ in kept], dtype=np.int64)
+    try:
+        vectors = resources.index.vectors(mains)
+    except RuntimeError:  # a main photo not indexed (interrupted import): nothing to fold
+        return kept, {}
+    similar = vectors @ vectors.T >= resources.settings.twin_similarity
+    leaders: list[int] = []
+    twins: dict[int, list[int]] = {}
+    for i, (item_id, _, _) in enumerate(kept):
+        leader = next((j for j in leaders if similar[i, j]), None)
+        if leader is None:
+            leaders.append(i)
+            twins[item_id] = []
+        else:
+            twins[kept[leader][0]].append(item_id)
+    return [kept[i] for i in leaders], twins
+
+
 def run(
     resources: Resources,
-    vector: np.ndarray,
+    vectors: np.ndarray,
     *,
+    local: verify.LocalFeatures | None = None,
     page: int = 1,
     page_size: int = MAX_PAGE_SIZE,
     sort: Sort = Sort.default,
     filters: Filters = Filters(),
+    group_same: bool = False,
     today: dt.date | None = None,
 ) -> Page:
     if page < 1:
@@ -170,16 +252,20 @@ def run(
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise ParameterError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
     today = today or dt.date.today()
-    found = candidates(resources, vector)
-    facts = resources.catalog.facts([item_id for item_id, _ in found])
+    found = ranked(resources, vectors, local)
+    facts = resources.catalog.facts([c.item_id for c in found])
     kept = [
-        (item_id, facts[item_id], score)
-        for item_id, score in found
-        if item_id in facts and filters.matches(facts[item_id], today, resources.settings.new_arrival_days)
+        (c.item_id, facts[c.item_id], c.score)
+        for c in found
+        if c.item_id in facts and filters.matches(facts[c.item_id], today, resources.settings.new_arrival_days)
     ]
     kept.sort(key=_sort_key(sort))
+    twins: dict[int, list[int]] = {}
+    if group_same:
+        kept, twins = _group_same(resources, kept, facts)
     window = kept[(page - 1) * page_size : page * page_size]
-    docs = resources.catalog.documents([item_id for item_id, _, _ in window])
+    wanted = [item_id for item_id, _, _ in window]
+    docs = resources.catalog.documents(wanted + [t for item_id in wanted for t in twins.get(item_id, [])])
     hits = []
     for item_id, _, score in window:
         if item_id not in docs:  # deleted by a concurrent import
@@ -187,5 +273,11 @@ def run(
         doc, image = docs[item_id]
         item = Item.model_validate_json(doc)
         item.img = f"/img/{image.name}"
-        hits.append(Hit(item, score, image))
+        same = [_twin(docs[t][0], t) for t in twins.get(item_id, []) if t in docs] if group_same else None
+        hits.append(Hit(item, score, image, same))
     return Page(page, page_size, sort, filters, len(kept), hits)
+
+
+def _twin(doc: str, item_id: int) -> dict[str, object]:
+    item = Item.model_validate_json(doc)
+    return {"item_id": item_id, "price": item.price, "shop_name": item.shop_info.company_name or item.shop_info.login_id}

@@ -1,8 +1,9 @@
-"""Query images: photos users uploaded or named by URL, kept by content hash with their vectors.
+"""Query images: photos users uploaded or named by URL, kept by content hash with their analysis.
 
 This is what makes page 2..N of a search cheap, like 1688's image id: the first request stores
-the photo and its vector; later pages (and anyone searching the same photo) read the vector back
-from memory, or from disk after a restart, without fetching or embedding again. A URL that was
+the photo and its analysis (vector, regions, local features: an opaque blob here); later pages,
+and anyone searching the same photo, read it back from memory, or from disk after a restart,
+without fetching or analysing again. A URL that was
 fetched once maps to its photo's hash. Entries unused for `upload_keep_days` are deleted.
 Query images live apart from the catalog, so imports never see or delete them.
 """
@@ -10,25 +11,24 @@ Query images live apart from the catalog, so imports never see or delete them.
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Generic, TypeVar
 
-import numpy as np
-
 from .sqlite import Database, write_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS uploads (
     sha256 TEXT PRIMARY KEY,
     ext TEXT NOT NULL,
     width INTEGER NOT NULL,
     height INTEGER NOT NULL,
-    model TEXT NOT NULL,
-    vector BLOB NOT NULL,
+    pipeline TEXT NOT NULL,
+    analysis BLOB NOT NULL,
     created_at REAL NOT NULL,
     used_at REAL NOT NULL
 );
@@ -96,18 +96,20 @@ class Upload:
 @dataclasses.dataclass(frozen=True)
 class _Cached:
     upload: Upload
-    vector: np.ndarray
+    analysis: bytes
     touched: float
 
 
 class Uploads(Database):
-    def __init__(self, directory: Path, model: str, memory: int = 4096, keep_days: int = 30) -> None:
+    def __init__(self, directory: Path, pipeline: str, memory: int = 4096, keep_days: int = 30) -> None:
         self.directory = Path(directory)
-        self.model = model
+        self.pipeline = pipeline
         self.keep_seconds = keep_days * 86400.0
         self._vectors: LRU[str, _Cached] = LRU(memory)
         self._urls: LRU[str, str] = LRU(memory)
+        self.memo: LRU[tuple[str, str], object] = LRU(memory)  # analyses of user-drawn regions
         self._pruned = 0.0
+        _drop_older_schema(self.directory / "uploads.db")
         super().__init__(self.directory / "uploads.db", SCHEMA, SCHEMA_VERSION)
 
     def file(self, sha256: str, ext: str) -> Path:
@@ -120,37 +122,37 @@ class Uploads(Database):
         row = self.db.execute("SELECT sha256, ext, width, height FROM uploads WHERE sha256 = ?", (sha256,)).fetchone()
         return Upload(*row) if row else None
 
-    def vector(self, sha256: str) -> np.ndarray | None:
-        """The stored vector, if this model made it; None means embed the file again."""
+    def analysis(self, sha256: str) -> bytes | None:
+        """The stored analysis, if this pipeline made it; None means analyse the photo again."""
         now = time.time()
         cached = self._vectors.get(sha256)
         if cached is not None:
             if now - cached.touched > TOUCH_EVERY:
                 self._touch(sha256, now)
                 self._vectors.put(sha256, dataclasses.replace(cached, touched=now))
-            return cached.vector
+            return cached.analysis
         row = self.db.execute(
-            "SELECT sha256, ext, width, height, model, vector FROM uploads WHERE sha256 = ?", (sha256,)
+            "SELECT sha256, ext, width, height, pipeline, analysis FROM uploads WHERE sha256 = ?", (sha256,)
         ).fetchone()
-        if row is None or row[4] != self.model:
+        if row is None or row[4] != self.pipeline:
             return None
-        vector = np.frombuffer(row[5], dtype=np.float32).copy()
         self._touch(sha256, now)
-        self._vectors.put(sha256, _Cached(Upload(*row[:4]), vector, now))
-        return vector
+        self._vectors.put(sha256, _Cached(Upload(*row[:4]), row[5], now))
+        return row[5]
 
-    def put(self, upload: Upload, data: bytes, vector: np.ndarray) -> None:
-        """Keep the photo (file first, then its row) and its vector."""
+    def put(self, upload: Upload, data: bytes | None, analysis: bytes) -> None:
+        """Keep the photo (file first, then its row) and its analysis. `data` None: the file is
+        kept elsewhere (a catalog photo used as a query)."""
         now = time.time()
-        vector = np.ascontiguousarray(vector, dtype=np.float32)
-        write_file(self.file(upload.sha256, upload.ext), data)
+        if data is not None:
+            write_file(self.file(upload.sha256, upload.ext), data)
         with self.write() as db:
             db.execute(
-                "INSERT OR REPLACE INTO uploads (sha256, ext, width, height, model, vector, created_at, used_at) "
+                "INSERT OR REPLACE INTO uploads (sha256, ext, width, height, pipeline, analysis, created_at, used_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (upload.sha256, upload.ext, upload.width, upload.height, self.model, vector.tobytes(), now, now),
+                (upload.sha256, upload.ext, upload.width, upload.height, self.pipeline, analysis, now, now),
             )
-        self._vectors.put(upload.sha256, _Cached(upload, vector, now))
+        self._vectors.put(upload.sha256, _Cached(upload, analysis, now))
         if now - self._pruned > PRUNE_EVERY:
             self.prune(now)
 
@@ -185,3 +187,15 @@ class Uploads(Database):
     def _touch(self, sha256: str, now: float) -> None:
         with self.write() as db:
             db.execute("UPDATE uploads SET used_at = ? WHERE sha256 = ?", (now, sha256))
+
+
+def _drop_older_schema(path: Path) -> None:
+    """Kept analyses are a cache: a store from an older layout is emptied, not migrated."""
+    if not path.exists():
+        return
+    conn = sqlite3.connect(path)
+    try:
+        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            conn.executescript("DROP TABLE IF EXISTS uploads; DROP TABLE IF EXISTS urls;")
+    finally:
+        conn.close()

@@ -19,6 +19,8 @@ class SearchData(BaseModel):
     filters: dict[str, Any]
     items: list[Item]
     has_next_page: bool
+    region: list[int] = Field(description="snapsource: the box searched, [x1, y1, x2, y2] in the photo's pixels")
+    regions: list[list[int]] = Field(description="snapsource: the products found, strongest first, as boxes")
 
 
 class SearchResponse(BaseModel):

@@ -25,6 +25,8 @@ class SearchParams:
     page_size: int
     sort: search.Sort
     filters: search.Filters
+    region: str | None
+    group_same: bool
 
 
 def search_params(
@@ -38,6 +40,16 @@ def search_params(
     verified_supplier: Annotated[bool, Query(description="Only verified suppliers")] = False,
     free_shipping: Annotated[bool, Query(description="Only offers with free shipping")] = False,
     new_arrival: Annotated[bool, Query(description="Only new offers")] = False,
+    region: Annotated[
+        str | None,
+        Query(
+            description="Search only this box of the photo: x1,x2,y1,y2 in its pixels (1688's order). "
+            "Without it, the main product found is searched (data.region)."
+        ),
+    ] = None,
+    group_same: Annotated[
+        bool, Query(description="Fold offers with near-identical main photos (relistings) into the best one")
+    ] = False,
 ) -> SearchParams:
     """The spec's parameters besides img_url, shared by GET and POST."""
     filters = search.Filters.from_params(
@@ -49,7 +61,7 @@ def search_params(
         free_shipping=free_shipping,
         new_arrival=new_arrival,
     )
-    return SearchParams(page, page_size, sort, filters)
+    return SearchParams(page, page_size, sort, filters, region or None, group_same)
 
 
 ParamsDep = Annotated[SearchParams, Depends(search_params)]
@@ -78,6 +90,8 @@ def search_image(
 ) -> JSONResponse:
     resources.index.refresh()
     query = queries.from_img_url(resources, img_url, own_hosts(request))
+    if params.region:
+        query = queries.in_region(resources, query, params.region)
     return JSONResponse(envelope(200, "success", _page(request, resources, query, params)))
 
 
@@ -94,15 +108,25 @@ async def search_image_upload(request: Request, resources: ResourcesDep, _token:
     data = await read_image(request, resources.settings.max_image_bytes)
     resources.index.refresh()
     query = await run_in_threadpool(queries.from_bytes, resources, data)
+    if params.region:
+        query = await run_in_threadpool(queries.in_region, resources, query, params.region)
     page = await run_in_threadpool(_page, request, resources, query, params)
     return JSONResponse(envelope(200, "success", {**page, "image_url": query.image_url}))
 
 
 def _page(request: Request, resources: Resources, query: queries.Query, params: SearchParams) -> dict[str, Any]:
-    """The data of a search answer, in the spec's order and types (see test_contract); it is sent as
-    built rather than validated a second time against SearchResponse, which documents it."""
+    """The data of a search answer: the spec's fields in its order and types (see test_contract),
+    then ours: the box searched and the products found, as [x1, y1, x2, y2] in the photo's pixels.
+    It is sent as built rather than validated a second time against SearchResponse."""
     result = search.run(
-        resources, query.vector, page=params.page, page_size=params.page_size, sort=params.sort, filters=params.filters
+        resources,
+        query.analysis.vectors,
+        local=query.analysis.local,
+        page=params.page,
+        page_size=params.page_size,
+        sort=params.sort,
+        filters=params.filters,
+        group_same=params.group_same,
     )
     base = public_base(request)
     return {
@@ -115,4 +139,6 @@ def _page(request: Request, resources: Resources, query: queries.Query, params: 
         "filters": result.filters.echo(),
         "items": [hit.wire(base) for hit in result.hits],
         "has_next_page": result.has_next_page,
+        "region": query.analysis.region.wire(),
+        "regions": [box.wire() for box in query.analysis.regions],
     }
