@@ -72,34 +72,60 @@ def inliers(query: LocalFeatures, candidate: LocalFeatures) -> int:
     return inliers_many(query, [candidate])[0]
 
 
+def _mirror_permutation() -> np.ndarray:
+    """Descriptor bins of a keypoint seen in the mirrored photo: the 4x4 cells' rows reverse and
+    the 8 orientation bins turn the other way (measured: 0.22 relative error, against 0.8 for
+    unrelated descriptors)."""
+    index = np.arange(128).reshape(4, 4, 8)
+    return index[::-1][:, :, (8 - np.arange(8)) % 8].reshape(-1)
+
+
+_MIRROR = _mirror_permutation()
+
+
+def mirrored(features: LocalFeatures) -> LocalFeatures:
+    """The features of the mirrored photo, without extracting again: sellers mirror photos."""
+    points = features.points.copy()
+    points[:, 0] = -points[:, 0]  # a reflection; the homography absorbs the offset
+    return LocalFeatures(points, features.descriptors[:, _MIRROR])
+
+
 def inliers_many(query: LocalFeatures, candidates: list[LocalFeatures], at_least: int = MIN_MATCHES) -> list[int]:
     """`inliers` for several candidates, with one matrix product for all descriptor distances.
-    Candidates with fewer than `at_least` ratio-test matches are not checked (they count 0)."""
+    The query is also tried mirrored; candidates with fewer than `at_least` ratio-test matches
+    are not checked (they count 0)."""
     counts = [0] * len(candidates)
     usable = [i for i, c in enumerate(candidates) if len(c) >= MIN_MATCHES]
     if len(query) < MIN_MATCHES or not usable:
         return counts
-    q = query.descriptors.astype(np.float32)
+    views = (query, mirrored(query))
+    q = np.concatenate([v.descriptors for v in views]).astype(np.float32)
     pool = np.concatenate([candidates[i].descriptors for i in usable]).astype(np.float32)
     squared = (q * q).sum(1)[:, None] + (pool * pool).sum(1)[None, :] - 2.0 * (q @ pool.T)
+    n = len(query)
     start = 0
     for i in usable:
         end = start + len(candidates[i])
-        block = squared[:, start:end]
+        for v, view in enumerate(views):
+            count = _verified(view, candidates[i], squared[v * n : (v + 1) * n, start:end], at_least)
+            counts[i] = max(counts[i], count)
         start = end
-        nearest = block.argmin(axis=1)
-        two = np.partition(block, 1, axis=1)[:, :2]
-        good = np.flatnonzero(two[:, 0] < (RATIO**2) * two[:, 1])  # Lowe's ratio test, squared
-        if len(good) < max(MIN_MATCHES, at_least):
-            continue
-        src = query.points[good]
-        dst = candidates[i].points[nearest[good]]
-        homography, mask = cv2.findHomography(src, dst, cv2.RANSAC, 8.0, maxIters=500, confidence=0.99)
-        if homography is None or mask is None:
-            continue
-        det = float(np.linalg.det(homography[:2, :2]))
-        if not 0.02 < det < 50:  # mirrored, collapsed or exploded: not the same object in view
-            continue
-        count = int(mask.sum())
-        counts[i] = count if count >= 0.25 * len(good) else 0
     return counts
+
+
+def _verified(query: LocalFeatures, candidate: LocalFeatures, squared: np.ndarray, at_least: int) -> int:
+    nearest = squared.argmin(axis=1)
+    two = np.partition(squared, 1, axis=1)[:, :2]
+    good = np.flatnonzero(two[:, 0] < (RATIO**2) * two[:, 1])  # Lowe's ratio test, squared
+    if len(good) < max(MIN_MATCHES, at_least):
+        return 0
+    src = query.points[good]
+    dst = candidate.points[nearest[good]]
+    homography, mask = cv2.findHomography(src, dst, cv2.RANSAC, 8.0, maxIters=500, confidence=0.99)
+    if homography is None or mask is None:
+        return 0
+    det = float(np.linalg.det(homography[:2, :2]))
+    if not 0.02 < det < 50:  # mirrored, collapsed or exploded: not the same object in view
+        return 0
+    count = int(mask.sum())
+    return count if count >= 0.25 * len(good) else 0
