@@ -149,9 +149,10 @@ def test_one_step_post_search_and_later_pages_by_get(api, open_resources):
     )
     assert list(first)[-1] == "image_url" and first["image_url"] == expected_url(photo)
     assert first["page"] == 1 and len(first["items"]) == 5 and first["has_next_page"]
-    embedded = open_resources.embedder.images
+    embedded, reused = open_resources.embedder.images, open_resources.uploads.rankings.hits
     second = ok(api.get("/1688/search/image", params={"img_url": first["image_url"], "page": 2, "page_size": 5}))
     assert open_resources.embedder.images == embedded  # page 2 re-embeds nothing
+    assert open_resources.uploads.rankings.hits == reused + 1  # nor searches and re-ranks again
     assert not {i["item_id"] for i in first["items"]} & {i["item_id"] for i in second["items"]}
     assert second["total_count"] == first["total_count"]
 

@@ -31,6 +31,11 @@ class VectorIndex(Protocol):
     def save(self) -> None: ...
     def refresh(self) -> bool: ...
 
+    @property
+    def generation(self) -> int:
+        """Changes whenever the vectors do: results cached under it stay valid while it holds."""
+        ...
+
 
 def _fsync_write(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".tmp")
@@ -58,6 +63,7 @@ class FaissIndex:
         self._lock = threading.Lock()
         self._mtime_ns = 0
         self._index = self._empty()
+        self._generation = 0
         self._load()
 
     def _empty(self) -> faiss.IndexIDMap2:
@@ -82,6 +88,7 @@ class FaissIndex:
         index = faiss.read_index(str(self.path))
         with self._lock:
             self._index, self._mtime_ns = index, mtime
+            self._generation += 1
 
     def refresh(self) -> bool:
         """Reload if another process (an ingest) wrote a newer index; True when reloaded."""
@@ -94,9 +101,14 @@ class FaissIndex:
         self._load()
         return True
 
+    @property
+    def generation(self) -> int:
+        return self._generation
+
     def reset(self) -> None:
         with self._lock:
             self._index = self._empty()
+            self._generation += 1
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -109,12 +121,14 @@ class FaissIndex:
             return
         with self._lock:
             self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
+            self._generation += 1
 
     def remove(self, ids: np.ndarray) -> None:
         if len(ids) == 0:
             return
         with self._lock:
             self._index.remove_ids(np.asarray(ids, dtype=np.int64))
+            self._generation += 1
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         index = self._index

@@ -246,13 +246,21 @@ def run(
     filters: Filters = Filters(),
     group_same: bool = False,
     today: dt.date | None = None,
+    key: str | None = None,
 ) -> Page:
+    """One page of offers. `key` names the query (photo and box): its ranking is then kept while
+    the index is unchanged, so later pages, sorts and filters skip search and re-ranking."""
     if page < 1:
         raise ParameterError("page must be 1 or greater")
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise ParameterError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
     today = today or dt.date.today()
-    found = ranked(resources, vectors, local)
+    cache_key = (key, resources.index.generation) if key else None
+    found = resources.uploads.rankings.get(cache_key) if cache_key else None
+    if found is None:
+        found = ranked(resources, vectors, local)
+        if cache_key:
+            resources.uploads.rankings.put(cache_key, found)
     facts = resources.catalog.facts([c.item_id for c in found])
     kept = [
         (c.item_id, facts[c.item_id], c.score)

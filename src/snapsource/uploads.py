@@ -43,6 +43,7 @@ CREATE INDEX IF NOT EXISTS urls_by_fetch ON urls(fetched_at);
 
 TOUCH_EVERY = 3600.0  # seconds between `used_at` updates of one upload
 PRUNE_EVERY = 600.0  # seconds between two prunes
+RANKINGS = 256  # ranked candidate lists kept in memory (up to 1,000 offers each)
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -108,6 +109,7 @@ class Uploads(Database):
         self._vectors: LRU[str, _Cached] = LRU(memory)
         self._urls: LRU[str, str] = LRU(memory)
         self.memo: LRU[tuple[str, str], object] = LRU(memory)  # analyses of user-drawn regions
+        self.rankings: LRU[tuple[str, int], object] = LRU(RANKINGS)  # page 2..N: no re-ranking again
         self._pruned = 0.0
         _drop_older_schema(self.directory / "uploads.db")
         super().__init__(self.directory / "uploads.db", SCHEMA, SCHEMA_VERSION)

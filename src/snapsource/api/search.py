@@ -127,6 +127,7 @@ def _page(request: Request, resources: Resources, query: queries.Query, params: 
         sort=params.sort,
         filters=params.filters,
         group_same=params.group_same,
+        key=f"{query.sha256}:{query.analysis.region.wire()}",
     )
     base = public_base(request)
     return {
