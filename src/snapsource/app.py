@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -10,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from . import __version__
+from . import __version__, metrics
 from .api import health, images, search, uploads
 from .api.deps import require_token
 from .config import Settings
@@ -52,6 +53,16 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
         lifespan=lifespan,
     )
     app.state.resources = resources
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        label = getattr(route, "path", "other")
+        metrics.REQUESTS.labels(label, str(response.status_code)).inc()
+        metrics.LATENCY.labels(label).observe(time.perf_counter() - started)
+        return response
     app.include_router(search.router)
     app.include_router(uploads.router)
     app.include_router(images.router)

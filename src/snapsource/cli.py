@@ -75,8 +75,16 @@ def serve(
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
 ) -> None:
     """Serve the search API (and /docs) for one catalog."""
+    import shutil
+
     import uvicorn
 
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # /metrics merges the workers' samples through files here (prometheus-client multiprocess)
+        shared = data / ".metrics"
+        shutil.rmtree(shared, ignore_errors=True)
+        shared.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(shared.resolve())
     os.environ["SNAPSOURCE_DATA_DIR"] = str(data)
     if public_url:
         os.environ["SNAPSOURCE_PUBLIC_URL"] = public_url

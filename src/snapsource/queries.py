@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from PIL import Image
 
-from . import images, localise, verify
+from . import images, localise, metrics, verify
 from .embed import normalise
 from .errors import ParameterError
 from .fetch import shorten
@@ -146,6 +146,7 @@ def from_bytes(resources: Resources, data: bytes) -> Query:
         return query
     img = images.decode(data, images.ImageLimits.of(resources.settings))
     result = analyse(resources, img)
+    metrics.QUERY_PHOTOS.labels("analysed").inc()
     upload = Upload(sha, images.sniff_extension(data), *result.size)
     resources.uploads.put(upload, data, result.to_bytes())
     return Query(sha, upload.ext, result)
@@ -158,6 +159,7 @@ def known(resources: Resources, sha256: str) -> Query | None:
     if upload is not None:
         blob = uploads.analysis(sha256)
         if blob is not None:
+            metrics.QUERY_PHOTOS.labels("cached").inc()
             return Query(upload.sha256, upload.ext, Analysis.from_bytes(blob))
         path = uploads.file(upload.sha256, upload.ext)  # analysed by another pipeline: again
         if path.is_file():
@@ -244,6 +246,7 @@ def _analyse_kept(resources: Resources, sha256: str, ext: str, path, keep_file: 
         return None
     img = images.decode(data, images.ImageLimits.of(resources.settings))
     result = analyse(resources, img)
+    metrics.QUERY_PHOTOS.labels("analysed").inc()
     upload = Upload(sha256, ext, *result.size)
     resources.uploads.put(upload, data if keep_file else None, result.to_bytes())
     return Query(sha256, ext, result)
