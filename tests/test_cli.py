@@ -6,7 +6,7 @@ import logging
 import subprocess
 import sys
 
-from snapsource.cli import _MaskToken
+from snapsource.app import MaskToken
 
 
 def test_access_log_masks_the_token():
@@ -14,7 +14,7 @@ def test_access_log_masks_the_token():
         "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
         ("127.0.0.1:5", "GET", "/1688/search/image?apiToken=ss_secret&img_url=/img/x.jpg", "1.1", 200), None,
     )
-    _MaskToken().filter(record)
+    MaskToken().filter(record)
     line = record.getMessage()
     assert "ss_secret" not in line and "apiToken=***&img_url=/img/x.jpg" in line
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from . import __version__, metrics
-from .api import health, images, search, uploads
-from .api.deps import require_token
+from .api import admin, health, images, search, uploads
+from .api.deps import check_token
 from .config import Settings
 from .errors import ApiError, ServiceNotReady, Unauthorized, envelope
 from .index import IndexMismatch
@@ -22,8 +24,25 @@ from .resources import Resources
 log = logging.getLogger("snapsource")
 
 
-def error_response(status: int, msg: str) -> JSONResponse:
-    return JSONResponse(envelope(status, msg), status_code=status)
+class MaskToken(logging.Filter):
+    """Access logs never show an apiToken (installed in every worker process by create_app)."""
+
+    PATTERN = re.compile(r"(apiToken=)[^&\s\"]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.PATTERN.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def _mask_access_log() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, MaskToken) for f in access.filters):
+        access.addFilter(MaskToken())
+
+
+def error_response(status: int, msg: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(envelope(status, msg), status_code=status, headers=headers)
 
 
 def _describe(exc: RequestValidationError) -> str:
@@ -39,6 +58,7 @@ def _describe(exc: RequestValidationError) -> str:
 
 def create_app(settings: Settings | None = None, resources: Resources | None = None) -> FastAPI:
     resources = resources or Resources.open(settings or Settings.load())
+    _mask_access_log()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -56,21 +76,31 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
 
     @app.middleware("http")
     async def measure(request: Request, call_next):
+        """Metrics for every answer; an admitted token call is released and metered here, so a
+        failure anywhere still frees its concurrency slot."""
         started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        label = getattr(route, "path", "other")
-        metrics.REQUESTS.labels(label, str(response.status_code)).inc()
-        metrics.LATENCY.labels(label).observe(time.perf_counter() - started)
-        return response
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            label = getattr(request.scope.get("route"), "path", "other")
+            seconds = time.perf_counter() - started
+            metrics.REQUESTS.labels(label, str(status)).inc()
+            metrics.LATENCY.labels(label).observe(seconds)
+            lease = getattr(request.state, "lease", None)
+            if lease is not None:
+                await run_in_threadpool(resources.tokens.release, lease, label, status, seconds)
     app.include_router(search.router)
     app.include_router(uploads.router)
     app.include_router(images.router)
     app.include_router(health.router)
+    app.include_router(admin.router)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.msg)
+        return error_response(exc.status, exc.msg, exc.headers)
 
     @app.exception_handler(IndexMismatch)
     async def index_mismatch(request: Request, exc: IndexMismatch) -> JSONResponse:
@@ -81,7 +111,7 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         if request.url.path.startswith("/1688/"):
             try:  # TMAPI checks the token before the parameters
-                require_token(request, request.query_params.get("apiToken"))
+                check_token(request, request.query_params.get("apiToken"))
             except Unauthorized as denied:
                 return error_response(denied.status, denied.msg)
         return error_response(422, _describe(exc))

@@ -270,21 +270,3 @@ class Catalog(Database):
     def image_by_id(self, image_id: int) -> StoredImage | None:
         row = self.db.execute("SELECT id, sha256, ext FROM images WHERE id = ?", (image_id,)).fetchone()
         return StoredImage(*row) if row else None
-
-    # tokens -----------------------------------------------------------------------------------
-    def add_token(self, name: str, token_hash: str) -> None:
-        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        with self.write() as db:
-            db.execute("INSERT INTO tokens (name, hash, created_at) VALUES (?, ?, ?)", (name, token_hash, now))
-
-    def active_token_hash(self, token_hash: str) -> str | None:
-        row = self.db.execute(
-            "SELECT hash FROM tokens WHERE hash = ? AND revoked_at IS NULL", (token_hash,)
-        ).fetchone()
-        return row[0] if row else None
-
-    def revoke_tokens(self, name: str) -> int:
-        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        with self.write() as db:
-            cur = db.execute("UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (now, name))
-            return cur.rowcount

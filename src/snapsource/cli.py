@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -55,17 +53,6 @@ def _read_photo(resources, source: str) -> bytes:
         fetcher.close()
 
 
-class _MaskToken(logging.Filter):
-    """Access logs never show an apiToken."""
-
-    PATTERN = re.compile(r"(apiToken=)[^&\s\"]+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(self.PATTERN.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
-        return True
-
-
 @app.command()
 def serve(
     data: DataOpt = DEFAULT_DATA,
@@ -89,7 +76,6 @@ def serve(
     if public_url:
         os.environ["SNAPSOURCE_PUBLIC_URL"] = public_url
     _resources(data).close()  # fail fast, with a clear message, before forking workers
-    logging.getLogger("uvicorn.access").addFilter(_MaskToken())
     uvicorn.run("snapsource.app:create_app", factory=True, host=host, port=port, workers=workers)
 
 
@@ -220,27 +206,82 @@ def token_create(
     name: Annotated[str, typer.Option(help="A name to recognise the token by.")],
     data: DataOpt = DEFAULT_DATA,
     replace: Annotated[bool, typer.Option(help="Revoke earlier tokens of this name first.")] = False,
+    quota: Annotated[Optional[int], typer.Option(min=1, help="Calls allowed in all (then 439).")] = None,
+    qps: Annotated[Optional[float], typer.Option(min=0.001, help="Requests per second (over: 503).")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(min=1, help="Requests at the same time (over: 503).")] = None,
+    expires: Annotated[Optional[str], typer.Option(help="Last day the token works, YYYY-MM-DD (then 439).")] = None,
 ) -> None:
     """Create an API token; it is shown once and stored only as a digest."""
-    from .catalog import Catalog
-    from .tokens import Tokens
+    import datetime as dt
 
-    tokens = Tokens(Catalog(data))
+    tokens = _tokens(data)
+    try:
+        until = dt.date.fromisoformat(expires) if expires else None
+    except ValueError:
+        raise typer.BadParameter(f"--expires {expires!r}: use YYYY-MM-DD") from None
     if replace:
         tokens.revoke(name)
-    typer.echo(tokens.create(name))
+    typer.echo(tokens.create(name, quota=quota, qps=qps, concurrency=concurrency, expires=until))
 
 
 @token_app.command("revoke")
 def token_revoke(name: Annotated[str, typer.Argument(help="Name of the token(s) to revoke.")], data: DataOpt = DEFAULT_DATA) -> None:
     """Revoke every active token with this name."""
-    from .catalog import Catalog
-    from .tokens import Tokens
-
-    count = Tokens(Catalog(data)).revoke(name)
+    count = _tokens(data).revoke(name)
     err.print(f"revoked {count} token(s) named {name!r}")
     if count == 0:
         raise typer.Exit(1)
+
+
+@token_app.command("list")
+def token_list(
+    data: DataOpt = DEFAULT_DATA,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per token.")] = False,
+) -> None:
+    """Every token with its limits and the calls it used (never the secret)."""
+    infos = _tokens(data).list()
+    if as_json:
+        for info in infos:
+            sys.stdout.write(json.dumps(info.wire()) + "\n")
+        return
+    table = Table("id", "name", "created", "state", "calls used", "quota", "qps", "concurrency", "expires")
+    for t in infos:
+        state = "revoked" if t.revoked_at else "active"
+        table.add_row(
+            str(t.id), t.name, t.created_at[:10], state, str(t.calls_used), _or_dash(t.quota), _or_dash(t.qps),
+            _or_dash(t.concurrency), t.expires_at or "-",
+        )
+    console.print(table)
+
+
+@token_app.command("usage")
+def token_usage(
+    data: DataOpt = DEFAULT_DATA,
+    name: Annotated[Optional[str], typer.Option(help="Only tokens with this name.")] = None,
+    days: Annotated[int, typer.Option(min=1, help="Days back, today included.")] = 30,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per row.")] = False,
+) -> None:
+    """Calls, errors and p50 latency per token, endpoint and day."""
+    rows = _tokens(data).usage(days, name)
+    if as_json:
+        for row in rows:
+            sys.stdout.write(json.dumps(row) + "\n")
+        return
+    table = Table("day", "token", "endpoint", "calls", "errors", "p50 ms", title=f"usage, last {days} days")
+    for r in rows:
+        table.add_row(str(r["day"]), str(r["token"]), str(r["endpoint"]), str(r["calls"]), str(r["errors"]), _or_dash(r["p50_ms"]))
+    console.print(table)
+
+
+def _tokens(data: Path):
+    from .catalog import Catalog
+    from .tokens import Tokens
+
+    return Tokens(Catalog(data))
+
+
+def _or_dash(value: object) -> str:
+    return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @model_app.command("export")

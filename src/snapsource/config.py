@@ -76,6 +76,7 @@ SETTINGS: tuple[Setting, ...] = (
         "`group_same=true` folds offers whose main photos are at least this similar (cosine) into "
         "the best of them: the same product relisted by other shops.",
     ),
+    Setting("admin_key", "", "Key of the admin API (/admin/...); empty: the admin API is off."),
     Setting("upload_cache_size", 4096, "Query images whose vectors are kept in memory (about 5 KB each)."),
     Setting("upload_keep_days", 30, "Uploaded and fetched query images unused for this many days are deleted."),
     Setting("model_path", "", "ONNX file of the embedding model; empty means the one `snapsource model export` wrote."),
@@ -113,6 +114,7 @@ class Settings:
     rerank_weight: float = _DEFAULTS["rerank_weight"]
     rerank_min_inliers: int = _DEFAULTS["rerank_min_inliers"]
     twin_similarity: float = _DEFAULTS["twin_similarity"]
+    admin_key: str = _DEFAULTS["admin_key"]
     upload_cache_size: int = _DEFAULTS["upload_cache_size"]
     upload_keep_days: int = _DEFAULTS["upload_keep_days"]
 

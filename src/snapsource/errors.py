@@ -12,6 +12,7 @@ TMAPI reports failures with the HTTP status and the same number in ``code``; ``d
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -19,9 +20,17 @@ class ApiError(Exception):
     status: int = 500
     default_msg: str = "Unexpected error"
 
-    def __init__(self, msg: str | None = None) -> None:
+    def __init__(self, msg: str | None = None, *, retry_after: float | None = None) -> None:
         self.msg = msg or self.default_msg
+        self.retry_after = retry_after
         super().__init__(self.msg)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """`Retry-After` in whole seconds (at least 1) when the client should simply wait."""
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
 class Unauthorized(ApiError):

@@ -1,18 +1,58 @@
-"""API tokens: random secrets shown once, stored only as a peppered HMAC-SHA256 digest.
+"""API tokens: secrets shown once, their limits, and what they were used for.
 
-The pepper is a per-install secret in the data dir (``secret.key``, mode 0600), so a copy of the
-database alone does not allow guessing tokens offline.
+A token is stored only as a peppered HMAC-SHA256 digest; the pepper is a per-install secret in the
+data dir (``secret.key``, mode 0600), so a copy of the database alone does not allow guessing
+tokens offline. Each token may carry a calls quota, an expiry date, a requests-per-second rate and
+a concurrency limit. Their state lives in the catalog's SQLite database, not in process memory, so
+the limits hold across every worker process (and every server sharing the data dir): one
+`BEGIN IMMEDIATE` transaction admits a call (checks and counts), a second one releases it and
+meters it (calls, errors and a latency histogram per token, endpoint and day).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import hashlib
 import hmac
+import json
 import os
 import secrets
+import time
 from pathlib import Path
 
 from .catalog import Catalog
+from .errors import ConcurrencyLimit, QuotaExceeded, Unauthorized
+
+STALE_SECONDS = 300.0  # an in-flight call older than this was lost with its process
+LATENCY_EDGES_MS = (5, 10, 25, 50, 100, 150, 250, 500, 1000, 2500, 5000, 15000)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS token_inflight (
+    id INTEGER PRIMARY KEY,
+    token_id INTEGER NOT NULL REFERENCES tokens(id) ON DELETE CASCADE,
+    started REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS token_inflight_by_token ON token_inflight(token_id);
+CREATE TABLE IF NOT EXISTS token_usage (
+    token_id INTEGER NOT NULL REFERENCES tokens(id) ON DELETE CASCADE,
+    day TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    calls INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    latency TEXT NOT NULL,
+    PRIMARY KEY (token_id, day, endpoint)
+);
+"""
+LIMIT_COLUMNS = {
+    "quota": "INTEGER",
+    "calls_used": "INTEGER NOT NULL DEFAULT 0",
+    "qps": "REAL",
+    "concurrency": "INTEGER",
+    "expires_at": "TEXT",
+    "bucket": "REAL",
+    "bucket_at": "REAL",
+}
 
 
 def _pepper(data_dir: Path) -> bytes:
@@ -25,25 +65,192 @@ def _pepper(data_dir: Path) -> bytes:
     return path.read_text().strip().encode()
 
 
+@dataclasses.dataclass(frozen=True)
+class TokenInfo:
+    id: int
+    name: str
+    created_at: str
+    revoked_at: str | None
+    quota: int | None
+    calls_used: int
+    qps: float | None
+    concurrency: int | None
+    expires_at: str | None
+
+    def wire(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Lease:
+    """An admitted call: released, and metered, when its answer is sent."""
+
+    token_id: int
+    slot: int | None
+
+
+def p50_ms(histogram: list[int]) -> float | None:
+    """The median from latency bucket counts: the upper edge of the bucket holding it."""
+    total = sum(histogram)
+    if not total:
+        return None
+    seen = 0
+    for edge, count in zip((*LATENCY_EDGES_MS, float("inf")), histogram):
+        seen += count
+        if seen * 2 >= total:
+            return float(edge)
+    return None
+
+
 class Tokens:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self._pepper = _pepper(catalog.data_dir)
+        db = catalog.db
+        present = {row[1] for row in db.execute("PRAGMA table_info(tokens)")}
+        with catalog.write() as w:
+            for column, kind in LIMIT_COLUMNS.items():
+                if column not in present:  # a data dir from before limits existed
+                    w.execute(f"ALTER TABLE tokens ADD COLUMN {column} {kind}")
+        db.executescript(f"BEGIN; {SCHEMA} COMMIT;")
 
     def digest(self, token: str) -> str:
         return hmac.new(self._pepper, token.encode(), hashlib.sha256).hexdigest()
 
-    def create(self, name: str) -> str:
+    # managing ------------------------------------------------------------------------------------
+    def create(
+        self,
+        name: str,
+        *,
+        quota: int | None = None,
+        qps: float | None = None,
+        concurrency: int | None = None,
+        expires: dt.date | None = None,
+    ) -> str:
+        for label, value in (("quota", quota), ("qps", qps), ("concurrency", concurrency)):
+            if value is not None and value <= 0:
+                raise ValueError(f"{label} must be positive")
         token = "ss_" + secrets.token_urlsafe(24)
-        self.catalog.add_token(name, self.digest(token))
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        with self.catalog.write() as db:
+            db.execute(
+                "INSERT INTO tokens (name, hash, created_at, quota, qps, concurrency, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, self.digest(token), now, quota, qps, concurrency, expires.isoformat() if expires else None),
+            )
         return token
 
     def revoke(self, name: str) -> int:
-        return self.catalog.revoke_tokens(name)
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        with self.catalog.write() as db:
+            cur = db.execute("UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (now, name))
+            return cur.rowcount
 
+    def revoke_id(self, token_id: int) -> int:
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        with self.catalog.write() as db:
+            cur = db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now, token_id))
+            return cur.rowcount
+
+    def list(self) -> list[TokenInfo]:
+        rows = self.catalog.db.execute(
+            "SELECT id, name, created_at, revoked_at, quota, calls_used, qps, concurrency, expires_at FROM tokens ORDER BY id"
+        )
+        return [TokenInfo(*row) for row in rows]
+
+    def info(self, token: str) -> TokenInfo:
+        row = self.catalog.db.execute(
+            "SELECT id, name, created_at, revoked_at, quota, calls_used, qps, concurrency, expires_at FROM tokens WHERE hash = ?",
+            (self.digest(token),),
+        ).fetchone()
+        if row is None:
+            raise KeyError("unknown token")
+        return TokenInfo(*row)
+
+    def usage(self, days: int = 30, name: str | None = None) -> list[dict[str, object]]:
+        since = (dt.date.today() - dt.timedelta(days=days - 1)).isoformat()
+        query = (
+            "SELECT t.name, t.id, u.day, u.endpoint, u.calls, u.errors, u.latency FROM token_usage u "
+            "JOIN tokens t ON t.id = u.token_id WHERE u.day >= ?"
+        )
+        params: list[object] = [since]
+        if name is not None:
+            query += " AND t.name = ?"
+            params.append(name)
+        rows = self.catalog.db.execute(query + " ORDER BY u.day, t.name, u.endpoint", params)
+        return [
+            {"token": n, "token_id": i, "day": day, "endpoint": ep, "calls": calls, "errors": errors,
+             "p50_ms": p50_ms(json.loads(latency))}
+            for n, i, day, ep, calls, errors, latency in rows
+        ]
+
+    # calls ---------------------------------------------------------------------------------------
     def valid(self, token: str | None) -> bool:
+        """Known and not revoked (limits aside): the check that comes before any other."""
+        return self._find(token) is not None
+
+    def admit(self, token: str | None) -> Lease:
+        """Check the token and its limits and count the call, in one transaction shared by all
+        processes; raise the TMAPI error (401, 439, 503) that says why not."""
         if not token:
-            return False
+            raise Unauthorized("apiToken is missing")
         digest = self.digest(token)
-        stored = self.catalog.active_token_hash(digest)
-        return stored is not None and hmac.compare_digest(stored, digest)
+        now = time.time()
+        with self.catalog.write() as db:
+            row = db.execute(
+                "SELECT id, hash, quota, calls_used, qps, concurrency, expires_at, bucket, bucket_at "
+                "FROM tokens WHERE hash = ? AND revoked_at IS NULL",
+                (digest,),
+            ).fetchone()
+            if row is None or not hmac.compare_digest(row[1], digest):
+                raise Unauthorized(
+                    "apiToken is not valid: check it or create one with `snapsource token create`"
+                )
+            token_id, _, quota, used, qps, concurrency, expires_at, bucket, bucket_at = row
+            if expires_at and dt.date.fromisoformat(expires_at) < dt.date.today():
+                raise QuotaExceeded(f"Subscription expired or insufficient balance: the token expired on {expires_at}")
+            if quota is not None and used >= quota:
+                raise QuotaExceeded(f"Subscription expired or insufficient balance: all {quota} calls are used")
+            if qps is not None:
+                burst = max(qps, 1.0)  # a token bucket: qps per second, at most one second's worth saved
+                level = burst if bucket is None else min(burst, bucket + (now - bucket_at) * qps)
+                if level < 1.0:
+                    raise ConcurrencyLimit(retry_after=(1.0 - level) / qps)
+                db.execute("UPDATE tokens SET bucket = ?, bucket_at = ? WHERE id = ?", (level - 1.0, now, token_id))
+            slot = None
+            if concurrency is not None:
+                db.execute("DELETE FROM token_inflight WHERE token_id = ? AND started < ?", (token_id, now - STALE_SECONDS))
+                running = db.execute("SELECT count(*) FROM token_inflight WHERE token_id = ?", (token_id,)).fetchone()[0]
+                if running >= concurrency:
+                    raise ConcurrencyLimit(retry_after=1.0)
+                slot = db.execute("INSERT INTO token_inflight (token_id, started) VALUES (?, ?)", (token_id, now)).lastrowid
+            db.execute("UPDATE tokens SET calls_used = calls_used + 1 WHERE id = ?", (token_id,))
+        return Lease(token_id, slot)
+
+    def release(self, lease: Lease, endpoint: str, status: int, seconds: float) -> None:
+        """Free the call's concurrency slot and meter it for its token, endpoint and day."""
+        day = dt.date.today().isoformat()
+        bucket = next((i for i, edge in enumerate(LATENCY_EDGES_MS) if seconds * 1000 <= edge), len(LATENCY_EDGES_MS))
+        with self.catalog.write() as db:
+            if lease.slot is not None:
+                db.execute("DELETE FROM token_inflight WHERE id = ?", (lease.slot,))
+            row = db.execute(
+                "SELECT latency FROM token_usage WHERE token_id = ? AND day = ? AND endpoint = ?",
+                (lease.token_id, day, endpoint),
+            ).fetchone()
+            histogram = json.loads(row[0]) if row else [0] * (len(LATENCY_EDGES_MS) + 1)
+            histogram[bucket] += 1
+            db.execute(
+                "INSERT INTO token_usage (token_id, day, endpoint, calls, errors, latency) VALUES (?, ?, ?, 1, ?, ?) "
+                "ON CONFLICT (token_id, day, endpoint) DO UPDATE SET calls = calls + 1, "
+                "errors = errors + excluded.errors, latency = excluded.latency",
+                (lease.token_id, day, endpoint, int(status >= 400), json.dumps(histogram)),
+            )
+
+    def _find(self, token: str | None) -> int | None:
+        if not token:
+            return None
+        digest = self.digest(token)
+        row = self.catalog.db.execute(
+            "SELECT id, hash FROM tokens WHERE hash = ? AND revoked_at IS NULL", (digest,)
+        ).fetchone()
+        return row[0] if row and hmac.compare_digest(row[1], digest) else None

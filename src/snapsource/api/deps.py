@@ -15,13 +15,19 @@ def get_resources(request: Request) -> Resources:
     return request.app.state.resources
 
 
-def require_token(request: Request, apiToken: Annotated[str | None, Query()] = None) -> str:  # noqa: N803
-    """TMAPI's auth: the `apiToken` query parameter, checked against stored digests."""
-    if not get_resources(request).tokens.valid(apiToken):
+def check_token(request: Request, token: str | None) -> None:
+    """TMAPI's first check: a known, unrevoked `apiToken` (limits aside), else 401."""
+    if not get_resources(request).tokens.valid(token):
         raise Unauthorized(
-            "apiToken is missing" if not apiToken else "apiToken is not valid: check it or create one "
+            "apiToken is missing" if not token else "apiToken is not valid: check it or create one "
             "with `snapsource token create`"
         )
+
+
+def require_token(request: Request, apiToken: Annotated[str | None, Query()] = None) -> str:  # noqa: N803
+    """TMAPI's auth and limits: the call is admitted (counted against the token's quota, rate and
+    concurrency) or refused with 401, 439 or 503; the app's middleware releases and meters it."""
+    request.state.lease = get_resources(request).tokens.admit(apiToken)
     return apiToken or ""
 
 
