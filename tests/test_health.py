@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
 
 import httpx
 
+from conftest import serve_workers
 from snapsource.app import create_app
 from snapsource.config import Settings
 from snapsource.loopback import serve
@@ -67,36 +65,9 @@ def test_metrics_count_requests_by_route_and_code(client, search, resources):
 
 
 def test_metrics_merge_two_worker_processes(resources, tmp_path):
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    metrics_dir = tmp_path / "metrics"
-    metrics_dir.mkdir()
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
-    log = open(tmp_path / "serve.log", "wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "snapsource", "serve", "--data", str(resources.settings.data_dir),
-         "--port", str(port), "--workers", "2"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, "server did not start"
-            time.sleep(0.2)
+    with serve_workers(resources.settings.data_dir, tmp_path) as url:
         for _ in range(30):  # new connections each time: both workers take some
-            httpx.get(url + "/readyz", timeout=10)
+            httpx.get(url + "/healthz", timeout=10)
         text = httpx.get(url + "/metrics", timeout=10).text
-        assert _sample(text, "snapsource_requests_total", route="/readyz", code="200") == 30
-        assert len(list(metrics_dir.glob("counter_*.db"))) >= 2  # both workers wrote samples
-    finally:
-        server.terminate()
-        server.wait(20)
-        log.close()
+    assert _sample(text, "snapsource_requests_total", route="/healthz", code="200") == 30
+    assert len(list((tmp_path / "metrics").glob("counter_*.db"))) >= 2  # both workers wrote samples

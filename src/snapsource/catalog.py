@@ -1,4 +1,4 @@
-"""The catalog: offers, their images and API tokens in SQLite (WAL), image files on disk.
+"""The catalog: offers and their images in SQLite (WAL), image files on disk (tokens.py adds its tables).
 
 Images are content-addressed (sha256): an image shared by several offers (a product relisted by
 another shop) is stored and embedded once, and its vector id is the image's row id. Each thread
