@@ -68,7 +68,7 @@ def token(resources) -> str:
 
 
 @contextlib.contextmanager
-def serve_workers(data_dir: Path, workdir: Path, workers: int = 2) -> Iterator[str]:
+def serve_workers(data_dir: Path, workdir: Path, workers: int = 2, **settings: str) -> Iterator[str]:
     """`snapsource serve --workers N` as a real subprocess on a free loopback port, its output in
     workdir/serve.log and its Prometheus files in workdir/metrics; yields its base URL."""
     sock = socket.socket()
@@ -77,6 +77,7 @@ def serve_workers(data_dir: Path, workdir: Path, workers: int = 2) -> Iterator[s
     sock.close()
     (workdir / "metrics").mkdir(exist_ok=True)
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics")}
+    env.update({f"SNAPSOURCE_{name.upper()}": value for name, value in settings.items()})
     with open(workdir / "serve.log", "wb") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", "snapsource", "serve", "--data", str(data_dir), "--port", str(port),

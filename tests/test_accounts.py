@@ -159,8 +159,12 @@ def test_cli_token_options_list_and_usage(tmp_path):
 def test_limits_hold_across_two_worker_processes_and_no_token_is_logged(resources, tmp_path):
     quota = resources.tokens.create("two-workers-quota", quota=12)
     rate = resources.tokens.create("two-workers-rate", qps=1)
+    single = resources.tokens.create("two-workers-concurrency", concurrency=1)
     img_url = main_image_url(resources, luma_offers()[0])
-    with serve_workers(resources.settings.data_dir, tmp_path) as url:
+    photo = grocery_photo(0).read_bytes()
+    with ImageServer(photo, photo).running() as images, serve_workers(
+        resources.settings.data_dir, tmp_path, fetch_allow="127.0.0.0/8", fetch_timeout="3"
+    ) as url:
         def call(token: str) -> int:  # a new connection each time: both workers answer
             return httpx.get(url + "/1688/search/image", params={"apiToken": token, "img_url": img_url, "page_size": 1}, timeout=30).status_code
 
@@ -171,6 +175,16 @@ def test_limits_hold_across_two_worker_processes_and_no_token_is_logged(resource
         rated = [call(rate) for _ in range(8)]
         elapsed = time.monotonic() - started
         assert rated.count(200) <= 1 + int(elapsed) + 1 and rated.count(503) >= 1
+
+        with ThreadPoolExecutor(1) as pool:  # one slow call in flight in one worker...
+            slow = pool.submit(
+                lambda: httpx.get(url + "/1688/search/image", params={"apiToken": single, "img_url": images + "/slow.jpg"}, timeout=30)
+            )
+            time.sleep(0.8)
+            during = [call(single) for _ in range(6)]  # ...refuses the token's calls in both workers
+            assert slow.result().status_code == 422
+        assert during == [503] * 6
+        assert call(single) == 200
     output = (tmp_path / "serve.log").read_text()
     assert "GET /1688/search/image?apiToken=***" in output  # access lines were written, masked
-    assert quota not in output and rate not in output
+    assert quota not in output and rate not in output and single not in output
