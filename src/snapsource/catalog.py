@@ -267,6 +267,10 @@ class Catalog(Database):
         with self.write() as db:
             db.executemany("INSERT OR REPLACE INTO local_features (image_id, data) VALUES (?, ?)", features.items())
 
+    def image_size(self, image_id: int) -> tuple[int, int]:
+        row = self.db.execute("SELECT width, height FROM images WHERE id = ?", (image_id,)).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
     def image_by_id(self, image_id: int) -> StoredImage | None:
         row = self.db.execute("SELECT id, sha256, ext FROM images WHERE id = ?", (image_id,)).fetchone()
         return StoredImage(*row) if row else None

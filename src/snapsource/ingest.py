@@ -182,7 +182,7 @@ class _Reader:
                 item.data = b""  # stored already; only its hash is needed
             else:
                 img = images.decode(item.data, self.limits)
-                item.size = img.size
+                item.size = images.source_size(img)
                 item.array = images.prepare(img, self.settings.trim_margin)
                 if self.settings.rerank_k > 0:
                     item.local = verify.extract(img).to_bytes()

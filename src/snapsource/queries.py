@@ -167,7 +167,25 @@ def known(resources: Resources, sha256: str) -> Query | None:
     image = resources.catalog.image_by_sha(sha256)
     if image is None:
         return None
-    return _analyse_kept(resources, image.sha256, image.ext, resources.catalog.image_file(image.sha256, image.ext), keep_file=False)
+    return _catalog_photo(resources, image)
+
+
+def _catalog_photo(resources: Resources, image) -> Query | None:
+    """A catalog photo searched as it is (a result's `img`): its indexed vector and stored local
+    features, nothing decoded. Boxes are found in photos from outside the catalog; here the box
+    is the whole photo (a `region` still crops it)."""
+    try:
+        vector = resources.index.vectors(np.asarray([image.id], dtype=np.int64))[0]
+    except RuntimeError:  # not in the index (an interrupted import): analyse the file instead
+        path = resources.catalog.image_file(image.sha256, image.ext)
+        return _analyse_kept(resources, image.sha256, image.ext, path, keep_file=False)
+    width, height = resources.catalog.image_size(image.id)
+    local = None
+    if resources.settings.rerank_k > 0:
+        blob = resources.catalog.local_features([image.id]).get(image.id)
+        local = verify.LocalFeatures.from_bytes(blob) if blob else None
+    whole = Box(0, 0, width, height)
+    return Query(image.sha256, image.ext, Analysis(vector, (width, height), whole, (whole,), None, local))
 
 
 def in_region(resources: Resources, query: Query, region: str) -> Query:
