@@ -18,8 +18,10 @@ from .config import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False, help="Search products by image in your own catalog.")
 token_app = typer.Typer(no_args_is_help=True, help="Create and revoke API tokens.")
+client_app = typer.Typer(no_args_is_help=True, help="Use a snapsource or TMAPI server over HTTP.")
 model_app = typer.Typer(no_args_is_help=True, help="Prepare the embedding model.")
 app.add_typer(token_app, name="token")
+app.add_typer(client_app, name="client")
 app.add_typer(model_app, name="model")
 console = Console()
 err = Console(stderr=True)
@@ -388,6 +390,59 @@ def eval_cmd(
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+
+@client_app.command("search")
+def client_search(
+    photo: Annotated[str, typer.Argument(help="A local photo, or an image URL (img_url).")],
+    url: Annotated[str, typer.Option("--url", envvar="SNAPSOURCE_URL", help="Base URL of the server.")] = "http://127.0.0.1:8000",
+    token: Annotated[str, typer.Option(envvar="SNAPSOURCE_TOKEN", help="apiToken.")] = "",
+    sort: Annotated[str, typer.Option(help="default, sales, price_up or price_down.")] = "default",
+    min_price: Annotated[Optional[str], typer.Option(help="price_start")] = None,
+    max_price: Annotated[Optional[str], typer.Option(help="price_end")] = None,
+    factory: Annotated[bool, typer.Option("--factory", help="Only factories.")] = False,
+    dropshipping: Annotated[bool, typer.Option("--dropshipping", help="Only offers that support dropshipping.")] = False,
+    free_shipping: Annotated[bool, typer.Option("--free-shipping", help="Only offers with free shipping.")] = False,
+    verified: Annotated[bool, typer.Option("--verified", help="Only verified suppliers.")] = False,
+    new: Annotated[bool, typer.Option("--new", help="Only new offers.")] = False,
+    page: int = 1,
+    page_size: int = 20,
+    all_pages: Annotated[bool, typer.Option("--all-pages", help="Walk every page.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per offer (the API's item schema).")] = False,
+) -> None:
+    """Search a server by image: a table, or JSON lines."""
+    import httpx
+
+    from .client import ApiError, Client
+
+    local = Path(photo)
+    source: dict[str, object] = {"file": local} if not photo.startswith(("http://", "https://", "/img/")) and local.is_file() else {"img_url": photo}
+    options = dict(
+        page=page, page_size=page_size, sort=sort, price_start=min_price, price_end=max_price, is_factory=factory,
+        support_dropshipping=dropshipping, free_shipping=free_shipping, verified_supplier=verified, new_arrival=new,
+    )
+    try:
+        with Client(url, token) as api:
+            if all_pages:
+                items, total = list(api.iter_search(**source, **options)), None
+            else:
+                result = api.search_image(**source, **options)
+                items, total = result.items, result.total_count
+    except (ApiError, OSError, httpx.HTTPError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    if as_json:
+        for item in items:
+            sys.stdout.write(item.model_dump_json() + "\n")
+        return
+    title = f"{total} offers" if total is not None else f"{len(items)} offers"
+    table = Table("title", "price", "moq", "sales", "shop", "url", title=title)
+    for item in items:
+        table.add_row(
+            item.title, item.price, str(item.moq), str(item.sale_info.sale_quantity_int),
+            item.shop_info.company_name or item.shop_info.login_id or "", item.product_url,
+        )
+    console.print(table)
 
 
 def main() -> None:
