@@ -129,6 +129,13 @@ class Catalog(Database):
         assert image is not None
         return image
 
+    def all_images(self) -> list[StoredImage]:
+        return [StoredImage(*row) for row in self.db.execute("SELECT id, sha256, ext FROM images")]
+
+    def shown_image_ids(self) -> set[int]:
+        """Images at least one offer shows."""
+        return {row[0] for row in self.db.execute("SELECT DISTINCT image_id FROM offer_images")}
+
     def image_ids(self) -> set[int]:
         return {row[0] for row in self.db.execute("SELECT id FROM images")}
 

@@ -77,8 +77,36 @@ def serve(
     os.environ["SNAPSOURCE_DATA_DIR"] = str(data)
     if public_url:
         os.environ["SNAPSOURCE_PUBLIC_URL"] = public_url
-    _resources(data).close()  # fail fast, with a clear message, before forking workers
+    resources = _resources(data)  # fail fast, with a clear message, before forking workers
+    _doctor(resources, repair=True)  # an import killed midway left vectors to add: add them first
+    resources.close()
     uvicorn.run("snapsource.app:create_app", factory=True, host=host, port=port, workers=workers)
+
+
+@app.command()
+def doctor(
+    data: DataOpt = DEFAULT_DATA,
+    repair: Annotated[bool, typer.Option(help="Also repair what the check finds.")] = False,
+) -> None:
+    """Check that offers, images, files and vectors agree (and repair with --repair)."""
+    resources = _resources(data)
+    findings = _doctor(resources, repair)
+    resources.close()
+    if not findings.consistent:
+        raise typer.Exit(1)
+
+
+def _doctor(resources, repair: bool):
+    from . import doctor as checkup
+
+    findings = checkup.check(resources)
+    if repair and not findings.consistent:
+        err.print(f"doctor: {findings.summary()}; repairing")
+        findings = checkup.repair(resources)
+    err.print(f"doctor: {findings.summary()}")
+    if findings.missing_files:
+        err.print("doctor: some image files are missing: import the catalog again to fetch them")
+    return findings
 
 
 @app.command()
