@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 MODEL := src/snapsource/_model/efficientnet-lite0.onnx
 
-.PHONY: install model demo serve ingest test eval eval-ablation calibrate latency pages clean
+.PHONY: install model demo serve ingest test eval eval-ablation calibrate latency pages load clean
 
 $(BIN)/snapsource: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ latency: ingest
 # Page 1 (fetch or upload, decode, embed) vs page 2 (vector kept by hash) of searches with shop photos.
 pages: model
 	$(BIN)/python benchmarks/page_latency.py --data build/bench-pages
+
+# 60 s at concurrency 32 against serve --workers 2: known and new photos, pages, a rate-limited token.
+load: ingest
+	$(BIN)/python -m snapsource.loadtest --data $(DATA) --seconds 60 --concurrency 32
 
 clean:
 	rm -rf $(VENV) $(MODEL_VENV) $(MODEL) build .pytest_cache

@@ -6,10 +6,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +16,7 @@ from snapsource.app import create_app
 from snapsource.config import Settings
 from snapsource.fetch import Fetcher, FetchPolicy
 from snapsource.ingest import IngestReport, ingest
+from snapsource import loopback
 from snapsource.loopback import serve
 from snapsource.resources import Resources
 
@@ -69,36 +66,13 @@ def token(resources) -> str:
 
 @contextlib.contextmanager
 def serve_workers(data_dir: Path, workdir: Path, workers: int = 2, **settings: str) -> Iterator[str]:
-    """`snapsource serve --workers N` as a real subprocess on a free loopback port, its output in
-    workdir/serve.log and its Prometheus files in workdir/metrics; yields its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    """`snapsource serve --workers N` as a real subprocess, its output in workdir/serve.log and its
+    Prometheus files in workdir/metrics; yields its base URL."""
     (workdir / "metrics").mkdir(exist_ok=True)
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics")}
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics")}
     env.update({f"SNAPSOURCE_{name.upper()}": value for name, value in settings.items()})
-    with open(workdir / "serve.log", "wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "snapsource", "serve", "--data", str(data_dir), "--port", str(port),
-             "--workers", str(workers)],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline and server.poll() is None, "server did not start"
-                time.sleep(0.2)
-            yield url
-        finally:
-            server.terminate()
-            server.wait(20)
+    with open(workdir / "serve.log", "wb") as log, loopback.serve_workers(data_dir, workers, env, log) as (url, _):
+        yield url
 
 
 def with_settings(resources: Resources, **changes) -> Resources:

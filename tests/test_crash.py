@@ -57,10 +57,10 @@ def test_killed_imports_leave_a_consistent_store_with_the_same_results(tmp_path,
 
 def test_doctor_repairs_missing_orphan_and_unused(tmp_path, resources):
     """Vectors lost, a stray vector and an image no offer shows: repair restores the state."""
-    import shutil
-
     data = tmp_path / "copy"
-    shutil.copytree(resources.settings.data_dir, data, ignore=shutil.ignore_patterns("uploads"))
+    # copied by another process: closing files of a live SQLite database in this process would
+    # drop this process's POSIX locks on it, and the session's connections with them
+    subprocess.run(["cp", "-r", str(resources.settings.data_dir), str(data)], check=True)
     damaged = Resources.open(Settings.load(environ={}, data_dir=data))
     lost = damaged.index.ids()[:5]
     damaged.index.remove(lost)

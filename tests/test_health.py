@@ -70,4 +70,4 @@ def test_metrics_merge_two_worker_processes(resources, tmp_path):
             httpx.get(url + "/healthz", timeout=10)
         text = httpx.get(url + "/metrics", timeout=10).text
     assert _sample(text, "snapsource_requests_total", route="/healthz", code="200") == 30
-    assert len(list((tmp_path / "metrics").glob("counter_*.db"))) >= 2  # both workers wrote samples
+    assert len(list((tmp_path / "metrics").glob("gauge_max_*.db"))) == 2  # both workers report there

@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
         lifespan=lifespan,
     )
     app.state.resources = resources
+    metrics.VECTORS.set(len(resources.index))  # each worker shows up in /metrics from its start
 
     @app.middleware("http")
     async def measure(request: Request, call_next):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -36,3 +37,43 @@ def serve(app, timeout: float = 20.0) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+@contextlib.contextmanager
+def serve_workers(
+    data_dir, workers: int = 2, env: dict[str, str] | None = None, log=None, timeout: float = 60.0
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`snapsource serve --workers N` as a subprocess on a free loopback port, ready (`/readyz`)
+    when the block starts and stopped with SIGTERM when it ends; yields its URL and process."""
+    import os
+    import sys
+
+    import httpx
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "snapsource", "serve", "--data", str(data_dir), "--port", str(port), "--workers", str(workers)],
+        env={**os.environ, **(env or {})},
+        stdout=log or subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.2)
+        yield url, server
+    finally:
+        if server.poll() is None:
+            server.terminate()
+        server.wait(30)
