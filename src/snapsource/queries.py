@@ -198,9 +198,8 @@ def in_region(resources: Resources, query: Query, region: str) -> Query:
     cached = resources.uploads.memo.get(key)
     if cached is None:
         path = resources.uploads.file(query.sha256, query.ext)
-        if not path.is_file():
-            image = resources.catalog.image_by_sha(query.sha256)
-            path = resources.catalog.image_file(query.sha256, query.ext) if image else path
+        if not path.is_file():  # a catalog photo
+            path = resources.catalog.image_file(query.sha256, query.ext)
         img = images.decode(path.read_bytes(), images.ImageLimits.of(resources.settings))
         cached = analyse(resources, img, box)
         resources.uploads.memo.put(key, cached)
@@ -233,14 +232,14 @@ def analyse(resources: Resources, img: Image.Image, region: Box | None = None) -
         chosen = found[0]
     crop = img if chosen is None else img.crop(chosen.scaled(sx, sy, img.width, img.height).wire())
     views = images.views(crop, settings.multi_crop)
-    batch = np.stack([images.prepare(view, settings.trim_margin) for view in views])
     whole_vector = None if full_maps is None else normalise(full_maps.mean(axis=(2, 3)))[0]
-    if chosen is None and whole_vector is not None:  # the whole photo was embedded already
-        vectors = np.concatenate([whole_vector[None], embedder.embed(batch[1:])])
-    else:
-        vectors = embedder.embed(batch)
-    if whole_vector is None:
-        whole_vector = vectors[0] if chosen is None else None
+    reused = chosen is None and whole_vector is not None  # the first view, the whole photo, is embedded
+    todo = views[1:] if reused else views
+    vectors = embedder.embed(np.stack([images.prepare(view, settings.trim_margin) for view in todo])) if todo else None
+    if reused:
+        vectors = whole_vector[None] if vectors is None else np.concatenate([whole_vector[None], vectors])
+    if whole_vector is None and chosen is None:
+        whole_vector = vectors[0]
     vector = normalise(vectors.mean(axis=0, keepdims=True))[0]
     return Analysis(
         vector,

@@ -81,6 +81,9 @@ class TokenInfo:
         return dataclasses.asdict(self)
 
 
+_INFO = ", ".join(f.name for f in dataclasses.fields(TokenInfo))  # the columns TokenInfo holds
+
+
 @dataclasses.dataclass(frozen=True)
 class Lease:
     """An admitted call: released, and metered, when its answer is sent."""
@@ -153,13 +156,13 @@ class Tokens:
 
     def list(self) -> list[TokenInfo]:
         rows = self.catalog.db.execute(
-            "SELECT id, name, created_at, revoked_at, quota, calls_used, qps, concurrency, expires_at FROM tokens ORDER BY id"
+            f"SELECT {_INFO} FROM tokens ORDER BY id"
         )
         return [TokenInfo(*row) for row in rows]
 
     def info(self, token: str) -> TokenInfo:
         row = self.catalog.db.execute(
-            "SELECT id, name, created_at, revoked_at, quota, calls_used, qps, concurrency, expires_at FROM tokens WHERE hash = ?",
+            f"SELECT {_INFO} FROM tokens WHERE hash = ?",
             (self.digest(token),),
         ).fetchone()
         if row is None:
