@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 MODEL := src/snapsource/_model/efficientnet-lite0.onnx
 
-.PHONY: install model demo serve ingest test eval eval-ablation calibrate latency pages load clean
+.PHONY: install model demo serve ingest test eval eval-ablation calibrate latency pages load fuzz clean
 
 $(BIN)/snapsource: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ pages: model
 # 60 s at concurrency 32 against serve --workers 2: known and new photos, pages, a rate-limited token.
 load: ingest
 	$(BIN)/python -m snapsource.loadtest --data $(DATA) --seconds 60 --concurrency 32
+
+# Schema fuzzing of every route with 1000 examples per operation (CI sends 30); output in build/fuzz/.
+fuzz: model
+	SNAPSOURCE_FUZZ_EXAMPLES=1000 $(BIN)/pytest -q -s tests/test_fuzz.py
 
 clean:
 	rm -rf $(VENV) $(MODEL_VENV) $(MODEL) build .pytest_cache

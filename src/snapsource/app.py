@@ -56,6 +56,15 @@ def _describe(exc: RequestValidationError) -> str:
     return "Parameter error: " + "; ".join(parts)
 
 
+def _methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the OpenAPI document lists for this path (its templates as patterns)."""
+    found: set[str] = set()
+    for template, operations in app.openapi()["paths"].items():
+        if re.fullmatch(re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)), path):
+            found |= {method.upper() for method in operations}
+    return sorted(found)
+
+
 def create_app(settings: Settings | None = None, resources: Resources | None = None) -> FastAPI:
     resources = resources or Resources.open(settings or Settings.load())
     _mask_access_log()
@@ -119,7 +128,12 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail))
+        if exc.status_code == 400:  # a body that does not parse: TMAPI answers 422 for every bad parameter
+            return error_response(422, f"Parameter error: the request body could not be read ({exc.detail})")
+        headers = exc.headers
+        if exc.status_code == 405:  # Starlette's Allow names one route's methods; a path may have several
+            headers = {**(headers or {}), "Allow": ", ".join(_methods(app, request.url.path))}
+        return error_response(exc.status_code, str(exc.detail), headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

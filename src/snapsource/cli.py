@@ -80,7 +80,17 @@ def serve(
     resources = _resources(data)  # fail fast, with a clear message, before forking workers
     _doctor(resources, repair=True)  # an import killed midway left vectors to add: add them first
     resources.close()
-    uvicorn.run("snapsource.app:create_app", factory=True, host=host, port=port, workers=workers)
+    # a worker busy with a burst of photos answers the supervisor's ping late: give it 30 s before
+    # it is killed (uvicorn's 5 s cut live requests under load); SIGTERM drains for at most 30 s
+    uvicorn.run(
+        "snapsource.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        timeout_worker_healthcheck=30,
+        timeout_graceful_shutdown=30,
+    )
 
 
 @app.command()

@@ -125,7 +125,9 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=Path("../shared"))
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--log", type=Path, default=Path("build/load-serve.log"), help="The server's output.")
     args = parser.parse_args()
+    args.log.parent.mkdir(parents=True, exist_ok=True)
     resources = Resources.open(Settings.load(data_dir=args.data))
     token = resources.tokens.create("load")
     limited = resources.tokens.create("load-limited", qps=1)
@@ -133,7 +135,7 @@ def main() -> None:
     resources.close()
     env = {"PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="snapsource-load-")}
     try:
-        with serve_workers(args.data, 2, env) as (url, _):
+        with open(args.log, "wb") as log, serve_workers(args.data, 2, env, log) as (url, _):
             photos = sorted((args.shared / "eval" / "grocery" / "queries").glob("*.jpg"))[:20]
             report = asyncio.run(drive(url, token, limited, img_urls, photos, args.seconds, args.concurrency))
     finally:
@@ -145,6 +147,8 @@ def main() -> None:
     print(report.table())
     for error in report.errors[:10]:
         print("error:", error)
+    if report.errors:
+        print(f"the server's output is in {args.log}")
 
 
 if __name__ == "__main__":

@@ -11,15 +11,17 @@ import datetime as dt
 import hmac
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt, field_validator
 from starlette.exceptions import HTTPException
 
 from ..errors import Unauthorized, envelope
 from .deps import ResourcesDep, get_resources
+from .schemas import errors
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = APIRouter(prefix="/admin", tags=["admin"], responses=errors(401, 422, 500))
+MAX_CALLS = 10**12
 
 
 def require_admin(
@@ -40,10 +42,17 @@ AdminDep = Annotated[None, Depends(require_admin)]
 
 class NewToken(BaseModel):
     name: str = Field(min_length=1, max_length=100)
-    quota: int | None = Field(None, gt=0, description="Calls allowed in all; none: unlimited")
-    qps: float | None = Field(None, gt=0, description="Requests per second; none: unlimited")
-    concurrency: int | None = Field(None, gt=0, description="Requests at the same time; none: unlimited")
+    quota: StrictInt | None = Field(None, gt=0, le=MAX_CALLS, description="Calls allowed in all; none: unlimited")
+    qps: float | None = Field(None, gt=0, le=1e6, description="Requests per second; none: unlimited")
+    concurrency: StrictInt | None = Field(None, gt=0, le=10_000, description="Requests at the same time; none: unlimited")
     expires: dt.date | None = Field(None, description="Last day the token works")
+
+    @field_validator("expires", mode="before")
+    @classmethod
+    def _iso_date(cls, value: object) -> object:
+        if value is not None and not isinstance(value, str):
+            raise ValueError("must be a date as YYYY-MM-DD")  # not a number of seconds since 1970
+        return value
 
 
 @router.get("/tokens", summary="Every token, with its limits and calls used")
@@ -60,8 +69,8 @@ def create_token(body: NewToken, resources: ResourcesDep, _admin: AdminDep) -> J
     return JSONResponse(envelope(200, "success", {"token": secret, **info.wire()}))
 
 
-@router.delete("/tokens/{token_id}", summary="Revoke a token")
-def revoke_token(token_id: int, resources: ResourcesDep, _admin: AdminDep) -> JSONResponse:
+@router.delete("/tokens/{token_id}", summary="Revoke a token", responses=errors(404))
+def revoke_token(token_id: Annotated[int, Path(ge=1, le=2**63 - 1)], resources: ResourcesDep, _admin: AdminDep) -> JSONResponse:
     if not resources.tokens.revoke_id(token_id):
         raise HTTPException(404, f"no active token with id {token_id}")
     return JSONResponse(envelope(200, "success", {"revoked": token_id}))

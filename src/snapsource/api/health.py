@@ -9,6 +9,7 @@ from .. import metrics
 from ..errors import ServiceNotReady, envelope
 from ..index import IndexMismatch
 from .deps import ResourcesDep
+from .schemas import errors
 
 router = APIRouter()
 
@@ -18,7 +19,12 @@ def healthz(resources: ResourcesDep) -> dict[str, object]:
     return {"status": "ok", "offers": resources.catalog.count(), "vectors": len(resources.index)}
 
 
-@router.get("/readyz", tags=["health"], summary="Ready to search: catalog readable, index loaded and current")
+@router.get(
+    "/readyz",
+    tags=["health"],
+    summary="Ready to search: catalog readable, index loaded and current",
+    responses=errors(503),
+)
 def readyz(resources: ResourcesDep) -> JSONResponse:
     try:
         resources.index.refresh()

@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse
 from starlette.exceptions import HTTPException
 
 from .deps import ResourcesDep
+from .schemas import errors
 
 router = APIRouter()
 NAME = re.compile(r"^(?P<sha>[0-9a-f]{64})\.(?P<ext>[a-z0-9]{2,4})$")
@@ -24,7 +25,12 @@ MEDIA = {
 }
 
 
-@router.get("/img/{name}", tags=["images"], summary="A catalog photo or an uploaded query image")
+@router.get(
+    "/img/{name}",
+    tags=["images"],
+    summary="A catalog photo or an uploaded query image",
+    responses={200: {"content": {media: {} for media in MEDIA.values()}, "description": "The image"}, **errors(404)},
+)
 def image(name: str, resources: ResourcesDep) -> FileResponse:
     match = NAME.match(name)
     path = None

@@ -55,11 +55,21 @@ class ErrorResponse(BaseModel):
     data: None = None
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": text}
-    for status, text in {
-        401: "Missing or invalid apiToken",
-        422: "Parameter error or unusable image: the message says which and why",
-        500: "Unexpected error",
-    }.items()
+ERRORS = {
+    401: "Missing or invalid apiToken (or admin key)",
+    404: "No such image or token",
+    405: "Method not allowed: the Allow header lists the methods this path takes",
+    422: "Parameter error or unusable image: the message says which and why",
+    439: "Subscription expired or insufficient balance (the token's quota or expiry date)",
+    500: "Unexpected error",
+    503: "API request concurrency limit exceeded (see Retry-After), or the index is not loaded yet",
 }
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The documented error answers of a route, all in TMAPI's envelope."""
+    return {status: {"model": ErrorResponse, "description": ERRORS[status]} for status in statuses}
+
+
+# what every token-checked /1688 route may answer besides 200
+ERROR_RESPONSES = errors(401, 422, 439, 500, 503)
