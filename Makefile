@@ -8,6 +8,10 @@ CATALOG ?= ../shared/catalogs/luma/catalog.jsonl
 HOST ?= 127.0.0.1
 PORT ?= 8000
 MODEL := src/snapsource/_model/efficientnet-lite0.onnx
+# the browser tests drive Debian's Chromium (installed once, as root or through sudo)
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
 
 .PHONY: install model demo serve ingest test eval eval-ablation calibrate latency pages load fuzz clean
 
@@ -40,8 +44,11 @@ demo: ingest
 serve: model
 	$(BIN)/snapsource serve --data $(DATA) --host $(HOST) --port $(PORT)
 
-test: model
-	$(BIN)/pytest -q
+$(CHROMIUM):
+	$(SUDO) sh -c '$(APT) || (apt-get update -q && $(APT))'
+
+test: model $(CHROMIUM)
+	SNAPSOURCE_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q
 
 # Self-retrieval of the demo catalog: each offer's main photo should find that offer first.
 eval: ingest

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from . import __version__, metrics
-from .api import admin, health, images, search, uploads
+from .api import admin, health, images, search, uploads, web
 from .api.deps import check_token
 from .config import Settings
 from .errors import ApiError, ServiceNotReady, Unauthorized, envelope
@@ -107,6 +107,8 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     app.include_router(images.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(web.router)
+    app.mount("/static", web.static, name="static")
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:

@@ -229,6 +229,9 @@ def info(
     resources = _resources(data)
     example = resources.catalog.example_image()
     console.print(f"catalog {data}: {resources.catalog.count()} offers, {len(resources.index)} image vectors")
+    # the token rides after '#': the browser keeps it and never sends it, so no log ever shows it
+    typer.echo(f"search page: {url.rstrip('/')}/#token={token}")
+    typer.echo(f"console:     {url.rstrip('/')}/console (sign in with SNAPSOURCE_ADMIN_KEY)")
     if example:
         img_url = f"{url.rstrip('/')}/img/{example.name}"
         console.print("try:", soft_wrap=True)

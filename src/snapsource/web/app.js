@@ -1,0 +1,349 @@
+// The search page: a photo in (drop, paste, pick, URL), the API's own parameters as controls, offers out.
+// The page's address holds the search (never the token), so it can be shared and the Back button works.
+"use strict";
+
+const FLAGS = ["is_factory", "verified_supplier", "support_dropshipping", "free_shipping", "new_arrival"];
+const SORTS = ["default", "sales", "price_up", "price_down"];
+const PAGE_SIZE = 20;
+const TOKEN_KEY = "snapsource.token";
+
+const token = () => localStorage.getItem(TOKEN_KEY) || "";
+let current = null; // the state on screen
+let found = { regions: [], region: null }; // boxes of the last answer, [x1, y1, x2, y2] in photo pixels
+
+// state <-> address -------------------------------------------------------------------------------
+
+function stateFromUrl() {
+  const q = new URLSearchParams(location.search);
+  const sort = q.get("sort");
+  return {
+    img_url: q.get("img_url") || "",
+    page: Math.max(1, parseInt(q.get("page") || "1", 10) || 1),
+    sort: SORTS.includes(sort) ? sort : "default",
+    price_start: q.get("price_start") || "",
+    price_end: q.get("price_end") || "",
+    region: q.get("region") || "",
+    flags: Object.fromEntries(FLAGS.map((f) => [f, q.get(f) === "true"])),
+  };
+}
+
+/** The API's parameters for a state: also the page's own query string. */
+function params(state) {
+  const p = { img_url: state.img_url };
+  if (state.page > 1) p.page = String(state.page);
+  if (state.sort !== "default") p.sort = state.sort;
+  if (state.price_start) p.price_start = state.price_start;
+  if (state.price_end) p.price_end = state.price_end;
+  for (const f of FLAGS) if (state.flags[f]) p[f] = "true";
+  if (state.region) p.region = state.region;
+  return p;
+}
+
+function go(state, push = true) {
+  const query = state.img_url ? "?" + new URLSearchParams(params(state)) : location.pathname;
+  if (push) history.pushState(null, "", query);
+  else history.replaceState(null, "", query);
+  render(state);
+}
+
+function filtersFromForm(state) {
+  const form = $("filters");
+  return {
+    ...state,
+    price_start: form.price_start.value.trim(),
+    price_end: form.price_end.value.trim(),
+    sort: form.sort.value || "default",
+    flags: Object.fromEntries(FLAGS.map((f) => [f, form[f].checked])),
+  };
+}
+
+function formFromState(state) {
+  const form = $("filters");
+  form.price_start.value = state.price_start;
+  form.price_end.value = state.price_end;
+  form.sort.value = state.sort;
+  for (const f of FLAGS) form[f].checked = state.flags[f];
+}
+
+// searching ---------------------------------------------------------------------------------------
+
+async function render(state) {
+  current = state;
+  formFromState(state);
+  const hasPhoto = Boolean(state.img_url);
+  $("drop").hidden = hasPhoto;
+  $("photo").hidden = !hasPhoto;
+  if (!hasPhoto) {
+    $("results").replaceChildren();
+    $("pager").hidden = true;
+    showStatus(token() ? "" : "Enter your API token above (`snapsource token create`), then drop a photo.");
+    return;
+  }
+  const img = $("photo-img");
+  const src = safeUrl(state.img_url);
+  if (src && img.getAttribute("src") !== src) {
+    img.src = src;
+    drawBoxes();
+  }
+  showStatus("Searching…");
+  document.body.setAttribute("aria-busy", "true");
+  try {
+    const data = await callApi("GET", "/1688/search/image", {
+      params: { apiToken: token(), page_size: String(PAGE_SIZE), ...params(state) },
+    });
+    if (state !== current) return; // a newer search started meanwhile
+    found = { regions: data.regions || [], region: data.region || null };
+    drawBoxes();
+    showResults(data);
+  } catch (error) {
+    if (state !== current) return;
+    $("results").replaceChildren();
+    $("pager").hidden = true;
+    showStatus(error.code === 401 ? `${error.message}. Set your API token above.` : error.message, true);
+  } finally {
+    document.body.removeAttribute("aria-busy");
+  }
+}
+
+function showResults(data) {
+  const pages = Math.max(1, Math.ceil(data.total_count / data.page_size));
+  showStatus(
+    data.total_count === 0
+      ? "No offers match: widen the price range or untick a filter."
+      : `${data.total_count} offers · page ${data.page} of ${pages}`,
+  );
+  $("results").replaceChildren(...data.items.map(card));
+  $("pager").hidden = data.total_count === 0;
+  $("prev").disabled = data.page <= 1;
+  $("next").disabled = !data.has_next_page;
+  $("page-info").textContent = `Page ${data.page} of ${pages}`;
+}
+
+function money(value) {
+  return value ? `¥${value}` : "";
+}
+
+function card(item) {
+  const shop = item.shop_info || {};
+  const sale = item.sale_info || {};
+  const prices = item.price_info || {};
+  const link = safeUrl(item.product_url);
+  const origin = prices.origin_price && prices.origin_price !== item.price ? prices.origin_price : null;
+  const where = (shop.location && shop.location.length ? shop.location : (item.delivery_info || {}).area_from) || [];
+  const sold = sale.sale_quantity_int ?? sale.sale_quantity;
+  return el(
+    "li",
+    { class: "card", "data-item-id": item.item_id },
+    el("a", { class: "thumb", href: link, target: "_blank", rel: "noopener" },
+      el("img", { src: safeUrl(item.img), alt: item.title, loading: "lazy" })),
+    el(
+      "div",
+      { class: "body" },
+      el("a", { class: "title", href: link, target: "_blank", rel: "noopener", title: item.title }, item.title),
+      el("div", { class: "price" }, money(item.price), origin ? el("s", {}, money(origin)) : null),
+      el("div", { class: "facts" },
+        [`MOQ ${item.moq ?? "–"}`, sold !== undefined && sold !== null ? `${Number(sold).toLocaleString()} sold` : null,
+          item.item_repurchase_rate ? `${item.item_repurchase_rate} repurchase` : null].filter(Boolean).join(" · ")),
+      el("div", { class: "badges" },
+        shop.is_factory ? el("span", { class: "badge factory" }, "factory") : null,
+        shop.is_super_factory ? el("span", { class: "badge super" }, "super factory") : null,
+        shop.factory_inspection ? el("span", { class: "badge verified", title: "factory inspected" }, "verified") : null,
+        shop.score_info && shop.score_info.composite_score
+          ? el("span", { class: "badge score", title: "shop score" }, `★ ${shop.score_info.composite_score}`) : null),
+      el("div", { class: "shop" },
+        safeUrl(shop.shop_url)
+          ? el("a", { href: safeUrl(shop.shop_url), target: "_blank", rel: "noopener" }, shop.company_name || shop.login_id)
+          : shop.company_name || shop.login_id || ""),
+      where.length ? el("div", { class: "where" }, where.join(" ")) : null,
+    ),
+  );
+}
+
+// the photo and its boxes -------------------------------------------------------------------------
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function svgRect(box, cls) {
+  const rect = document.createElementNS(SVG, "rect");
+  rect.setAttribute("x", box[0]);
+  rect.setAttribute("y", box[1]);
+  rect.setAttribute("width", Math.max(1, box[2] - box[0]));
+  rect.setAttribute("height", Math.max(1, box[3] - box[1]));
+  rect.setAttribute("class", cls);
+  return rect;
+}
+
+/** The API's box [x1, y1, x2, y2] as its `region` parameter, 1688's order: x1,x2,y1,y2. */
+const regionParam = (box) => `${box[0]},${box[2]},${box[1]},${box[3]}`;
+const sameBox = (a, b) => a && b && a.every((v, i) => v === b[i]);
+
+function drawBoxes() {
+  const svg = $("boxes");
+  const img = $("photo-img");
+  if (!img.naturalWidth) return; // drawn again once the photo has loaded
+  svg.setAttribute("viewBox", `0 0 ${img.naturalWidth} ${img.naturalHeight}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  const boxes = found.regions.filter((b) => b[2] - b[0] < img.naturalWidth || b[3] - b[1] < img.naturalHeight);
+  if (found.region && !boxes.some((b) => sameBox(b, found.region))) boxes.push(found.region);
+  svg.replaceChildren(
+    ...boxes.map((box) => {
+      const rect = svgRect(box, sameBox(box, found.region) ? "used" : "found");
+      rect.dataset.region = regionParam(box);
+      const title = document.createElementNS(SVG, "title");
+      title.textContent = sameBox(box, found.region) ? "searched" : "search this product";
+      rect.append(title);
+      return rect;
+    }),
+  );
+}
+
+/** Click a box to search it; drag anywhere to draw a new one. */
+function setUpDrawing() {
+  const svg = $("boxes");
+  let start = null;
+  let drawing = null;
+  const point = (event) => {
+    const bounds = svg.getBoundingClientRect();
+    const img = $("photo-img");
+    const x = ((event.clientX - bounds.left) / bounds.width) * img.naturalWidth;
+    const y = ((event.clientY - bounds.top) / bounds.height) * img.naturalHeight;
+    return [Math.round(Math.min(Math.max(x, 0), img.naturalWidth)), Math.round(Math.min(Math.max(y, 0), img.naturalHeight))];
+  };
+  svg.addEventListener("pointerdown", (event) => {
+    if (!$("photo-img").naturalWidth) return;
+    start = { at: point(event), x: event.clientX, y: event.clientY, target: event.target };
+    svg.setPointerCapture(event.pointerId);
+  });
+  svg.addEventListener("pointermove", (event) => {
+    if (!start) return;
+    if (!drawing && Math.hypot(event.clientX - start.x, event.clientY - start.y) < 6) return;
+    const [x, y] = point(event);
+    const box = [Math.min(start.at[0], x), Math.min(start.at[1], y), Math.max(start.at[0], x), Math.max(start.at[1], y)];
+    drawing?.remove();
+    drawing = svgRect(box, "drawing");
+    drawing.dataset.box = box.join(",");
+    svg.append(drawing);
+  });
+  svg.addEventListener("pointerup", () => {
+    if (!start) return;
+    const clicked = start.target;
+    start = null;
+    if (drawing) {
+      const box = drawing.dataset.box.split(",").map(Number);
+      drawing = null;
+      if (box[2] - box[0] >= 16 && box[3] - box[1] >= 16) go({ ...current, region: regionParam(box), page: 1 });
+      else drawBoxes();
+    } else if (clicked instanceof SVGRectElement && clicked.dataset.region) {
+      go({ ...current, region: clicked.dataset.region, page: 1 });
+    }
+  });
+}
+
+// getting a photo in ------------------------------------------------------------------------------
+
+async function useFile(file) {
+  if (!file) return;
+  if (file.type && !file.type.startsWith("image/")) {
+    showStatus(`${file.name} is not an image.`, true);
+    return;
+  }
+  showStatus(`Uploading ${file.name || "the image"}…`);
+  const form = new FormData();
+  form.append("file", file, file.name || "pasted.png");
+  try {
+    const data = await callApi("POST", "/1688/tools/image/upload", { params: { apiToken: token() }, form });
+    go({ ...filtersFromForm(current), img_url: data.image_url, region: "", page: 1 });
+  } catch (error) {
+    showStatus(error.message, true);
+  }
+}
+
+async function useUrl(address) {
+  if (!/^https?:\/\//i.test(address)) {
+    showStatus("Give an http(s) address of an image.", true);
+    return;
+  }
+  showStatus("Fetching the image…");
+  try {
+    const data = await callApi("POST", "/1688/tools/image/convert_url", {
+      params: { apiToken: token() },
+      json: { url: address, search_api_endpoint: "/search/image" },
+    });
+    go({ ...filtersFromForm(current), img_url: data.image_url, region: "", page: 1 });
+  } catch (error) {
+    showStatus(error.message, true);
+  }
+}
+
+function setUpInputs() {
+  const drop = $("drop");
+  $("file").addEventListener("change", (event) => useFile(event.target.files[0]));
+  for (const name of ["dragenter", "dragover"]) {
+    document.addEventListener(name, (event) => {
+      event.preventDefault();
+      drop.classList.add("over");
+    });
+  }
+  document.addEventListener("dragleave", (event) => {
+    if (!event.relatedTarget) drop.classList.remove("over");
+  });
+  document.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    const file = [...event.dataTransfer.files].find((f) => f.type.startsWith("image/"));
+    const address = event.dataTransfer.getData("text/uri-list") || event.dataTransfer.getData("text/plain");
+    if (file) useFile(file);
+    else if (address) useUrl(address.trim());
+  });
+  document.addEventListener("paste", (event) => {
+    const file = [...(event.clipboardData?.files || [])].find((f) => f.type.startsWith("image/"));
+    if (file) {
+      event.preventDefault();
+      useFile(file);
+      return;
+    }
+    const text = event.clipboardData?.getData("text")?.trim() || "";
+    if (/^https?:\/\//i.test(text) && !(event.target instanceof HTMLInputElement)) {
+      event.preventDefault();
+      $("url").value = text;
+      useUrl(text);
+    }
+  });
+  $("url-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    useUrl($("url").value.trim());
+  });
+}
+
+// wiring ------------------------------------------------------------------------------------------
+
+function setUp() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  if (fragment.get("token")) {
+    // `snapsource info` prints the page's address with the token after '#': it never reaches a server log
+    localStorage.setItem(TOKEN_KEY, fragment.get("token"));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  $("token").value = token();
+  $("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    localStorage.setItem(TOKEN_KEY, $("token").value.trim());
+    render(current);
+  });
+  $("filters").addEventListener("change", () => go({ ...filtersFromForm(current), page: 1 }));
+  $("filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    go({ ...filtersFromForm(current), page: 1 });
+  });
+  $("prev").addEventListener("click", () => go({ ...current, page: Math.max(1, current.page - 1) }));
+  $("next").addEventListener("click", () => go({ ...current, page: current.page + 1 }));
+  $("whole").addEventListener("click", () => go({ ...current, region: "", page: 1 }));
+  $("again").addEventListener("click", () => go({ ...current, img_url: "", region: "", page: 1 }));
+  $("photo-img").addEventListener("load", drawBoxes);
+  window.addEventListener("popstate", () => render(stateFromUrl()));
+  setUpInputs();
+  setUpDrawing();
+  render(stateFromUrl());
+}
+
+setUp();

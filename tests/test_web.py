@@ -1,0 +1,242 @@
+"""The search page and the console in real headless Chromium (Debian's, driven by Playwright).
+
+Screenshots are kept in build/web/ (ignored by git) as the test's artifacts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from PIL import Image
+
+from conftest import LUMA, ROOT, luma_offers, with_settings
+from imageserver import ImageServer, grocery_photo
+from snapsource.app import create_app
+from snapsource.loopback import serve
+
+CHROMIUM = Path(os.environ.get("SNAPSOURCE_CHROMIUM", "/usr/bin/chromium"))
+SHOTS = ROOT / "build" / "web"
+ADMIN_KEY = "web-console-key-9c2e"
+
+
+@pytest.fixture(scope="module")
+def site(resources) -> Iterator[str]:
+    """The catalog served with the admin API on and loopback image URLs allowed (the URL box)."""
+    opened = with_settings(resources, admin_key=ADMIN_KEY, fetch_allow="127.0.0.0/8")
+    with serve(create_app(resources=opened)) as url:
+        yield url
+    opened.fetcher.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert CHROMIUM.is_file(), f"{CHROMIUM} is missing: `apt-get install chromium chromium-driver` (.ci/run does)"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture()
+def page(browser, site, token) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=site)
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    opened.goto(f"/#token={token}")  # how `snapsource info` hands the token over
+    yield opened
+    context.close()
+    assert errors == []  # no script failed along the way
+
+
+def screenshot(index: int, tmp_path: Path) -> Path:
+    """A luma offer's photo as a user would hold it: smaller, off-centre on a grey page, new bytes."""
+    photo = Image.open(LUMA.parent / luma_offers()[index]["img"]).convert("RGB")
+    photo.thumbnail((480, 480))
+    canvas = Image.new("RGB", (900, 800), (236, 238, 240))
+    canvas.paste(photo, (120, 140))
+    path = tmp_path / f"screenshot-{index}.jpg"
+    canvas.save(path, quality=88)
+    return path
+
+
+def cards(page: Page):
+    return page.locator("#results .card")
+
+
+def settled(page: Page) -> None:
+    """The search the address names has answered (render() marks the page busy until then)."""
+    page.wait_for_function("() => !document.body.hasAttribute('aria-busy')")
+
+
+def prices(page: Page) -> list[Decimal]:
+    texts = page.locator("#results .card .price").evaluate_all("nodes => nodes.map(n => n.firstChild.textContent)")
+    return [Decimal(t.lstrip("¥")) for t in texts]
+
+
+def test_upload_a_photo_filter_sort_and_page(page: Page, site: str, tmp_path):
+    expect(page).to_have_url(re.compile(r"/$"))  # the token left the address at once
+    page.set_input_files("#file", str(screenshot(0, tmp_path)))
+    expect(cards(page).first).to_be_visible(timeout=30_000)
+    expect(page).to_have_url(re.compile(r"img_url=%2Fimg%2F[0-9a-f]{64}"))
+    assert cards(page).count() == 20
+    first = cards(page).first
+    expect(first.locator(".title")).not_to_be_empty()
+    expect(first.locator(".shop")).not_to_be_empty()
+    assert first.locator(".title").get_attribute("href").startswith("http")
+    expect(page.locator("#boxes rect.used")).to_have_count(1)  # the box searched, drawn on the photo
+    expect(page.locator("#status")).to_contain_text("offers")
+    page.screenshot(path=SHOTS / "search.png", full_page=True)
+
+    page.check("#filters [name=is_factory]")
+    expect(page).to_have_url(re.compile(r"is_factory=true"))
+    settled(page)
+    assert cards(page).count() == page.locator("#results .card .badge.factory").count() > 0
+
+    page.check("#filters [value=price_up]")
+    expect(page).to_have_url(re.compile(r"sort=price_up"))
+    settled(page)
+    shown = prices(page)
+    assert shown == sorted(shown) and len(shown) > 1
+
+    page.fill("#filters [name=price_end]", "40")
+    page.press("#filters [name=price_end]", "Enter")
+    expect(page).to_have_url(re.compile(r"price_end=40"))
+    settled(page)
+    assert max(prices(page)) <= 40
+
+    page.fill("#filters [name=price_end]", "")
+    page.press("#filters [name=price_end]", "Enter")
+    expect(page).not_to_have_url(re.compile(r"price_end"))
+    page.uncheck("#filters [name=is_factory]")
+    expect(page).not_to_have_url(re.compile(r"is_factory"))
+    first_page = cards(page).first.get_attribute("data-item-id")
+    page.click("#next")
+    expect(page).to_have_url(re.compile(r"page=2"))
+    expect(page.locator("#page-info")).to_contain_text("Page 2 of")
+    assert cards(page).first.get_attribute("data-item-id") != first_page
+    page.go_back()  # the address is the search: Back shows page 1 again
+    expect(page.locator("#page-info")).to_contain_text("Page 1 of")
+    expect(cards(page).first).to_have_attribute("data-item-id", first_page)
+
+    shared = page.url  # a shared address opens the same search
+    other = page.context.new_page()
+    other.goto(shared)
+    expect(other.locator("#results .card").first).to_have_attribute("data-item-id", first_page)
+    other.close()
+
+
+def test_draw_a_region_and_switch_back(page: Page, tmp_path):
+    page.set_input_files("#file", str(screenshot(3, tmp_path)))
+    expect(cards(page).first).to_be_visible(timeout=30_000)
+    box = page.locator("#boxes").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.6, steps=5)
+    page.mouse.up()
+    expect(page).to_have_url(re.compile(r"region=\d+%2C\d+%2C\d+%2C\d+"))
+    settled(page)
+    expect(page.locator("#boxes rect.used")).to_have_count(1)
+    drawn = page.locator("#boxes rect.used").bounding_box()
+    assert abs(drawn["width"] - box["width"] * 0.3) < box["width"] * 0.05  # the box the user drew
+    page.click("#whole")
+    expect(page).not_to_have_url(re.compile(r"region="))
+
+
+def test_paste_drop_and_url_each_start_a_search(page: Page, site: str):
+    photo = grocery_photo(5).read_bytes()
+    # a pasted screenshot and a dropped file arrive as File objects in a DataTransfer
+    for kind in ("paste", "drop"):
+        page.goto("/")
+        page.evaluate(
+            """async ([kind, bytes]) => {
+                const data = new DataTransfer();
+                data.items.add(new File([new Uint8Array(bytes)], "shot.jpg", {type: "image/jpeg"}));
+                const event = kind === "paste"
+                    ? new ClipboardEvent("paste", {clipboardData: data, bubbles: true})
+                    : new DragEvent("drop", {dataTransfer: data, bubbles: true, cancelable: true});
+                document.body.dispatchEvent(event);
+            }""",
+            [kind, list(photo)],
+        )
+        expect(cards(page).first).to_be_visible(timeout=30_000)
+        expect(page).to_have_url(re.compile(r"img_url="))
+    with ImageServer(photo, photo).running() as images:
+        page.goto("/")
+        page.fill("#url", images + "/photo.jpg")
+        page.click("#url-form button")
+        expect(cards(page).first).to_be_visible(timeout=30_000)
+        page.goto("/")
+        page.fill("#url", images + "/page.jpg")  # HTML that calls itself a JPEG
+        page.click("#url-form button")
+        expect(page.locator("#status.error")).to_contain_text("not an image")
+
+
+def test_phone_width_and_a_missing_token(browser, site, token, tmp_path):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, base_url=site, is_mobile=True)
+    phone = context.new_page()
+    answer = phone.goto("/")
+    assert "script-src" not in answer.headers["content-security-policy"]  # default-src 'self': our scripts only
+    assert answer.headers["content-security-policy"].startswith("default-src 'self'")
+    expect(phone.locator("#status")).to_contain_text("API token")
+    phone.fill("#token", token)
+    phone.click("#token-form button")
+    phone.set_input_files("#file", str(screenshot(1, tmp_path)))
+    expect(phone.locator("#results .card").first).to_be_visible(timeout=30_000)
+    width = phone.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390  # nothing wider than the phone
+    assert phone.locator("#results .card").first.bounding_box()["width"] < 200  # two cards a row
+    phone.screenshot(path=SHOTS / "search-phone.png", full_page=False)
+    phone.fill("#token", "ss_wrong")
+    phone.click("#token-form button")
+    expect(phone.locator("#status.error")).to_contain_text("Set your API token")
+    context.close()
+
+
+def test_console_creates_and_revokes_a_token(browser, site):
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=site)
+    console = context.new_page()
+    console.on("dialog", lambda dialog: dialog.accept())  # "Revoke …?"
+    console.goto("/console")
+    console.fill("#admin-key", "not-the-key")
+    console.click("#sign-in-form button")
+    expect(console.locator("#status.error")).to_contain_text("admin key")
+    console.fill("#admin-key", ADMIN_KEY)
+    console.click("#sign-in-form button")
+    expect(console.locator("#signed-in")).to_be_visible()
+
+    console.fill("#create-form [name=name]", "web-console")
+    console.fill("#create-form [name=quota]", "100")
+    console.fill("#create-form [name=qps]", "5")
+    console.click("#create-form button")
+    expect(console.locator("#secret")).to_be_visible()
+    secret = console.locator("#secret-value").text_content()
+    assert secret.startswith("ss_")
+    row = console.locator("#tokens tbody tr", has_text="web-console")
+    expect(row).to_have_count(1)
+    token_id = row.get_attribute("data-token-id")
+
+    # the new token works
+    answer = httpx.post(f"{site}/1688/tools/image/upload", params={"apiToken": secret}, files={"file": ("p.jpg", grocery_photo(2).read_bytes())})
+    assert answer.status_code == 200, answer.text
+
+    console.select_option("#usage-form [name=name]", "web-console")
+    expect(console.locator("#usage-total")).to_contain_text("1 call,")
+    expect(row.locator("td").nth(3)).to_have_text("1")  # calls used, read again
+    expect(console.locator("#chart rect.calls[data-calls='1']")).to_have_count(1)
+    console.screenshot(path=SHOTS / "console.png", full_page=True)
+
+    console.locator(f"#tokens tr[data-token-id='{token_id}'] button.revoke").click()
+    expect(console.locator(f"#tokens tr[data-token-id='{token_id}']")).to_have_class("revoked")
+    refused = httpx.post(f"{site}/1688/tools/image/upload", params={"apiToken": secret}, files={"file": ("p.jpg", b"x")})
+    assert refused.status_code == 401
+    context.close()
