@@ -13,7 +13,7 @@ CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
 
-.PHONY: install model demo serve ingest test eval eval-ablation calibrate latency pages load fuzz clean
+.PHONY: install model demo serve ingest test eval eval-ablation calibrate latency pages load fuzz bench clean
 
 $(BIN)/snapsource: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,10 @@ pages: model
 # 60 s at concurrency 32 against serve --workers 2: known and new photos, pages, a rate-limited token.
 load: ingest
 	$(BIN)/python -m snapsource.loadtest --data $(DATA) --seconds 60 --concurrency 32
+
+# A synthetic catalog of a million offers: filtered search latency, recall, memory (docs/performance.md).
+bench: install
+	$(BIN)/snapsource bench --n 1000000 --output build/bench.json
 
 # Schema fuzzing of every route with 1000 examples per operation (CI sends 30); output in build/fuzz/.
 fuzz: model

@@ -52,6 +52,13 @@ CREATE TABLE IF NOT EXISTS local_features (
     image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
     data BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS catalog_version (n INTEGER NOT NULL);
+INSERT INTO catalog_version (n) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM catalog_version);
+CREATE TRIGGER IF NOT EXISTS offers_added AFTER INSERT ON offers BEGIN UPDATE catalog_version SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS offers_changed AFTER UPDATE ON offers BEGIN UPDATE catalog_version SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS offers_deleted AFTER DELETE ON offers BEGIN UPDATE catalog_version SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS offer_images_added AFTER INSERT ON offer_images BEGIN UPDATE catalog_version SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS offer_images_deleted AFTER DELETE ON offer_images BEGIN UPDATE catalog_version SET n = n + 1; END;
 CREATE TABLE IF NOT EXISTS tokens (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
@@ -209,6 +216,10 @@ class Catalog(Database):
 
     def offer_ids(self) -> set[int]:
         return {row[0] for row in self.db.execute("SELECT item_id FROM offers")}
+
+    def version(self) -> int:
+        """Changes whenever an offer or what it shows does (triggers in SCHEMA): columns.py reloads."""
+        return int(self.db.execute("SELECT n FROM catalog_version").fetchone()[0])
 
     def count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM offers").fetchone()[0])

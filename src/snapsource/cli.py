@@ -364,6 +364,26 @@ def _parse_set(pairs: list[str]) -> dict[str, object]:
     return out
 
 
+@app.command()
+def bench(
+    n: Annotated[int, typer.Option("--n", min=1000, help="Offers in the synthetic catalog.")] = 1_000_000,
+    data: Annotated[Path, typer.Option("--data", help="Where to build it (replaced).")] = Path("build/bench-data"),
+    queries: Annotated[int, typer.Option(min=10, help="Queries per case.")] = 200,
+    output: Annotated[Path, typer.Option(help="Write the results as JSON here.")] = Path("build/bench.json"),
+) -> None:
+    """Build a synthetic catalog of N offers and time filtered searches at every selectivity
+    (docs/performance.md): latency p50/p99, recall@100, build time, memory, disk."""
+    import shutil
+
+    from . import bench as benchmark
+
+    shutil.rmtree(data, ignore_errors=True)
+    err.print(f"building {n:,} offers in {data}")
+    report = benchmark.run(data, n, queries, output)
+    typer.echo(benchmark.table(report))
+    err.print(f"written: {output}")
+
+
 @app.command("eval")
 def eval_cmd(
     protocols: Annotated[

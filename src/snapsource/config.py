@@ -29,7 +29,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Minimum cosine similarity between the query and an offer's best image for the offer to be a "
         "candidate. Calibrated on ../shared data: see docs/search.md.",
     ),
-    Setting("candidate_cap", 1000, "At most this many candidate offers per search, before filters."),
+    Setting("candidate_cap", 1000, "At most this many candidate offers (the most similar that pass the filters) per search."),
     Setting("new_arrival_days", 30, "An offer without a `new_arrival` flag is new when `created_at` is this recent."),
     Setting(
         "trim_margin",

@@ -27,7 +27,7 @@ class VectorIndex(Protocol):
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
     def remove(self, ids: np.ndarray) -> None: ...
     def vectors(self, ids: np.ndarray) -> np.ndarray: ...
-    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]: ...
     def save(self) -> None: ...
     def refresh(self) -> bool: ...
 
@@ -134,13 +134,20 @@ class FaissIndex:
         index = self._index
         return np.stack([index.reconstruct(int(i)) for i in ids]) if len(ids) else np.zeros((0, self.dim), np.float32)
 
-    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, ids) for one query vector, best first; empty when the index is."""
+    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, ids) for one query vector, best first; empty when the index is.
+        `allowed[id]` (booleans by id), when given, limits the search to those ids."""
         index = self._index
         k = min(k, int(index.ntotal))
         if k <= 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        scores, ids = index.search(np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32), k)
+        query = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
+        if allowed is None:
+            scores, ids = index.search(query, k)
+        else:
+            bitmap = np.packbits(allowed, bitorder="little")  # faiss reads bit (id & 7) of byte id >> 3
+            selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+            scores, ids = index.search(query, k, params=faiss.SearchParameters(sel=selector))
         keep = ids[0] >= 0
         return scores[0][keep], ids[0][keep]
 

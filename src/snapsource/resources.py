@@ -1,11 +1,12 @@
 """What a server or a command loads once for a data dir: catalog, tokens, embedder, index,
-query images and the URL fetcher."""
+query images, the URL fetcher and the filter columns."""
 
 from __future__ import annotations
 
 import dataclasses
 
 from .catalog import Catalog
+from .columns import OfferColumns
 from .config import Settings
 from .embed import Embedder, OnnxEmbedder
 from .fetch import Fetcher, FetchPolicy
@@ -23,6 +24,7 @@ class Resources:
     index: VectorIndex
     uploads: Uploads
     fetcher: Fetcher
+    columns: OfferColumns
 
     @classmethod
     def open(cls, settings: Settings) -> Resources:
@@ -37,7 +39,7 @@ class Resources:
             keep_days=settings.upload_keep_days,
         )
         fetcher = Fetcher(FetchPolicy.of(settings))
-        return cls(settings, catalog, Tokens(catalog), embedder, index, uploads, fetcher)
+        return cls(settings, catalog, Tokens(catalog), embedder, index, uploads, fetcher, OfferColumns(catalog))
 
     def close(self) -> None:
         self.catalog.close()

@@ -1,9 +1,11 @@
 """Search by image, without any HTTP: query vector -> candidates -> filters -> sort -> page.
 
-Candidates are the offers whose best image reaches `similarity_threshold`, at most
-`candidate_cap` of them, most similar first. Filters and sorts then apply to that set, so
-`total_count` is the number of candidates left after filters, and every sort pages over the
-same set. Ties are broken by similarity, then item_id, so pages never overlap or skip.
+Candidates are the offers that pass the filters and whose best image reaches
+`similarity_threshold`, at most `candidate_cap` of them, most similar first: the filters act
+inside the vector search (columns.py), so a filter that keeps 1% of a large catalog still finds
+that 1%'s best matches. Sorts then order that set, so `total_count` is the number of candidates
+and every sort pages over the same set. Ties are broken by similarity, then item_id, so pages
+never overlap or skip.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 
 from . import images, verify
 from .catalog import OfferFacts, StoredImage
+from .columns import Selection
 from .errors import ParameterError
 from .offer import Item
 from .resources import Resources
@@ -134,23 +137,29 @@ class Candidate:
     inliers: int = 0
 
 
-def candidates(resources: Resources, vectors: np.ndarray) -> list[Candidate]:
-    """Offers whose best image is over the threshold for any of the query vectors, best first, capped."""
+def candidates(resources: Resources, vectors: np.ndarray, selection: Selection | None = None) -> list[Candidate]:
+    """Offers whose best image is over the threshold for any of the query vectors, best first, capped.
+    A `selection` (from the filters) limits the search to the images and offers that pass them."""
     settings, index = resources.settings, resources.index
     cap, threshold = settings.candidate_cap, settings.similarity_threshold
-    total = len(index)
+    allowed = None if selection is None else selection.images
+    total = len(index) if allowed is None else int(allowed.sum())
+    if total == 0:
+        return []
     k = min(total, max(4 * cap, 256))
     while True:
         score_of: dict[int, float] = {}
         more = False  # could a larger k find more images over the threshold?
         for vector in np.atleast_2d(vectors):
-            scores, ids = index.search(vector, k)
+            scores, ids = index.search(vector, k, allowed)
             more = more or (len(ids) == k and bool(scores[-1] >= threshold))
             for image_id, score in zip(ids.tolist(), scores.tolist()):
                 if score >= threshold and score > score_of.get(image_id, -2.0):
                     score_of[image_id] = score
         best: dict[int, Candidate] = {}
         for image_id, item_id in resources.catalog.offers_for_images(list(score_of)):
+            if selection is not None and not selection.has_offer(item_id):
+                continue  # an image also shown by an offer that the filters drop
             score = score_of[image_id]
             if item_id not in best or score > best[item_id].score:
                 best[item_id] = Candidate(item_id, score, image_id)
@@ -198,9 +207,11 @@ def _catalog_features(resources: Resources, image_id: int) -> bytes | None:
         return None
 
 
-def ranked(resources: Resources, vectors: np.ndarray, local: verify.LocalFeatures | None = None) -> list[Candidate]:
+def ranked(
+    resources: Resources, vectors: np.ndarray, local: verify.LocalFeatures | None = None, selection: Selection | None = None
+) -> list[Candidate]:
     """Candidates in similarity order, geometric re-ranking applied: what `default` sort shows."""
-    return rerank(resources, candidates(resources, vectors), local)
+    return rerank(resources, candidates(resources, vectors, selection), local)
 
 
 def _sort_key(sort: Sort):
@@ -255,17 +266,21 @@ def run(
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise ParameterError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
     today = today or dt.date.today()
-    cache_key = (key, resources.index.generation) if key else None
+    new_days = resources.settings.new_arrival_days
+    selection = resources.columns.select(filters, today, new_days)
+    # a ranking is kept per query, filters and index state: later pages and other sorts reuse it
+    state = (resources.index.generation, resources.catalog.version())
+    cache_key = (key, filters, today if filters.new_arrival else None, state) if key else None
     found = resources.uploads.rankings.get(cache_key) if cache_key else None
     if found is None:
-        found = ranked(resources, vectors, local)
+        found = ranked(resources, vectors, local, selection)
         if cache_key:
             resources.uploads.rankings.put(cache_key, found)
     facts = resources.catalog.facts([c.item_id for c in found])
     kept = [
         (c.item_id, facts[c.item_id], c.score)
         for c in found
-        if c.item_id in facts and filters.matches(facts[c.item_id], today, resources.settings.new_arrival_days)
+        if c.item_id in facts and filters.matches(facts[c.item_id], today, new_days)
     ]
     kept.sort(key=_sort_key(sort))
     twins: dict[int, list[int]] = {}

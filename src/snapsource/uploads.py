@@ -109,7 +109,7 @@ class Uploads(Database):
         self._vectors: LRU[str, _Cached] = LRU(memory)
         self._urls: LRU[str, str] = LRU(memory)
         self.memo: LRU[tuple[str, str], object] = LRU(memory)  # analyses of user-drawn regions
-        self.rankings: LRU[tuple[str, int], object] = LRU(RANKINGS)  # page 2..N: no re-ranking again
+        self.rankings: LRU[tuple, object] = LRU(RANKINGS)  # page 2..N: no re-ranking again
         self._pruned = 0.0
         _drop_older_schema(self.directory / "uploads.db")
         super().__init__(self.directory / "uploads.db", SCHEMA, SCHEMA_VERSION)

@@ -1,0 +1,155 @@
+"""What filters read, for every offer at once: numpy columns instead of per-row SQL.
+
+A filter has to act inside the vector search, not after it: with a million offers, the top
+thousand by similarity may hold none of the 1% that a price range keeps. So a search first turns
+its filters into the set of images shown by at least one matching offer (a boolean array indexed
+by image id, the vector ids) and the index searches only those. Building that set is a few
+vectorised comparisons; the sets of recent filter combinations are kept.
+
+The columns are read from SQLite once and again whenever the offers change: triggers count every
+change to `offers` and `offer_images` in `catalog_version` (catalog.py), which costs one SELECT
+per search to check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
+    from .search import Filters
+
+FLAG_COLUMNS = ("support_dropshipping", "is_factory", "verified_supplier", "free_shipping")
+MASKS_KEPT = 64
+UNKNOWN_DAY = np.iinfo(np.int32).min
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """What a filter keeps: images (booleans by image id) and offers (their sorted item_ids)."""
+
+    images: np.ndarray
+    offers: np.ndarray
+
+    def has_offer(self, item_id: int) -> bool:
+        at = int(np.searchsorted(self.offers, item_id))
+        return at < len(self.offers) and int(self.offers[at]) == item_id
+
+
+@dataclasses.dataclass(frozen=True)
+class Columns:
+    """Offers in item_id order; `pairs_*` say which offer (row) shows which image (id)."""
+
+    item_id: np.ndarray  # int64, sorted
+    price: np.ndarray  # float64
+    sales: np.ndarray  # int64
+    flags: dict[str, np.ndarray]  # bool: the flag is true (unknown counts as not true)
+    new_arrival: np.ndarray  # int8: 1 yes, 0 no, -1 unknown (then created_at decides)
+    created_day: np.ndarray  # int32 days since 1970, UNKNOWN_DAY when absent
+    pair_offer: np.ndarray  # int64 offer row
+    pair_image: np.ndarray  # int64 image id
+    images: int  # image ids are < this
+
+    @classmethod
+    def empty(cls) -> Columns:
+        z = np.zeros(0, np.int64)
+        return cls(z, np.zeros(0), z, {f: np.zeros(0, bool) for f in FLAG_COLUMNS}, np.zeros(0, np.int8), np.zeros(0, np.int32), z, z, 0)
+
+    def offers_matching(self, filters: Filters, today: dt.date, new_days: int) -> np.ndarray:
+        keep = np.ones(len(self.item_id), bool)
+        if filters.price_start is not None:
+            keep &= self.price >= float(filters.price_start)
+        if filters.price_end is not None:
+            keep &= self.price <= float(filters.price_end)
+        for name in FLAG_COLUMNS:
+            if getattr(filters, name):
+                keep &= self.flags[name]
+        if filters.new_arrival:
+            since = (today - dt.date(1970, 1, 1)).days - new_days
+            recent = (self.created_day != UNKNOWN_DAY) & (self.created_day >= since)
+            keep &= np.where(self.new_arrival >= 0, self.new_arrival == 1, recent)
+        return keep
+
+    def select(self, filters: Filters, today: dt.date, new_days: int) -> Selection:
+        """The offers that pass the filters, and the images at least one of them shows."""
+        offers = self.offers_matching(filters, today, new_days)
+        images = np.zeros(self.images, bool)
+        images[self.pair_image[offers[self.pair_offer]]] = True
+        return Selection(images, self.item_id[offers])
+
+
+def _flag(column: np.ndarray) -> np.ndarray:
+    return column == 1
+
+
+class OfferColumns:
+    """The catalog's columns, reloaded when its offers change; image masks for recent filters."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._lock = threading.Lock()
+        self._version: int | None = None
+        self._columns = Columns.empty()
+        self._masks: OrderedDict[tuple, Selection] = OrderedDict()
+
+    def current(self) -> Columns:
+        version = self.catalog.version()
+        if version != self._version:
+            with self._lock:
+                if version != self._version:
+                    self._columns = self._load()
+                    self._masks.clear()
+                    self._version = version
+        return self._columns
+
+    def select(self, filters: Filters, today: dt.date, new_days: int) -> Selection | None:
+        """What a filtered search may return; None without filters."""
+        if not filters.echo():
+            return None
+        columns = self.current()
+        key = (filters, today if filters.new_arrival else None, new_days, self._version)
+        with self._lock:
+            found = self._masks.get(key)
+            if found is not None:
+                self._masks.move_to_end(key)
+                return found
+        found = columns.select(filters, today, new_days)
+        with self._lock:
+            self._masks[key] = found
+            while len(self._masks) > MASKS_KEPT:
+                self._masks.popitem(last=False)
+        return found
+
+    def _load(self) -> Columns:
+        db = self.catalog.db
+        rows = db.execute(
+            "SELECT item_id, CAST(price AS REAL), sales, support_dropshipping, is_factory, verified_supplier, "
+            "free_shipping, coalesce(new_arrival, -1), coalesce(julianday(created_at) - 2440587.5, ?) "
+            "FROM offers ORDER BY item_id",
+            (UNKNOWN_DAY,),
+        ).fetchall()
+        if not rows:
+            return Columns.empty()
+        table = np.array(rows, dtype=np.float64)
+        table[np.isnan(table)] = 0  # NULL flags read as not true
+        item_id = np.array([r[0] for r in rows], np.int64)  # exact: float64 rounds ids over 2**53
+        pairs = np.array(db.execute("SELECT item_id, image_id FROM offer_images").fetchall() or np.zeros((0, 2)), np.int64)
+        pair_offer = np.searchsorted(item_id, pairs[:, 0])
+        images = int(pairs[:, 1].max()) + 1 if len(pairs) else 0
+        return Columns(
+            item_id=item_id,
+            price=table[:, 1],
+            sales=table[:, 2].astype(np.int64),
+            flags={name: _flag(table[:, 3 + i]) for i, name in enumerate(FLAG_COLUMNS)},
+            new_arrival=table[:, 7].astype(np.int8),
+            created_day=np.floor(table[:, 8]).astype(np.int32),
+            pair_offer=pair_offer,
+            pair_image=pairs[:, 1],
+            images=images,
+        )

@@ -1,0 +1,55 @@
+"""Filters act inside the vector search: columns say which images a filter keeps, the same
+answer the per-offer check gives, and a filter that keeps few offers still fills the candidates."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from decimal import Decimal
+
+import numpy as np
+
+from conftest import luma_offers, main_image_url, with_settings
+from snapsource import queries, search
+from snapsource.search import FLAGS, Filters
+
+
+def test_columns_agree_with_the_per_offer_check(resources):
+    columns = resources.columns.current()
+    facts = resources.catalog.facts(columns.item_id.tolist())
+    today = dt.date(2026, 11, 27)
+    prices = [None, Decimal("19.9"), Decimal("60.20"), Decimal("100")]
+    cases = [Filters(price_start=lo, price_end=hi) for lo, hi in itertools.product(prices, prices) if not (lo and hi and lo > hi)]
+    cases += [Filters(**{flag: True}) for flag in FLAGS]
+    cases += [Filters(price_end=Decimal("80"), **{flag: True for flag in FLAGS})]
+    for filters in cases:
+        vectorised = columns.offers_matching(filters, today, 30)
+        one_by_one = [filters.matches(facts[item_id], today, 30) for item_id in columns.item_id.tolist()]
+        assert vectorised.tolist() == one_by_one, filters
+    kept = columns.select(Filters(is_factory=True), today, 30)
+    shown = {image for image, item in zip(columns.pair_image, columns.pair_offer) if facts[int(columns.item_id[item])].is_factory}
+    assert set(np.flatnonzero(kept.images).tolist()) == shown
+    assert set(kept.offers.tolist()) == {i for i, f in facts.items() if f.is_factory}
+
+
+def test_a_selective_filter_still_fills_the_candidates(resources):
+    """With room for 8 candidates, a filter applied after the search kept only those of the 8
+    most similar that pass; inside the search it finds 8 that pass."""
+    small = with_settings(resources, candidate_cap=8, rerank_k=0)
+    offer = luma_offers()[0]
+    query = queries.known(small, main_image_url(resources, offer).split("/")[-1].split(".")[0])
+    expensive = Filters(price_start=Decimal("150"))
+    columns = resources.columns.current()
+    matching = int(columns.offers_matching(expensive, dt.date.today(), 30).sum())
+    assert 8 < matching < len(columns.item_id) / 4  # selective, and more than the cap
+    page = search.run(small, query.analysis.vectors, filters=expensive, page_size=20)
+    assert page.total_count == 8 and all(Decimal(hit.item.price) >= 150 for hit in page.hits)
+    unfiltered = search.run(small, query.analysis.vectors, page_size=20)
+    assert sum(Decimal(hit.item.price) >= 150 for hit in unfiltered.hits) < 8  # what filtering afterwards gave
+
+
+def test_columns_follow_the_catalog(resources, tmp_path):
+    before = resources.catalog.version()
+    resources.catalog.db.execute("UPDATE offers SET sales = sales WHERE item_id = ?", (luma_offers()[0]["item_id"],))
+    assert resources.catalog.version() > before  # the trigger counted it: columns reload on next use
+    assert resources.columns.current() is resources.columns.current()
