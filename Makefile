@@ -36,10 +36,13 @@ model: install $(MODEL)
 ingest: model
 	$(BIN)/snapsource ingest $(CATALOG) --data $(DATA)
 
+# the console's admin key: yours from SNAPSOURCE_ADMIN_KEY, or a fresh one printed for this run
 demo: ingest
 	@token=$$($(BIN)/snapsource token create --name demo --replace --data $(DATA)); \
-	$(BIN)/snapsource info --data $(DATA) --token $$token --url http://$(HOST):$(PORT)
-	$(BIN)/snapsource serve --data $(DATA) --host $(HOST) --port $(PORT)
+	admin=$${SNAPSOURCE_ADMIN_KEY:-$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(18))')}; \
+	$(BIN)/snapsource info --data $(DATA) --token $$token --url http://$(HOST):$(PORT); \
+	echo "console admin key: $$admin"; \
+	SNAPSOURCE_ADMIN_KEY=$$admin $(BIN)/snapsource serve --data $(DATA) --host $(HOST) --port $(PORT)
 
 serve: model
 	$(BIN)/snapsource serve --data $(DATA) --host $(HOST) --port $(PORT)

@@ -170,6 +170,18 @@ def test_paste_drop_and_url_each_start_a_search(page: Page, site: str):
         )
         expect(cards(page).first).to_be_visible(timeout=30_000)
         expect(page).to_have_url(re.compile(r"img_url="))
+    result_photo = page.locator("#results .card .thumb img").first.evaluate("img => img.src")
+    page.goto("/")
+    page.evaluate(  # a result's photo dragged back in: searched by its path, nothing fetched
+        """(address) => {
+            const data = new DataTransfer();
+            data.setData("text/uri-list", address);
+            document.body.dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true, cancelable: true}));
+        }""",
+        result_photo,
+    )
+    expect(page).to_have_url(re.compile(r"img_url=%2Fimg%2F[0-9a-f]{64}"))
+    expect(cards(page).first).to_be_visible(timeout=30_000)
     with ImageServer(photo, photo).running() as images:
         page.goto("/")
         page.fill("#url", images + "/photo.jpg")

@@ -93,9 +93,10 @@ def build(directory: Path, offers: int, seed: int = 0) -> dict[str, float]:
     sample = np.asarray(full[np.sort(rng.choice(rows, min(rows, nlist * 40), replace=False))])
     index = IvfIndex.train(DIM, sample, nlist)
     trained = time.perf_counter()
+    nearest = IvfIndex.centroids(index)
     for start in range(0, rows, CHUNK):
         stop = min(rows, start + CHUNK)
-        index.add_with_ids(np.ascontiguousarray(full[start:stop]), np.arange(start, stop, dtype=np.int64))
+        IvfIndex.add(index, nearest, full[start:stop], np.arange(start, stop, dtype=np.int64))
     IvfIndex.write(directory, index, rows, nprobe=16)
     done = time.perf_counter()
     return {

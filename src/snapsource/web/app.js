@@ -263,6 +263,12 @@ async function useUrl(address) {
     showStatus("Give an http(s) address of an image.", true);
     return;
   }
+  const url = new URL(address);
+  if (url.origin === location.origin && url.pathname.startsWith("/img/")) {
+    // a result's photo dragged back onto the page: this server holds it already
+    go({ ...filtersFromForm(current), img_url: url.pathname, region: "", page: 1 });
+    return;
+  }
   showStatus("Fetching the image…");
   try {
     const data = await callApi("POST", "/1688/tools/image/convert_url", {
