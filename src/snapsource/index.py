@@ -37,6 +37,13 @@ class VectorIndex(Protocol):
         ...
 
 
+def id_selector(allowed: np.ndarray) -> tuple[faiss.IDSelectorBitmap, np.ndarray]:
+    """A faiss selector of the ids whose `allowed[id]` is true, and the bitmap it points into:
+    keep the bitmap referenced for as long as the selector is used."""
+    bitmap = np.packbits(allowed, bitorder="little")  # faiss reads bit (id & 7) of byte id >> 3
+    return faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap)), bitmap
+
+
 def _fsync_write(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
@@ -145,8 +152,7 @@ class FaissIndex:
         if allowed is None:
             scores, ids = index.search(query, k)
         else:
-            bitmap = np.packbits(allowed, bitorder="little")  # faiss reads bit (id & 7) of byte id >> 3
-            selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+            selector, _bitmap = id_selector(allowed)
             scores, ids = index.search(query, k, params=faiss.SearchParameters(sel=selector))
         keep = ids[0] >= 0
         return scores[0][keep], ids[0][keep]

@@ -25,6 +25,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from .index import id_selector
+
 META = "ivf.json"
 CODES = "ivf.faiss"
 FULL = "vectors.f32"
@@ -121,8 +123,8 @@ class IvfIndex:
             selectivity = count / max(1, len(allowed))
             if count <= EXACT_BELOW * len(self):
                 return self._score(np.flatnonzero(allowed), query[0], k)
-            bitmap = np.packbits(allowed, bitorder="little")
-            params.sel = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+            selector, _bitmap = id_selector(allowed)  # both referenced here until the search returns
+            params.sel = selector
         params.nprobe = self.probes(selectivity)
         params.quantizer_params = faiss.SearchParametersHNSW(efSearch=max(64, 2 * params.nprobe))
         _, ids = self._index.search(query, self.shortlist(k), params=params)
