@@ -73,7 +73,7 @@ load: ingest
 	$(BIN)/python -m snapsource.loadtest --data $(DATA) --seconds 60 --concurrency 32
 
 # A synthetic catalog of a million offers: filtered search latency, recall, memory (docs/performance.md).
-bench: install
+bench: model
 	$(BIN)/snapsource bench --n 1000000 --output build/bench.json
 
 # Schema fuzzing of every route with 1000 examples per operation (CI sends 30); output in build/fuzz/.

@@ -41,7 +41,7 @@ def test_searches_keep_working_while_the_index_is_replaced(resources, search):
     offer = luma_offers()[0]
     img_url = main_image_url(resources, offer)
     first = search(img_url)["data"]["items"][0]["item_id"]
-    index_file = resources.index.path
+    index_file = resources.index.directory / resources.index.STATE
     before = index_file.stat().st_ino
     with ThreadPoolExecutor(1) as pool:
         saving = pool.submit(lambda: [resources.index.save() for _ in range(5)])

@@ -37,8 +37,7 @@ def test_readyz_is_503_when_the_index_was_rebuilt_by_another_model(tmp_path):
         assert httpx.get(url + "/readyz").status_code == 200
         meta = tmp_path / "index" / "index.json"
         meta.write_text(json.dumps({**json.loads(meta.read_text()), "model": "another-model@2"}))
-        vectors = tmp_path / "index" / "vectors.faiss"
-        os.utime(vectors, ns=(time.time_ns(), time.time_ns() + 1_000_000_000))
+        os.utime(meta, ns=(time.time_ns(), time.time_ns() + 1_000_000_000))
         response = httpx.get(url + "/readyz")
         assert response.status_code == 503 and "another-model@2" in response.json()["msg"]
     resources.close()

@@ -107,12 +107,12 @@ def test_cli_exit_codes(tmp_path):
 
 
 def test_index_of_another_model_is_a_clear_error(tmp_path):
-    from snapsource.index import FaissIndex, IndexMismatch
+    from snapsource.index import IndexMismatch, VectorStore
 
-    index = FaissIndex(tmp_path, model="other-model@9", dim=4)
+    index = VectorStore(tmp_path, model="other-model@9", dim=4)
     index.save()
     with pytest.raises(IndexMismatch, match="--rebuild"):
-        FaissIndex(tmp_path, model="efficientnet-lite0@1;trim=0.08", dim=4)
+        VectorStore(tmp_path, model="efficientnet-lite0@1;trim=0.08", dim=4)
 
 
 def test_images_by_http_url_and_rebuild(tmp_path):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
-from snapsource.offer import ITEM_FIELDS, OfferRecord
+from conftest import luma_offers
+from snapsource.offer import ITEM_FIELDS, Item, OfferRecord, wire_item
 
 
 def test_minimal_offer_gets_every_field_with_spec_types():
@@ -27,3 +30,13 @@ def test_sales_fields_agree():
 def test_invalid_offers(bad):
     with pytest.raises(ValidationError):
         OfferRecord.model_validate({"item_id": 5, "title": "t", "img": "a.jpg", "price": "1", **bad})
+
+
+def test_stored_documents_answer_as_the_validated_item():
+    """Answers read stored documents without validating them again: the same item, field for field."""
+    for raw in luma_offers():
+        doc = OfferRecord.model_validate(raw).model_dump_json()
+        assert wire_item(doc) == Item.model_validate_json(doc).model_dump(mode="json")
+        assert tuple(wire_item(doc)) == ITEM_FIELDS
+    legacy = {"item_id": 5, "title": "Mug", "img": "a.jpg", "price": "3.5"}  # a document missing fields
+    assert tuple(wire_item(json.dumps(legacy))) == ITEM_FIELDS

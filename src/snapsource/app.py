@@ -18,7 +18,7 @@ from .api import admin, health, images, search, uploads, web
 from .api.deps import check_token
 from .config import Settings
 from .errors import ApiError, ServiceNotReady, Unauthorized, envelope
-from .index import IndexMismatch
+from .index import Compactor, IndexMismatch
 from .resources import Resources
 
 log = logging.getLogger("snapsource")
@@ -65,13 +65,61 @@ def _methods(app: FastAPI, path: str) -> list[str]:
     return sorted(found)
 
 
+class Measure:
+    """Metrics for every answer; an admitted token call is released and metered here, so a
+    failure anywhere still frees its concurrency slot. A plain ASGI middleware: Starlette's
+    BaseHTTPMiddleware costs a task and a stream per request."""
+
+    def __init__(self, app, resources: Resources) -> None:
+        self.app = app
+        self.resources = resources
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        done = False
+
+        async def finish() -> None:
+            """Once per request, before its last byte leaves: a client that reads its usage
+            right after an answer finds that answer counted."""
+            nonlocal done
+            if done:
+                return
+            done = True
+            label = getattr(scope.get("route"), "path", "other")
+            seconds = time.perf_counter() - started
+            metrics.REQUESTS.labels(label, str(status)).inc()
+            metrics.LATENCY.labels(label).observe(seconds)
+            lease = scope.get("state", {}).get("lease")
+            if lease is not None:
+                await run_in_threadpool(self.resources.tokens.release, lease, label, status, seconds)
+
+        async def sending(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                await finish()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            await finish()
+
+
 def create_app(settings: Settings | None = None, resources: Resources | None = None) -> FastAPI:
     resources = resources or Resources.open(settings or Settings.load())
     _mask_access_log()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        compactor = Compactor(resources.index, resources.settings.compact_interval).start()
         yield
+        compactor.stop()
         resources.close()
 
     app = FastAPI(
@@ -84,24 +132,7 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     app.state.resources = resources
     metrics.VECTORS.set(len(resources.index))  # each worker shows up in /metrics from its start
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next):
-        """Metrics for every answer; an admitted token call is released and metered here, so a
-        failure anywhere still frees its concurrency slot."""
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            label = getattr(request.scope.get("route"), "path", "other")
-            seconds = time.perf_counter() - started
-            metrics.REQUESTS.labels(label, str(status)).inc()
-            metrics.LATENCY.labels(label).observe(seconds)
-            lease = getattr(request.state, "lease", None)
-            if lease is not None:
-                await run_in_threadpool(resources.tokens.release, lease, label, status, seconds)
+    app.add_middleware(Measure, resources=resources)
     app.include_router(search.router)
     app.include_router(uploads.router)
     app.include_router(images.router)

@@ -1,32 +1,41 @@
-"""`snapsource bench`: a synthetic catalog of N offers, built straight into an index (no images to
-decode), then timed: filtered searches at every selectivity, each sort, recall@100 against exact
-search with the same filters, build time, memory and disk.
+"""`snapsource bench`: a synthetic catalog of N offers built straight into a data dir's own stores
+(the offers database, the vector store), with no images to decode, then measured: build time,
+memory and disk; filtered searches at every selectivity and each sort, in process, with their
+recall@100 against exact search under the same filters; then `serve --workers 2` on it under a
+bounded loopback load, with page 1 against page 5 and the memory the two workers share.
 
 The catalog is realistic where it matters to search: prices log-normal, sales heavy-tailed, the
 boolean facts at the luma catalog's rates, 20% of offers with 2-3 photos, and 1280-d vectors in
 thousands of gaussian clusters (products and their near-duplicates), not uniform noise.
-Queries are catalog vectors with a little noise: a photo of a product that is in the catalog.
+Queries are catalog vectors with a little noise (in process) or catalog photos given as
+`img_url` (over HTTP: "the image is already known", so nothing is fetched or embedded).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import math
 import os
+import random
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import types
 from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 
-from .columns import Columns
-from .ivf import IvfIndex
+from .catalog import Catalog
+from .columns import Columns, OfferColumns
+from .index import VectorStore
 from .search import Filters
 
 DIM = 1280
@@ -42,10 +51,10 @@ TODAY = dt.date(2026, 11, 27)
 THRESHOLD = 0.28  # the default similarity_threshold: weaker matches are never candidates
 
 
-def _memory_mb() -> dict[str, float]:
+def _memory_mb(pid: int | str = "self") -> dict[str, float]:
     """Resident memory: all of it, the process's own (anonymous), and mapped file pages (shared)."""
     out = {}
-    with open("/proc/self/status") as status:
+    with open(f"/proc/{pid}/status") as status:
         for line in status:
             for key, name in (("VmRSS:", "rss"), ("RssAnon:", "anon"), ("RssFile:", "file"), ("VmHWM:", "peak")):
                 if line.startswith(key):
@@ -57,78 +66,123 @@ def _disk_mb(directory: Path) -> float:
     return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file()) / 2**20
 
 
+def model_identity() -> str:
+    """The identity of the shipped model, so `serve` opens the synthetic index as its own."""
+    from .config import Settings
+    from .embed import OnnxEmbedder
+    from .resources import model_identity as identity
+
+    return identity(types.SimpleNamespace(name=OnnxEmbedder.name), Settings())
+
+
 # building ----------------------------------------------------------------------------------------
 
+def _documents(rng: np.random.Generator, item_id: np.ndarray, price: np.ndarray, sales: np.ndarray, flags: dict, days: np.ndarray):
+    """Offer rows in the item schema the API returns (what `ingest` would store)."""
+    cities = [["广东", "广州市"], ["浙江", "义乌市"], ["河北", "保定市"], ["福建", "泉州市"], ["江苏", "苏州市"]]
+    words = ["Cotton", "Steel", "Bamboo", "Travel", "Kitchen", "Sports", "Kids", "Office", "Garden", "Pet"]
+    kinds = ["Bottle", "Bag", "Lamp", "Shirt", "Organizer", "Mat", "Brush", "Toy", "Case", "Hook"]
+    shop = rng.integers(0, 20_000, len(item_id))
+    for i in range(len(item_id)):
+        s, p = int(shop[i]), float(price[i])
+        city = cities[s % len(cities)]
+        doc = {
+            "item_id": int(item_id[i]),
+            "product_url": f"https://detail.example/offer/{int(item_id[i])}.html",
+            "title": f"{words[i % 10]} {kinds[(i // 10) % 10]} {i % 997}",
+            "img": f"images/{int(item_id[i])}.jpg",
+            "category_path": ["1027", str(1028 + i % 40)],
+            "price": f"{p:.2f}",
+            "price_info": {"sale_price": f"{p:.2f}", "origin_price": f"{p * 1.08:.2f}"},
+            "moq": int(2 + i % 50),
+            "quantity_prices": [{"begin_num": 2, "end_num": 99, "price": f"{p:.2f}"}, {"begin_num": 100, "end_num": None, "price": f"{p * 0.92:.2f}"}],
+            "sale_info": {"sale_quantity": str(int(sales[i])), "sale_quantity_int": int(sales[i]), "orders_count": int(sales[i]) // 4},
+            "delivery_info": {"area_from": city},
+            "item_repurchase_rate": f"{i % 70}%",
+            "rating_star": None,
+            "shop_info": {
+                "login_id": f"shop{s}", "member_id": f"b2b-{s:012x}", "company_name": f"Company {s} Ltd.",
+                "shop_url": f"https://shop{s}.example", "biz_type": "生产加工" if flags["is_factory"][i] else "经销批发",
+                "is_factory": bool(flags["is_factory"][i]), "is_super_factory": False, "location": city,
+                "service_tags": None, "shop_years": 1 + s % 15, "factory_inspection": bool(flags["verified_supplier"][i]),
+                "score_info": {"composite_score": "4.5"},
+            },
+            "is_ad": False,
+        }
+        created = (dt.date(1970, 1, 1) + dt.timedelta(days=int(days[i]))).isoformat()
+        yield (
+            int(item_id[i]), json.dumps(doc, ensure_ascii=False), f"{p:.2f}", int(sales[i]),
+            int(flags["is_factory"][i]), int(flags["support_dropshipping"][i]), int(flags["free_shipping"][i]),
+            int(flags["verified_supplier"][i]), int(flags["new_arrival"][i]), created,
+        )
+
+
 def build(directory: Path, offers: int, seed: int = 0) -> dict[str, float]:
-    """Offers' columns, their photos' vectors (float32 on disk) and the IVF-SQ8 index."""
+    """Offers, images and their links in the catalog database; vectors in the vector store; then
+    one compaction, which trains the IVF base as the first import of a large catalog does."""
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     directory.mkdir(parents=True, exist_ok=True)
     photos = np.where(rng.random(offers) < 0.2, rng.integers(2, 4, offers), 1)
     rows = int(photos.sum())
     pair_offer = np.repeat(np.arange(offers), photos)
+    image_id = np.arange(1, rows + 1, dtype=np.int64)  # SQLite row ids: the vector ids
+    item_id = np.arange(offers, dtype=np.int64) + 10**11
     flags = {name: rng.random(offers) < rate for name, rate in RATES.items()}
-    np.savez(
-        directory / "columns.npz",
-        item_id=np.arange(offers, dtype=np.int64) + 10**11,
-        price=np.round(np.exp(rng.normal(math.log(40), 1.0, offers)), 2),
-        sales=np.floor(rng.pareto(1.2, offers) * 20).astype(np.int64),
-        created_day=np.full(offers, (TODAY - dt.date(1970, 1, 1)).days - 400, np.int32),
-        pair_offer=pair_offer,
-        **flags,
-    )
+    price = np.round(np.exp(rng.normal(math.log(40), 1.0, offers)), 2)
+    sales = np.floor(rng.pareto(1.2, offers) * 20).astype(np.int64)
+    days = np.full(offers, (TODAY - dt.date(1970, 1, 1)).days - 400, np.int32)
+
+    catalog = Catalog(directory)
+    first = np.r_[0, np.cumsum(photos)[:-1]]  # each offer's first (main) photo
+    docs = _documents(rng, item_id, price, sales, flags, days)
+    with catalog.write() as db:
+        db.executemany(
+            "INSERT INTO images (id, sha256, ext, width, height) VALUES (?, ?, 'jpg', 800, 800)",
+            ((int(i), hashlib.sha256(b"bench:%d" % i).hexdigest()) for i in image_id),
+        )
+        db.executemany(
+            "INSERT INTO offers (item_id, doc, price, sales, is_factory, support_dropshipping, free_shipping, "
+            "verified_supplier, new_arrival, created_at, main_image_id, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '2026-11-27T00:00:00+00:00')",
+            (row + (int(image_id[first[n]]),) for n, row in enumerate(docs)),
+        )
+        position = np.arange(rows) - first[pair_offer]
+        db.executemany(
+            "INSERT INTO offer_images (item_id, position, image_id, source) VALUES (?, ?, ?, 'synthetic')",
+            zip(item_id[pair_offer].tolist(), position.tolist(), image_id.tolist()),
+        )
+    catalog.close()
+    catalogued = time.perf_counter()
+
     # products are clusters; an offer's photos are views of its product; relisted offers share one
     clusters = max(64, offers // 250)
     centres = rng.standard_normal((clusters, DIM)).astype(np.float32)
     product = rng.integers(0, clusters, offers)[pair_offer]
-    full = IvfIndex.full_vectors(directory, rows, DIM, mode="w+")
+    store = VectorStore(directory / "index", model_identity(), DIM)
     for start in range(0, rows, CHUNK):
         stop = min(rows, start + CHUNK)
         part = centres[product[start:stop]] + rng.standard_normal((stop - start, DIM), dtype=np.float32) * 0.9
         part /= np.linalg.norm(part, axis=1, keepdims=True)
-        full[start:stop] = part
-    full.flush()
+        store.add(image_id[start:stop], part)
+    store.save()
     generated = time.perf_counter()
-    nlist = int(min(8192, max(64, 2 ** round(math.log2(4 * math.sqrt(rows))))))  # lists of ~sqrt(rows)/4
-    sample = np.asarray(full[np.sort(rng.choice(rows, min(rows, nlist * 40), replace=False))])
-    index = IvfIndex.train(DIM, sample, nlist)
-    trained = time.perf_counter()
-    nearest = IvfIndex.centroids(index)
-    for start in range(0, rows, CHUNK):
-        stop = min(rows, start + CHUNK)
-        IvfIndex.add(index, nearest, full[start:stop], np.arange(start, stop, dtype=np.int64))
-    IvfIndex.write(directory, index, rows, nprobe=16)
+    compacted = store.compact()
+    store.close()
     done = time.perf_counter()
     return {
         "offers": offers,
         "vectors": rows,
-        "nlist": nlist,
-        "generate_s": generated - started,
-        "train_s": trained - generated,
-        "add_s": done - trained,
+        "nlist": int(compacted.get("lists", 0)),
+        "catalog_s": catalogued - started,
+        "generate_s": generated - catalogued,
+        "compact_s": done - generated,
         "build_s": done - started,
         "build_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 
-def load_columns(directory: Path) -> Columns:
-    data = np.load(directory / "columns.npz")
-    offers = len(data["item_id"])
-    pair_offer = data["pair_offer"]
-    return Columns(
-        item_id=data["item_id"],
-        price=data["price"],
-        sales=data["sales"],
-        flags={name: data[name] for name in ("support_dropshipping", "is_factory", "verified_supplier", "free_shipping")},
-        new_arrival=data["new_arrival"].astype(np.int8),
-        created_day=data["created_day"],
-        pair_offer=pair_offer,
-        pair_image=np.arange(len(pair_offer), dtype=np.int64),
-        images=len(pair_offer),
-    ) if offers else Columns.empty()
-
-
-# measuring ---------------------------------------------------------------------------------------
+# measuring in process ----------------------------------------------------------------------------
 
 def cases(columns: Columns) -> dict[str, Filters]:
     """No filter, each boolean, price ranges keeping about 1%, 10% and 50%, everything at once."""
@@ -152,18 +206,17 @@ class Case:
     recall: float | None = None
 
 
-def _exact_top(full: np.ndarray, queries: np.ndarray, masks: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
+def _exact_top(rows: np.ndarray, ids: np.ndarray, queries: np.ndarray, masks: dict[str, np.ndarray], k: int) -> dict[str, tuple]:
     """Exact top-k ids per filter case, one pass over the full vectors for all queries and cases."""
     best = {name: (np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)) for name in masks}
-    for start in range(0, len(full), CHUNK):
-        stop = min(len(full), start + CHUNK)
-        scores = np.asarray(full[start:stop]) @ queries.T  # [rows, queries]
-        ids = np.arange(start, stop)
+    for start in range(0, len(ids), CHUNK):
+        part = ids[start : start + CHUNK]
+        scores = np.asarray(rows[part]) @ queries.T  # [rows, queries]
         for name, mask in masks.items():
-            keep = mask[start:stop]
+            keep = mask[part]
             if not keep.any():
                 continue
-            s, i = scores[keep].T, ids[keep]
+            s, i = scores[keep].T, part[keep]
             top_s, top_i = best[name]
             merged_s = np.concatenate([top_s, s], axis=1)
             merged_i = np.concatenate([top_i, np.broadcast_to(i, s.shape)], axis=1)
@@ -172,14 +225,27 @@ def _exact_top(full: np.ndarray, queries: np.ndarray, masks: dict[str, np.ndarra
     return best
 
 
+def _timed(fn, repeat) -> list[float]:
+    times = []
+    for args in repeat:
+        started = time.perf_counter()
+        fn(*args)
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
 def measure(directory: Path, queries: int = 200, seed: int = 1) -> dict[str, object]:
     opened = time.perf_counter()
-    index = IvfIndex.open(directory)
-    columns = load_columns(directory)
+    store = VectorStore(directory / "index", model_identity(), DIM)
     open_s = time.perf_counter() - opened
+    catalog = Catalog(directory)
+    loaded = time.perf_counter()
+    columns = OfferColumns(catalog).current()
+    columns_s = time.perf_counter() - loaded
+    ids = store.ids()
     rng = np.random.default_rng(seed)
-    picks = np.sort(rng.choice(len(index), queries, replace=False))
-    query_vectors = index.vectors(picks) + rng.standard_normal((queries, index.dim)).astype(np.float32) * 0.01
+    picks = np.sort(rng.choice(ids, queries, replace=False))
+    query_vectors = store.vectors(picks) + rng.standard_normal((queries, DIM)).astype(np.float32) * 0.01
     query_vectors /= np.linalg.norm(query_vectors, axis=1, keepdims=True)
     filters = cases(columns)
     masks, mask_ms = {}, {}
@@ -191,28 +257,32 @@ def measure(directory: Path, queries: int = 200, seed: int = 1) -> dict[str, obj
     table: list[Case] = []
     for name in filters:
         allowed = masks[name]
-        times, found = [], []
-        for q in query_vectors:
-            started = time.perf_counter()
-            scores, ids = index.search(q, 100, allowed)
-            times.append((time.perf_counter() - started) * 1000)
-            found.append(ids[scores >= THRESHOLD])
+        found = []
+
+        def one(q, allowed=allowed, found=found):
+            scores, hit = store.search(q, 100, allowed, THRESHOLD)
+            found.append(hit[scores >= THRESHOLD])
+
+        times = _timed(one, [(q,) for q in query_vectors])
         results[name] = found
-        kept = 1.0 if allowed is None else float(allowed.mean())
+        kept = 1.0 if allowed is None else float(allowed[ids].mean())
         table.append(Case(name, kept, statistics.median(times), float(np.percentile(times, 99))))
-    # sorts: the candidates of an unfiltered search, ordered by the offers' columns
-    image_offer = columns.pair_offer
+    # sorts: the 1,000 candidates of an unfiltered search, ordered by the offers' columns
+    image_offer = np.zeros(columns.images, np.int64)
+    image_offer[columns.pair_image] = columns.pair_offer
     for sort, key in {"sales": lambda o: -columns.sales[o], "price_up": lambda o: columns.price[o], "price_down": lambda o: -columns.price[o]}.items():
-        times = []
-        for q in query_vectors:
-            started = time.perf_counter()
-            _, ids = index.search(q, 1000, None)
-            offers = image_offer[ids]
-            _ = offers[np.argsort(key(offers), kind="stable")][:20]
-            times.append((time.perf_counter() - started) * 1000)
+
+        def ordered(q, key=key):
+            scores, hit = store.search(q, 1000, None, THRESHOLD)
+            offers = image_offer[hit[scores >= THRESHOLD]]
+            return offers[np.argsort(key(offers), kind="stable")][:20]
+
+        times = _timed(ordered, [(q,) for q in query_vectors])
         table.append(Case(f"sort {sort} (1000 cand.)", 1.0, statistics.median(times), float(np.percentile(times, 99))))
     memory = _memory_mb()
-    exact = _exact_top(index._full, query_vectors, {n: (np.ones(len(index), bool) if m is None else m) for n, m in masks.items()}, 100)
+    present = np.zeros(columns.images, bool)
+    present[ids] = True
+    exact = _exact_top(store._rows, ids, query_vectors, {n: (present if m is None else m & present) for n, m in masks.items()}, 100)
     for case in table:
         if case.name in results:
             # the candidate set is what passes the similarity threshold: recall of that, per query
@@ -223,41 +293,185 @@ def measure(directory: Path, queries: int = 200, seed: int = 1) -> dict[str, obj
                 if truth:
                     hits.append(len(truth & set(found.tolist())) / len(truth))
             case.recall = float(np.mean(hits)) if hits else None
+    sq8_error = _sq8_error(store, query_vectors[:20])
+    catalog.close()
     return {
         "open_s": open_s,
+        "columns_load_s": columns_s,
         "memory_after_searches_mb": memory,
         "mask_ms": mask_ms,
+        "sq8_max_error": sq8_error,
         "cases": [dataclasses.asdict(c) for c in table],
         "disk_mb": _disk_mb(directory),
     }
 
 
+def _sq8_error(store: VectorStore, queries: np.ndarray) -> float:
+    """The largest gap between an SQ8 score and the exact one, over each query's shortlist: what
+    the store's SQ8_MARGIN must cover when it skips results below the threshold."""
+    from . import ivf
+
+    base = store.view().base
+    if base is None:
+        return 0.0
+    worst = 0.0
+    for q in queries:
+        approx, ids = ivf.search(base.index, q, 200)
+        worst = max(worst, float(np.abs(approx - store.vectors(ids) @ q).max()))
+    return worst
+
+
+# measuring over HTTP ------------------------------------------------------------------------------
+
+SORTS = ("default", "sales", "price_up", "price_down")
+HTTP_FILTERS = ({}, {}, {"is_factory": "true"}, {"free_shipping": "true"}, {"price_start": "20", "price_end": "80"})
+
+
+async def _load(url: str, token: str, shas: list[str], seconds: float, concurrency: int, seed: int = 0) -> dict[str, object]:
+    """`concurrency` clients sending searches back to back for `seconds`: each a catalog photo
+    not searched before (so every request ranks anew), with a random sort and filter."""
+    import httpx
+
+    rng = random.Random(seed)
+    order = iter(rng.sample(shas, len(shas)))
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    errors: list[str] = []
+    deadline = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
+
+        async def client(n: int) -> None:
+            # clients connect one after another, as users do: started together, their
+            # connections would all be accepted by whichever worker woke first
+            await asyncio.sleep(n * 0.05)
+            while time.monotonic() < deadline:
+                sha = next(order, None) or rng.choice(shas)
+                params = {"apiToken": token, "img_url": f"/img/{sha}.jpg", "sort": rng.choice(SORTS), **rng.choice(HTTP_FILTERS)}
+                started = time.perf_counter()
+                try:
+                    response = await http.get("/1688/search/image", params=params)
+                except httpx.HTTPError as exc:
+                    errors.append(type(exc).__name__)
+                    continue
+                latencies.append((time.perf_counter() - started) * 1000)
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                if response.status_code != 200:
+                    errors.append(f"HTTP {response.status_code}: {response.text[:200]}")
+
+        began = time.perf_counter()
+        await asyncio.gather(*(client(n) for n in range(concurrency)))
+        elapsed = time.perf_counter() - began
+    return {
+        "seconds": elapsed,
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "requests_per_s": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies) if latencies else None,
+        "p99_ms": float(np.percentile(latencies, 99)) if latencies else None,
+        "statuses": statuses,
+        "errors": len(errors),
+        "error_samples": errors[:5],
+    }
+
+
+def _pages(url: str, token: str, shas: list[str]) -> dict[str, float]:
+    """Page 1 (search and rank) against page 5 of the same photo (the ranking kept)."""
+    import httpx
+
+    first, fifth = [], []
+    with httpx.Client(base_url=url, timeout=60) as http:
+        for sha in shas:
+            for page, times in ((1, first), (5, fifth)):
+                params = {"apiToken": token, "img_url": f"/img/{sha}.jpg", "page": str(page), "page_size": "20"}
+                started = time.perf_counter()
+                response = http.get("/1688/search/image", params=params)
+                times.append((time.perf_counter() - started) * 1000)
+                response.raise_for_status()
+    return {"page1_p50_ms": statistics.median(first), "page5_p50_ms": statistics.median(fifth)}
+
+
+def _workers_memory(server_pid: int) -> list[dict[str, float]]:
+    children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
+    out = []
+    for pid in children:
+        try:
+            out.append(_memory_mb(pid))
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def http(directory: Path, seconds: float = 30, concurrency: int = 16, workers: int = 2, log: Path | None = None) -> dict[str, object]:
+    """`serve --workers N` on the bench data dir, warmed, then loaded from one asyncio client."""
+    from .loopback import serve_workers
+    from .tokens import Tokens
+
+    catalog = Catalog(directory)
+    token = Tokens(catalog).create(f"bench-{time.time_ns()}")
+    shas = [row[0] for row in catalog.db.execute("SELECT sha256 FROM images")]
+    catalog.close()
+    rng = random.Random(7)
+    env = {"PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="snapsource-bench-"), "SNAPSOURCE_COMPACT_INTERVAL": "0"}
+    log = log or directory / "serve.log"
+    with open(log, "wb") as out, serve_workers(directory, workers, env, out, timeout=600) as (url, server):
+        started = time.perf_counter()
+        asyncio.run(_load(url, token, rng.sample(shas, 64), 3, 8, seed=1))  # each worker loads its columns
+        warm_s = time.perf_counter() - started
+        pages = _pages(url, token, rng.sample(shas, 30))
+        load = _load(url, token, shas, seconds, concurrency, seed=2)
+        report = asyncio.run(load)
+        report |= pages | {"warm_s": warm_s, "workers": workers, "workers_memory_mb": _workers_memory(server.pid)}
+    return report
+
+
+# running ------------------------------------------------------------------------------------------
+
 def table(report: dict[str, object]) -> str:
     b, m = report["build"], report["memory_after_searches_mb"]
     lines = [
-        f"{b['offers']:,} offers, {b['vectors']:,} vectors (1280-d), IVF{b['nlist']}-SQ8 + float32 re-scoring",
-        f"build {b['build_s']:.0f} s (generate {b['generate_s']:.0f}, train {b['train_s']:.0f}, add {b['add_s']:.0f}), "
-        f"build peak RSS {b['build_peak_rss_mb']:.0f} MB; disk {report['disk_mb']:.0f} MB; "
-        f"open {report['open_s']:.2f} s; after the searches: RSS {m['rss']:.0f} MB = own {m['anon']:.0f} MB "
-        f"+ mapped files {m['file']:.0f} MB (shared page cache)",
-        f"{'case':<26} {'kept':>7} {'p50 ms':>8} {'p99 ms':>8} {'recall@100':>11}",
+        f"{b['offers']:,} offers, {b['vectors']:,} vectors (1280-d), IVF{b['nlist']}-SQ8 base + float32 rows",
+        f"build {b['build_s']:.0f} s (catalog database {b['catalog_s']:.0f}, vectors {b['generate_s']:.0f}, "
+        f"IVF training and filing {b['compact_s']:.0f}), build peak RSS {b['build_peak_rss_mb']:.0f} MB; "
+        f"disk {report['disk_mb']:.0f} MB",
+        f"open: index {report['open_s']:.2f} s, filter columns {report['columns_load_s']:.2f} s; after the searches: "
+        f"RSS {m['rss']:.0f} MB = own {m['anon']:.0f} MB + mapped files {m['file']:.0f} MB (shared page cache); "
+        f"largest SQ8 score error {report['sq8_max_error']:.4f}",
+        f"{'case':<28} {'kept':>7} {'p50 ms':>8} {'p99 ms':>8} {'recall@100':>11}",
     ]
     for c in report["cases"]:
         recall = "" if c["recall"] is None else f"{c['recall']:.4f}"
-        lines.append(f"{c['name']:<26} {c['kept']:>7.1%} {c['p50_ms']:>8.2f} {c['p99_ms']:>8.2f} {recall:>11}")
+        lines.append(f"{c['name']:<28} {c['kept']:>7.1%} {c['p50_ms']:>8.2f} {c['p99_ms']:>8.2f} {recall:>11}")
+    h = report.get("http")
+    if h:
+        own = ", ".join(f"{w['anon']:.0f}" for w in h["workers_memory_mb"])
+        shared = ", ".join(f"{w['file']:.0f}" for w in h["workers_memory_mb"])
+        lines += [
+            f"HTTP, serve --workers {h['workers']}, {h['seconds']:.0f} s at concurrency {h['concurrency']}: "
+            f"{h['requests']} requests, {h['requests_per_s']:.1f} req/s, p50 {h['p50_ms']:.1f} ms, "
+            f"p99 {h['p99_ms']:.1f} ms, {h['errors']} errors {h['statuses']}",
+            f"page 1 p50 {h['page1_p50_ms']:.1f} ms, page 5 p50 {h['page5_p50_ms']:.1f} ms; "
+            f"workers' own memory {own} MB, mapped (shared) {shared} MB",
+        ]
     return "\n".join(lines)
 
 
-def run(directory: Path, offers: int, queries: int, output: Path | None) -> dict[str, object]:
-    """Build in a child process (its peak memory is the build's), then measure here."""
+def run(
+    directory: Path, offers: int, queries: int, output: Path | None, http_seconds: float = 30, concurrency: int = 16
+) -> dict[str, object]:
+    """Build in a child process (its peak memory is the build's), measure here, then over HTTP."""
     import faiss
 
     faiss.omp_set_num_threads(1)  # a search request is served by one thread; workers scale out
     built = subprocess.run(
         [sys.executable, "-m", "snapsource.bench", "--build", str(directory), str(offers)],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True,
     )
+    if built.returncode != 0:
+        raise RuntimeError(f"the build failed:\n{built.stderr[-4000:]}")
     report = {"build": json.loads(built.stdout.strip().splitlines()[-1]), **measure(directory, queries)}
+    if http_seconds > 0:
+        report["http"] = http(directory, http_seconds, concurrency)
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(report, indent=1))

@@ -130,8 +130,9 @@ def ingest(
     from .ingest import ingest as run_ingest
 
     if rebuild and (data / "index").exists():
-        for name in ("vectors.faiss", "index.json"):
-            (data / "index" / name).unlink(missing_ok=True)
+        import shutil
+
+        shutil.rmtree(data / "index")  # vectors of the old model are never compared with new ones
     resources = _resources(data)
     total = sum(1 for line in open(catalog, encoding="utf-8") if line.strip())
     started = time.perf_counter()
@@ -164,8 +165,46 @@ def ingest(
         f"reused {report.images_reused}, failed {report.images_failed}; "
         f"{report.seconds:.1f} s, {report.images_per_second:,.1f} images/s"
     )
+    if report.compacted:
+        err.print(f"index compacted: {_describe_compaction(report.compacted)}")
     if report.imported == 0 and report.rows > 0:
         raise typer.Exit(1)
+
+
+def _describe_index(stats: dict[str, int]) -> str:
+    if not stats["base_lists"]:
+        return f"{stats['delta']} vectors scored exactly (an IVF base is built from 10,000)"
+    return (
+        f"IVF{stats['base_lists']}-SQ8 base of {stats['base']} vectors, {stats['delta']} newer ones scored "
+        f"exactly, {stats['masked']} removed entries masked"
+    )
+
+
+def _describe_compaction(report: dict[str, object]) -> str:
+    if not report.get("lists"):
+        return f"no IVF base (fewer than 10,000 vectors): {report['delta']} scored exactly"
+    how = "lists trained anew" if report["retrained"] else "same lists"
+    return f"IVF{report['lists']}-SQ8 base of {report['base']} vectors ({report['added']} filed, {how})"
+
+
+@app.command()
+def compact(
+    data: DataOpt = DEFAULT_DATA,
+    retrain: Annotated[bool, typer.Option(help="Train the IVF lists anew even if the catalog has not grown.")] = False,
+) -> None:
+    """Fold newly imported vectors into the index's IVF base and drop deleted ones (a server does
+    this in the background; this runs it now)."""
+    resources = _resources(data)
+    try:
+        started = time.perf_counter()
+        report = resources.index.compact(retrain=retrain)
+        if report is None:
+            err.print("[yellow]another process is compacting this index; nothing done[/]")
+            raise typer.Exit(1)
+        err.print(f"compacted in {time.perf_counter() - started:.1f} s: {_describe_compaction(report)}")
+        console.print(f"index: {_describe_index(resources.index.stats())}")
+    finally:
+        resources.close()
 
 
 @app.command("search")
@@ -229,6 +268,7 @@ def info(
     resources = _resources(data)
     example = resources.catalog.example_image()
     console.print(f"catalog {data}: {resources.catalog.count()} offers, {len(resources.index)} image vectors")
+    console.print(f"index: {_describe_index(resources.index.stats())}")
     # the token rides after '#': the browser keeps it and never sends it, so no log ever shows it
     typer.echo(f"search page: {url.rstrip('/')}/#token={token}")
     typer.echo(f"console:     {url.rstrip('/')}/console (sign in with SNAPSOURCE_ADMIN_KEY)")
@@ -370,16 +410,19 @@ def bench(
     data: Annotated[Path, typer.Option("--data", help="Where to build it (replaced).")] = Path("build/bench-data"),
     queries: Annotated[int, typer.Option(min=10, help="Queries per case.")] = 200,
     output: Annotated[Path, typer.Option(help="Write the results as JSON here.")] = Path("build/bench.json"),
+    http_seconds: Annotated[float, typer.Option(help="Seconds of HTTP load against serve --workers 2; 0 skips it.")] = 30,
+    concurrency: Annotated[int, typer.Option(min=1, help="Concurrent HTTP clients.")] = 16,
 ) -> None:
     """Build a synthetic catalog of N offers and time filtered searches at every selectivity
-    (docs/performance.md): latency p50/p99, recall@100, build time, memory, disk."""
+    (docs/performance.md): latency p50/p99, recall@100, build time, memory, disk; then the
+    same data dir served over HTTP under a bounded loopback load."""
     import shutil
 
     from . import bench as benchmark
 
     shutil.rmtree(data, ignore_errors=True)
     err.print(f"building {n:,} offers in {data}")
-    report = benchmark.run(data, n, queries, output)
+    report = benchmark.run(data, n, queries, output, http_seconds, concurrency)
     typer.echo(benchmark.table(report))
     err.print(f"written: {output}")
 

@@ -32,14 +32,13 @@ UNKNOWN_DAY = np.iinfo(np.int32).min
 
 @dataclasses.dataclass(frozen=True)
 class Selection:
-    """What a filter keeps: images (booleans by image id) and offers (their sorted item_ids)."""
+    """What a filter keeps: images (booleans by image id), offers (their sorted item_ids) and
+    the same offers as booleans by row of the columns they were selected from."""
 
     images: np.ndarray
     offers: np.ndarray
-
-    def has_offer(self, item_id: int) -> bool:
-        at = int(np.searchsorted(self.offers, item_id))
-        return at < len(self.offers) and int(self.offers[at]) == item_id
+    rows: np.ndarray
+    columns: Columns
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,11 +54,34 @@ class Columns:
     pair_offer: np.ndarray  # int64 offer row
     pair_image: np.ndarray  # int64 image id
     images: int  # image ids are < this
+    main_image: np.ndarray  # int64 image id of each offer's main photo
+
+    def __post_init__(self) -> None:
+        order = np.argsort(self.pair_image, kind="stable")  # pairs by image: which offers show an image
+        object.__setattr__(self, "_by_image", (self.pair_image[order], self.pair_offer[order]))
 
     @classmethod
     def empty(cls) -> Columns:
         z = np.zeros(0, np.int64)
-        return cls(z, np.zeros(0), z, {f: np.zeros(0, bool) for f in FLAG_COLUMNS}, np.zeros(0, np.int8), np.zeros(0, np.int32), z, z, 0)
+        return cls(z, np.zeros(0), z, {f: np.zeros(0, bool) for f in FLAG_COLUMNS}, np.zeros(0, np.int8), np.zeros(0, np.int32), z, z, 0, z)
+
+    def rows_of(self, item_ids: np.ndarray) -> np.ndarray:
+        """The row of each item_id, -1 for offers not (or no longer) in the catalog."""
+        item_ids = np.asarray(item_ids, dtype=np.int64)
+        if not len(self.item_id):
+            return np.full(len(item_ids), -1, np.int64)
+        at = np.minimum(np.searchsorted(self.item_id, item_ids), len(self.item_id) - 1)
+        return np.where(self.item_id[at] == item_ids, at, -1)
+
+    def offers_showing(self, image_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every (index into image_ids, offer row) pair where that offer shows that image."""
+        images, offers = self._by_image
+        image_ids = np.asarray(image_ids, dtype=np.int64)
+        lo = np.searchsorted(images, image_ids, "left")
+        counts = np.searchsorted(images, image_ids, "right") - lo
+        which = np.repeat(np.arange(len(image_ids)), counts)
+        starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
+        return which, offers[starts + np.arange(len(which))]
 
     def offers_matching(self, filters: Filters, today: dt.date, new_days: int) -> np.ndarray:
         keep = np.ones(len(self.item_id), bool)
@@ -81,7 +103,7 @@ class Columns:
         offers = self.offers_matching(filters, today, new_days)
         images = np.zeros(self.images, bool)
         images[self.pair_image[offers[self.pair_offer]]] = True
-        return Selection(images, self.item_id[offers])
+        return Selection(images, self.item_id[offers], offers, self)
 
 
 def _flag(column: np.ndarray) -> np.ndarray:
@@ -108,15 +130,16 @@ class OfferColumns:
                     self._version = version
         return self._columns
 
-    def select(self, filters: Filters, today: dt.date, new_days: int) -> Selection | None:
-        """What a filtered search may return; None without filters."""
+    def select(self, filters: Filters, today: dt.date, new_days: int, columns: Columns | None = None) -> Selection | None:
+        """What a filtered search may return (from these columns, else the current ones); None
+        without filters."""
         if not filters.echo():
             return None
-        columns = self.current()
-        key = (filters, today if filters.new_arrival else None, new_days, self._version)
+        columns = columns or self.current()
+        key = (filters, today if filters.new_arrival else None, new_days, id(columns))
         with self._lock:
             found = self._masks.get(key)
-            if found is not None:
+            if found is not None and found.columns is columns:
                 self._masks.move_to_end(key)
                 return found
         found = columns.select(filters, today, new_days)
@@ -130,7 +153,7 @@ class OfferColumns:
         db = self.catalog.db
         rows = db.execute(
             "SELECT item_id, CAST(price AS REAL), sales, support_dropshipping, is_factory, verified_supplier, "
-            "free_shipping, coalesce(new_arrival, -1), coalesce(julianday(created_at) - 2440587.5, ?) "
+            "free_shipping, coalesce(new_arrival, -1), coalesce(julianday(created_at) - 2440587.5, ?), main_image_id "
             "FROM offers ORDER BY item_id",
             (UNKNOWN_DAY,),
         ).fetchall()
@@ -152,4 +175,5 @@ class OfferColumns:
             pair_offer=pair_offer,
             pair_image=pairs[:, 1],
             images=images,
+            main_image=np.array([r[9] for r in rows], np.int64),
         )

@@ -83,6 +83,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("threads", 0, "Threads for model inference; 0 means one per CPU core."),
     Setting("ingest_workers", 4, "Threads reading and decoding images during ingest."),
     Setting("batch_size", 32, "Images per inference batch during ingest."),
+    Setting(
+        "compact_interval",
+        60.0,
+        "Seconds between a server's checks whether the vector index needs compacting (folding new "
+        "vectors into its IVF base, dropping deleted ones); 0 turns background compaction off.",
+    ),
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
@@ -102,6 +108,7 @@ class Settings:
     threads: int = _DEFAULTS["threads"]
     ingest_workers: int = _DEFAULTS["ingest_workers"]
     batch_size: int = _DEFAULTS["batch_size"]
+    compact_interval: float = _DEFAULTS["compact_interval"]
     min_image_side: int = _DEFAULTS["min_image_side"]
     strict_img_url: bool = _DEFAULTS["strict_img_url"]
     fetch_allow: str = _DEFAULTS["fetch_allow"]

@@ -52,6 +52,7 @@ class IngestReport:
     images_reused: int = 0
     images_failed: int = 0
     seconds: float = 0.0
+    compacted: dict[str, object] | None = None  # what compaction of the index did, if it ran
     problems: list[Problem] = dataclasses.field(default_factory=list)
 
     @property
@@ -251,6 +252,8 @@ def ingest(
             report.deleted = catalog.delete_offers(catalog.offer_ids() - keep)
     _drop_unused_images(resources)
     index.save()
+    if index.due():  # a catalog grown past its first IVF base, or a large delta: fold it in now
+        report.compacted = index.compact()
     report.seconds = time.perf_counter() - started
     return report
 

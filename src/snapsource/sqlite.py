@@ -19,6 +19,7 @@ class Database:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self._writer = threading.RLock()
         self.db.executescript(f"BEGIN; {schema} PRAGMA user_version = {version}; COMMIT;")
 
     @property
@@ -34,15 +35,19 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """One transaction; committed on success, rolled back on any error."""
+        """One transaction; committed on success, rolled back on any error. The threads of a
+        process take turns on a lock first: SQLite has one writer at a time anyway, and its busy
+        handler would make the others sleep in steps of up to 100 ms (p99 over a second at 16
+        concurrent searches, each of which writes twice for its token)."""
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        with self._writer:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, StrictInt, field_validator
 from starlette.exceptions import HTTPException
 
 from ..errors import Unauthorized, envelope
-from .deps import ResourcesDep, get_resources
+from .deps import ResourcesDep
 from .schemas import errors
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses=errors(401, 422, 500))
@@ -29,7 +29,7 @@ def require_admin(
     authorization: Annotated[str | None, Header()] = None,
     x_admin_key: Annotated[str | None, Header()] = None,
 ) -> None:
-    key = get_resources(request).settings.admin_key
+    key = request.app.state.resources.settings.admin_key
     if not key:
         raise Unauthorized("the admin API is off: start the server with SNAPSOURCE_ADMIN_KEY set")
     given = x_admin_key or (authorization[7:] if authorization and authorization.lower().startswith("bearer ") else "")

@@ -29,7 +29,7 @@ class SearchParams:
     group_same: bool
 
 
-def search_params(
+async def search_params(  # async: validation only, no thread hop
     page: Annotated[int, Query(ge=1, description="Page number")] = 1,
     page_size: Annotated[int, Query(ge=1, le=search.MAX_PAGE_SIZE, description="Items per page")] = 20,
     sort: Annotated[search.Sort, Query(description="default (similarity), sales, price_up, price_down")] = search.Sort.default,
