@@ -203,3 +203,28 @@ def test_limits_hold_across_two_worker_processes_and_no_token_is_logged(resource
     output = (tmp_path / "serve.log").read_text()
     assert "GET /1688/search/image?apiToken=***" in output  # access lines were written, masked
     assert quota not in output and rate not in output and single not in output
+
+
+def test_metering_reaches_the_database_within_a_second_without_a_read(api, resources):
+    """Calls of a token without limits are metered in memory and written once a second: another
+    process (a console, `token usage`) sees them without this one being asked."""
+    import sqlite3
+
+    from snapsource.tokens import FLUSH_SECONDS
+
+    token = resources.tokens.create("batched")
+    token_id = resources.tokens.info(token).id
+    call = searcher(api, resources)
+    for _ in range(5):
+        assert call(token).status_code == 200
+    other = sqlite3.connect(resources.catalog.path)  # as another process reads it
+    deadline = time.monotonic() + FLUSH_SECONDS + 5
+    row = None
+    while time.monotonic() < deadline:
+        row = other.execute("SELECT calls FROM token_usage WHERE token_id = ?", (token_id,)).fetchone()
+        if row and row[0] == 5:
+            break
+        time.sleep(0.1)
+    assert row == (5,)
+    assert other.execute("SELECT calls_used FROM tokens WHERE id = ?", (token_id,)).fetchone() == (5,)
+    other.close()

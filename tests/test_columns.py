@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import time
 from decimal import Decimal
 
 import numpy as np
@@ -53,3 +54,23 @@ def test_columns_follow_the_catalog(resources, tmp_path):
     resources.catalog.db.execute("UPDATE offers SET sales = sales WHERE item_id = ?", (luma_offers()[0]["item_id"],))
     assert resources.catalog.version() > before  # the trigger counted it: columns reload on next use
     assert resources.columns.current() is resources.columns.current()
+
+
+def test_a_large_catalog_reloads_its_columns_in_the_background(resources, monkeypatch):
+    from snapsource import columns as columns_mod
+    from snapsource.columns import OfferColumns
+
+    monkeypatch.setattr(columns_mod, "BACKGROUND_FROM", 1)  # the luma catalog counts as large
+    offers = OfferColumns(resources.catalog)
+    first = offers.current()  # the first load is always done at once
+    item_id = int(first.item_id[0])
+    old_sales = int(first.sales[0])
+    try:
+        resources.catalog.db.execute("UPDATE offers SET sales = sales + 1000 WHERE item_id = ?", (item_id,))
+        assert offers.current() is first  # a search meanwhile uses the columns it has
+        deadline = time.monotonic() + 10
+        while offers.current() is first and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert int(offers.current().sales[0]) == old_sales + 1000
+    finally:
+        resources.catalog.db.execute("UPDATE offers SET sales = sales - 1000 WHERE item_id = ?", (item_id,))

@@ -412,6 +412,7 @@ def bench(
     output: Annotated[Path, typer.Option(help="Write the results as JSON here.")] = Path("build/bench.json"),
     http_seconds: Annotated[float, typer.Option(help="Seconds of HTTP load against serve --workers 2; 0 skips it.")] = 30,
     concurrency: Annotated[int, typer.Option(min=1, help="Concurrent HTTP clients.")] = 16,
+    reuse: Annotated[bool, typer.Option(help="Measure the catalog a previous run built in --data (same --n) again.")] = False,
 ) -> None:
     """Build a synthetic catalog of N offers and time filtered searches at every selectivity
     (docs/performance.md): latency p50/p99, recall@100, build time, memory, disk; then the
@@ -420,8 +421,11 @@ def bench(
 
     from . import bench as benchmark
 
-    shutil.rmtree(data, ignore_errors=True)
-    err.print(f"building {n:,} offers in {data}")
+    if reuse and benchmark.built(data, n):
+        err.print(f"measuring the {n:,} offers built in {data} before")
+    else:
+        shutil.rmtree(data, ignore_errors=True)
+        err.print(f"building {n:,} offers in {data}")
     report = benchmark.run(data, n, queries, output, http_seconds, concurrency)
     typer.echo(benchmark.table(report))
     err.print(f"written: {output}")

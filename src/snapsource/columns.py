@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import threading
+import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
@@ -25,7 +27,10 @@ if TYPE_CHECKING:
     from .catalog import Catalog
     from .search import Filters
 
+log = logging.getLogger("snapsource.columns")
+
 FLAG_COLUMNS = ("support_dropshipping", "is_factory", "verified_supplier", "free_shipping")
+BACKGROUND_FROM = 100_000  # offers: a catalog this large reloads its columns in the background
 MASKS_KEPT = 64
 UNKNOWN_DAY = np.iinfo(np.int32).min
 
@@ -57,8 +62,10 @@ class Columns:
     main_image: np.ndarray  # int64 image id of each offer's main photo
 
     def __post_init__(self) -> None:
-        order = np.argsort(self.pair_image, kind="stable")  # pairs by image: which offers show an image
-        object.__setattr__(self, "_by_image", (self.pair_image[order], self.pair_offer[order]))
+        # pairs by image, and where each image's run starts: which offers show an image, by lookup
+        order = np.argsort(self.pair_image, kind="stable")
+        starts = np.searchsorted(self.pair_image[order], np.arange(self.images + 1))
+        object.__setattr__(self, "_by_image", (starts, self.pair_offer[order]))
 
     @classmethod
     def empty(cls) -> Columns:
@@ -75,10 +82,11 @@ class Columns:
 
     def offers_showing(self, image_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every (index into image_ids, offer row) pair where that offer shows that image."""
-        images, offers = self._by_image
+        starts, offers = self._by_image
         image_ids = np.asarray(image_ids, dtype=np.int64)
-        lo = np.searchsorted(images, image_ids, "left")
-        counts = np.searchsorted(images, image_ids, "right") - lo
+        image_ids = np.clip(image_ids, 0, self.images)  # an id past the last shown image: no offer
+        lo = starts[image_ids]
+        counts = starts[np.minimum(image_ids + 1, self.images)] - lo
         which = np.repeat(np.arange(len(image_ids)), counts)
         starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
         return which, offers[starts + np.arange(len(which))]
@@ -111,24 +119,52 @@ def _flag(column: np.ndarray) -> np.ndarray:
 
 
 class OfferColumns:
-    """The catalog's columns, reloaded when its offers change; image masks for recent filters."""
+    """The catalog's columns, reloaded when its offers change; image masks for recent filters.
+
+    Reading a million offers takes seconds, and an import changes the catalog with every chunk.
+    So a large catalog's columns are reloaded in the background, at most one load at a time and
+    leaving twice its duration between loads, while searches go on with the previous columns (an
+    offer imported a moment ago is found a few seconds later; one deleted is dropped when its
+    document is read). A small catalog's are reloaded at once, before the search."""
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self._lock = threading.Lock()
+        self._loading = threading.Lock()
         self._version: int | None = None
         self._columns = Columns.empty()
         self._masks: OrderedDict[tuple, Selection] = OrderedDict()
+        self._next_load = 0.0  # monotonic time before which no background load starts
 
     def current(self) -> Columns:
         version = self.catalog.version()
-        if version != self._version:
-            with self._lock:
-                if version != self._version:
-                    self._columns = self._load()
-                    self._masks.clear()
-                    self._version = version
+        if version == self._version:
+            return self._columns
+        if self._version is not None and len(self._columns.item_id) >= BACKGROUND_FROM:
+            if time.monotonic() >= self._next_load and self._loading.acquire(blocking=False):
+                threading.Thread(target=self._load_in_background, name="snapsource-columns", daemon=True).start()
+            return self._columns
+        with self._loading:
+            if self.catalog.version() != self._version:
+                self._install()
         return self._columns
+
+    def _install(self) -> None:
+        started = time.monotonic()
+        version = self.catalog.version()  # read first: a change during the load brings another
+        columns = self._load()
+        with self._lock:
+            self._columns, self._version = columns, version
+            self._masks.clear()
+        self._next_load = time.monotonic() + 2 * (time.monotonic() - started)
+
+    def _load_in_background(self) -> None:
+        try:
+            self._install()
+        except Exception:  # the previous columns keep serving; the next search tries again
+            log.exception("reloading the filter columns failed")
+        finally:
+            self._loading.release()
 
     def select(self, filters: Filters, today: dt.date, new_days: int, columns: Columns | None = None) -> Selection | None:
         """What a filtered search may return (from these columns, else the current ones); None

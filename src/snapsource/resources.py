@@ -42,6 +42,7 @@ class Resources:
         return cls(settings, catalog, Tokens(catalog), embedder, index, uploads, fetcher, OfferColumns(catalog))
 
     def close(self) -> None:
+        self.tokens.flush()
         self.catalog.close()
         self.index.close()
         self.uploads.close()

@@ -4,9 +4,15 @@ A token is stored only as a peppered HMAC-SHA256 digest; the pepper is a per-ins
 data dir (``secret.key``, mode 0600), so a copy of the database alone does not allow guessing
 tokens offline. Each token may carry a calls quota, an expiry date, a requests-per-second rate and
 a concurrency limit. Their state lives in the catalog's SQLite database, not in process memory, so
-the limits hold across every worker process (and every server sharing the data dir): one
-`BEGIN IMMEDIATE` transaction admits a call (checks and counts), a second one releases it and
-meters it (calls, errors and a latency histogram per token, endpoint and day).
+the limits hold across every worker process (and every server sharing the data dir): for a token
+with limits, one `BEGIN IMMEDIATE` transaction admits a call (checks and counts) and, with a
+concurrency limit, a second frees its slot.
+
+Metering (calls, errors and a latency histogram per token, endpoint and day, and the calls of
+tokens without limits) is gathered in memory and written once a second (FLUSH_SECONDS) in one
+transaction: two write transactions per search, taken in turn by every worker process, halved the
+throughput of `serve --workers 2` (125 against 218 requests/s, docs/performance.md). A process
+killed outright loses at most that second of metering; limits are never deferred.
 """
 
 from __future__ import annotations
@@ -16,15 +22,19 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
+import threading
 import time
 from pathlib import Path
 
 from .catalog import Catalog
 from .errors import ConcurrencyLimit, QuotaExceeded, Unauthorized
 
-STALE_SECONDS = 300.0  # an in-flight call older than this was lost with its process
+FLUSH_SECONDS = 1.0  # metering is written at most this long after the call
+STALE_SECONDS = 300.0
+log = logging.getLogger("snapsource.tokens")  # an in-flight call older than this was lost with its process
 LATENCY_EDGES_MS = (5, 10, 25, 50, 100, 150, 250, 500, 1000, 2500, 5000, 15000)
 
 SCHEMA = """
@@ -90,6 +100,7 @@ class Lease:
 
     token_id: int
     slot: int | None
+    counted: bool = True  # False: a token without limits, counted when metering is written
 
 
 def p50_ms(histogram: list[int]) -> float | None:
@@ -116,6 +127,10 @@ class Tokens:
                 if column not in present:  # a data dir from before limits existed
                     w.execute(f"ALTER TABLE tokens ADD COLUMN {column} {kind}")
         db.executescript(f"BEGIN; {SCHEMA} COMMIT;")
+        self._metering = threading.Lock()
+        self._pending: dict[tuple[int, str, str], list] = {}  # (token, day, endpoint) -> calls, errors, histogram
+        self._uncounted: dict[int, int] = {}  # calls of tokens without limits, by token
+        self._timer: threading.Timer | None = None
 
     def digest(self, token: str) -> str:
         return hmac.new(self._pepper, token.encode(), hashlib.sha256).hexdigest()
@@ -155,12 +170,14 @@ class Tokens:
             return cur.rowcount
 
     def list(self) -> list[TokenInfo]:
+        self.flush()  # what this process metered so far counts
         rows = self.catalog.db.execute(
             f"SELECT {_INFO} FROM tokens ORDER BY id"
         )
         return [TokenInfo(*row) for row in rows]
 
     def info(self, token: str) -> TokenInfo:
+        self.flush()  # what this process metered so far counts
         row = self.catalog.db.execute(
             f"SELECT {_INFO} FROM tokens WHERE hash = ?",
             (self.digest(token),),
@@ -170,6 +187,7 @@ class Tokens:
         return TokenInfo(*row)
 
     def usage(self, days: int = 30, name: str | None = None) -> list[dict[str, object]]:
+        self.flush()  # what this process metered so far counts
         since = (dt.date.today() - dt.timedelta(days=days - 1)).isoformat()
         query = (
             "SELECT t.name, t.id, u.day, u.endpoint, u.calls, u.errors, u.latency FROM token_usage u "
@@ -197,6 +215,15 @@ class Tokens:
         if not token:
             raise Unauthorized("apiToken is missing")
         digest = self.digest(token)
+        row = self.catalog.db.execute(
+            "SELECT id, hash, quota, qps, concurrency, expires_at FROM tokens WHERE hash = ? AND revoked_at IS NULL",
+            (digest,),
+        ).fetchone()
+        if row is not None and hmac.compare_digest(row[1], digest) and row[2] is row[3] is row[4] is None:
+            expires_at = row[5]
+            if expires_at and dt.date.fromisoformat(expires_at) < dt.date.today():
+                raise QuotaExceeded(f"Subscription expired or insufficient balance: the token expired on {expires_at}")
+            return Lease(row[0], None, counted=False)  # no limit to check: nothing to write now
         now = time.time()
         with self.catalog.write() as db:
             row = db.execute(
@@ -230,24 +257,68 @@ class Tokens:
         return Lease(token_id, slot)
 
     def release(self, lease: Lease, endpoint: str, status: int, seconds: float) -> None:
-        """Free the call's concurrency slot and meter it for its token, endpoint and day."""
+        """Free the call's concurrency slot now; meter it for its token, endpoint and day within
+        FLUSH_SECONDS."""
+        if lease.slot is not None:
+            with self.catalog.write() as db:
+                db.execute("DELETE FROM token_inflight WHERE id = ?", (lease.slot,))
         day = dt.date.today().isoformat()
         bucket = next((i for i, edge in enumerate(LATENCY_EDGES_MS) if seconds * 1000 <= edge), len(LATENCY_EDGES_MS))
-        with self.catalog.write() as db:
-            if lease.slot is not None:
-                db.execute("DELETE FROM token_inflight WHERE id = ?", (lease.slot,))
-            row = db.execute(
-                "SELECT latency FROM token_usage WHERE token_id = ? AND day = ? AND endpoint = ?",
-                (lease.token_id, day, endpoint),
-            ).fetchone()
-            histogram = json.loads(row[0]) if row else [0] * (len(LATENCY_EDGES_MS) + 1)
-            histogram[bucket] += 1
-            db.execute(
-                "INSERT INTO token_usage (token_id, day, endpoint, calls, errors, latency) VALUES (?, ?, ?, 1, ?, ?) "
-                "ON CONFLICT (token_id, day, endpoint) DO UPDATE SET calls = calls + 1, "
-                "errors = errors + excluded.errors, latency = excluded.latency",
-                (lease.token_id, day, endpoint, int(status >= 400), json.dumps(histogram)),
-            )
+        with self._metering:
+            entry = self._pending.setdefault((lease.token_id, day, endpoint), [0, 0, [0] * (len(LATENCY_EDGES_MS) + 1)])
+            entry[0] += 1
+            entry[1] += int(status >= 400)
+            entry[2][bucket] += 1
+            if not lease.counted:
+                self._uncounted[lease.token_id] = self._uncounted.get(lease.token_id, 0) + 1
+            if self._timer is None:
+                self._timer = threading.Timer(FLUSH_SECONDS, self._flush_later)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _flush_later(self) -> None:
+        try:
+            self.flush()
+        except Exception:  # kept for the next flush; a later call or close() writes it
+            log.exception("writing token metering failed")
+
+    def flush(self) -> None:
+        """Write the metering gathered so far, in one transaction (kept for later if it fails)."""
+        with self._metering:
+            pending, uncounted = self._pending, self._uncounted
+            self._pending, self._uncounted = {}, {}
+            if self._timer is not None and self._timer is not threading.current_thread():
+                self._timer.cancel()
+            self._timer = None
+        if not pending and not uncounted:
+            return
+        try:
+            with self.catalog.write() as db:
+                for (token_id, day, endpoint), (calls, errors, histogram) in pending.items():
+                    row = db.execute(
+                        "SELECT latency FROM token_usage WHERE token_id = ? AND day = ? AND endpoint = ?",
+                        (token_id, day, endpoint),
+                    ).fetchone()
+                    if row:
+                        histogram = [a + b for a, b in zip(json.loads(row[0]), histogram)]
+                    db.execute(
+                        "INSERT INTO token_usage (token_id, day, endpoint, calls, errors, latency) VALUES (?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT (token_id, day, endpoint) DO UPDATE SET calls = calls + excluded.calls, "
+                        "errors = errors + excluded.errors, latency = excluded.latency",
+                        (token_id, day, endpoint, calls, errors, json.dumps(histogram)),
+                    )
+                for token_id, calls in uncounted.items():
+                    db.execute("UPDATE tokens SET calls_used = calls_used + ? WHERE id = ?", (calls, token_id))
+        except Exception:
+            with self._metering:  # try again with the next flush
+                for key, (calls, errors, histogram) in pending.items():
+                    entry = self._pending.setdefault(key, [0, 0, [0] * len(histogram)])
+                    entry[0] += calls
+                    entry[1] += errors
+                    entry[2] = [a + b for a, b in zip(entry[2], histogram)]
+                for token_id, calls in uncounted.items():
+                    self._uncounted[token_id] = self._uncounted.get(token_id, 0) + calls
+            raise
 
     def _find(self, token: str | None) -> int | None:
         if not token:
