@@ -112,7 +112,7 @@ def _doctor(resources, repair: bool):
     findings = checkup.check(resources)
     if repair and not findings.consistent:
         err.print(f"doctor: {findings.summary()}; repairing")
-        findings = checkup.repair(resources)
+        findings = checkup.repair(resources, findings)
     err.print(f"doctor: {findings.summary()}")
     if findings.missing_files:
         err.print("doctor: some image files are missing: import the catalog again to fetch them")

@@ -61,15 +61,21 @@ def check(resources: Resources) -> Findings:
     )
 
 
-def repair(resources: Resources) -> Findings:
-    """Make the data dir consistent, then check again."""
+def repair(resources: Resources, found: Findings | None = None) -> Findings:
+    """Make the data dir consistent, then check again (a check's findings can be passed in).
+    Missing image files cannot be repaired here; alone, they leave nothing to do (a catalog of a
+    million offers takes seconds to check)."""
     catalog, index = resources.catalog, resources.index
-    found = check(resources)
+    found = found or check(resources)
+    lost = {img.id for img in found.missing_files}
+    missing = [img for img in found.missing_vectors if img.id not in lost]
+    if not (found.orphan_vectors or found.unused_images or missing):
+        found.repaired = True
+        return found
     if found.orphan_vectors or found.unused_images:
         index.remove(np.asarray(found.orphan_vectors + [i.id for i in found.unused_images], dtype=np.int64))
         index.save()  # vectors go first: a crash now leaves rows without vectors, which we repair
         catalog.delete_images(found.unused_images)
-    missing = [img for img in found.missing_vectors if img not in found.missing_files]
     limits = images.ImageLimits.of(resources.settings)
     for start in range(0, len(missing), BATCH):
         batch = missing[start : start + BATCH]

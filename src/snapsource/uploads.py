@@ -43,7 +43,7 @@ CREATE INDEX IF NOT EXISTS urls_by_fetch ON urls(fetched_at);
 
 TOUCH_EVERY = 3600.0  # seconds between `used_at` updates of one upload
 PRUNE_EVERY = 600.0  # seconds between two prunes
-RANKINGS = 256  # ranked candidate lists kept in memory (up to 1,000 offers each)
+RANKINGS = 2048  # ranked candidate lists kept in memory (up to 1,000 offers, 16 KB, each)
 
 K = TypeVar("K")
 V = TypeVar("V")
