@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+
 from snapsource import bench
 from snapsource.index import SQ8_MARGIN
 
@@ -32,3 +34,18 @@ def test_bench_reports_every_case_with_its_recall_and_serves_the_catalog(tmp_pat
     assert http["requests"] > 0 and http["errors"] == 0 and http["statuses"] == {"200": http["requests"]}
     assert http["page1_p50_ms"] > 0 and http["page5_p50_ms"] > 0
     assert "p50 ms" in run.stdout and "req/s" in run.stdout
+
+
+def test_changes_without_a_rebuild_are_measured_and_undone(tmp_path, monkeypatch):
+    from snapsource import index
+
+    monkeypatch.setattr(index, "COMPACT_DELTA", 100)
+    bench.build(tmp_path, 12000)
+    before = index.VectorStore(tmp_path / "index", bench.model_identity(), bench.DIM)
+    ids, vectors = before.ids(), before.vectors(before.ids()[:50])
+    report = bench.incremental(tmp_path, changes=500, queries=20)
+    assert report["stats_with_delta"]["delta"] == 500 and report["stats_with_delta"]["masked"] == 500
+    assert report["compaction"]["added"] == 500 and not report["compaction"]["retrained"]
+    after = index.VectorStore(tmp_path / "index", bench.model_identity(), bench.DIM)
+    assert np.array_equal(after.ids(), ids) and np.allclose(after.vectors(ids[:50]), vectors)
+    assert after.stats()["delta"] == 0 and after.stats()["masked"] == 0

@@ -356,6 +356,49 @@ def _sq8_error(store: VectorStore, queries: np.ndarray) -> float:
     return worst
 
 
+# changing the catalog -----------------------------------------------------------------------------
+
+def incremental(directory: Path, changes: int = 5000, queries: int = 100, seed: int = 5) -> dict[str, object]:
+    """Adds and deletes without a rebuild, then compaction, then putting everything back: the
+    latency of searches with a delta and masked entries, and what compacting costs at this size."""
+    store = VectorStore(directory / "index", model_identity(), DIM)
+    rng = np.random.default_rng(seed)
+    ids = store.ids()
+    query_ids = rng.choice(ids, queries, replace=False)
+    probe = store.vectors(np.sort(query_ids))
+
+    def p50() -> float:
+        return statistics.median(_timed(lambda q: store.search(q, 100, None, THRESHOLD), [(q,) for q in probe]))
+
+    out: dict[str, object] = {"changes": changes, "p50_ms_before": p50()}
+    gone = np.sort(rng.choice(np.setdiff1d(ids, query_ids), changes, replace=False))
+    kept_vectors = store.vectors(gone)
+    fresh = np.arange(int(ids[-1]) + 1, int(ids[-1]) + 1 + changes, dtype=np.int64)
+    noisy = kept_vectors + rng.standard_normal(kept_vectors.shape).astype(np.float32) * 0.05
+    started = time.perf_counter()
+    store.remove(gone)
+    store.add(fresh, noisy / np.linalg.norm(noisy, axis=1, keepdims=True))
+    store.save()
+    out["add_and_delete_s"] = time.perf_counter() - started
+    out["p50_ms_with_delta"] = p50()
+    out["stats_with_delta"] = store.stats()
+    started = time.perf_counter()
+    out["compaction"] = store.compact()
+    out["compact_s"] = time.perf_counter() - started
+    out["p50_ms_after_compaction"] = p50()
+    store.remove(fresh)  # back as it was: the catalog's images keep their vectors
+    store.add(gone, kept_vectors)
+    store.save()
+    started = time.perf_counter()
+    store.compact()
+    out["restore_compact_s"] = time.perf_counter() - started
+    reopened = time.perf_counter()
+    VectorStore(directory / "index", model_identity(), DIM).view()
+    out["reopen_s"] = time.perf_counter() - reopened
+    store.close()
+    return out
+
+
 # measuring over HTTP ------------------------------------------------------------------------------
 
 SORTS = ("default", "sales", "price_up", "price_down")
@@ -488,6 +531,15 @@ def table(report: dict[str, object]) -> str:
     for c in report["cases"]:
         recall = "" if c["recall"] is None else f"{c['recall']:.4f}"
         lines.append(f"{c['name']:<28} {c['kept']:>7.1%} {c['p50_ms']:>8.2f} {c['p99_ms']:>8.2f} {recall:>11}")
+    inc = report.get("incremental")
+    if inc:
+        st = inc["stats_with_delta"]
+        lines.append(
+            f"changes without a rebuild: {inc['changes']:,} added and {inc['changes']:,} deleted in "
+            f"{inc['add_and_delete_s']:.2f} s (delta {st['delta']:,}, masked {st['masked']:,}); search p50 "
+            f"{inc['p50_ms_before']:.2f} ms before, {inc['p50_ms_with_delta']:.2f} ms with them, "
+            f"{inc['p50_ms_after_compaction']:.2f} ms after compaction ({inc['compact_s']:.0f} s); reopen {inc['reopen_s']:.2f} s"
+        )
     h = report.get("http")
     if h:
         r = h["repeated"]
@@ -538,6 +590,7 @@ def run(
     report = {"build": build_report, **measure(directory, queries)}
     if http_seconds > 0:
         report["http"] = http(directory, http_seconds, concurrency)
+    report["incremental"] = incremental(directory)  # last: it rewrites the base twice
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(report, indent=1))

@@ -42,7 +42,7 @@ log = logging.getLogger("snapsource.index")
 
 TRAIN_MIN = 10_000  # fewer vectors: no IVF base, every search exact (about 50 MB to scan at most)
 EXACT_BELOW = 0.005  # a filter keeping under 0.5% of the base: score those vectors exactly
-COMPACT_DELTA = 5_000  # a delta larger than this (25 MB of exact scoring per search) is folded in
+COMPACT_DELTA = 2_000  # a delta larger than this (10 MB, 1.6 ms of exact scoring per search) is folded in
 COMPACT_MASKED = 0.1  # so is a base whose removed or replaced entries reach this share
 SQ8_MARGIN = 0.02  # SQ8 scores are within about 0.001 of the exact ones (docs/performance.md)
 SCORE_ROWS = 8192  # exact scoring reads at most this many rows at a time
