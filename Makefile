@@ -13,7 +13,7 @@ CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
 
-.PHONY: install model demo serve ingest test eval eval-ablation calibrate latency pages load fuzz bench clean
+.PHONY: install model demo serve ingest test eval eval-ablation calibrate latency pages load fuzz bench bench-memory clean
 
 $(BIN)/snapsource: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,10 @@ load: ingest
 # A synthetic catalog of a million offers: filtered search latency, recall, memory (docs/performance.md).
 bench: model
 	$(BIN)/snapsource bench --n 1000000 --output build/bench.json
+
+# serve --workers 2 on the bench's million offers inside a 3 GB memory cgroup (root; after make bench).
+bench-memory: model
+	$(BIN)/python benchmarks/memory_limit.py --data build/bench-data --limit 3G
 
 # Schema fuzzing of every route with 1000 examples per operation (CI sends 30); output in build/fuzz/.
 fuzz: model

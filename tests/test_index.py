@@ -146,10 +146,12 @@ def test_one_compaction_at_a_time(tmp_path, small_base):
     assert store.compact() is not None
 
 
+@pytest.mark.parametrize("rescore", [True, False])
 @pytest.mark.parametrize("keep", [0.003, 0.05, 0.5, 1.0])
-def test_filtered_search_returns_only_allowed_ids_and_every_match(tmp_path, small_base, keep):
-    """The exact plan (few allowed), then the IVF plan with more lists, over a base and a delta."""
-    store = VectorStore(tmp_path, MODEL, DIM)
+def test_filtered_search_returns_only_allowed_ids_and_every_match(tmp_path, small_base, keep, rescore):
+    """The exact plan (few allowed), then the IVF plan with more lists, over a base and a delta;
+    with the float32 rows re-scoring the base's shortlist, and with the base's SQ8 scores alone."""
+    store = VectorStore(tmp_path, MODEL, DIM, rescore=rescore)
     vectors = clustered(4000, seed=3)
     store.add(np.arange(3800), vectors[:3800])
     store.save()
@@ -186,3 +188,13 @@ def test_meta_records_the_model(tmp_path):
     store.save()
     meta = json.loads((tmp_path / "index.json").read_text())
     assert meta["model"] == MODEL and meta["dim"] == DIM and meta["count"] == 3
+
+
+def test_the_base_can_be_pinned_in_memory(tmp_path, small_base):
+    store = VectorStore(tmp_path, MODEL, DIM)
+    store.add(np.arange(2500), clustered(2500))
+    store.save()
+    store.compact()
+    pinned = VectorStore(tmp_path, MODEL, DIM, lock=True)
+    assert pinned.view().base.pinned is not None
+    assert pinned.search(store.vectors(np.array([7]))[0], 1)[1].tolist() == [7]

@@ -250,9 +250,9 @@ def _timed(fn, repeat) -> list[float]:
     return times
 
 
-def measure(directory: Path, queries: int = 200, seed: int = 1) -> dict[str, object]:
+def measure(directory: Path, queries: int = 200, seed: int = 1, rescore: bool = True) -> dict[str, object]:
     opened = time.perf_counter()
-    store = VectorStore(directory / "index", model_identity(), DIM)
+    store = VectorStore(directory / "index", model_identity(), DIM, rescore=rescore)
     open_s = time.perf_counter() - opened
     catalog = Catalog(directory)
     loaded = time.perf_counter()
@@ -487,7 +487,9 @@ def _workers_memory(server_pid: int) -> list[dict[str, float]]:
     return out
 
 
-def http(directory: Path, seconds: float = 30, concurrency: int = 16, workers: int = 2, log: Path | None = None) -> dict[str, object]:
+def http(
+    directory: Path, seconds: float = 30, concurrency: int = 16, workers: int = 2, log: Path | None = None, rescore: bool = True
+) -> dict[str, object]:
     """`serve --workers N` on the bench data dir, warmed, then loaded from one asyncio client."""
     from .loopback import serve_workers
     from .tokens import Tokens
@@ -497,7 +499,11 @@ def http(directory: Path, seconds: float = 30, concurrency: int = 16, workers: i
     shas = [row[0] for row in catalog.db.execute("SELECT sha256 FROM images")]
     catalog.close()
     rng = random.Random(7)
-    env = {"PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="snapsource-bench-"), "SNAPSOURCE_COMPACT_INTERVAL": "0"}
+    env = {
+        "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="snapsource-bench-"),
+        "SNAPSOURCE_COMPACT_INTERVAL": "0",
+        "SNAPSOURCE_INDEX_RESCORE": "true" if rescore else "false",
+    }
     log = log or directory / "serve.log"
     with open(log, "wb") as out, serve_workers(directory, workers, env, out, timeout=600) as (url, server):
         started = time.perf_counter()
@@ -517,7 +523,8 @@ def http(directory: Path, seconds: float = 30, concurrency: int = 16, workers: i
 def table(report: dict[str, object]) -> str:
     b, m = report["build"], report["memory_after_searches_mb"]
     lines = [
-        f"{b['offers']:,} offers, {b['vectors']:,} vectors (1280-d), IVF{b['nlist']}-SQ8 base + float32 rows",
+        f"{b['offers']:,} offers, {b['vectors']:,} vectors (1280-d), IVF{b['nlist']}-SQ8 base"
+        + (" re-scored on float32 rows" if report.get("rescore", True) else " ranked by its SQ8 scores (index_rescore off)"),
         f"build {b['build_s']:.0f} s (catalog database {b['catalog_s']:.0f}, vectors {b['generate_s']:.0f}, "
         f"IVF training and filing {b['compact_s']:.0f}), build peak RSS {b['build_peak_rss_mb']:.0f} MB; "
         f"disk {report['disk_mb']:.0f} MB",
@@ -570,7 +577,13 @@ def built(directory: Path, offers: int) -> dict[str, object] | None:
 
 
 def run(
-    directory: Path, offers: int, queries: int, output: Path | None, http_seconds: float = 30, concurrency: int = 16
+    directory: Path,
+    offers: int,
+    queries: int,
+    output: Path | None,
+    http_seconds: float = 30,
+    concurrency: int = 16,
+    rescore: bool = True,
 ) -> dict[str, object]:
     """Build in a child process (its peak memory is the build's) unless the data dir holds this
     build already, measure here, then over HTTP."""
@@ -587,9 +600,9 @@ def run(
             raise RuntimeError(f"the build failed:\n{done.stderr[-4000:]}")
         build_report = json.loads(done.stdout.strip().splitlines()[-1])
         (directory / BUILT).write_text(json.dumps(build_report) + "\n")
-    report = {"build": build_report, **measure(directory, queries)}
+    report = {"build": build_report, "rescore": rescore, **measure(directory, queries, rescore=rescore)}
     if http_seconds > 0:
-        report["http"] = http(directory, http_seconds, concurrency)
+        report["http"] = http(directory, http_seconds, concurrency, rescore=rescore)
     report["incremental"] = incremental(directory)  # last: it rewrites the base twice
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)

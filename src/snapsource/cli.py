@@ -413,6 +413,7 @@ def bench(
     http_seconds: Annotated[float, typer.Option(help="Seconds of HTTP load against serve --workers 2; 0 skips it.")] = 30,
     concurrency: Annotated[int, typer.Option(min=1, help="Concurrent HTTP clients.")] = 16,
     reuse: Annotated[bool, typer.Option(help="Measure the catalog a previous run built in --data (same --n) again.")] = False,
+    rescore: Annotated[bool, typer.Option(help="Re-score on float32 rows (the index_rescore setting).")] = True,
 ) -> None:
     """Build a synthetic catalog of N offers and time filtered searches at every selectivity
     (docs/performance.md): latency p50/p99, recall@100, build time, memory, disk; then the
@@ -426,7 +427,7 @@ def bench(
     else:
         shutil.rmtree(data, ignore_errors=True)
         err.print(f"building {n:,} offers in {data}")
-    report = benchmark.run(data, n, queries, output, http_seconds, concurrency)
+    report = benchmark.run(data, n, queries, output, http_seconds, concurrency, rescore)
     typer.echo(benchmark.table(report))
     err.print(f"written: {output}")
 

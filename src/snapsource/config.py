@@ -84,6 +84,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ingest_workers", 4, "Threads reading and decoding images during ingest."),
     Setting("batch_size", 32, "Images per inference batch during ingest."),
     Setting(
+        "index_rescore",
+        True,
+        "Score the IVF base's best matches again on the float32 vectors (on disk, memory-mapped). "
+        "Off: rank by the 8-bit scores (within 0.001) and never read those rows, so a large catalog "
+        "needs a quarter of the memory.",
+    ),
+    Setting(
+        "index_lock",
+        False,
+        "Pin the IVF base's lists in memory (mlock), so that reading the offers database never "
+        "evicts them from the page cache; needs a high enough `ulimit -l` (root has none).",
+    ),
+    Setting(
         "compact_interval",
         60.0,
         "Seconds between a server's checks whether the vector index needs compacting (folding new "
@@ -109,6 +122,8 @@ class Settings:
     ingest_workers: int = _DEFAULTS["ingest_workers"]
     batch_size: int = _DEFAULTS["batch_size"]
     compact_interval: float = _DEFAULTS["compact_interval"]
+    index_rescore: bool = _DEFAULTS["index_rescore"]
+    index_lock: bool = _DEFAULTS["index_lock"]
     min_image_side: int = _DEFAULTS["min_image_side"]
     strict_img_url: bool = _DEFAULTS["strict_img_url"]
     fetch_allow: str = _DEFAULTS["fetch_allow"]

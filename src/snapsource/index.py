@@ -99,6 +99,7 @@ class Base:
     index: faiss.IndexIVF
     generation: int  # holds the rows as saved by this save
     file: str
+    pinned: object = None  # the mlocked mapping of the file, with index_lock
 
     @property
     def size(self) -> int:
@@ -133,10 +134,12 @@ class VectorStore:
     META = "index.json"
     LOCK = "compact.lock"
 
-    def __init__(self, directory: Path, model: str, dim: int) -> None:
+    def __init__(self, directory: Path, model: str, dim: int, rescore: bool = True, lock: bool = False) -> None:
         self.directory = Path(directory)
         self.model = model
         self.dim = dim
+        self.rescore = rescore  # False: the base ranks by its SQ8 scores and never reads float32 rows
+        self.lock = lock  # pin the base's lists in memory (mlock)
         self._lock = threading.RLock()
         self._written = np.zeros(0, np.int32)
         self._saved = 0  # the save counter of the state on disk (or of ours, once saved)
@@ -193,7 +196,9 @@ class VectorStore:
             return None
         if self._base is not None and self._base.file == meta["file"]:
             return self._base
-        return Base(ivf.open_shared(self._path(meta["file"])), int(meta["generation"]), meta["file"])
+        path = self._path(meta["file"])
+        pinned = ivf.lock_in_memory(path) if self.lock else None
+        return Base(ivf.open_shared(path), int(meta["generation"]), meta["file"], pinned)
 
     def _load(self) -> None:
         self._check_model()
@@ -360,10 +365,39 @@ class VectorStore:
         if allowed is not None:  # ids past the end of `allowed` are not allowed
             delta = delta[delta < len(allowed)]
             delta = delta[allowed[delta]]
+        if view.base is not None and not self.rescore:
+            return self._merge(self._search_base_sq8(view, query, k, allowed, threshold), self._score(delta, query, k), k)
         if view.base is not None:
             parts.append(self._search_base(view, query, k, allowed, threshold))
         parts.append(delta)
         return self._score(np.concatenate(parts) if len(parts) > 1 else parts[0], query, k)
+
+    def _search_base_sq8(
+        self, view: View, query: np.ndarray, k: int, allowed: np.ndarray | None, threshold: float | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The base's top k by its SQ8 scores (within 0.001 of the exact ones): no float32 row is
+        read, so the lists are all the memory a search needs. However few vectors a filter keeps,
+        the planner's lists are searched within its bitmap: scanning all 4,096 lists for a filter
+        keeping 0.3% took 18.9 ms at a million vectors."""
+        base = view.base
+        assert base is not None
+        if allowed is None:
+            count, selector = view.live_in_base, view.base_bitmap
+        else:
+            _, count, selector = self._base_mask(view, allowed)
+        if count == 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        scores, ids = ivf.search(base.index, query, k, count / base.size, None if selector is None else selector[0])
+        if threshold is not None:
+            keep = scores >= threshold - SQ8_MARGIN
+            scores, ids = scores[keep], ids[keep]
+        return scores, ids
+
+    @staticmethod
+    def _merge(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, ids = np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]])
+        best = np.argsort(-scores, kind="stable")[:k]
+        return scores[best].astype(np.float32), ids[best]
 
     def _search_base(self, view: View, query: np.ndarray, k: int, allowed: np.ndarray | None, threshold: float | None) -> np.ndarray:
         """Ids of the base's shortlist for this query: the exact plan or the IVF plan."""
@@ -393,7 +427,8 @@ class VectorStore:
         n = min(len(allowed), len(view.in_base))
         mask = allowed[:n] & view.in_base[:n]
         count = int(np.count_nonzero(mask))
-        found = (allowed, mask, count, id_selector(mask) if count > EXACT_BELOW * view.base.size else None)
+        wanted = count > EXACT_BELOW * view.base.size or not self.rescore  # the scan needs it
+        found = (allowed, mask, count, id_selector(mask) if wanted else None)
         with self._lock:
             self._masks[key] = found
             while len(self._masks) > 16:

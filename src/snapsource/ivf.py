@@ -12,7 +12,9 @@ graph index over the vectors (HNSW) loses it as the filter tightens.
 
 from __future__ import annotations
 
+import ctypes
 import math
+import mmap
 import os
 from pathlib import Path
 
@@ -81,6 +83,23 @@ def open_shared(path: Path) -> faiss.IndexIVF:
     return index
 
 
+def lock_in_memory(path: Path) -> mmap.mmap:
+    """Pin a file's pages in memory (mlock on a mapping of it). The page cache is shared, so the
+    lists that every search reads stay resident for every process mapping them, however much
+    else the server reads (the offers database). Keep the mapping: closing it unpins."""
+    with open(path, "rb") as fh:
+        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    view = np.frombuffer(mapped, dtype=np.uint8)  # ctypes takes no read-only buffer; numpy gives its address
+    address = view.__array_interface__["data"][0]
+    del view
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mlock(ctypes.c_void_p(address), ctypes.c_size_t(len(mapped))) != 0:
+        errno = ctypes.get_errno()
+        mapped.close()
+        raise OSError(errno, f"mlock of {path} failed: {os.strerror(errno)} (raise `ulimit -l`, or turn index_lock off)")
+    return mapped
+
+
 def probes(index: faiss.IndexIVF, selectivity: float, nprobe: int = NPROBE) -> int:
     """Lists to visit when a filter keeps this share of the vectors. The matches that pass the
     similarity threshold sit in the lists nearest the query whatever the filter, which only
@@ -92,13 +111,19 @@ def probes(index: faiss.IndexIVF, selectivity: float, nprobe: int = NPROBE) -> i
 
 
 def search(
-    index: faiss.IndexIVF, query: np.ndarray, k: int, selectivity: float = 1.0, selector: faiss.IDSelector | None = None
+    index: faiss.IndexIVF,
+    query: np.ndarray,
+    k: int,
+    selectivity: float = 1.0,
+    selector: faiss.IDSelector | None = None,
+    nprobe: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """SQ8 top-k (approximate scores, ids) of one query, within `selector` when given."""
+    """SQ8 top-k (approximate scores, ids) of one query, within `selector` when given; `nprobe`
+    overrides the planner's lists."""
     params = faiss.SearchParametersIVF()
     if selector is not None:
         params.sel = selector
-    params.nprobe = probes(index, selectivity)
+    params.nprobe = nprobe or probes(index, selectivity)
     params.quantizer_params = faiss.SearchParametersHNSW(efSearch=max(64, 2 * params.nprobe))
     scores, ids = index.search(np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32), k, params=params)
     keep = ids[0] >= 0

@@ -41,10 +41,11 @@ def serve(app, timeout: float = 20.0) -> Iterator[str]:
 
 @contextlib.contextmanager
 def serve_workers(
-    data_dir, workers: int = 2, env: dict[str, str] | None = None, log=None, timeout: float = 60.0
+    data_dir, workers: int = 2, env: dict[str, str] | None = None, log=None, timeout: float = 60.0, prefix: tuple[str, ...] = ()
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """`snapsource serve --workers N` as a subprocess on a free loopback port, ready (`/readyz`)
-    when the block starts and stopped with SIGTERM when it ends; yields its URL and process."""
+    when the block starts and stopped with SIGTERM when it ends; yields its URL and process.
+    `prefix` runs it through another command first (one that ends by exec-ing its arguments)."""
     import os
     import sys
 
@@ -55,7 +56,7 @@ def serve_workers(
     port = sock.getsockname()[1]
     sock.close()
     server = subprocess.Popen(
-        [sys.executable, "-m", "snapsource", "serve", "--data", str(data_dir), "--port", str(port), "--workers", str(workers)],
+        [*prefix, sys.executable, "-m", "snapsource", "serve", "--data", str(data_dir), "--port", str(port), "--workers", str(workers)],
         env={**os.environ, **(env or {})},
         stdout=log or subprocess.DEVNULL,
         stderr=subprocess.STDOUT if log else subprocess.DEVNULL,

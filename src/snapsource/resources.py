@@ -31,7 +31,9 @@ class Resources:
         catalog = Catalog(settings.data_dir)
         embedder = OnnxEmbedder(settings.model_path or None, threads=settings.threads)
         model = model_identity(embedder, settings)
-        index = VectorStore(settings.data_dir / "index", model=model, dim=embedder.dim)
+        index = VectorStore(
+            settings.data_dir / "index", model, embedder.dim, rescore=settings.index_rescore, lock=settings.index_lock
+        )
         uploads = Uploads(
             settings.data_dir / "uploads",
             query_pipeline(embedder, settings),
