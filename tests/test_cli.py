@@ -53,3 +53,12 @@ def test_search_takes_a_file_or_a_url(resources):
     assert first["item_id"] == luma_offers()[0]["item_id"] or first["title"] == luma_offers()[0]["title"]
     missing = subprocess.run([*cli, "/no/such/photo.jpg"], capture_output=True, text=True)
     assert missing.returncode == 2 and "No such file" in missing.stderr
+
+
+def test_compact_and_info_describe_the_index(resources):
+    data = str(resources.settings.data_dir)
+    compacted = subprocess.run([sys.executable, "-m", "snapsource", "compact", "--data", data], capture_output=True, text=True)
+    assert compacted.returncode == 0, compacted.stderr
+    assert "no IVF base (fewer than 10,000 vectors)" in compacted.stderr  # the demo catalog is scored exactly
+    info = subprocess.run([sys.executable, "-m", "snapsource", "info", "--data", data], capture_output=True, text=True)
+    assert info.returncode == 0 and f"{len(resources.index)} vectors scored exactly" in info.stdout

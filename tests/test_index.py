@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import time
 
 import numpy as np
 import pytest
@@ -198,3 +199,26 @@ def test_the_base_can_be_pinned_in_memory(tmp_path, small_base):
     pinned = VectorStore(tmp_path, MODEL, DIM, lock=True)
     assert pinned.view().base.pinned is not None
     assert pinned.search(store.vectors(np.array([7]))[0], 1)[1].tolist() == [7]
+
+
+def test_a_server_compacts_in_the_background(tmp_path, small_base):
+    """What an import saved is taken up and folded into a new base by the server's own thread."""
+    from snapsource.index import Compactor
+
+    writer = VectorStore(tmp_path, MODEL, DIM)
+    server = VectorStore(tmp_path, MODEL, DIM)
+    compactor = Compactor(server, interval=0.05).start()
+    try:
+        writer.add(np.arange(2500), clustered(2500))
+        writer.save()
+        deadline = time.monotonic() + 30
+        while server.stats()["base"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.stats()["base"] == 2500 and server.stats()["delta"] == 0
+        writer.add(np.arange(2500, 2700), clustered(200, seed=5))  # a delta past COMPACT_DELTA
+        writer.save()
+        while server.stats()["base"] != 2700 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.stats() == {**server.stats(), "base": 2700, "delta": 0}
+    finally:
+        compactor.stop()

@@ -31,7 +31,6 @@ import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Protocol
 
 import faiss
 import numpy as np
@@ -50,24 +49,6 @@ SCORE_ROWS = 8192  # exact scoring reads at most this many rows at a time
 
 class IndexMismatch(RuntimeError):
     """The index was built by another model or preprocessing: its vectors are not comparable."""
-
-
-class VectorIndex(Protocol):
-    def __len__(self) -> int: ...
-    def ids(self) -> np.ndarray: ...
-    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
-    def remove(self, ids: np.ndarray) -> None: ...
-    def vectors(self, ids: np.ndarray) -> np.ndarray: ...
-    def search(
-        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None, threshold: float | None = None
-    ) -> tuple[np.ndarray, np.ndarray]: ...
-    def save(self) -> None: ...
-    def refresh(self) -> bool: ...
-
-    @property
-    def generation(self) -> int:
-        """Changes whenever the vectors do: results cached under it stay valid while it holds."""
-        ...
 
 
 def id_selector(allowed: np.ndarray) -> tuple[faiss.IDSelectorBitmap, np.ndarray]:
