@@ -14,18 +14,14 @@ memory controller (v1 or v2); prints the throughput, latency, errors and the gro
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import random
 import tempfile
 import time
 from pathlib import Path
 
 from snapsource import bench
-from snapsource.catalog import Catalog
 from snapsource.loopback import serve_workers
-from snapsource.tokens import Tokens
 
 
 def _cgroup(limit: int) -> tuple[Path, str]:
@@ -66,10 +62,7 @@ def main() -> None:
     units = {"K": 2**10, "M": 2**20, "G": 2**30}
     limit = int(float(args.limit[:-1]) * units[args.limit[-1].upper()]) if args.limit[-1].upper() in units else int(args.limit)
 
-    catalog = Catalog(args.data)
-    token = Tokens(catalog).create(f"memory-{time.time_ns()}")
-    shas = [row[0] for row in catalog.db.execute("SELECT sha256 FROM images")]
-    catalog.close()
+    token, shas = bench.token_and_photos(args.data)
     index = args.data / "index"
     _drop_from_page_cache([*index.glob("base-*.ivf"), index / "vectors.f32", args.data / "catalog.db"])
     group, peak = _cgroup(limit)
@@ -80,14 +73,10 @@ def main() -> None:
         "SNAPSOURCE_INDEX_RESCORE": "false" if args.no_rescore else "true",
         "SNAPSOURCE_INDEX_LOCK": "true" if args.lock else "false",
     }
-    rng = random.Random(11)
     try:
         with open(args.data / "serve-limited.log", "wb") as log, serve_workers(args.data, 2, env, log, 600, enter) as (url, _):
-            asyncio.run(bench._load(url, token, rng.sample(shas, 64), 3, 8, seed=1))  # columns loaded
-            fresh = asyncio.run(bench._load(url, token, shas, args.seconds, args.concurrency, seed=2))
-            popular = rng.sample(shas, bench.POPULAR)
-            asyncio.run(bench._load(url, token, popular, min(args.seconds, 5), args.concurrency, seed=3, repeat=True))
-            repeated = asyncio.run(bench._load(url, token, popular, args.seconds, args.concurrency, seed=4, repeat=True))
+            fresh = bench.loads(url, token, shas, args.seconds, args.concurrency)
+            repeated = fresh.pop("repeated")
             peak_bytes = int((group / peak).read_text())
             stat = dict(line.split() for line in (group / "memory.stat").read_text().splitlines())
             usage = {k: int(stat[k]) // 2**20 for k in ("rss", "cache", "mapped_file", "anon", "file") if k in stat}

@@ -492,13 +492,8 @@ def http(
 ) -> dict[str, object]:
     """`serve --workers N` on the bench data dir, warmed, then loaded from one asyncio client."""
     from .loopback import serve_workers
-    from .tokens import Tokens
 
-    catalog = Catalog(directory)
-    token = Tokens(catalog).create(f"bench-{time.time_ns()}")
-    shas = [row[0] for row in catalog.db.execute("SELECT sha256 FROM images")]
-    catalog.close()
-    rng = random.Random(7)
+    token, shas = token_and_photos(directory)
     env = {
         "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="snapsource-bench-"),
         "SNAPSOURCE_COMPACT_INTERVAL": "0",
@@ -506,16 +501,35 @@ def http(
     }
     log = log or directory / "serve.log"
     with open(log, "wb") as out, serve_workers(directory, workers, env, out, timeout=600) as (url, server):
-        started = time.perf_counter()
-        asyncio.run(_load(url, token, rng.sample(shas, 64), 3, 8, seed=1))  # each worker loads its columns
-        warm_s = time.perf_counter() - started
-        pages = _pages(url, token, rng.sample(shas, 30))
-        report = asyncio.run(_load(url, token, shas, seconds, concurrency, seed=2))
-        popular = rng.sample(shas, POPULAR)
-        asyncio.run(_load(url, token, popular, min(seconds, 5), concurrency, seed=3, repeat=True))  # searched once
-        report["repeated"] = asyncio.run(_load(url, token, popular, seconds, concurrency, seed=4, repeat=True))
-        report |= pages | {"warm_s": warm_s, "workers": workers, "workers_memory_mb": _workers_memory(server.pid)}
+        report = loads(url, token, shas, seconds, concurrency)
+        report |= _pages(url, token, random.Random(8).sample(shas, 30))
+        report |= {"workers": workers, "workers_memory_mb": _workers_memory(server.pid)}
     return report
+
+
+def token_and_photos(directory: Path) -> tuple[str, list[str]]:
+    """A new token for the load, and the hashes of every catalog photo (the `img_url`s)."""
+    from .tokens import Tokens
+
+    catalog = Catalog(directory)
+    token = Tokens(catalog).create(f"bench-{time.time_ns()}")
+    shas = [row[0] for row in catalog.db.execute("SELECT sha256 FROM images")]
+    catalog.close()
+    return token, shas
+
+
+def loads(url: str, token: str, shas: list[str], seconds: float, concurrency: int) -> dict[str, object]:
+    """The server warmed (each worker loads its columns), then the load with photos not searched
+    before, and the one with POPULAR photos again and again (after searching each once)."""
+    rng = random.Random(7)
+    started = time.perf_counter()
+    asyncio.run(_load(url, token, rng.sample(shas, 64), 3, 8, seed=1))
+    warm_s = time.perf_counter() - started
+    report = asyncio.run(_load(url, token, shas, seconds, concurrency, seed=2))
+    popular = rng.sample(shas, POPULAR)
+    asyncio.run(_load(url, token, popular, min(seconds, 5), concurrency, seed=3, repeat=True))
+    report["repeated"] = asyncio.run(_load(url, token, popular, seconds, concurrency, seed=4, repeat=True))
+    return report | {"warm_s": warm_s}
 
 
 # running ------------------------------------------------------------------------------------------

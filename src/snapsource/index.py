@@ -23,6 +23,7 @@ before the state that points at them is replaced atomically.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -30,6 +31,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
@@ -169,11 +171,8 @@ class VectorStore:
             return np.zeros(0, np.int32), 0
 
     def _read_base(self) -> Base | None:
-        try:
-            meta = json.loads(self._path(self.BASE).read_text())
-        except FileNotFoundError:
-            return None
-        if not meta.get("file"):
+        meta = self._base_meta()
+        if meta is None:
             return None
         if self._base is not None and self._base.file == meta["file"]:
             return self._base
@@ -315,8 +314,7 @@ class VectorStore:
             _fsync_replace(tmp, self._path(self.STATE))
             if self._drop_base:
                 with self._compaction_lock(wait=True):
-                    _write_json(self._path(self.BASE), {"file": None})
-                    self._remove_old_bases(keep=None)
+                    self._drop_base_files()
                 self._drop_base = False
             _write_json(self._path(self.META), {"model": self.model, "dim": self.dim, "kind": "ivf-sq8+delta", "count": len(self)})
             self._saved, self._dirty = generation, False
@@ -362,10 +360,7 @@ class VectorStore:
         keeping 0.3% took 18.9 ms at a million vectors."""
         base = view.base
         assert base is not None
-        if allowed is None:
-            count, selector = view.live_in_base, view.base_bitmap
-        else:
-            _, count, selector = self._base_mask(view, allowed)
+        _, count, selector = self._base_plan(view, allowed)
         if count == 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
         scores, ids = ivf.search(base.index, query, k, count / base.size, None if selector is None else selector[0])
@@ -383,19 +378,24 @@ class VectorStore:
     def _search_base(self, view: View, query: np.ndarray, k: int, allowed: np.ndarray | None, threshold: float | None) -> np.ndarray:
         """Ids of the base's shortlist for this query: the exact plan or the IVF plan."""
         base = view.base
-        assert base is not None and view.in_base is not None
-        if allowed is None:
-            count, selector, mask = view.live_in_base, view.base_bitmap, None
-        else:
-            mask, count, selector = self._base_mask(view, allowed)
+        assert base is not None
+        mask, count, selector = self._base_plan(view, allowed)
         if count == 0:
             return np.zeros(0, np.int64)
         if count <= EXACT_BELOW * base.size:
-            return np.flatnonzero(view.in_base if mask is None else mask)
+            return np.flatnonzero(mask)
         scores, ids = ivf.search(base.index, query, self.shortlist(k), count / base.size, None if selector is None else selector[0])
         if threshold is not None:
             ids = ids[scores >= threshold - SQ8_MARGIN]
         return ids
+
+    def _base_plan(self, view: View, allowed: np.ndarray | None) -> tuple[np.ndarray, int, tuple | None]:
+        """The base ids a search may return (a mask by id), their count and their selector (None:
+        no selector needed, or the exact plan, which reads the mask)."""
+        assert view.in_base is not None
+        if allowed is None:
+            return view.in_base, view.live_in_base, view.base_bitmap
+        return self._base_mask(view, allowed)
 
     def _base_mask(self, view: View, allowed: np.ndarray) -> tuple[np.ndarray, int, tuple | None]:
         """allowed ∩ in_base, its count and selector; kept for the last few filters (they repeat)."""
@@ -456,25 +456,30 @@ class VectorStore:
             return True  # shrunk: drop the base
         return len(view.delta) > COMPACT_DELTA or view.masked > COMPACT_MASKED * view.base.size
 
-    def _compaction_lock(self, wait: bool):
-        store = self
+    @contextlib.contextmanager
+    def _compaction_lock(self, wait: bool) -> Iterator[bool]:
+        """The lock file held (True), or, without `wait`, False when another process holds it."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self._path(self.LOCK), "w") as fh:  # closing releases the lock
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
 
-        class _Held:
-            def __enter__(self):
-                store.directory.mkdir(parents=True, exist_ok=True)
-                self.fh = open(store._path(store.LOCK), "w")
-                try:
-                    fcntl.flock(self.fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-                except BlockingIOError:
-                    self.fh.close()
-                    return False
-                return True
+    def _base_meta(self) -> dict | None:
+        """What base.json names (file, generation, lists), or None when there is no base."""
+        try:
+            meta = json.loads(self._path(self.BASE).read_text())
+        except FileNotFoundError:
+            return None
+        return meta if meta.get("file") else None
 
-            def __exit__(self, *exc):
-                if not self.fh.closed:
-                    self.fh.close()  # closing releases the lock
-
-        return _Held()
+    def _drop_base_files(self) -> None:
+        """No base any more (a rebuild, or a catalog shrunk below TRAIN_MIN); hold the lock."""
+        _write_json(self._path(self.BASE), {"file": None})
+        self._remove_old_bases(keep=None)
 
     def compact(self, retrain: bool = False) -> dict[str, object] | None:
         """Fold the saved delta into a new base and drop dead entries (one process at a time:
@@ -485,15 +490,14 @@ class VectorStore:
                 return None
             written, generation = self._read_state()
             present = np.flatnonzero(written > 0)
-            base = self._read_base()
+            base = self._base_meta()
             if len(present) < TRAIN_MIN:
                 if base is not None:
-                    _write_json(self._path(self.BASE), {"file": None})
-                    self._remove_old_bases(keep=None)
+                    self._drop_base_files()
                 self.refresh()
                 return {"base": 0, "delta": len(present), "retrained": False}
             nlist = ivf.lists_for(len(present))
-            retrain = retrain or base is None or nlist >= 2 * base.index.nlist
+            retrain = retrain or base is None or nlist >= 2 * base["nlist"]
             rows = np.memmap(self._path(self.ROWS), np.float32, "r").reshape(-1, self.dim)
             if retrain:
                 rng = np.random.default_rng(generation)
@@ -501,17 +505,18 @@ class VectorStore:
                 index = ivf.train(self.dim, rows[sample], nlist)
                 fresh = present
             else:
-                index = faiss.read_index(str(self._path(base.file)))  # into memory, to change
-                valid = (written > 0) & (written <= base.generation)
+                index = faiss.read_index(str(self._path(base["file"])))  # into memory, to change
+                valid = (written > 0) & (written <= base["generation"])
                 dead, _bitmap = id_selector(~valid)
                 index.remove_ids(dead)
-                fresh = np.flatnonzero(written > base.generation)
+                fresh = np.flatnonzero(written > base["generation"])
             nearest = ivf.centroids(index)
             for start in range(0, len(fresh), 50_000):
                 part = fresh[start : start + 50_000]
                 ivf.add(index, nearest, rows[part], part)
             name = f"base-{generation:06d}.ivf"
-            ivf.write(self._path(name), index)
+            faiss.write_index(index, str(self._path(name + ".tmp")))
+            _fsync_replace(self._path(name + ".tmp"), self._path(name))
             _write_json(self._path(self.BASE), {"file": name, "generation": generation, "nlist": int(index.nlist), "count": int(index.ntotal)})
             self._remove_old_bases(keep=name)
             report = {"base": int(index.ntotal), "added": len(fresh), "retrained": retrain, "lists": int(index.nlist)}

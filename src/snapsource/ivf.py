@@ -60,14 +60,6 @@ def add(index: faiss.IndexIVF, nearest: faiss.IndexFlatIP, vectors: np.ndarray, 
     index.add_core(len(vectors), faiss.swig_ptr(vectors), faiss.swig_ptr(ids), faiss.swig_ptr(lists))
 
 
-def write(path: Path, index: faiss.IndexIVF) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    faiss.write_index(index, str(tmp))
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def open_shared(path: Path) -> faiss.IndexIVF:
     """The lists memory-mapped as views (faiss IO_FLAG_MMAP_IFC): worker processes share one copy
     in the page cache, and opening reads nothing. Warm, a search costs what it costs on lists read

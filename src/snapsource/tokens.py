@@ -33,9 +33,9 @@ from .catalog import Catalog
 from .errors import ConcurrencyLimit, QuotaExceeded, Unauthorized
 
 FLUSH_SECONDS = 1.0  # metering is written at most this long after the call
-STALE_SECONDS = 300.0
-log = logging.getLogger("snapsource.tokens")  # an in-flight call older than this was lost with its process
+STALE_SECONDS = 300.0  # an in-flight call older than this was lost with its process
 LATENCY_EDGES_MS = (5, 10, 25, 50, 100, 150, 250, 500, 1000, 2500, 5000, 15000)
+log = logging.getLogger("snapsource.tokens")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS token_inflight (
@@ -264,17 +264,24 @@ class Tokens:
                 db.execute("DELETE FROM token_inflight WHERE id = ?", (lease.slot,))
         day = dt.date.today().isoformat()
         bucket = next((i for i, edge in enumerate(LATENCY_EDGES_MS) if seconds * 1000 <= edge), len(LATENCY_EDGES_MS))
+        histogram = [0] * (len(LATENCY_EDGES_MS) + 1)
+        histogram[bucket] = 1
         with self._metering:
-            entry = self._pending.setdefault((lease.token_id, day, endpoint), [0, 0, [0] * (len(LATENCY_EDGES_MS) + 1)])
-            entry[0] += 1
-            entry[1] += int(status >= 400)
-            entry[2][bucket] += 1
-            if not lease.counted:
-                self._uncounted[lease.token_id] = self._uncounted.get(lease.token_id, 0) + 1
+            self._gather({(lease.token_id, day, endpoint): [1, int(status >= 400), histogram]}, {} if lease.counted else {lease.token_id: 1})
             if self._timer is None:
                 self._timer = threading.Timer(FLUSH_SECONDS, self._flush_later)
                 self._timer.daemon = True
                 self._timer.start()
+
+    def _gather(self, pending: dict[tuple[int, str, str], list], uncounted: dict[int, int]) -> None:
+        """Add metering to what waits to be written (hold `_metering`)."""
+        for key, (calls, errors, histogram) in pending.items():
+            entry = self._pending.setdefault(key, [0, 0, [0] * len(histogram)])
+            entry[0] += calls
+            entry[1] += errors
+            entry[2] = [a + b for a, b in zip(entry[2], histogram)]
+        for token_id, calls in uncounted.items():
+            self._uncounted[token_id] = self._uncounted.get(token_id, 0) + calls
 
     def _flush_later(self) -> None:
         try:
@@ -311,13 +318,7 @@ class Tokens:
                     db.execute("UPDATE tokens SET calls_used = calls_used + ? WHERE id = ?", (calls, token_id))
         except Exception:
             with self._metering:  # try again with the next flush
-                for key, (calls, errors, histogram) in pending.items():
-                    entry = self._pending.setdefault(key, [0, 0, [0] * len(histogram)])
-                    entry[0] += calls
-                    entry[1] += errors
-                    entry[2] = [a + b for a, b in zip(entry[2], histogram)]
-                for token_id, calls in uncounted.items():
-                    self._uncounted[token_id] = self._uncounted.get(token_id, 0) + calls
+                self._gather(pending, uncounted)
             raise
 
     def _find(self, token: str | None) -> int | None:
