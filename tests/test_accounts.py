@@ -217,7 +217,7 @@ def test_metering_reaches_the_database_within_a_second_without_a_read(api, resou
     call = searcher(api, resources)
     for _ in range(5):
         assert call(token).status_code == 200
-    other = sqlite3.connect(resources.catalog.path)  # as another process reads it
+    other = sqlite3.connect(resources.catalog.database.path)  # as another process reads it
     deadline = time.monotonic() + FLUSH_SECONDS + 5
     row = None
     while time.monotonic() < deadline:

@@ -1,8 +1,11 @@
-"""The catalog: offers and their images in SQLite (WAL), image files on disk (tokens.py adds its tables).
+"""The catalog: offers and their images in SQLite (WAL) or PostgreSQL, image files on disk (tokens.py
+adds its tables).
 
 Images are content-addressed (sha256): an image shared by several offers (a product relisted by
-another shop) is stored and embedded once, and its vector id is the image's row id. Each thread
-gets its own connection, so the server's worker threads read concurrently while one ingest writes.
+another shop) is stored and embedded once, and its vector id is the image's row id. With SQLite
+each thread gets its own connection, so the server's worker threads read concurrently while one
+ingest writes; with PostgreSQL (`catalog = postgresql://...`, postgres.py) any number of servers
+and ingest workers share the catalog. The SQL here is written once for both.
 """
 
 from __future__ import annotations
@@ -12,9 +15,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .offer import OfferRecord
 from .sqlite import Database, write_file
+
+if TYPE_CHECKING:
+    from .postgres import PostgresDatabase
 
 SCHEMA_VERSION = 1
 
@@ -107,11 +114,39 @@ def _flag(value: int | None) -> bool | None:
     return None if value is None else bool(value)
 
 
-class Catalog(Database):
-    def __init__(self, data_dir: Path) -> None:
+def open_database(url: str, data_dir: Path) -> Database | PostgresDatabase:
+    """The catalog database a URL names: empty for `catalog.db` in the data dir, `sqlite:///path`,
+    or `postgresql://user@host:port/database`."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresDatabase  # psycopg is needed only for PostgreSQL
+
+        return PostgresDatabase(url)
+    if url.startswith("sqlite:///"):
+        return Database(Path(url.removeprefix("sqlite:///")), SCHEMA, SCHEMA_VERSION)
+    if url:
+        raise ValueError(f"catalog {url!r}: expected sqlite:///path/catalog.db or postgresql://host:port/database")
+    return Database(Path(data_dir) / "catalog.db", SCHEMA, SCHEMA_VERSION)
+
+
+class Catalog:
+    def __init__(self, data_dir: Path, url: str = "") -> None:
         self.data_dir = Path(data_dir)
         self.images_dir = self.data_dir / "images"
-        super().__init__(self.data_dir / "catalog.db", SCHEMA, SCHEMA_VERSION)
+        self.database = open_database(url, self.data_dir)
+        self.dialect = self.database.dialect
+
+    @property
+    def db(self):  # noqa: ANN201 - a sqlite3.Connection or a postgres.Reader: execute(sql, params)
+        return self.database.db
+
+    def write(self):  # noqa: ANN201 - a context manager giving one transaction
+        return self.database.write()
+
+    def lock(self, db, key: int) -> None:  # noqa: ANN001
+        self.database.lock(db, key)
+
+    def close(self) -> None:
+        self.database.close()
 
     # images -----------------------------------------------------------------------------------
     def image_file(self, sha256: str, ext: str) -> Path:
@@ -129,7 +164,7 @@ class Catalog(Database):
         write_file(self.image_file(sha256, ext), data)
         with self.write() as db:
             db.execute(
-                "INSERT OR IGNORE INTO images (sha256, ext, width, height) VALUES (?, ?, ?, ?)",
+                "INSERT INTO images (sha256, ext, width, height) VALUES (?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
                 (sha256, ext, width, height),
             )
         image = self.image_by_sha(sha256)
@@ -210,7 +245,7 @@ class Catalog(Database):
         """The main image of the first offer, for example requests."""
         row = self.db.execute(
             "SELECT i.id, i.sha256, i.ext FROM offers o JOIN images i ON i.id = o.main_image_id "
-            "ORDER BY o.rowid LIMIT 1"
+            "ORDER BY o.item_id LIMIT 1"
         ).fetchone()
         return StoredImage(*row) if row else None
 
@@ -283,7 +318,11 @@ class Catalog(Database):
 
     def put_local_features(self, features: dict[int, bytes]) -> None:
         with self.write() as db:
-            db.executemany("INSERT OR REPLACE INTO local_features (image_id, data) VALUES (?, ?)", features.items())
+            db.executemany(
+                "INSERT INTO local_features (image_id, data) VALUES (?, ?) "
+                "ON CONFLICT (image_id) DO UPDATE SET data = excluded.data",
+                list(features.items()),
+            )
 
     def image_size(self, image_id: int) -> tuple[int, int]:
         row = self.db.execute("SELECT width, height FROM images WHERE id = ?", (image_id,)).fetchone()

@@ -171,16 +171,9 @@ def ingest(
         raise typer.Exit(1)
 
 
-def _describe_index(stats: dict[str, int]) -> str:
-    if not stats["base_lists"]:
-        return f"{stats['delta']} vectors scored exactly (an IVF base is built from 10,000)"
-    return (
-        f"IVF{stats['base_lists']}-SQ8 base of {stats['base']} vectors, {stats['delta']} newer ones scored "
-        f"exactly, {stats['masked']} removed entries masked"
-    )
-
-
 def _describe_compaction(report: dict[str, object]) -> str:
+    if "entities" in report:  # Milvus, filled again from the catalog database
+        return f"Milvus collection filled again: {report['entities']} offer images"
     if not report.get("lists"):
         return f"no IVF base (fewer than 10,000 vectors): {report['delta']} scored exactly"
     how = "lists trained anew" if report["retrained"] else "same lists"
@@ -202,7 +195,7 @@ def compact(
             err.print("[yellow]another process is compacting this index; nothing done[/]")
             raise typer.Exit(1)
         err.print(f"compacted in {time.perf_counter() - started:.1f} s: {_describe_compaction(report)}")
-        console.print(f"index: {_describe_index(resources.index.stats())}")
+        console.print(f"index: {resources.index.describe()}")
     finally:
         resources.close()
 
@@ -268,7 +261,7 @@ def info(
     resources = _resources(data)
     example = resources.catalog.example_image()
     console.print(f"catalog {data}: {resources.catalog.count()} offers, {len(resources.index)} image vectors")
-    console.print(f"index: {_describe_index(resources.index.stats())}")
+    console.print(f"index: {resources.index.describe()}")
     # the token rides after '#': the browser keeps it and never sends it, so no log ever shows it
     typer.echo(f"search page: {url.rstrip('/')}/#token={token}")
     typer.echo(f"console:     {url.rstrip('/')}/console (sign in with SNAPSOURCE_ADMIN_KEY)")

@@ -6,7 +6,7 @@ its filters into the set of images shown by at least one matching offer (a boole
 by image id, the vector ids) and the index searches only those. Building that set is a few
 vectorised comparisons; the sets of recent filter combinations are kept.
 
-The columns are read from SQLite once and again whenever the offers change: triggers count every
+The columns are read from the catalog database once and again whenever the offers change: triggers count every
 change to `offers` and `offer_images` in `catalog_version` (catalog.py), which costs one SELECT
 per search to check.
 """
@@ -44,6 +44,15 @@ class Selection:
     offers: np.ndarray
     rows: np.ndarray
     columns: Columns
+    filters: Filters | None = None  # what was asked (a vector store that filters itself reads it)
+    today: dt.date | None = None
+    new_days: int = 0
+
+    @property
+    def share(self) -> float:
+        """The share of (offer, image) pairs kept."""
+        pairs = len(self.columns.pair_offer)
+        return float(self.rows[self.columns.pair_offer].sum()) / pairs if pairs else 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +120,7 @@ class Columns:
         offers = self.offers_matching(filters, today, new_days)
         images = np.zeros(self.images, bool)
         images[self.pair_image[offers[self.pair_offer]]] = True
-        return Selection(images, self.item_id[offers], offers, self)
+        return Selection(images, self.item_id[offers], offers, self, filters, today, new_days)
 
 
 def _flag(column: np.ndarray) -> np.ndarray:
@@ -188,16 +197,17 @@ class OfferColumns:
     def _load(self) -> Columns:
         db = self.catalog.db
         rows = db.execute(
-            "SELECT item_id, CAST(price AS REAL), sales, support_dropshipping, is_factory, verified_supplier, "
-            "free_shipping, coalesce(new_arrival, -1), coalesce(julianday(created_at) - 2440587.5, ?), main_image_id "
-            "FROM offers ORDER BY item_id",
-            (UNKNOWN_DAY,),
+            "SELECT item_id, CAST(price AS DOUBLE PRECISION), sales, support_dropshipping, is_factory, "
+            "verified_supplier, free_shipping, coalesce(new_arrival, -1), main_image_id, created_at "
+            "FROM offers ORDER BY item_id"
         ).fetchall()
         if not rows:
             return Columns.empty()
-        table = np.array(rows, dtype=np.float64)
+        table = np.array([r[:9] for r in rows], dtype=np.float64)
         table[np.isnan(table)] = 0  # NULL flags read as not true
         item_id = np.array([r[0] for r in rows], np.int64)  # exact: float64 rounds ids over 2**53
+        days = np.array([r[9][:10] if r[9] else "NaT" for r in rows], "datetime64[D]").astype(np.int64)
+        created_day = np.where(days == np.iinfo(np.int64).min, UNKNOWN_DAY, days).astype(np.int32)
         pairs = np.array(db.execute("SELECT item_id, image_id FROM offer_images").fetchall() or np.zeros((0, 2)), np.int64)
         pair_offer = np.searchsorted(item_id, pairs[:, 0])
         images = int(pairs[:, 1].max()) + 1 if len(pairs) else 0
@@ -207,9 +217,9 @@ class OfferColumns:
             sales=table[:, 2].astype(np.int64),
             flags={name: _flag(table[:, 3 + i]) for i, name in enumerate(FLAG_COLUMNS)},
             new_arrival=table[:, 7].astype(np.int8),
-            created_day=np.floor(table[:, 8]).astype(np.int32),
+            created_day=created_day,
             pair_offer=pair_offer,
             pair_image=pairs[:, 1],
             images=images,
-            main_image=np.array([r[9] for r in rows], np.int64),
+            main_image=np.array([r[8] for r in rows], np.int64),
         )

@@ -22,6 +22,19 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", "./data", "Directory holding one catalog: offers database, vector index, images."),
+    Setting(
+        "catalog",
+        "",
+        "The catalog database (offers, images, tokens, usage): empty for `catalog.db` in the data dir, "
+        "`sqlite:///path/catalog.db`, or `postgresql://user@host:5432/database` for servers sharing one "
+        "(docs/scale-out.md).",
+    ),
+    Setting(
+        "vectors",
+        "",
+        "Where image vectors are searched: empty for the faiss index in the data dir, or "
+        "`milvus://host:19530/collection` (needs a PostgreSQL catalog; docs/scale-out.md).",
+    ),
     Setting("public_url", "", "Base URL used to build absolute `img` URLs; empty means the request's own."),
     Setting(
         "similarity_threshold",
@@ -110,6 +123,8 @@ _DEFAULTS = {s.name: s.default for s in SETTINGS}
 @dataclasses.dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path(_DEFAULTS["data_dir"])
+    catalog: str = _DEFAULTS["catalog"]
+    vectors: str = _DEFAULTS["vectors"]
     public_url: str = _DEFAULTS["public_url"]
     similarity_threshold: float = _DEFAULTS["similarity_threshold"]
     candidate_cap: int = _DEFAULTS["candidate_cap"]

@@ -111,6 +111,8 @@ class View:
 class VectorStore:
     """Exact-ish cosine search over unit vectors by id: IVF-SQ8 base + exact delta, float32 rows."""
 
+    filters_inside = False  # searches take image ids to allow, not filters (milvus.py takes filters)
+
     ROWS = "vectors.f32"
     STATE = "state.npz"
     BASE = "base.json"
@@ -253,7 +255,19 @@ class VectorStore:
             "masked": view.masked,
         }
 
+    def describe(self) -> str:
+        stats = self.stats()
+        if not stats["base_lists"]:
+            return f"{stats['delta']} vectors scored exactly (an IVF base is built from {TRAIN_MIN:,})"
+        return (
+            f"IVF{stats['base_lists']}-SQ8 base of {stats['base']} vectors, {stats['delta']} newer ones scored "
+            f"exactly, {stats['masked']} removed entries masked"
+        )
+
     # writing ------------------------------------------------------------------------------------
+    def offers_changed(self, item_ids: object) -> None:
+        """Nothing to do: vectors here are by image, and the filter columns say which offers show them."""
+
     def _writer(self) -> int:
         if self._fd is None:
             self.directory.mkdir(parents=True, exist_ok=True)

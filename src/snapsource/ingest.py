@@ -249,7 +249,9 @@ def ingest(
             )
         else:
             keep = set(scan.seen) | scan.protected
-            report.deleted = catalog.delete_offers(catalog.offer_ids() - keep)
+            gone = catalog.offer_ids() - keep
+            report.deleted = catalog.delete_offers(gone)
+            index.offers_changed(gone)
     _drop_unused_images(resources)
     index.save()
     if index.due():  # a catalog grown past its first IVF base, or a large delta: fold it in now
@@ -299,6 +301,7 @@ def _write_chunk(
         report.images_embedded += len(batch)
 
     first_use: set[str] = set()
+    changed: list[int] = []
     for row, items in zip(chunk, loaded):
         good: list[tuple[str, StoredImage]] = []
         for item in items:
@@ -325,10 +328,12 @@ def _write_chunk(
             report.unchanged += 1
             continue
         catalog.upsert_offer(row.record, good)
+        changed.append(row.record.item_id)
         if before is None:
             report.added += 1
         else:
             report.updated += 1
+    index.offers_changed(changed)  # a store that filters by itself (Milvus) learns the offers' facts
     return len(fresh_items)
 
 

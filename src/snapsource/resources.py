@@ -4,6 +4,7 @@ query images, the URL fetcher and the filter columns."""
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 from .catalog import Catalog
 from .columns import OfferColumns
@@ -11,6 +12,9 @@ from .config import Settings
 from .embed import Embedder, OnnxEmbedder
 from .fetch import Fetcher, FetchPolicy
 from .index import VectorStore
+
+if TYPE_CHECKING:
+    from .milvus import MilvusStore
 from .tokens import Tokens
 from .uploads import Uploads
 
@@ -21,19 +25,16 @@ class Resources:
     catalog: Catalog
     tokens: Tokens
     embedder: Embedder
-    index: VectorStore
+    index: VectorStore | MilvusStore
     uploads: Uploads
     fetcher: Fetcher
     columns: OfferColumns
 
     @classmethod
     def open(cls, settings: Settings) -> Resources:
-        catalog = Catalog(settings.data_dir)
+        catalog = Catalog(settings.data_dir, settings.catalog)
         embedder = OnnxEmbedder(settings.model_path or None, threads=settings.threads)
-        model = model_identity(embedder, settings)
-        index = VectorStore(
-            settings.data_dir / "index", model, embedder.dim, rescore=settings.index_rescore, lock=settings.index_lock
-        )
+        index = open_vectors(settings, catalog, model_identity(embedder, settings), embedder.dim)
         uploads = Uploads(
             settings.data_dir / "uploads",
             query_pipeline(embedder, settings),
@@ -49,6 +50,17 @@ class Resources:
         self.index.close()
         self.uploads.close()
         self.fetcher.close()
+
+
+def open_vectors(settings: Settings, catalog: Catalog, model: str, dim: int) -> VectorStore | MilvusStore:
+    """The vector store the `vectors` setting names: faiss in the data dir, or a Milvus collection."""
+    if settings.vectors.startswith("milvus://"):
+        from .milvus import MilvusStore  # pymilvus is needed only for Milvus
+
+        return MilvusStore(settings.vectors, catalog, model, dim)
+    if settings.vectors and settings.vectors != "faiss://":
+        raise ValueError(f"vectors {settings.vectors!r}: expected empty (faiss in the data dir) or milvus://host:19530/collection")
+    return VectorStore(settings.data_dir / "index", model, dim, rescore=settings.index_rescore, lock=settings.index_lock)
 
 
 def model_identity(embedder: Embedder, settings: Settings) -> str:

@@ -149,26 +149,34 @@ def candidates(
     settings, index = resources.settings, resources.index
     cap, threshold = settings.candidate_cap, settings.similarity_threshold
     columns = selection.columns if selection is not None else columns or resources.columns.current()
-    allowed = None if selection is None else selection.images
-    total = len(index) if allowed is None else int(allowed.sum())
+    if index.filters_inside:  # Milvus: entities are (offer, image) pairs, filtered by Milvus itself
+        share = 1.0 if selection is None else selection.share
+        total = int(share * len(columns.pair_offer)) if selection is not None else len(columns.pair_offer)
+    else:
+        allowed = None if selection is None else selection.images
+        total = len(index) if allowed is None else int(allowed.sum())
     if total == 0:
         return []
     k = min(total, max(4 * cap, 256))
     while True:
-        found_ids, found_scores = [], []
+        found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (item_ids, image_ids, scores)
         more = False  # could a larger k find more images over the threshold?
         for vector in np.atleast_2d(vectors):
+            if index.filters_inside:
+                item_ids, image_ids, scores = index.search_offers(vector, k, selection, share)
+                more = more or (len(scores) == k and bool(scores[-1] >= threshold))
+                over = scores >= threshold
+                found.append((item_ids[over], image_ids[over], scores[over]))
+                continue
             scores, ids = index.search(vector, k, allowed, threshold)
             more = more or (len(ids) == k and bool(scores[-1] >= threshold))
             over = scores >= threshold
-            found_ids.append(ids[over])
-            found_scores.append(scores[over])
-        image_ids, scores = np.concatenate(found_ids), np.concatenate(found_scores)
-        which, rows = columns.offers_showing(image_ids)
-        if selection is not None:  # an image may also be shown by an offer that the filters drop
-            keep = selection.rows[rows]
-            which, rows = which[keep], rows[keep]
-        item_ids, offer_scores = columns.item_id[rows], scores[which]
+            which, rows = columns.offers_showing(ids[over])
+            if selection is not None:  # an image may also be shown by an offer that the filters drop
+                keep = selection.rows[rows]
+                which, rows = which[keep], rows[keep]
+            found.append((columns.item_id[rows], ids[over][which], scores[over][which]))
+        item_ids, image_ids, offer_scores = (np.concatenate(part) for part in zip(*found))
         order = np.lexsort((item_ids, -offer_scores))  # best first, then by item_id
         _, first = np.unique(item_ids[order], return_index=True)  # each offer at its best image
         best = order[np.sort(first)]
@@ -176,7 +184,7 @@ def candidates(
             break
         k = min(total, k * 4)
     best = best[:cap]
-    return [Candidate(int(i), float(s), int(m)) for i, s, m in zip(item_ids[best], offer_scores[best], image_ids[which[best]])]
+    return [Candidate(int(i), float(s), int(m)) for i, s, m in zip(item_ids[best], offer_scores[best], image_ids[best])]
 
 
 def rerank(resources: Resources, ranked: list[Candidate], local: verify.LocalFeatures | None) -> list[Candidate]:

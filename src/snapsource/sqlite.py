@@ -15,6 +15,8 @@ from pathlib import Path
 
 
 class Database:
+    dialect = "sqlite"
+
     def __init__(self, path: Path, schema: str, version: int) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +50,9 @@ class Database:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+
+    def lock(self, db: sqlite3.Connection, key: int) -> None:
+        """Nothing to do: `BEGIN IMMEDIATE` already makes write transactions take turns."""
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

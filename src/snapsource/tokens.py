@@ -3,9 +3,10 @@
 A token is stored only as a peppered HMAC-SHA256 digest; the pepper is a per-install secret in the
 data dir (``secret.key``, mode 0600), so a copy of the database alone does not allow guessing
 tokens offline. Each token may carry a calls quota, an expiry date, a requests-per-second rate and
-a concurrency limit. Their state lives in the catalog's SQLite database, not in process memory, so
-the limits hold across every worker process (and every server sharing the data dir): for a token
-with limits, one `BEGIN IMMEDIATE` transaction admits a call (checks and counts) and, with a
+a concurrency limit. Their state lives in the catalog database (SQLite or PostgreSQL), not in
+process memory, so the limits hold across every worker process and every server sharing that
+database: for a token with limits, one transaction admits a call (checks and counts; the token's
+row is locked for it, by `BEGIN IMMEDIATE` in SQLite and `FOR UPDATE` in PostgreSQL) and, with a
 concurrency limit, a second frees its slot.
 
 Metering (calls, errors and a latency histogram per token, endpoint and day, and the calls of
@@ -34,6 +35,7 @@ from .errors import ConcurrencyLimit, QuotaExceeded, Unauthorized
 
 FLUSH_SECONDS = 1.0  # metering is written at most this long after the call
 STALE_SECONDS = 300.0  # an in-flight call older than this was lost with its process
+METERING_LOCK = 0x6D657465  # PostgreSQL advisory lock of metering flushes: "mete"
 LATENCY_EDGES_MS = (5, 10, 25, 50, 100, 150, 250, 500, 1000, 2500, 5000, 15000)
 log = logging.getLogger("snapsource.tokens")
 
@@ -120,13 +122,15 @@ class Tokens:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self._pepper = _pepper(catalog.data_dir)
-        db = catalog.db
-        present = {row[1] for row in db.execute("PRAGMA table_info(tokens)")}
-        with catalog.write() as w:
-            for column, kind in LIMIT_COLUMNS.items():
-                if column not in present:  # a data dir from before limits existed
-                    w.execute(f"ALTER TABLE tokens ADD COLUMN {column} {kind}")
-        db.executescript(f"BEGIN; {SCHEMA} COMMIT;")
+        if catalog.dialect == "sqlite":  # PostgreSQL has these tables from its migrations
+            db = catalog.db
+            present = {row[1] for row in db.execute("PRAGMA table_info(tokens)")}
+            with catalog.write() as w:
+                for column, kind in LIMIT_COLUMNS.items():
+                    if column not in present:  # a data dir from before limits existed
+                        w.execute(f"ALTER TABLE tokens ADD COLUMN {column} {kind}")
+            db.executescript(f"BEGIN; {SCHEMA} COMMIT;")
+        self._for_update = " FOR UPDATE" if catalog.dialect == "postgresql" else ""
         self._metering = threading.Lock()
         self._pending: dict[tuple[int, str, str], list] = {}  # (token, day, endpoint) -> calls, errors, histogram
         self._uncounted: dict[int, int] = {}  # calls of tokens without limits, by token
@@ -228,7 +232,7 @@ class Tokens:
         with self.catalog.write() as db:
             row = db.execute(
                 "SELECT id, hash, quota, calls_used, qps, concurrency, expires_at, bucket, bucket_at "
-                "FROM tokens WHERE hash = ? AND revoked_at IS NULL",
+                "FROM tokens WHERE hash = ? AND revoked_at IS NULL" + self._for_update,
                 (digest,),
             ).fetchone()
             if row is None or not hmac.compare_digest(row[1], digest):
@@ -252,7 +256,9 @@ class Tokens:
                 running = db.execute("SELECT count(*) FROM token_inflight WHERE token_id = ?", (token_id,)).fetchone()[0]
                 if running >= concurrency:
                     raise ConcurrencyLimit(retry_after=1.0)
-                slot = db.execute("INSERT INTO token_inflight (token_id, started) VALUES (?, ?)", (token_id, now)).lastrowid
+                slot = db.execute(
+                    "INSERT INTO token_inflight (token_id, started) VALUES (?, ?) RETURNING id", (token_id, now)
+                ).fetchone()[0]
             db.execute("UPDATE tokens SET calls_used = calls_used + 1 WHERE id = ?", (token_id,))
         return Lease(token_id, slot)
 
@@ -301,6 +307,7 @@ class Tokens:
             return
         try:
             with self.catalog.write() as db:
+                self.catalog.lock(db, METERING_LOCK)  # servers flushing the same day's rows take turns
                 for (token_id, day, endpoint), (calls, errors, histogram) in pending.items():
                     row = db.execute(
                         "SELECT latency FROM token_usage WHERE token_id = ? AND day = ? AND endpoint = ?",
@@ -310,8 +317,8 @@ class Tokens:
                         histogram = [a + b for a, b in zip(json.loads(row[0]), histogram)]
                     db.execute(
                         "INSERT INTO token_usage (token_id, day, endpoint, calls, errors, latency) VALUES (?, ?, ?, ?, ?, ?) "
-                        "ON CONFLICT (token_id, day, endpoint) DO UPDATE SET calls = calls + excluded.calls, "
-                        "errors = errors + excluded.errors, latency = excluded.latency",
+                        "ON CONFLICT (token_id, day, endpoint) DO UPDATE SET calls = token_usage.calls + excluded.calls, "
+                        "errors = token_usage.errors + excluded.errors, latency = excluded.latency",
                         (token_id, day, endpoint, calls, errors, json.dumps(histogram)),
                     )
                 for token_id, calls in uncounted.items():
