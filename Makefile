@@ -13,7 +13,7 @@ CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
 
-.PHONY: install model demo serve ingest test eval eval-ablation calibrate latency pages load fuzz bench bench-memory clean
+.PHONY: install model demo serve ingest test test-scaleout eval eval-ablation calibrate latency pages load fuzz bench bench-memory clean
 
 $(BIN)/snapsource: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,8 +50,16 @@ serve: model
 $(CHROMIUM):
 	$(SUDO) sh -c '$(APT) || (apt-get update -q && $(APT))'
 
+# Both profiles: everything on SQLite + faiss (and PostgreSQL on 127.0.0.1:5432 for its own tests),
+# then the tests marked `profiles` and `scaleout` against a throwaway PostgreSQL and Milvus
+# standalone in a loopback-only network namespace (scripts/scaleout-env; root or sudo).
 test: model $(CHROMIUM)
-	SNAPSOURCE_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q
+	SNAPSOURCE_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q -m "not scaleout"
+	$(MAKE) test-scaleout
+
+test-scaleout: model
+	$(SUDO) unshare -n scripts/scaleout-env env SNAPSOURCE_TEST_PROFILE=scaleout \
+		$(BIN)/pytest -q -m "profiles or scaleout" -p no:cacheprovider
 
 # Self-retrieval of the demo catalog: each offer's main photo should find that offer first.
 eval: ingest

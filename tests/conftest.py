@@ -1,4 +1,10 @@
-"""Shared fixtures: the real luma catalog ingested once, and a real HTTP server on loopback."""
+"""Shared fixtures: the real luma catalog ingested once, and a real HTTP server on loopback.
+
+Two profiles: `default` (SQLite and faiss in the data dir) and `scaleout` (PostgreSQL and Milvus,
+started by scripts/scaleout-env, which `make test` runs with SNAPSOURCE_TEST_PROFILE=scaleout and
+`-m "profiles or scaleout"`). Tests marked `profiles` run in both; every data dir a test opens
+through `open_resources` gets its own PostgreSQL schema and Milvus collection.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from snapsource import loopback
 from snapsource.loopback import serve
 from snapsource.resources import Resources
 
+PROFILE = os.environ.get("SNAPSOURCE_TEST_PROFILE", "default")
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SNAPSOURCE_SHARED", ROOT.parent / "shared"))
 LUMA = SHARED / "catalogs" / "luma" / "catalog.jsonl"
@@ -43,13 +50,46 @@ def write_catalog(path: Path, offers: list[dict], extra_lines: list[str] = ()) -
     return path
 
 
+def fresh_postgres(base: str) -> str:
+    """A URL of `base` whose tables live in a new, empty schema: a database of one's own."""
+    import uuid
+
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    return f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+
+
+def profile_settings() -> dict[str, str]:
+    """The `catalog` and `vectors` settings of a new, empty catalog in this run's profile."""
+    if PROFILE == "default":
+        return {}
+    import uuid
+
+    return {
+        "catalog": fresh_postgres(os.environ["SNAPSOURCE_TEST_POSTGRES"]),
+        "vectors": f"{os.environ['SNAPSOURCE_TEST_MILVUS']}/c_{uuid.uuid4().hex[:12]}",
+    }
+
+
+def profile_env(settings: dict[str, str]) -> dict[str, str]:
+    return {f"SNAPSOURCE_{name.upper()}": value for name, value in settings.items()}
+
+
+def open_resources(data_dir: Path, **settings) -> Resources:
+    """A data dir's resources with these settings, in this run's profile."""
+    return Resources.open(Settings.load(environ={}, data_dir=data_dir, **{**profile_settings(), **settings}))
+
+
 @pytest.fixture(scope="session")
 def luma() -> tuple[Resources, IngestReport]:
     """The demo catalog, ingested once into a temporary data dir."""
     import tempfile
 
     data = Path(tempfile.mkdtemp(prefix="snapsource-luma-"))
-    resources = Resources.open(Settings.load(environ={}, data_dir=data))
+    resources = open_resources(data)
     report = ingest(resources, LUMA)
     return resources, report
 

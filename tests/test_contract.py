@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import SPEC, luma_offers
+
+pytestmark = pytest.mark.profiles
 
 
 def _example() -> dict:

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import LUMA, luma_offers, write_catalog
-from snapsource.config import Settings
+from conftest import LUMA, PROFILE, luma_offers, open_resources, profile_env, profile_settings, write_catalog
 from snapsource.ingest import ingest
 from snapsource.resources import Resources
 
+pytestmark = pytest.mark.profiles
+
 
 def open_data(path: Path) -> Resources:
-    return Resources.open(Settings.load(environ={}, data_dir=path))
+    return open_resources(path)
 
 
 def test_luma_import_report(luma):
@@ -98,14 +100,16 @@ def test_cli_exit_codes(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"item_id": 1}\nnot json\n')
     cli = [sys.executable, "-m", "snapsource"]
-    ok = subprocess.run([*cli, "ingest", str(good), "--data", str(tmp_path / "d")], capture_output=True, text=True)
+    env = {**os.environ, **profile_env(profile_settings())}
+    ok = subprocess.run([*cli, "ingest", str(good), "--data", str(tmp_path / "d")], capture_output=True, text=True, env=env)
     assert ok.returncode == 0, ok.stderr
     assert "added 2" in ok.stderr
-    failed = subprocess.run([*cli, "ingest", str(bad), "--data", str(tmp_path / "d2")], capture_output=True, text=True)
+    failed = subprocess.run([*cli, "ingest", str(bad), "--data", str(tmp_path / "d2")], capture_output=True, text=True, env=env)
     assert failed.returncode == 1
     assert "not valid JSON" in failed.stderr and "title" in failed.stderr
 
 
+@pytest.mark.skipif(PROFILE != "default", reason="the faiss store's own files")
 def test_index_of_another_model_is_a_clear_error(tmp_path):
     from snapsource.index import IndexMismatch, VectorStore
 

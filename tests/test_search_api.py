@@ -12,6 +12,8 @@ from conftest import luma_offers
 OFFERS = {o["item_id"]: o for o in luma_offers()}
 QUERY = luma_offers()[0]
 
+pytestmark = pytest.mark.profiles
+
 
 def all_items(search, img=QUERY, **params) -> list[dict]:
     items, page = [], 1
