@@ -1,0 +1,119 @@
+"""The catalog in PostgreSQL (the service on 127.0.0.1:5432, database `test`), each test in a schema
+of its own: migrations, the same catalog as SQLite's, and token limits shared by servers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import fresh_postgres, luma_offers, write_catalog
+from snapsource import search
+from snapsource.catalog import Catalog
+from snapsource.config import Settings
+from snapsource.errors import ConcurrencyLimit, QuotaExceeded
+from snapsource.ingest import ingest
+from snapsource.postgres import PostgresDatabase, redact
+from snapsource.resources import Resources
+from snapsource.tokens import Tokens
+
+SERVICE = "postgresql://127.0.0.1:5432/test"
+
+
+@pytest.fixture()
+def url() -> str:
+    return fresh_postgres(SERVICE)
+
+
+def test_migrations_are_applied_once_and_recorded(url):
+    first = PostgresDatabase(url)
+    assert first.migrate() == []  # applied when it opened
+    second = PostgresDatabase(url)  # another server starting on the same database
+    rows = second.db.execute("SELECT version, name FROM schema_migrations").fetchall()
+    assert rows == [(1, "0001_catalog")]
+    assert second.db.execute("SELECT n FROM catalog_version").fetchone() == (0,)
+    first.close()
+    second.close()
+
+
+def test_an_unreachable_database_is_a_clear_error():
+    with pytest.raises(ConnectionError, match="catalog database postgresql://u:\\*\\*\\*@127.0.0.1:9/x"):
+        PostgresDatabase("postgresql://u:secret@127.0.0.1:9/x?connect_timeout=1")
+    assert redact("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
+
+
+def test_same_catalog_and_answers_as_sqlite(tmp_path, url):
+    """The luma offers in SQLite and in PostgreSQL: the same filter columns and the same pages."""
+    path = write_catalog(tmp_path / "c.jsonl", luma_offers()[:12])
+    opened = []
+    for name, catalog in (("sqlite", ""), ("postgres", url)):
+        resources = Resources.open(Settings.load(environ={}, data_dir=tmp_path / name, catalog=catalog))
+        report = ingest(resources, path)
+        assert report.added == 12 and not report.problems
+        opened.append(resources)
+    lite, pg = (r.columns.current() for r in opened)
+    for field in ("item_id", "price", "sales", "new_arrival", "created_day", "main_image"):
+        assert np.array_equal(getattr(lite, field), getattr(pg, field)), field
+    for flag in lite.flags:
+        assert np.array_equal(lite.flags[flag], pg.flags[flag]), flag
+    query = opened[0].index.vectors(lite.main_image[:1])
+    for sort in search.Sort:
+        pages = [search.run(r, query, sort=sort, filters=search.Filters(is_factory=True), today=dt.date(2026, 12, 1)) for r in opened]
+        assert [h.doc for h in pages[0].hits] == [h.doc for h in pages[1].hits]
+        assert pages[0].total_count == pages[1].total_count > 0
+    for r in opened:
+        r.close()
+
+
+def test_token_limits_hold_across_servers(tmp_path, url):
+    """Two servers (two pools) admitting one token's calls at once: the quota is never overrun and
+    the concurrency limit counts both servers' calls."""
+    servers = [Tokens(Catalog(tmp_path, url)) for _ in range(2)]  # same pepper: one data dir
+    quota = servers[0].create("quota", quota=25)
+    admitted, refused = [], []
+
+    def hammer(tokens: Tokens) -> None:
+        for _ in range(20):
+            try:
+                admitted.append(tokens.admit(quota))
+            except QuotaExceeded:
+                refused.append(1)
+
+    threads = [threading.Thread(target=hammer, args=(servers[i % 2],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (len(admitted), len(refused)) == (25, 55)
+    assert servers[1].info(quota).calls_used == 25
+
+    single = servers[0].create("single", concurrency=2)
+    held = [servers[0].admit(single), servers[1].admit(single)]
+    with pytest.raises(ConcurrencyLimit):
+        servers[0].admit(single)
+    servers[1].release(held[0], "/1688/search/image", 200, 0.01)
+    held.append(servers[0].admit(single))  # a slot freed by the other server
+
+
+def test_metering_from_two_servers_adds_up(tmp_path, url):
+    servers = [Tokens(Catalog(tmp_path, url)) for _ in range(2)]
+    token = servers[0].create("metered")
+    for tokens in servers:
+        for status in (200, 200, 500):
+            tokens.release(tokens.admit(token), "/1688/search/image", status, 0.02)
+    barrier = threading.Barrier(2)
+
+    def flush(tokens: Tokens) -> None:
+        barrier.wait()
+        tokens.flush()
+
+    threads = [threading.Thread(target=flush, args=(t,)) for t in servers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    [usage] = servers[0].usage(name="metered")
+    assert (usage["calls"], usage["errors"]) == (6, 2)
+    assert servers[1].info(token).calls_used == 6
