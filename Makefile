@@ -13,7 +13,7 @@ CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
 
-.PHONY: install model demo serve ingest test test-scaleout eval eval-ablation calibrate latency pages load fuzz bench bench-memory clean
+.PHONY: install model demo serve ingest test test-scaleout eval eval-ablation calibrate latency pages load fuzz bench bench-scaleout bench-memory clean
 
 $(BIN)/snapsource: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,15 @@ load: ingest
 # A synthetic catalog of a million offers: filtered search latency, recall, memory (docs/performance.md).
 bench: model
 	$(BIN)/snapsource bench --n 1000000 --output build/bench.json
+
+# The bench's catalog in PostgreSQL + Milvus beside the default profile (docs/scale-out.md): the
+# largest N this 24 GB, 2-core machine copies and indexes in minutes; root or sudo (a namespace).
+SCALEOUT_N ?= 100000
+SCALEOUT_HTTP ?= 30
+bench-scaleout: model
+	$(SUDO) unshare -n scripts/scaleout-env sh -c '$(BIN)/snapsource bench --profile scaleout --n $(SCALEOUT_N) \
+		--data build/bench-scaleout-data --http-seconds $(SCALEOUT_HTTP) --output build/bench-scaleout.json \
+		--catalog "$$SNAPSOURCE_TEST_POSTGRES" --vectors "$$SNAPSOURCE_TEST_MILVUS/bench"'
 
 # serve --workers 2 on the bench's million offers inside a 3 GB memory cgroup (root; after make bench).
 bench-memory: model

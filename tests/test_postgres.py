@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -23,8 +24,15 @@ SERVICE = "postgresql://127.0.0.1:5432/test"
 
 
 @pytest.fixture()
-def url() -> str:
-    return fresh_postgres(SERVICE)
+def url() -> Iterator[str]:
+    """A schema of this test's own in the service's database, dropped afterwards."""
+    import psycopg
+
+    made = fresh_postgres(SERVICE)
+    yield made
+    schema = made.rsplit("%3D", 1)[1]
+    with psycopg.connect(SERVICE, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def test_migrations_are_applied_once_and_recorded(url):

@@ -241,6 +241,29 @@ def _exact_top(rows: np.ndarray, ids: np.ndarray, queries: np.ndarray, masks: di
     return best
 
 
+def queries_of(store: VectorStore, queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The store's ids, and `queries` of its vectors with a little noise (the same for a seed)."""
+    ids = store.ids()
+    rng = np.random.default_rng(seed)
+    picks = np.sort(rng.choice(ids, queries, replace=False))
+    vectors = store.vectors(picks) + rng.standard_normal((queries, DIM)).astype(np.float32) * 0.01
+    return ids, vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def recall(table: list[Case], results: dict[str, list[np.ndarray]], exact: dict[str, tuple]) -> None:
+    """Each case's recall@100: of the exact top 100 over the similarity threshold (the candidate
+    set), the share that the search found, per query, averaged."""
+    for case in table:
+        if case.name in results:
+            truth_scores, truth_ids = exact[case.name]
+            hits = []
+            for found, t_scores, t_ids in zip(results[case.name], truth_scores, truth_ids):
+                truth = set(t_ids[(t_ids >= 0) & (t_scores >= THRESHOLD)].tolist())
+                if truth:
+                    hits.append(len(truth & set(found.tolist())) / len(truth))
+            case.recall = float(np.mean(hits)) if hits else None
+
+
 def _timed(fn, repeat) -> list[float]:
     times = []
     for args in repeat:
@@ -258,11 +281,7 @@ def measure(directory: Path, queries: int = 200, seed: int = 1, rescore: bool = 
     loaded = time.perf_counter()
     columns = OfferColumns(catalog).current()
     columns_s = time.perf_counter() - loaded
-    ids = store.ids()
-    rng = np.random.default_rng(seed)
-    picks = np.sort(rng.choice(ids, queries, replace=False))
-    query_vectors = store.vectors(picks) + rng.standard_normal((queries, DIM)).astype(np.float32) * 0.01
-    query_vectors /= np.linalg.norm(query_vectors, axis=1, keepdims=True)
+    ids, query_vectors = queries_of(store, queries, seed)
     filters = cases(columns)
     masks, mask_ms = {}, {}
     for name, f in filters.items():
@@ -304,16 +323,7 @@ def measure(directory: Path, queries: int = 200, seed: int = 1, rescore: bool = 
     present = np.zeros(columns.images, bool)
     present[ids] = True
     exact = _exact_top(store._rows, ids, query_vectors, {n: (present if m is None else m & present) for n, m in masks.items()}, 100)
-    for case in table:
-        if case.name in results:
-            # the candidate set is what passes the similarity threshold: recall of that, per query
-            truth_scores, truth_ids = exact[case.name]
-            hits = []
-            for found, t_scores, t_ids in zip(results[case.name], truth_scores, truth_ids):
-                truth = set(t_ids[(t_ids >= 0) & (t_scores >= THRESHOLD)].tolist())
-                if truth:
-                    hits.append(len(truth & set(found.tolist())) / len(truth))
-            case.recall = float(np.mean(hits)) if hits else None
+    recall(table, results, exact)
     sq8_error = _sq8_error(store, query_vectors[:20])
     catalog.close()
     return {
@@ -479,25 +489,34 @@ def _workers_memory(server_pid: int) -> list[dict[str, float]]:
     out = []
     for pid in children:
         try:
-            memory = _memory_mb(pid) | _mapped_mb(pid)
+            if b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue  # multiprocessing's helper, not a worker
+            out.append(_memory_mb(pid) | _mapped_mb(pid))
         except (FileNotFoundError, PermissionError):
             continue
-        if memory["lists"] or memory["rows"]:  # a worker (not uvicorn's resource tracker)
-            out.append(memory)
     return out
 
 
 def http(
-    directory: Path, seconds: float = 30, concurrency: int = 16, workers: int = 2, log: Path | None = None, rescore: bool = True
+    directory: Path,
+    seconds: float = 30,
+    concurrency: int = 16,
+    workers: int = 2,
+    log: Path | None = None,
+    rescore: bool = True,
+    settings: dict[str, str] | None = None,
 ) -> dict[str, object]:
-    """`serve --workers N` on the bench data dir, warmed, then loaded from one asyncio client."""
+    """`serve --workers N` on the bench data dir, warmed, then loaded from one asyncio client;
+    `settings` (e.g. catalog and vectors) are given to the server as SNAPSOURCE_* variables."""
     from .loopback import serve_workers
 
-    token, shas = token_and_photos(directory)
+    settings = settings or {}
+    token, shas = token_and_photos(directory, settings.get("catalog", ""))
     env = {
         "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="snapsource-bench-"),
         "SNAPSOURCE_COMPACT_INTERVAL": "0",
         "SNAPSOURCE_INDEX_RESCORE": "true" if rescore else "false",
+        **{f"SNAPSOURCE_{name.upper()}": value for name, value in settings.items()},
     }
     log = log or directory / "serve.log"
     with open(log, "wb") as out, serve_workers(directory, workers, env, out, timeout=600) as (url, server):
@@ -507,11 +526,11 @@ def http(
     return report
 
 
-def token_and_photos(directory: Path) -> tuple[str, list[str]]:
+def token_and_photos(directory: Path, catalog_url: str = "") -> tuple[str, list[str]]:
     """A new token for the load, and the hashes of every catalog photo (the `img_url`s)."""
     from .tokens import Tokens
 
-    catalog = Catalog(directory)
+    catalog = Catalog(directory, catalog_url)
     token = Tokens(catalog).create(f"bench-{time.time_ns()}")
     shas = [row[0] for row in catalog.db.execute("SELECT sha256 FROM images")]
     catalog.close()

@@ -407,21 +407,44 @@ def bench(
     concurrency: Annotated[int, typer.Option(min=1, help="Concurrent HTTP clients.")] = 16,
     reuse: Annotated[bool, typer.Option(help="Measure the catalog a previous run built in --data (same --n) again.")] = False,
     rescore: Annotated[bool, typer.Option(help="Re-score on float32 rows (the index_rescore setting).")] = True,
+    profile: Annotated[str, typer.Option(help="default, or scaleout: also copy it into --catalog and --vectors and compare.")] = "default",
+    catalog: Annotated[str, typer.Option(help="scaleout: an empty PostgreSQL database (postgresql://...).")] = "",
+    vectors: Annotated[str, typer.Option(help="scaleout: a Milvus collection that does not exist yet (milvus://host:port/name).")] = "",
 ) -> None:
     """Build a synthetic catalog of N offers and time filtered searches at every selectivity
     (docs/performance.md): latency p50/p99, recall@100, build time, memory, disk; then the
-    same data dir served over HTTP under a bounded loopback load."""
+    same data dir served over HTTP under a bounded loopback load. With `--profile scaleout`, the
+    same catalog in PostgreSQL + Milvus, measured side by side (docs/scale-out.md)."""
     import shutil
 
     from . import bench as benchmark
+
+    if profile not in ("default", "scaleout"):
+        raise typer.BadParameter("expected default or scaleout", param_hint="--profile")
+    if profile == "scaleout" and not (catalog.startswith("postgres") and vectors.startswith("milvus://")):
+        raise typer.BadParameter("give --catalog postgresql://... and --vectors milvus://...", param_hint="--profile scaleout")
 
     if reuse and benchmark.built(data, n):
         err.print(f"measuring the {n:,} offers built in {data} before")
     else:
         shutil.rmtree(data, ignore_errors=True)
         err.print(f"building {n:,} offers in {data}")
-    report = benchmark.run(data, n, queries, output, http_seconds, concurrency, rescore)
+    report = benchmark.run(data, n, queries, None if profile == "scaleout" else output, http_seconds, concurrency, rescore)
     typer.echo(benchmark.table(report))
+    if profile == "scaleout":
+        from . import bench_scaleout
+
+        err.print(f"copying it into {catalog.split('@')[-1]} and {vectors}")
+        scaleout = {"load": bench_scaleout.load(data, catalog, vectors)}
+        scaleout |= bench_scaleout.measure(data, catalog, vectors, queries)
+        if http_seconds > 0:
+            scaleout["http"] = benchmark.http(
+                data, http_seconds, concurrency, log=data / "serve-scaleout.log", settings={"catalog": catalog, "vectors": vectors}
+            )
+        report["scaleout"] = scaleout
+        typer.echo(bench_scaleout.side_by_side(report, scaleout))
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=1))
     err.print(f"written: {output}")
 
 
