@@ -88,10 +88,12 @@ bench: model
 # largest N this 24 GB, 2-core machine copies and indexes in minutes; root or sudo (a namespace).
 SCALEOUT_N ?= 100000
 SCALEOUT_HTTP ?= 30
+SCALEOUT_INDEX ?= IVF_SQ8
+SCALEOUT_DATA ?= build/bench-scaleout-data
 bench-scaleout: model
 	$(SUDO) unshare -n scripts/scaleout-env sh -c '$(BIN)/snapsource bench --profile scaleout --n $(SCALEOUT_N) \
-		--data build/bench-scaleout-data --http-seconds $(SCALEOUT_HTTP) --output build/bench-scaleout.json \
-		--catalog "$$SNAPSOURCE_TEST_POSTGRES" --vectors "$$SNAPSOURCE_TEST_MILVUS/bench"'
+		--data $(SCALEOUT_DATA) --http-seconds $(SCALEOUT_HTTP) --output build/bench-scaleout.json \
+		--catalog "$$SNAPSOURCE_TEST_POSTGRES" --vectors "$$SNAPSOURCE_TEST_MILVUS/bench?index=$(SCALEOUT_INDEX)"'
 
 # serve --workers 2 on the bench's million offers inside a 3 GB memory cgroup (root; after make bench).
 bench-memory: model

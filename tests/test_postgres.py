@@ -4,6 +4,8 @@ of its own: migrations, the same catalog as SQLite's, and token limits shared by
 from __future__ import annotations
 
 import datetime as dt
+import os
+import re
 import threading
 from collections.abc import Iterator
 
@@ -125,3 +127,31 @@ def test_metering_from_two_servers_adds_up(tmp_path, url):
     [usage] = servers[0].usage(name="metered")
     assert (usage["calls"], usage["errors"]) == (6, 2)
     assert servers[1].info(token).calls_used == 6
+
+
+@pytest.mark.parametrize(
+    ("settings", "needle"),
+    [
+        ({"catalog": "mysql://127.0.0.1/x"}, "expected sqlite:///path/catalog.db or postgresql://"),
+        ({"vectors": "milvus://127.0.0.1:9/x"}, "need the catalog in PostgreSQL"),
+        ({"vectors": "qdrant://127.0.0.1:6333/x"}, "expected empty (faiss in the data dir) or milvus://"),
+    ],
+)
+def test_bad_store_urls_are_clear_errors(tmp_path, settings, needle):
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        Resources.open(Settings.load(environ={}, data_dir=tmp_path, **settings))
+
+
+def test_the_cli_says_what_is_wrong_with_a_store(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "snapsource", "info", "--data", str(tmp_path)],
+        env={**os.environ, "SNAPSOURCE_CATALOG": "postgresql://127.0.0.1:9/none?connect_timeout=1"},
+        capture_output=True, text=True,
+    )
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 2
+    assert "cannot connect to the catalog database postgresql://127.0.0.1:9/none" in said
+    assert "Traceback" not in said

@@ -3,6 +3,7 @@ the other, and a token's quota holds across both. Runs in the scale-out run of `
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from conftest import luma_offers, main_image_url, open_resources, profile_env, profile_settings, serve_workers, write_catalog
+from conftest import LUMA, luma_offers, main_image_url, open_resources, profile_env, profile_settings, serve_workers, write_catalog
 from snapsource.ingest import ingest
 
 pytestmark = pytest.mark.scaleout
@@ -53,4 +54,69 @@ def test_two_servers_share_offers_and_a_quota(tmp_path):
         assert statuses == [200, 200, 200, 200, 439, 439]
     assert resources.tokens.info(limited).calls_used == 4
     assert not (data / "catalog.db").exists() and not (data / "index").exists()  # nothing of either server's own
+    resources.close()
+
+
+def _poll(check, seconds: float = 20.0):
+    """Milvus reads at "Bounded" consistency: what was just written shows within 5 s."""
+    deadline = time.monotonic() + seconds
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.5)
+
+
+def _vector(resources, offer: dict):
+    image = resources.catalog.image_by_sha(hashlib.sha256((LUMA.parent / offer["img"]).read_bytes()).hexdigest())
+    return resources.index.vectors([image.id])
+
+
+def _found(resources, vector, offer: dict, **filters) -> bool:
+    from snapsource import search
+
+    page = search.run(resources, vector, filters=search.Filters.from_params(**filters))
+    return offer["item_id"] in [h.doc["item_id"] for h in page.hits]
+
+
+def test_milvus_follows_price_changes_and_deletions(tmp_path):
+    """Filters run inside Milvus on each entity's own fields: a new price re-files the offer there,
+    and an offer deleted from the catalog leaves Milvus too."""
+    offers = luma_offers()[:4]
+    offer = offers[0]
+    cheap = f"{float(offer['price']) / 2:.2f}"
+    resources = open_resources(tmp_path / "data")
+    ingest(resources, write_catalog(tmp_path / "c.jsonl", offers))
+    vector = _vector(resources, offer)
+    assert _poll(lambda: _found(resources, vector, offer))
+    assert not _found(resources, vector, offer, price_end=cheap)
+
+    ingest(resources, write_catalog(tmp_path / "c.jsonl", [dict(offer, price=cheap), *offers[1:]]))
+    assert _poll(lambda: _found(resources, vector, offer, price_end=cheap))
+
+    ingest(resources, write_catalog(tmp_path / "c.jsonl", offers[1:]), delete_missing=True)
+    assert _poll(lambda: not _found(resources, vector, offer))
+    kept = sum(min(len(o["images"]) or 1, 64) for o in offers[1:])
+    assert _poll(lambda: resources.index.entities() <= kept)
+    resources.close()
+
+
+def test_compact_retrain_refills_the_collection_from_postgresql(tmp_path):
+    resources = open_resources(tmp_path / "data")
+    ingest(resources, write_catalog(tmp_path / "c.jsonl", luma_offers()[:5]))
+    pairs = resources.catalog.db.execute("SELECT count(*) FROM offer_images").fetchone()[0]
+    assert _poll(lambda: resources.index.entities() == pairs)
+    report = resources.index.compact(retrain=True)  # nothing embedded again: vectors come from PostgreSQL
+    assert _poll(lambda: resources.index.entities() == pairs), report
+    assert _poll(lambda: _found(resources, _vector(resources, luma_offers()[0]), luma_offers()[0]))
+    resources.close()
+
+
+def test_a_collection_of_another_model_is_refused(tmp_path):
+    from snapsource.index import IndexMismatch
+    from snapsource.milvus import MilvusStore
+
+    resources = open_resources(tmp_path / "data")
+    with pytest.raises(IndexMismatch, match="--rebuild"):
+        MilvusStore(resources.settings.vectors, resources.catalog, "another-model@2", resources.embedder.dim)
     resources.close()

@@ -21,7 +21,7 @@ from . import bench
 from .catalog import Catalog
 from .columns import OfferColumns
 from .index import VectorStore
-from .milvus import MilvusStore, nprobe
+from .milvus import MilvusStore
 
 COPY_ROWS = 20_000
 
@@ -148,7 +148,8 @@ def measure(directory: Path, catalog_url: str, vectors_url: str, queries: int = 
     size = catalog.db.execute("SELECT pg_database_size(current_database())").fetchone()[0]
     report = {
         "columns_load_s": columns_s,
-        "nprobe": {name: nprobe(1.0 if s is None else s.share) for name, s in selections.items()},
+        "index": milvus.address.index,
+        "search_params": {name: milvus.address.search_params(100, 1.0 if s is None else s.share) for name, s in selections.items()},
         "cases": [dataclasses.asdict(c) for c in table],
         "milvus_rss_mb": _process_mb("milvus"),
         "postgres_mb": size / 2**20,
@@ -164,7 +165,7 @@ def side_by_side(default: dict[str, object], scaleout: dict[str, object]) -> str
     b, load_report = default["build"], scaleout["load"]
     lines = [
         f"{b['offers']:,} offers, {b['vectors']:,} vectors (1280-d): default = SQLite + faiss IVF{b['nlist']}-SQ8 "
-        f"(re-scored); scaleout = PostgreSQL + Milvus IVF_SQ8, {scaleout['entities']:,} offer-image entities",
+        f"(re-scored); scaleout = PostgreSQL + Milvus {scaleout['index']}, {scaleout['entities']:,} offer-image entities",
         f"scaleout load: PostgreSQL COPY {load_report['postgres_copy_s']:.0f} s, Milvus fill {load_report['milvus_fill_s']:.0f} s, "
         f"flush and index {load_report['milvus_index_s']:.0f} s; Milvus RSS {scaleout['milvus_rss_mb']:.0f} MB, "
         f"PostgreSQL database {scaleout['postgres_mb']:.0f} MB; filter columns from PostgreSQL in {scaleout['columns_load_s']:.2f} s",

@@ -37,7 +37,7 @@ def _resources(data: Path, **overrides):
 
     try:
         return Resources.open(Settings.load(data_dir=data, **overrides))
-    except (ModelMissing, IndexMismatch) as exc:
+    except (ModelMissing, IndexMismatch, ValueError, ConnectionError) as exc:  # bad URLs, unreachable stores
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
 
@@ -260,7 +260,12 @@ def info(
     """What the data dir holds, and a working example request."""
     resources = _resources(data)
     example = resources.catalog.example_image()
-    console.print(f"catalog {data}: {resources.catalog.count()} offers, {len(resources.index)} image vectors")
+    where: object = data
+    if resources.catalog.dialect == "postgresql":
+        from .postgres import redact
+
+        where = redact(resources.settings.catalog)
+    console.print(f"catalog {where}: {resources.catalog.count()} offers, {len(resources.index)} image vectors")
     console.print(f"index: {resources.index.describe()}")
     # the token rides after '#': the browser keeps it and never sends it, so no log ever shows it
     typer.echo(f"search page: {url.rstrip('/')}/#token={token}")

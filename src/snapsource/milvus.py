@@ -2,17 +2,17 @@
 
 Milvus filters inside its own search, so its collection holds one entity per offer and image
 (an image shown by two offers at two prices is two entities) with every filter as a scalar
-field: the price range, the five flags and `sales` become a Milvus expression, and the search
-returns offers, not images. The image vectors themselves live in the catalog database
+field (and `sales`): the price range and the five flags become a Milvus expression, and the
+search returns offers, not images. The image vectors themselves live in the catalog database
 (`image_vectors`, PostgreSQL): each image is embedded once however many offers show it, and the
 collection can be filled again from there without embedding anything (`snapsource compact
 --retrain`).
 
-Index: IVF_SQ8 on sealed segments, as the faiss store's base (1 byte a dimension; measured in
-docs/scale-out.md). Milvus's filtered searches lose recall when a filter keeps few entities, so
+Index: IVF_SQ8 on sealed segments, as the faiss store's base (1 byte a dimension), or HNSW with
+`?index=HNSW` in the URL; docs/scale-out.md compares the two. Milvus's filtered searches lose recall when a filter keeps few entities, so
 the planner probes more lists as the filter tightens (nprobe / sqrt(share), as ivf.probes) and
 every list below PROBE_ALL. Growing segments must be searched exactly: the server runs with
-`queryNode.segcore.interimIndex.enableIndex=false` (scripts/milvus).
+`queryNode.segcore.interimIndex.enableIndex=false` (scripts/scaleout-env).
 
 Consistency: searches read at Milvus's "Bounded" level, so an offer written through one server
 is found through any other within Milvus's graceful time (5 s by default); "Strong" costs about
@@ -48,30 +48,52 @@ PROBE_ALL = 0.02  # a filter keeping under 2% of the entities: probe every list
 MAX_LIMIT = 16_384  # Milvus's largest top-k
 BATCH = 2_000  # entities per insert (about 10 MB at 1280 dimensions)
 COUNT_SECONDS = 5.0  # how long `len()` may be stale
+CONNECT_SECONDS = 10.0
 _CHUNK = 900
 FLAGS = ("support_dropshipping", "is_factory", "verified_supplier", "free_shipping")
+
+
+INDEXES = ("IVF_SQ8", "HNSW")  # `?index=HNSW` in the URL: what the bench compared (docs/scale-out.md)
+HNSW_M, HNSW_BUILD_EF = 16, 200
+HNSW_EF = 128  # graph candidates without a filter; more as the filter tightens
 
 
 @dataclasses.dataclass(frozen=True)
 class Address:
     uri: str
     collection: str
+    index: str = "IVF_SQ8"
 
     @classmethod
     def parse(cls, url: str) -> Address:
         parts = urllib.parse.urlsplit(url)
         collection = parts.path.strip("/") or "snapsource"
+        index = dict(urllib.parse.parse_qsl(parts.query)).get("index", "IVF_SQ8").upper()
         if parts.scheme != "milvus" or not parts.hostname or not collection.replace("_", "").isalnum():
             raise ValueError(f"vectors {url!r}: expected milvus://host:19530/collection (letters, digits, _)")
-        return cls(f"http://{parts.hostname}:{parts.port or 19530}", collection)
+        if index not in INDEXES:
+            raise ValueError(f"vectors {url!r}: index must be one of {', '.join(INDEXES)}")
+        return cls(f"http://{parts.hostname}:{parts.port or 19530}", collection, index)
+
+    def index_params(self) -> dict[str, int]:
+        return {"nlist": NLIST} if self.index == "IVF_SQ8" else {"M": HNSW_M, "efConstruction": HNSW_BUILD_EF}
+
+    def search_params(self, k: int, share: float) -> dict[str, int]:
+        if self.index == "IVF_SQ8":
+            return {"nprobe": nprobe(share)}
+        return {"ef": min(MAX_LIMIT, max(k, math.ceil(HNSW_EF / max(share, 1e-9))))}
 
 
 def _client(uri: str):  # noqa: ANN202 - pymilvus.MilvusClient, imported only when Milvus is used
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pymilvus 2.3 imports pkg_resources
         from pymilvus import MilvusClient
+        from pymilvus.exceptions import MilvusException
 
-        return MilvusClient(uri=uri, timeout=30)
+    try:
+        return MilvusClient(uri=uri, timeout=CONNECT_SECONDS)
+    except MilvusException as exc:
+        raise ConnectionError(f"cannot reach Milvus at {uri}: {exc.message}; check it runs and the vectors URL") from None
 
 
 def expression(selection: Selection | None) -> str:
@@ -150,7 +172,9 @@ class MilvusStore:
         name = self.address.collection
         self.client.create_collection(name, schema=schema, consistency_level="Bounded")
         params = self.client.prepare_index_params()
-        params.add_index(field_name="vector", index_type="IVF_SQ8", metric_type="IP", params={"nlist": NLIST})
+        params.add_index(
+            field_name="vector", index_type=self.address.index, metric_type="IP", params=self.address.index_params()
+        )
         self.client.create_index(name, params)
 
     def refresh(self) -> bool:
@@ -181,7 +205,7 @@ class MilvusStore:
         stats = self.stats()
         return (
             f"Milvus collection {self.address.collection} at {self.address.uri}: {stats['entities']} offer images "
-            f"(IVF{NLIST}-SQ8), {stats['vectors']} image vectors in the catalog database"
+            f"({self.address.index}), {stats['vectors']} image vectors in the catalog database"
         )
 
     # writing ----------------------------------------------------------------------------------
@@ -296,7 +320,7 @@ class MilvusStore:
         """The best `k` entities that pass the selection's filters: (item_ids, image_ids, scores),
         best first. Not a range search (`radius` at the similarity threshold): Milvus 2.3's,
         filtered, found 29% of the top 100 under all filters (docs/scale-out.md)."""
-        params = {"nprobe": nprobe(share)}
+        params = self.address.search_params(min(k, MAX_LIMIT), share)
         hits = self.client.search(
             self.address.collection,
             [np.asarray(query, np.float32).tolist()],

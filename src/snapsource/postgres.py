@@ -26,6 +26,7 @@ import psycopg_pool
 MIGRATIONS = Path(__file__).parent / "migrations" / "postgresql"
 MIGRATION_LOCK = 0x736E6170  # pg_advisory_xact_lock key: "snap"
 POOL_SIZE = 8  # connections per process at most; `?pool_size=N` in the URL changes it
+CONNECT_SECONDS = 10.0  # a database that does not answer by then is reported, not waited for
 
 
 @functools.lru_cache(maxsize=512)
@@ -112,7 +113,7 @@ class PostgresDatabase:
             info, min_size=1, max_size=max(1, size), kwargs={"autocommit": True}, open=False, name="snapsource"
         )
         try:
-            self.pool.open(wait=True, timeout=30)
+            self.pool.open(wait=True, timeout=CONNECT_SECONDS)
         except psycopg_pool.PoolTimeout as exc:
             self.pool.close()
             raise ConnectionError(f"cannot connect to the catalog database {redact(url)}: check it runs and the URL") from exc
