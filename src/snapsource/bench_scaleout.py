@@ -108,15 +108,12 @@ def _flush_and_index(milvus: MilvusStore, settle: float = 30.0, limit: float = 7
 def _process_mb(name: str) -> float:
     """Resident memory of the processes called `name` (the Milvus server), in MB."""
     total = 0.0
-    for status in Path("/proc").glob("[0-9]*/status"):
+    for comm in Path("/proc").glob("[0-9]*/comm"):
         try:
-            text = status.read_text()
+            if comm.read_text().strip() == name:
+                total += bench._memory_mb(comm.parent.name)["rss"]
         except OSError:
             continue
-        if text.startswith(f"Name:\t{name}\n"):
-            for line in text.splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) / 1024
     return total
 
 

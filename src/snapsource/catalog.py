@@ -105,7 +105,8 @@ class OfferFacts:
     main_image_id: int = 0
 
 
-def _chunks(values: list[int]) -> Iterator[list[int]]:
+def chunks(values: list[int]) -> Iterator[list[int]]:
+    """Ids in runs short enough for one `IN (...)` list."""
     for start in range(0, len(values), _CHUNK):
         yield values[start : start + _CHUNK]
 
@@ -189,7 +190,7 @@ class Catalog:
 
     def delete_images(self, images: list[StoredImage]) -> None:
         with self.write() as db:
-            for chunk in _chunks([i.id for i in images]):
+            for chunk in chunks([i.id for i in images]):
                 db.execute(f"DELETE FROM images WHERE id IN ({','.join('?' * len(chunk))})", chunk)
         for image in images:
             self.image_file(image.sha256, image.ext).unlink(missing_ok=True)
@@ -262,14 +263,14 @@ class Catalog:
     def delete_offers(self, item_ids: Iterable[int]) -> int:
         ids = list(item_ids)
         with self.write() as db:
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids):
                 db.execute(f"DELETE FROM offers WHERE item_id IN ({','.join('?' * len(chunk))})", chunk)
         return len(ids)
 
     def offers_for_images(self, image_ids: list[int]) -> list[tuple[int, int]]:
         """(image_id, item_id) for every offer showing one of these images."""
         pairs: list[tuple[int, int]] = []
-        for chunk in _chunks(image_ids):
+        for chunk in chunks(image_ids):
             pairs += self.db.execute(
                 f"SELECT image_id, item_id FROM offer_images WHERE image_id IN ({','.join('?' * len(chunk))})",
                 chunk,
@@ -278,7 +279,7 @@ class Catalog:
 
     def facts(self, item_ids: list[int]) -> dict[int, OfferFacts]:
         out: dict[int, OfferFacts] = {}
-        for chunk in _chunks(item_ids):
+        for chunk in chunks(item_ids):
             rows = self.db.execute(
                 f"""SELECT item_id, price, sales, is_factory, support_dropshipping, free_shipping,
                            verified_supplier, new_arrival, created_at, main_image_id
@@ -295,7 +296,7 @@ class Catalog:
     def documents(self, item_ids: list[int]) -> dict[int, tuple[str, StoredImage]]:
         """The stored offer JSON and its main image, by item_id."""
         out: dict[int, tuple[str, StoredImage]] = {}
-        for chunk in _chunks(item_ids):
+        for chunk in chunks(item_ids):
             rows = self.db.execute(
                 f"""SELECT o.item_id, o.doc, i.id, i.sha256, i.ext FROM offers o
                     JOIN images i ON i.id = o.main_image_id
@@ -309,7 +310,7 @@ class Catalog:
     # local features (geometric re-ranking) ------------------------------------------------------
     def local_features(self, image_ids: list[int]) -> dict[int, bytes]:
         out: dict[int, bytes] = {}
-        for chunk in _chunks(image_ids):
+        for chunk in chunks(image_ids):
             rows = self.db.execute(
                 f"SELECT image_id, data FROM local_features WHERE image_id IN ({','.join('?' * len(chunk))})", chunk
             )

@@ -438,8 +438,9 @@ def bench(
     typer.echo(benchmark.table(report))
     if profile == "scaleout":
         from . import bench_scaleout
+        from .postgres import redact
 
-        err.print(f"copying it into {catalog.split('@')[-1]} and {vectors}")
+        err.print(f"copying it into {redact(catalog)} and {vectors}")
         scaleout = {"load": bench_scaleout.load(data, catalog, vectors)}
         scaleout |= bench_scaleout.measure(data, catalog, vectors, queries)
         if http_seconds > 0:

@@ -33,6 +33,17 @@ FLAG_COLUMNS = ("support_dropshipping", "is_factory", "verified_supplier", "free
 BACKGROUND_FROM = 100_000  # offers: a catalog this large reloads its columns in the background
 MASKS_KEPT = 64
 UNKNOWN_DAY = np.iinfo(np.int32).min
+# what filters and sorts read of an offer, in this order (columns here, Milvus entities in milvus.py)
+FACTS = (
+    "item_id, CAST(price AS DOUBLE PRECISION), sales, " + ", ".join(FLAG_COLUMNS)
+    + ", coalesce(new_arrival, -1), main_image_id, created_at"
+)
+
+
+def days(created: list[str | None]) -> np.ndarray:
+    """`created_at` dates as int32 days since 1970, UNKNOWN_DAY where there is none."""
+    found = np.array([c[:10] if c else "NaT" for c in created], "datetime64[D]").astype(np.int64)
+    return np.where(found == np.iinfo(np.int64).min, UNKNOWN_DAY, found).astype(np.int32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,10 +60,15 @@ class Selection:
     new_days: int = 0
 
     @property
+    def pairs(self) -> int:
+        """How many (offer, image) pairs are kept: the entities of a store that filters itself."""
+        return int(self.rows[self.columns.pair_offer].sum())
+
+    @property
     def share(self) -> float:
         """The share of (offer, image) pairs kept."""
         pairs = len(self.columns.pair_offer)
-        return float(self.rows[self.columns.pair_offer].sum()) / pairs if pairs else 0.0
+        return self.pairs / pairs if pairs else 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,18 +212,12 @@ class OfferColumns:
 
     def _load(self) -> Columns:
         db = self.catalog.db
-        rows = db.execute(
-            "SELECT item_id, CAST(price AS DOUBLE PRECISION), sales, support_dropshipping, is_factory, "
-            "verified_supplier, free_shipping, coalesce(new_arrival, -1), main_image_id, created_at "
-            "FROM offers ORDER BY item_id"
-        ).fetchall()
+        rows = db.execute(f"SELECT {FACTS} FROM offers ORDER BY item_id").fetchall()
         if not rows:
             return Columns.empty()
         table = np.array([r[:9] for r in rows], dtype=np.float64)
         table[np.isnan(table)] = 0  # NULL flags read as not true
         item_id = np.array([r[0] for r in rows], np.int64)  # exact: float64 rounds ids over 2**53
-        days = np.array([r[9][:10] if r[9] else "NaT" for r in rows], "datetime64[D]").astype(np.int64)
-        created_day = np.where(days == np.iinfo(np.int64).min, UNKNOWN_DAY, days).astype(np.int32)
         pairs = np.array(db.execute("SELECT item_id, image_id FROM offer_images").fetchall() or np.zeros((0, 2)), np.int64)
         pair_offer = np.searchsorted(item_id, pairs[:, 0])
         images = int(pairs[:, 1].max()) + 1 if len(pairs) else 0
@@ -217,7 +227,7 @@ class OfferColumns:
             sales=table[:, 2].astype(np.int64),
             flags={name: _flag(table[:, 3 + i]) for i, name in enumerate(FLAG_COLUMNS)},
             new_arrival=table[:, 7].astype(np.int8),
-            created_day=created_day,
+            created_day=days([r[9] for r in rows]),
             pair_offer=pair_offer,
             pair_image=pairs[:, 1],
             images=images,

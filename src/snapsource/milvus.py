@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .catalog import chunks
+from .columns import FACTS, FLAG_COLUMNS, days
 from .index import IndexMismatch
 
 if TYPE_CHECKING:
@@ -49,8 +51,6 @@ MAX_LIMIT = 16_384  # Milvus's largest top-k
 BATCH = 2_000  # entities per insert (about 10 MB at 1280 dimensions)
 COUNT_SECONDS = 5.0  # how long `len()` may be stale
 CONNECT_SECONDS = 10.0
-_CHUNK = 900
-FLAGS = ("support_dropshipping", "is_factory", "verified_supplier", "free_shipping")
 
 
 INDEXES = ("IVF_SQ8", "HNSW")  # `?index=HNSW` in the URL: what the bench compared (docs/scale-out.md)
@@ -106,7 +106,7 @@ def expression(selection: Selection | None) -> str:
         terms.append(f"price >= {float(filters.price_start)!r}")
     if filters.price_end is not None:
         terms.append(f"price <= {float(filters.price_end)!r}")
-    terms += [f"{name} == true" for name in FLAGS if getattr(filters, name)]
+    terms += [f"{name} == true" for name in FLAG_COLUMNS if getattr(filters, name)]
     if filters.new_arrival:
         since = (selection.today - dt.date(1970, 1, 1)).days - selection.new_days
         terms.append(f"(new_arrival == 1 or (new_arrival == -1 and created_day >= {since}))")
@@ -164,7 +164,7 @@ class MilvusStore:
         schema.add_field("image_id", DataType.INT64)
         schema.add_field("price", DataType.DOUBLE)
         schema.add_field("sales", DataType.INT64)
-        for name in FLAGS:
+        for name in FLAG_COLUMNS:
             schema.add_field(name, DataType.BOOL)
         schema.add_field("new_arrival", DataType.INT8)
         schema.add_field("created_day", DataType.INT32)
@@ -223,7 +223,7 @@ class MilvusStore:
             )
         self._count = (0.0, -1)
         showing = []
-        for chunk in _chunks(ids.tolist()):
+        for chunk in chunks(ids.tolist()):
             showing += self.catalog.db.execute(
                 f"SELECT DISTINCT item_id FROM offer_images WHERE image_id IN ({','.join('?' * len(chunk))})", chunk
             ).fetchall()
@@ -233,7 +233,7 @@ class MilvusStore:
         ids = [int(i) for i in np.asarray(ids, np.int64)]
         if not ids:
             return
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             self.client.delete(self.address.collection, filter=f"image_id in {_in(chunk)}")
             with self.catalog.write() as db:
                 db.execute(f"DELETE FROM image_vectors WHERE image_id IN ({','.join('?' * len(chunk))})", chunk)
@@ -243,7 +243,7 @@ class MilvusStore:
         """Write the entities of these offers as the catalog now has them (none for a deleted one):
         upserted by key, then the keys they no longer have deleted."""
         item_ids = sorted({int(i) for i in item_ids})
-        for chunk in _chunks(item_ids):
+        for chunk in chunks(item_ids):
             entities = self._entities(chunk)
             for start in range(0, len(entities), BATCH):
                 self.client.upsert(self.address.collection, entities[start : start + BATCH])
@@ -254,14 +254,8 @@ class MilvusStore:
     def _entities(self, item_ids: list[int]) -> list[dict]:
         marks = ",".join("?" * len(item_ids))
         db = self.catalog.db
-        facts = {
-            r[0]: r
-            for r in db.execute(
-                "SELECT item_id, CAST(price AS DOUBLE PRECISION), sales, support_dropshipping, is_factory, "
-                f"verified_supplier, free_shipping, coalesce(new_arrival, -1), created_at FROM offers WHERE item_id IN ({marks})",
-                item_ids,
-            )
-        }
+        facts = {r[0]: r for r in db.execute(f"SELECT {FACTS} FROM offers WHERE item_id IN ({marks})", item_ids)}
+        created = dict(zip(facts, days([f[9] for f in facts.values()]).tolist()))
         pairs = db.execute(
             f"SELECT p.item_id, p.position, p.image_id, v.vector FROM offer_images p "
             f"JOIN image_vectors v ON v.image_id = p.image_id WHERE p.item_id IN ({marks}) AND p.position < ?",
@@ -272,16 +266,15 @@ class MilvusStore:
             f = facts.get(item_id)
             if f is None:
                 continue
-            created = f[8]
             out.append({
                 "pair": item_id * POSITIONS + position,
                 "item_id": item_id,
                 "image_id": image_id,
                 "price": float(f[1]),
                 "sales": int(f[2]),
-                **{name: f[3 + i] == 1 for i, name in enumerate(FLAGS)},
+                **{name: f[3 + i] == 1 for i, name in enumerate(FLAG_COLUMNS)},
                 "new_arrival": int(f[7]),
-                "created_day": (dt.date.fromisoformat(created[:10]) - dt.date(1970, 1, 1)).days if created else -(2**31),
+                "created_day": created[item_id],
                 "vector": np.frombuffer(blob, np.float32).tolist(),
             })
         return out
@@ -289,19 +282,23 @@ class MilvusStore:
     def save(self) -> None:
         """Nothing to do: PostgreSQL and Milvus keep what they were given."""
 
+    def _recreate(self) -> None:
+        """An empty collection in place of this one, indexed and loaded."""
+        self.client.drop_collection(self.address.collection)
+        self._create()
+        self.client.load_collection(self.address.collection)
+
     def reset(self) -> None:
         """Forget every vector: the collection is made anew and image_vectors emptied."""
-        self.client.drop_collection(self.address.collection)
         with self.catalog.write() as db:
             db.execute("DELETE FROM image_vectors")
         self._count = (0.0, -1)
-        self._create()
-        self.client.load_collection(self.address.collection)
+        self._recreate()
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         ids = [int(i) for i in np.asarray(ids, np.int64)]
         found: dict[int, bytes] = {}
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             found.update(self.catalog.db.execute(
                 f"SELECT image_id, vector FROM image_vectors WHERE image_id IN ({','.join('?' * len(chunk))})", chunk
             ).fetchall())
@@ -320,14 +317,14 @@ class MilvusStore:
         """The best `k` entities that pass the selection's filters: (item_ids, image_ids, scores),
         best first. Not a range search (`radius` at the similarity threshold): Milvus 2.3's,
         filtered, found 29% of the top 100 under all filters (docs/scale-out.md)."""
-        params = self.address.search_params(min(k, MAX_LIMIT), share)
+        limit = min(k, MAX_LIMIT)
         hits = self.client.search(
             self.address.collection,
             [np.asarray(query, np.float32).tolist()],
             filter=expression(selection),
-            limit=min(k, MAX_LIMIT),
+            limit=limit,
             output_fields=["item_id", "image_id"],
-            search_params={"metric_type": "IP", "params": params},
+            search_params={"metric_type": "IP", "params": self.address.search_params(limit, share)},
             consistency_level="Bounded",
         )[0]
         item_ids = np.fromiter((h["entity"]["item_id"] for h in hits), np.int64, len(hits))
@@ -345,17 +342,10 @@ class MilvusStore:
         if not retrain:
             return None
         started = time.perf_counter()
-        self.client.drop_collection(self.address.collection)
-        self._create()
-        self.client.load_collection(self.address.collection)
+        self._recreate()
         offers = [r[0] for r in self.catalog.db.execute("SELECT item_id FROM offers").fetchall()]
         self.offers_changed(offers)
         return {"entities": self.entities(), "seconds": round(time.perf_counter() - started, 1)}
 
     def close(self) -> None:
         self.client.close()
-
-
-def _chunks(values: list[int]) -> Iterable[list[int]]:
-    for start in range(0, len(values), _CHUNK):
-        yield values[start : start + _CHUNK]

@@ -12,11 +12,11 @@ from .config import Settings
 from .embed import Embedder, OnnxEmbedder
 from .fetch import Fetcher, FetchPolicy
 from .index import VectorStore
+from .tokens import Tokens
+from .uploads import Uploads
 
 if TYPE_CHECKING:
     from .milvus import MilvusStore
-from .tokens import Tokens
-from .uploads import Uploads
 
 
 @dataclasses.dataclass

@@ -150,8 +150,8 @@ def candidates(
     cap, threshold = settings.candidate_cap, settings.similarity_threshold
     columns = selection.columns if selection is not None else columns or resources.columns.current()
     if index.filters_inside:  # Milvus: entities are (offer, image) pairs, filtered by Milvus itself
+        total = len(columns.pair_offer) if selection is None else selection.pairs
         share = 1.0 if selection is None else selection.share
-        total = int(share * len(columns.pair_offer)) if selection is not None else len(columns.pair_offer)
     else:
         allowed = None if selection is None else selection.images
         total = len(index) if allowed is None else int(allowed.sum())
