@@ -18,7 +18,7 @@ APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-dr
 $(BIN)/snapsource: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,scaleout]'
+	$(BIN)/pip install -q -e '.[test,scaleout,gpu]'
 	touch $@
 
 install: $(BIN)/snapsource

@@ -125,15 +125,27 @@ def ingest(
     data: DataOpt = DEFAULT_DATA,
     delete_missing: Annotated[bool, typer.Option(help="Remove offers that are not in the file.")] = False,
     rebuild: Annotated[bool, typer.Option(help="Embed every image again (after a model change).")] = False,
+    device: Annotated[
+        Optional[str],
+        typer.Option(help="Embed on cpu (onnxruntime), cuda / cuda:N (torch on a GPU) or auto; default: the device setting."),
+    ] = None,
+    decoders: Annotated[
+        Optional[int], typer.Option(help="Decoder processes; default: one per core on a GPU, none on the CPU.")
+    ] = None,
 ) -> None:
     """Import or update offers from a JSON Lines catalog (upsert by item_id)."""
-    from .ingest import ingest as run_ingest
+    from .ingest import Plan, ingest as run_ingest
 
     if rebuild and (data / "index").exists():
         import shutil
 
         shutil.rmtree(data / "index")  # vectors of the old model are never compared with new ones
-    resources = _resources(data)
+    resources = _resources(data, device=device, decoders=decoders)
+    plan = Plan.of(resources)
+    err.print(
+        f"embedding on {resources.embedder.description} in batches of {plan.batch_size}; "
+        f"decoding in {f'{plan.decoders} processes' if plan.decoders else f'{plan.threads} threads'}"
+    )
     total = sum(1 for line in open(catalog, encoding="utf-8") if line.strip())
     started = time.perf_counter()
     columns = (

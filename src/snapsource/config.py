@@ -94,8 +94,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("upload_keep_days", 30, "Uploaded and fetched query images unused for this many days are deleted."),
     Setting("model_path", "", "ONNX file of the embedding model; empty means the one `snapsource model export` wrote."),
     Setting("threads", 0, "Threads for model inference; 0 means one per CPU core."),
+    Setting(
+        "device",
+        "cpu",
+        "Where images are embedded: `cpu` (onnxruntime), `cuda` or `cuda:N` (torch on an NVIDIA GPU, "
+        "for bulk ingest; `pip install 'snapsource[gpu]'`), or `auto` (a GPU when torch sees one). "
+        "The vectors are the same, so one index takes both (docs/gpu-ingest.md).",
+    ),
     Setting("ingest_workers", 4, "Threads reading and decoding images during ingest."),
-    Setting("batch_size", 32, "Images per inference batch during ingest."),
+    Setting(
+        "decoders",
+        -1,
+        "Processes decoding and preparing images during ingest, beside the reading threads; -1: one "
+        "per CPU core when embedding on a GPU, none on the CPU (where inference takes the cores).",
+    ),
+    Setting("batch_size", 0, "Images per inference batch during ingest; 0: 32 on the CPU, 256 on a GPU."),
     Setting(
         "index_rescore",
         True,
@@ -134,7 +147,9 @@ class Settings:
     max_image_bytes: int = _DEFAULTS["max_image_bytes"]
     model_path: str = _DEFAULTS["model_path"]
     threads: int = _DEFAULTS["threads"]
+    device: str = _DEFAULTS["device"]
     ingest_workers: int = _DEFAULTS["ingest_workers"]
+    decoders: int = _DEFAULTS["decoders"]
     batch_size: int = _DEFAULTS["batch_size"]
     compact_interval: float = _DEFAULTS["compact_interval"]
     index_rescore: bool = _DEFAULTS["index_rescore"]

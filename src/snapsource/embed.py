@@ -1,8 +1,10 @@
-"""Image embeddings: EfficientNet-Lite0 (ImageNet weights) run by onnxruntime.
+"""Image embeddings: EfficientNet-Lite0 (ImageNet weights), run by onnxruntime on the CPU.
 
 The vector of an image is its last feature map, average-pooled and L2-normalised (1280 dims),
 so inner product is cosine similarity. The model's identity (name, version and the
 preprocessing that changes vectors) is recorded in the index; a mismatch means re-ingest.
+`embed_torch` runs the same weights on a GPU for bulk ingest; its vectors match these
+(cosine >= 0.999), so both carry one name and share an index.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
 class Embedder(Protocol):
     name: str
     dim: int
+    gpu: bool  # ingest sizes its batches and decoder pool by it
+    description: str  # where it runs, for people: "cuda:0 (NVIDIA H200, fp16)"
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, 224, 224) float32 prepared images -> (N, dim) unit vectors."""
@@ -40,6 +44,10 @@ class Embedder(Protocol):
 
     def feature_maps(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, 224, 224) prepared images -> (N, dim, h, w) last activations (localise.py reads them)."""
+        ...
+
+    def embed_pixels(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 224, 224, 3) uint8 images (`images.pixels`) -> (N, dim) unit vectors."""
         ...
 
 
@@ -50,6 +58,7 @@ class ModelMissing(RuntimeError):
 class OnnxEmbedder:
     name = f"{MODEL_NAME}@{MODEL_VERSION}"
     dim = DIM
+    gpu = False
 
     def __init__(self, path: str | Path | None = None, threads: int = 0) -> None:
         import onnxruntime as ort
@@ -66,6 +75,7 @@ class OnnxEmbedder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        self.description = f"cpu (onnxruntime, {options.intra_op_num_threads} threads)"
 
     def feature_maps(self, batch: np.ndarray) -> np.ndarray:
         """(N, 1280, 7, 7) activations of the last convolution."""
@@ -75,3 +85,29 @@ class OnnxEmbedder:
         if len(batch) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         return normalise(self.feature_maps(batch).mean(axis=(2, 3)))
+
+    def embed_pixels(self, batch: np.ndarray) -> np.ndarray:
+        from .images import scale
+
+        return self.embed(scale(batch))
+
+
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def open_embedder(device: str = "cpu", model_path: str | Path | None = None, threads: int = 0) -> Embedder:
+    """The embedder the `device` setting names: `cpu` (onnxruntime, the default, no GPU package),
+    `cuda` or `cuda:N` (torch on that GPU; fails with the reason when there is none), or `auto`
+    (a GPU when torch sees one, else the CPU)."""
+    if device == "cpu":
+        return OnnxEmbedder(model_path, threads=threads)
+    if device != "auto" and device != "cuda" and not device.startswith("cuda:"):
+        raise ValueError(f"device {device!r}: expected cpu, cuda, cuda:N or auto")
+    from . import embed_torch
+
+    problem = embed_torch.cuda_problem(device)
+    if problem is None:
+        return embed_torch.TorchEmbedder("cuda" if device == "auto" else device)
+    if device == "auto":
+        return OnnxEmbedder(model_path, threads=threads)
+    raise ValueError(f"device {device!r}: {problem}")

@@ -1,8 +1,9 @@
 """Catalog import: JSON Lines of offers -> image files, vectors and offer rows.
 
 Stages, per chunk of offers: read and hash every image (threads), decode and prepare only the
-images whose content is new (threads), embed them in batches, then write images, vectors and
-offers. The next chunk is read while the current one is embedded. Bad rows and unreadable images
+images whose content is new (the same threads, or a pool of decoder processes when a GPU embeds
+faster than threads can decode), embed them in batches, then write images, vectors and offers.
+The next chunk is read and decoded while the current one is embedded. Bad rows and unreadable images
 are reported with their row number and skipped; everything else is imported.
 
 Crash safety comes from ordering: an image row is written before its vector and the index is
@@ -12,12 +13,15 @@ which the next run embeds again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +33,9 @@ from .fetch import Fetcher, FetchPolicy
 from .offer import OfferRecord
 from .resources import Resources
 
-CHUNK_OFFERS = 32
+CHUNK_OFFERS = 32  # at least; a chunk holds at least one batch's offers
 CHECKPOINT_VECTORS = 5000
+CPU_BATCH, GPU_BATCH = 32, 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +83,7 @@ class _Loaded:
     sha256: str = ""
     data: bytes = b""
     size: tuple[int, int] = (0, 0)
-    array: np.ndarray | None = None
+    pixels: np.ndarray | None = None  # (224, 224, 3) uint8: images.pixels
     local: bytes | None = None  # SIFT features, when geometric re-ranking is on
     error: str = ""
 
@@ -154,10 +159,49 @@ def local_path(source: str, base_dir: Path) -> Path:
     return path if path.is_absolute() else base_dir / path
 
 
+@dataclasses.dataclass(frozen=True)
+class Decoded:
+    """A new image made ready for the model, in a reading thread or a decoder process."""
+
+    size: tuple[int, int]  # upright size of the file
+    pixels: np.ndarray
+    local: bytes | None
+
+
+def decode_for_model(data: bytes, limits: images.ImageLimits, trim_margin: float, local: bool) -> Decoded | str:
+    """Decode, trim and resize one image (and its SIFT features): the CPU work of ingest.
+
+    Module-level and returning the error's text, so that a decoder process can run it.
+    """
+    try:
+        img = images.decode(data, limits)
+        features = verify.extract(img).to_bytes() if local else None
+        return Decoded(images.source_size(img), images.pixels(img, trim_margin), features)
+    except (OSError, images.ImageError) as exc:
+        return str(exc)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How an ingest uses this machine: batch size, decoder processes, reading threads."""
+
+    batch_size: int
+    decoders: int
+    threads: int
+
+    @classmethod
+    def of(cls, resources: Resources) -> Plan:
+        settings, gpu = resources.settings, getattr(resources.embedder, "gpu", False)
+        batch = settings.batch_size if settings.batch_size > 0 else (GPU_BATCH if gpu else CPU_BATCH)
+        decoders = settings.decoders if settings.decoders >= 0 else ((os.cpu_count() or 1) if gpu else 0)
+        # a thread waits on each decoder process's result, and a few more fetch meanwhile
+        return cls(batch, decoders, max(1, settings.ingest_workers, decoders + 2 if decoders else 0))
+
+
 class _Reader:
     """Reads image references (catalog-relative paths or http(s) URLs) and prepares new ones."""
 
-    def __init__(self, resources: Resources, base_dir: Path, known: Callable[[str], bool]) -> None:
+    def __init__(self, resources: Resources, base_dir: Path, known: Callable[[str], bool], decoders: int) -> None:
         self.settings = resources.settings
         self.base_dir = base_dir
         self.known = known
@@ -165,6 +209,10 @@ class _Reader:
         # Catalog URLs are the operator's own (often an intranet image server): any address,
         # the same caps, timeouts and redirect limit as user URLs.
         self.fetcher = Fetcher(FetchPolicy.of(self.settings, guard=False))
+        # spawned, not forked: the parent holds threads, onnxruntime's pools and perhaps a CUDA context
+        self.decoders: Executor | None = (
+            ProcessPoolExecutor(decoders, mp_context=multiprocessing.get_context("spawn")) if decoders else None
+        )
 
     def fetch(self, source: str) -> bytes:
         if source.startswith(("http://", "https://")):
@@ -179,20 +227,24 @@ class _Reader:
         try:
             item.data = self.fetch(source)
             item.sha256 = hashlib.sha256(item.data).hexdigest()
-            if self.known(item.sha256):
-                item.data = b""  # stored already; only its hash is needed
-            else:
-                img = images.decode(item.data, self.limits)
-                item.size = images.source_size(img)
-                item.array = images.prepare(img, self.settings.trim_margin)
-                if self.settings.rerank_k > 0:
-                    item.local = verify.extract(img).to_bytes()
         except (OSError, images.ImageError) as exc:
             item.error = str(exc) if not isinstance(exc, OSError) else f"{exc.strerror or exc}: {source}"
+            return item
+        if self.known(item.sha256):
+            item.data = b""  # stored already; only its hash is needed
+            return item
+        args = (item.data, self.limits, self.settings.trim_margin, self.settings.rerank_k > 0)
+        done = self.decoders.submit(decode_for_model, *args).result() if self.decoders else decode_for_model(*args)
+        if isinstance(done, str):
+            item.error = done
+        else:
+            item.size, item.pixels, item.local = done.size, done.pixels, done.local
         return item
 
     def close(self) -> None:
         self.fetcher.close()
+        if self.decoders:
+            self.decoders.shutdown(cancel_futures=True)
 
 
 def ingest(
@@ -207,7 +259,8 @@ def ingest(
     catalog, index = resources.catalog, resources.index
     report = IngestReport()
     scan = _Scan()
-    chunks = _batched(iter_rows(catalog_file, report, scan), CHUNK_OFFERS)
+    plan = Plan.of(resources)
+    chunks = _batched(iter_rows(catalog_file, report, scan), max(CHUNK_OFFERS, plan.batch_size))
 
     if rebuild:
         index.reset()
@@ -217,9 +270,9 @@ def ingest(
         image = catalog.image_by_sha(sha)
         return image is not None and image.id in indexed
 
-    reader = _Reader(resources, catalog_file.parent, known)
     pending_vectors = 0
-    with ThreadPoolExecutor(max_workers=max(1, resources.settings.ingest_workers)) as pool:
+    reader = _Reader(resources, catalog_file.parent, known, plan.decoders)
+    with contextlib.closing(reader), ThreadPoolExecutor(max_workers=plan.threads) as pool:
 
         def submit(chunk: list[_Row] | None) -> tuple[list[_Row], list[list[Future[_Loaded]]]] | None:
             if chunk is None:
@@ -231,13 +284,12 @@ def ingest(
             chunk, futures = upcoming
             loaded = [[f.result() for f in row_futures] for row_futures in futures]
             upcoming = submit(next(chunks, None))  # read the next chunk while this one is embedded
-            pending_vectors += _write_chunk(resources, chunk, loaded, indexed, report)
+            pending_vectors += _write_chunk(resources, chunk, loaded, indexed, report, plan.batch_size)
             if pending_vectors >= CHECKPOINT_VECTORS:
                 index.save()
                 pending_vectors = 0
             if progress:  # rows read so far: at most one chunk ahead of the rows written
                 progress(report.rows, report.images_embedded)
-    reader.close()
     if progress:
         progress(report.rows, report.images_embedded)
 
@@ -266,24 +318,24 @@ def _write_chunk(
     loaded: list[list[_Loaded]],
     indexed: set[int],
     report: IngestReport,
+    batch_size: int,
 ) -> int:
     """Embed the chunk's new images once each, store them, then upsert the chunk's offers."""
     catalog, index, embedder = resources.catalog, resources.index, resources.embedder
     fresh: dict[str, _Loaded] = {}
     for items in loaded:
         for item in items:
-            if item.array is None or item.sha256 in fresh:
+            if item.pixels is None or item.sha256 in fresh:
                 continue
             known = catalog.image_by_sha(item.sha256)
             if known is not None and known.id in indexed:
                 continue  # embedded by an earlier chunk of this run (a relisted twin's photo)
             fresh[item.sha256] = item
     stored: dict[str, StoredImage] = {}
-    batch_size = max(1, resources.settings.batch_size)
     fresh_items = list(fresh.values())
     for start in range(0, len(fresh_items), batch_size):
         batch = fresh_items[start : start + batch_size]
-        vectors = embedder.embed(np.stack([item.array for item in batch]))
+        vectors = embedder.embed_pixels(np.stack([item.pixels for item in batch]))
         image_ids = []
         local: dict[int, bytes] = {}
         for item in batch:

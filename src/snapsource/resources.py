@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from .catalog import Catalog
 from .columns import OfferColumns
 from .config import Settings
-from .embed import Embedder, OnnxEmbedder
+from .embed import Embedder, open_embedder
 from .fetch import Fetcher, FetchPolicy
 from .index import VectorStore
 from .tokens import Tokens
@@ -33,7 +33,7 @@ class Resources:
     @classmethod
     def open(cls, settings: Settings) -> Resources:
         catalog = Catalog(settings.data_dir, settings.catalog)
-        embedder = OnnxEmbedder(settings.model_path or None, threads=settings.threads)
+        embedder = open_embedder(settings.device, settings.model_path or None, threads=settings.threads)
         index = open_vectors(settings, catalog, model_identity(embedder, settings), embedder.dim)
         uploads = Uploads(
             settings.data_dir / "uploads",
