@@ -141,11 +141,7 @@ def ingest(
 
         shutil.rmtree(data / "index")  # vectors of the old model are never compared with new ones
     resources = _resources(data, device=device, decoders=decoders)
-    plan = Plan.of(resources)
-    err.print(
-        f"embedding on {resources.embedder.description} in batches of {plan.batch_size}; "
-        f"decoding in {f'{plan.decoders} processes' if plan.decoders else f'{plan.threads} threads'}"
-    )
+    err.print(f"embedding on {resources.embedder.description} in {Plan.of(resources).describe()}")
     total = sum(1 for line in open(catalog, encoding="utf-8") if line.strip())
     started = time.perf_counter()
     columns = (

@@ -108,6 +108,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Processes decoding and preparing images during ingest, beside the reading threads; -1: one "
         "per CPU core when embedding on a GPU, none on the CPU (where inference takes the cores).",
     ),
+    Setting(
+        "gpu_decode",
+        True,
+        "When embedding on a GPU, decode JPEGs there too (nvJPEG through torchvision, where it is "
+        "installed); false: the decoder processes decode everything, as on the CPU.",
+    ),
     Setting("batch_size", 0, "Images per inference batch during ingest; 0: 32 on the CPU, 256 on a GPU."),
     Setting(
         "index_rescore",
@@ -150,6 +156,7 @@ class Settings:
     device: str = _DEFAULTS["device"]
     ingest_workers: int = _DEFAULTS["ingest_workers"]
     decoders: int = _DEFAULTS["decoders"]
+    gpu_decode: bool = _DEFAULTS["gpu_decode"]
     batch_size: int = _DEFAULTS["batch_size"]
     compact_interval: float = _DEFAULTS["compact_interval"]
     index_rescore: bool = _DEFAULTS["index_rescore"]

@@ -152,13 +152,18 @@ class TorchEmbedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.vectors(self._upload(np.asarray(batch, dtype=np.float32)))
 
-    def embed_pixels(self, batch: np.ndarray) -> np.ndarray:
+    def embed_pixels(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        """uint8 (N, 224, 224, 3) from the host, or already on the device (gpu_images prepares them there)."""
         if len(batch) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         import torch
 
         with torch.inference_mode():
-            return self.vectors(self.scaled(self._upload(np.asarray(batch, dtype=np.uint8))))
+            if isinstance(batch, torch.Tensor):
+                pixels = batch.to(self.device, non_blocking=True)
+            else:
+                pixels = self._upload(np.asarray(batch, dtype=np.uint8))
+            return self.vectors(self.scaled(pixels))
 
     def synchronize(self) -> None:
         """Wait for queued GPU work (benchmarks time whole batches)."""

@@ -61,7 +61,31 @@ def _megapixels(pixels: int) -> str:
     return f"{pixels / 1_000_000:.3g} MP"
 
 
-def decode(data: bytes, limits: ImageLimits = ImageLimits(), target: int = INPUT_SIZE * 2) -> Image.Image:
+def check_size(width: int, height: int, limits: ImageLimits) -> None:
+    """The pixel limits, checked from the header before anything is decoded."""
+    if width * height > limits.max_pixels:
+        raise ImageError(
+            f"image too large: {width}x{height} pixels is {_megapixels(width * height)} "
+            f"> {_megapixels(limits.max_pixels)}"
+        )
+    if min(width, height) < limits.min_side:
+        raise ImageError(
+            f"image too small: {width}x{height} pixels; at least {limits.min_side} pixels "
+            "on each side are needed"
+        )
+
+
+DRAFT_TARGET = INPUT_SIZE * 2  # JPEGs are decoded at the smallest DCT scale that keeps this size
+
+
+def draft_scale(width: int, height: int, target: int = DRAFT_TARGET) -> int:
+    """The DCT scale (1, 2, 4 or 8) at which Pillow's JPEG draft() decodes a width x height JPEG
+    for `target`: the largest that keeps both sides at least `target` (the GPU path mirrors it)."""
+    fits = min(width // target, height // target)
+    return next(n for n in (8, 4, 2, 1) if fits >= n or n == 1)
+
+
+def decode(data: bytes, limits: ImageLimits = ImageLimits(), target: int = DRAFT_TARGET) -> Image.Image:
     """Decode bytes to an upright RGB image, downscaled at decode time where the format allows.
 
     The size is checked from the header, before any pixel is decoded (decompression bombs).
@@ -76,16 +100,7 @@ def decode(data: bytes, limits: ImageLimits = ImageLimits(), target: int = INPUT
             warnings.simplefilter("ignore")
             img = Image.open(io.BytesIO(data), formats=_OPENERS)
             width, height = img.size
-            if width * height > limits.max_pixels:
-                raise ImageError(
-                    f"image too large: {width}x{height} pixels is {_megapixels(width * height)} "
-                    f"> {_megapixels(limits.max_pixels)}"
-                )
-            if min(width, height) < limits.min_side:
-                raise ImageError(
-                    f"image too small: {width}x{height} pixels; at least {limits.min_side} pixels "
-                    "on each side are needed"
-                )
+            check_size(width, height, limits)
             if img.format in ("JPEG", "MPO"):
                 img.draft("RGB", (target, target))
             if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # turned a quarter: sides swap
@@ -135,8 +150,19 @@ def content_box(
     if min_margin <= 0:
         return None
     small = img.copy()
-    small.thumbnail((256, 256), Image.Resampling.BOX)
-    arr = np.asarray(small, dtype=np.int16)
+    small.thumbnail((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX)
+    return border_box(np.asarray(small), img.size, min_margin, tolerance, flatness)
+
+
+THUMBNAIL = 256  # content_box looks for a border at this size
+
+
+def border_box(
+    small: np.ndarray, size: tuple[int, int], min_margin: float, tolerance: int = 14, flatness: float = 2.5
+) -> tuple[int, int, int, int] | None:
+    """content_box's test on a thumbnail (h, w, 3) of an image of `size`, the box in that image's
+    pixels: the GPU path makes its thumbnails on the card and calls this."""
+    arr = small.astype(np.int16)
     h, w, _ = arr.shape
     corners = np.stack([arr[0, 0], arr[0, -1], arr[-1, 0], arr[-1, -1]])
     background = np.median(corners, axis=0)
@@ -154,12 +180,13 @@ def content_box(
     margin[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = False
     if np.abs(arr[margin] - background).max(axis=1).mean() > flatness:
         return None
-    scale_x, scale_y = img.width / w, img.height / h
+    width, height = size
+    scale_x, scale_y = width / w, height / h
     pad = 0.02
     x1 = max(0.0, (cols[0] - pad * w) * scale_x)
     y1 = max(0.0, (rows[0] - pad * h) * scale_y)
-    x2 = min(float(img.width), (cols[-1] + 1 + pad * w) * scale_x)
-    y2 = min(float(img.height), (rows[-1] + 1 + pad * h) * scale_y)
+    x2 = min(float(width), (cols[-1] + 1 + pad * w) * scale_x)
+    y2 = min(float(height), (rows[-1] + 1 + pad * h) * scale_y)
     return int(x1), int(y1), int(round(x2)), int(round(y2))
 
 

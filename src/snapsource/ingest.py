@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from . import images, verify
+from . import gpu_images, images, verify
 from .catalog import StoredImage
 from .fetch import Fetcher, FetchPolicy
 from .offer import OfferRecord
@@ -84,8 +84,14 @@ class _Loaded:
     data: bytes = b""
     size: tuple[int, int] = (0, 0)
     pixels: np.ndarray | None = None  # (224, 224, 3) uint8: images.pixels
+    header: gpu_images.Header | None = None  # a JPEG left for the GPU to decode (pixels None)
     local: bytes | None = None  # SIFT features, when geometric re-ranking is on
     error: str = ""
+
+    @property
+    def fresh(self) -> bool:
+        """Read, new, and ready for the model (or for the GPU to decode)."""
+        return not self.error and (self.pixels is not None or self.header is not None)
 
 
 Progress = Callable[[int, int], None]
@@ -168,6 +174,10 @@ class Decoded:
     local: bytes | None
 
 
+def _local_features(gray: np.ndarray) -> bytes:
+    return verify.extract_gray(gray).to_bytes()
+
+
 def decode_for_model(data: bytes, limits: images.ImageLimits, trim_margin: float, local: bool) -> Decoded | str:
     """Decode, trim and resize one image (and its SIFT features): the CPU work of ingest.
 
@@ -183,26 +193,34 @@ def decode_for_model(data: bytes, limits: images.ImageLimits, trim_margin: float
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """How an ingest uses this machine: batch size, decoder processes, reading threads."""
+    """How an ingest uses this machine: batch size, decoder processes, reading threads, and
+    whether JPEGs are decoded on the GPU (nvJPEG) rather than by the decoders."""
 
     batch_size: int
     decoders: int
     threads: int
+    gpu_decode: bool = False
 
     @classmethod
     def of(cls, resources: Resources) -> Plan:
         settings, gpu = resources.settings, getattr(resources.embedder, "gpu", False)
         batch = settings.batch_size if settings.batch_size > 0 else (GPU_BATCH if gpu else CPU_BATCH)
         decoders = settings.decoders if settings.decoders >= 0 else ((os.cpu_count() or 1) if gpu else 0)
+        gpu_decode = gpu and settings.gpu_decode and gpu_images.nvjpeg_problem() is None
         # a thread waits on each decoder process's result, and a few more fetch meanwhile
-        return cls(batch, decoders, max(1, settings.ingest_workers, decoders + 2 if decoders else 0))
+        return cls(batch, decoders, max(1, settings.ingest_workers, decoders + 2 if decoders else 0), gpu_decode)
+
+    def describe(self) -> str:
+        where = f"{self.decoders} processes" if self.decoders else f"{self.threads} threads"
+        return f"batches of {self.batch_size}; decoding JPEGs {'on the GPU (nvJPEG), the rest ' if self.gpu_decode else ''}in {where}"
 
 
 class _Reader:
     """Reads image references (catalog-relative paths or http(s) URLs) and prepares new ones."""
 
-    def __init__(self, resources: Resources, base_dir: Path, known: Callable[[str], bool], decoders: int) -> None:
+    def __init__(self, resources: Resources, base_dir: Path, known: Callable[[str], bool], plan: Plan) -> None:
         self.settings = resources.settings
+        self.gpu_decode = plan.gpu_decode
         self.base_dir = base_dir
         self.known = known
         self.limits = images.ImageLimits.of(self.settings)
@@ -211,7 +229,7 @@ class _Reader:
         self.fetcher = Fetcher(FetchPolicy.of(self.settings, guard=False))
         # spawned, not forked: the parent holds threads, onnxruntime's pools and perhaps a CUDA context
         self.decoders: Executor | None = (
-            ProcessPoolExecutor(decoders, mp_context=multiprocessing.get_context("spawn")) if decoders else None
+            ProcessPoolExecutor(plan.decoders, mp_context=multiprocessing.get_context("spawn")) if plan.decoders else None
         )
 
     def fetch(self, source: str) -> bytes:
@@ -233,13 +251,32 @@ class _Reader:
         if self.known(item.sha256):
             item.data = b""  # stored already; only its hash is needed
             return item
-        args = (item.data, self.limits, self.settings.trim_margin, self.settings.rerank_k > 0)
-        done = self.decoders.submit(decode_for_model, *args).result() if self.decoders else decode_for_model(*args)
+        if self.gpu_decode:
+            try:
+                item.header = gpu_images.header(item.data, self.limits)
+            except images.ImageError as exc:
+                item.error = str(exc)
+                return item
+            if item.header is not None:
+                item.size = item.header.size
+                return item
+        done = self.decode(item.data)
         if isinstance(done, str):
             item.error = done
         else:
             item.size, item.pixels, item.local = done.size, done.pixels, done.local
         return item
+
+    def decode(self, data: bytes) -> Decoded | str:
+        """decode_for_model, in a decoder process when there are some."""
+        args = (data, self.limits, self.settings.trim_margin, self.settings.rerank_k > 0)
+        return self.decoders.submit(decode_for_model, *args).result() if self.decoders else decode_for_model(*args)
+
+    def local_features(self, grays: list[np.ndarray]) -> list[bytes]:
+        """SIFT features of grey photos the GPU prepared, in the decoder processes when there are some."""
+        if self.decoders:
+            return list(self.decoders.map(_local_features, grays, chunksize=16))
+        return [_local_features(gray) for gray in grays]
 
     def close(self) -> None:
         self.fetcher.close()
@@ -254,12 +291,13 @@ def ingest(
     delete_missing: bool = False,
     rebuild: bool = False,
     progress: Progress | None = None,
+    plan: Plan | None = None,
 ) -> IngestReport:
     started = time.perf_counter()
     catalog, index = resources.catalog, resources.index
     report = IngestReport()
     scan = _Scan()
-    plan = Plan.of(resources)
+    plan = plan or Plan.of(resources)
     chunks = _batched(iter_rows(catalog_file, report, scan), max(CHUNK_OFFERS, plan.batch_size))
 
     if rebuild:
@@ -271,7 +309,8 @@ def ingest(
         return image is not None and image.id in indexed
 
     pending_vectors = 0
-    reader = _Reader(resources, catalog_file.parent, known, plan.decoders)
+    reader = _Reader(resources, catalog_file.parent, known, plan)
+    embedding = _Embedding(resources, reader, plan)
     with contextlib.closing(reader), ThreadPoolExecutor(max_workers=plan.threads) as pool:
 
         def submit(chunk: list[_Row] | None) -> tuple[list[_Row], list[list[Future[_Loaded]]]] | None:
@@ -284,7 +323,7 @@ def ingest(
             chunk, futures = upcoming
             loaded = [[f.result() for f in row_futures] for row_futures in futures]
             upcoming = submit(next(chunks, None))  # read the next chunk while this one is embedded
-            pending_vectors += _write_chunk(resources, chunk, loaded, indexed, report, plan.batch_size)
+            pending_vectors += _write_chunk(resources, chunk, loaded, indexed, report, embedding)
             if pending_vectors >= CHECKPOINT_VECTORS:
                 index.save()
                 pending_vectors = 0
@@ -312,30 +351,75 @@ def ingest(
     return report
 
 
+class _Embedding:
+    """Batches of new images -> vectors: pixels prepared on the CPU go to the embedder as they
+    are; JPEGs left for the GPU are decoded and prepared there first, and those it cannot decode
+    go back to the CPU's decoder."""
+
+    def __init__(self, resources: Resources, reader: _Reader, plan: Plan) -> None:
+        self.embedder, self.reader, self.plan = resources.embedder, reader, plan
+        settings = resources.settings
+        self.gpu = (
+            gpu_images.GpuImages(resources.embedder.device, settings.trim_margin, settings.rerank_k > 0)
+            if plan.gpu_decode
+            else None
+        )
+
+    def vectors(self, batch: list[_Loaded]) -> tuple[list[_Loaded], np.ndarray]:
+        """The images of the batch that could be prepared, and their vectors; the others get an error."""
+        on_gpu = [item for item in batch if item.pixels is None]
+        parts: list[np.ndarray] = []
+        if on_gpu and self.gpu is not None:
+            prepared = self.gpu.prepare([i.data for i in on_gpu], [i.header for i in on_gpu])
+            for position in prepared.failed:
+                item = on_gpu[position]
+                done = self.reader.decode(item.data)
+                if isinstance(done, str):
+                    item.error = done
+                else:
+                    item.pixels, item.local = done.pixels, done.local
+            gpu_done = [on_gpu[p] for p in prepared.done]
+            if prepared.gray is not None:
+                for item, local in zip(gpu_done, self.reader.local_features(prepared.gray)):
+                    item.local = local
+            if gpu_done:
+                parts.append(self.embedder.embed_pixels(prepared.pixels))
+        else:
+            gpu_done = []
+        on_cpu = [item for item in batch if item.pixels is not None]
+        if on_cpu:
+            parts.insert(0, self.embedder.embed_pixels(np.stack([item.pixels for item in on_cpu])))
+        done = on_cpu + gpu_done
+        return done, (np.concatenate(parts) if parts else np.zeros((0, self.embedder.dim), np.float32))
+
+
 def _write_chunk(
     resources: Resources,
     chunk: list[_Row],
     loaded: list[list[_Loaded]],
     indexed: set[int],
     report: IngestReport,
-    batch_size: int,
+    embedding: _Embedding,
 ) -> int:
     """Embed the chunk's new images once each, store them, then upsert the chunk's offers."""
-    catalog, index, embedder = resources.catalog, resources.index, resources.embedder
+    catalog, index = resources.catalog, resources.index
     fresh: dict[str, _Loaded] = {}
     for items in loaded:
         for item in items:
-            if item.pixels is None or item.sha256 in fresh:
+            if not item.fresh or item.sha256 in fresh:
                 continue
             known = catalog.image_by_sha(item.sha256)
             if known is not None and known.id in indexed:
                 continue  # embedded by an earlier chunk of this run (a relisted twin's photo)
             fresh[item.sha256] = item
     stored: dict[str, StoredImage] = {}
+    failed: dict[str, str] = {}  # images the GPU and then the CPU could not decode
     fresh_items = list(fresh.values())
-    for start in range(0, len(fresh_items), batch_size):
-        batch = fresh_items[start : start + batch_size]
-        vectors = embedder.embed_pixels(np.stack([item.pixels for item in batch]))
+    size = embedding.plan.batch_size
+    for start in range(0, len(fresh_items), size):
+        ready = fresh_items[start : start + size]
+        batch, vectors = embedding.vectors(ready)
+        failed.update((item.sha256, item.error) for item in ready if item.error)
         image_ids = []
         local: dict[int, bytes] = {}
         for item in batch:
@@ -357,9 +441,10 @@ def _write_chunk(
     for row, items in zip(chunk, loaded):
         good: list[tuple[str, StoredImage]] = []
         for item in items:
-            if item.error:
+            error = item.error or failed.get(item.sha256, "")
+            if error:
                 report.images_failed += 1
-                report.problems.append(Problem(row.number, row.record.item_id, f"image {item.source}: {item.error}"))
+                report.problems.append(Problem(row.number, row.record.item_id, f"image {item.source}: {error}"))
                 continue
             image = stored.get(item.sha256) or catalog.image_by_sha(item.sha256)
             if image is None:  # pragma: no cover - an image known at read time was deleted meanwhile
@@ -386,7 +471,7 @@ def _write_chunk(
         else:
             report.updated += 1
     index.offers_changed(changed)  # a store that filters by itself (Milvus) learns the offers' facts
-    return len(fresh_items)
+    return len(fresh_items) - len(failed)
 
 
 def _drop_unused_images(resources: Resources) -> None:

@@ -55,12 +55,21 @@ def _detector() -> cv2.SIFT:
     return detector
 
 
+def side_size(width: int, height: int) -> tuple[int, int]:
+    """The size a photo is matched at: SIDE pixels on its longest side."""
+    scale = SIDE / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def extract(img: Image.Image) -> LocalFeatures:
     """SIFT keypoints of a decoded RGB photo, at SIDE pixels on its longest side."""
     gray = img.convert("L")
-    scale = SIDE / max(gray.size)
-    gray = gray.resize((max(1, round(gray.width * scale)), max(1, round(gray.height * scale))), Image.Resampling.BILINEAR)
-    keypoints, descriptors = _detector().detectAndCompute(np.asarray(gray), None)
+    return extract_gray(np.asarray(gray.resize(side_size(*gray.size), Image.Resampling.BILINEAR)))
+
+
+def extract_gray(gray: np.ndarray) -> LocalFeatures:
+    """SIFT keypoints of a grey (h, w) uint8 photo already at SIDE (the GPU path makes these)."""
+    keypoints, descriptors = _detector().detectAndCompute(np.ascontiguousarray(gray), None)
     if descriptors is None:
         return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8))
     points = np.float32([kp.pt for kp in keypoints])
