@@ -173,3 +173,27 @@ def test_ingest_through_the_gpu_path(tmp_path, resources):
         assert offer["item_id"] in {item for _, item in served.catalog.offers_for_images([int(ids[0])])}
     assert len(served.catalog.local_features([int(i) for i in served.index.ids()])) == len(served.index)
     served.close()
+
+
+def test_border_boxes_on_the_device_are_the_cpus():
+    """The batched test on thumbnails gives images.border_box's box (or None) for each of the
+    luma and grocery photos, padded or not, and for flat and noisy borders."""
+    from conftest import GROCERY
+
+    photos = [LUMA.parent / p for p in PHOTOS] + sorted(GROCERY.rglob("*.jpg"))[::6]
+    thumbs = []
+    for path in photos:
+        img = images.decode(path.read_bytes())
+        canvas = Image.new("RGB", (img.width + 200, img.height + 60), (250, 250, 250))
+        canvas.paste(img, (100, 30))
+        for candidate in (img, canvas):
+            small = candidate.copy()
+            small.thumbnail((images.THUMBNAIL, images.THUMBNAIL), Image.Resampling.BOX)
+            thumbs.append((np.asarray(small), candidate.size))
+    kinds = set()
+    for thumb, size in thumbs:
+        expected = images.border_box(thumb, size, 0.08)
+        got = gpu_images.border_boxes(torch.from_numpy(thumb.copy()).permute(2, 0, 1)[None].float(), size, 0.08)
+        assert got == [expected], size
+        kinds.add(expected is None)
+    assert kinds == {True, False}

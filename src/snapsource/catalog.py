@@ -105,6 +105,17 @@ class OfferFacts:
     main_image_id: int = 0
 
 
+@dataclass(frozen=True)
+class NewImage:
+    """An image to store: its content address, format, upright size and bytes."""
+
+    sha256: str
+    ext: str
+    width: int
+    height: int
+    data: bytes
+
+
 def chunks(values: list[int]) -> Iterator[list[int]]:
     """Ids in runs short enough for one `IN (...)` list."""
     for start in range(0, len(values), _CHUNK):
@@ -159,18 +170,27 @@ class Catalog:
 
     def add_image(self, sha256: str, ext: str, width: int, height: int, data: bytes) -> StoredImage:
         """Store the file (atomically) and its row; an image already known is returned as is."""
-        known = self.image_by_sha(sha256)
-        if known:
-            return known
-        write_file(self.image_file(sha256, ext), data)
+        return self.add_images([NewImage(sha256, ext, width, height, data)])[sha256]
+
+    def add_images(self, new: list[NewImage]) -> dict[str, StoredImage]:
+        """Store many images: the files first (those not written yet), then their rows in one
+        transaction. Known images are returned as they are."""
+        for image in new:
+            write_file(self.image_file(image.sha256, image.ext), image.data)
         with self.write() as db:
-            db.execute(
+            db.executemany(
                 "INSERT INTO images (sha256, ext, width, height) VALUES (?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
-                (sha256, ext, width, height),
+                [(i.sha256, i.ext, i.width, i.height) for i in new],
             )
-        image = self.image_by_sha(sha256)
-        assert image is not None
-        return image
+        return self.images_by_sha([i.sha256 for i in new])
+
+    def images_by_sha(self, shas: list[str]) -> dict[str, StoredImage]:
+        out: dict[str, StoredImage] = {}
+        for start in range(0, len(shas), _CHUNK):
+            part = shas[start : start + _CHUNK]
+            query = f"SELECT id, sha256, ext FROM images WHERE sha256 IN ({','.join('?' * len(part))})"
+            out.update((row[1], StoredImage(*row)) for row in self.db.execute(query, part))
+        return out
 
     def all_images(self) -> list[StoredImage]:
         return [StoredImage(*row) for row in self.db.execute("SELECT id, sha256, ext FROM images")]
@@ -198,39 +218,50 @@ class Catalog:
     # offers -----------------------------------------------------------------------------------
     def upsert_offer(self, record: OfferRecord, images: list[tuple[str, StoredImage]]) -> None:
         """Insert or replace one offer and its (source, image) list; the first image is the main one."""
+        self.upsert_offers([(record, images)])
+
+    def upsert_offers(self, offers: list[tuple[OfferRecord, list[tuple[str, StoredImage]]]]) -> None:
+        """upsert_offer for many, in one transaction (an import's chunk)."""
+        if not offers:
+            return
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        shop = record.shop_info
         with self.write() as db:
-            db.execute("DELETE FROM offer_images WHERE item_id = ?", (record.item_id,))
-            db.execute(
-                """INSERT INTO offers (item_id, doc, price, sales, is_factory, support_dropshipping,
-                       free_shipping, verified_supplier, new_arrival, created_at, main_image_id, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT(item_id) DO UPDATE SET doc=excluded.doc, price=excluded.price,
-                       sales=excluded.sales, is_factory=excluded.is_factory,
-                       support_dropshipping=excluded.support_dropshipping,
-                       free_shipping=excluded.free_shipping, verified_supplier=excluded.verified_supplier,
-                       new_arrival=excluded.new_arrival, created_at=excluded.created_at,
-                       main_image_id=excluded.main_image_id, updated_at=excluded.updated_at""",
-                (
-                    record.item_id,
-                    record.model_dump_json(),
-                    record.price,
-                    record.sale_info.sale_quantity_int,
-                    shop.is_factory,
-                    record.support_dropshipping,
-                    record.free_shipping,
-                    record.verified_supplier,
-                    record.new_arrival,
-                    record.created_at.isoformat() if record.created_at else None,
-                    images[0][1].id,
-                    now,
-                ),
-            )
-            db.executemany(
-                "INSERT INTO offer_images (item_id, position, image_id, source) VALUES (?, ?, ?, ?)",
-                [(record.item_id, pos, image.id, source) for pos, (source, image) in enumerate(images)],
-            )
+            for record, images in offers:
+                self._upsert(db, record, images, now)
+
+    @staticmethod
+    def _upsert(db, record: OfferRecord, images: list[tuple[str, StoredImage]], now: str) -> None:  # noqa: ANN001
+        shop = record.shop_info
+        db.execute("DELETE FROM offer_images WHERE item_id = ?", (record.item_id,))
+        db.execute(
+            """INSERT INTO offers (item_id, doc, price, sales, is_factory, support_dropshipping,
+                   free_shipping, verified_supplier, new_arrival, created_at, main_image_id, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT(item_id) DO UPDATE SET doc=excluded.doc, price=excluded.price,
+                   sales=excluded.sales, is_factory=excluded.is_factory,
+                   support_dropshipping=excluded.support_dropshipping,
+                   free_shipping=excluded.free_shipping, verified_supplier=excluded.verified_supplier,
+                   new_arrival=excluded.new_arrival, created_at=excluded.created_at,
+                   main_image_id=excluded.main_image_id, updated_at=excluded.updated_at""",
+            (
+                record.item_id,
+                record.model_dump_json(),
+                record.price,
+                record.sale_info.sale_quantity_int,
+                shop.is_factory,
+                record.support_dropshipping,
+                record.free_shipping,
+                record.verified_supplier,
+                record.new_arrival,
+                record.created_at.isoformat() if record.created_at else None,
+                images[0][1].id,
+                now,
+            ),
+        )
+        db.executemany(
+            "INSERT INTO offer_images (item_id, position, image_id, source) VALUES (?, ?, ?, ?)",
+            [(record.item_id, pos, image.id, source) for pos, (source, image) in enumerate(images)],
+        )
 
     def offer_state(self, item_id: int) -> tuple[str, list[int]] | None:
         """The stored document and image ids of an offer, to skip rewriting unchanged ones."""

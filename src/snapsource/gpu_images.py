@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import torch
 
 ORIENTATION = 0x0112
+GROUP = 32  # images of one size prepared at once: 32 luma photos are about 0.6 GB as float32
 JpegDecoder = Callable[[list[bytes]], list["torch.Tensor"]]
 
 
@@ -113,7 +114,7 @@ def nvjpeg_problem() -> str | None:
 
 
 def upright(pixels: torch.Tensor, orientation: int) -> torch.Tensor:
-    """(C, H, W) as stored -> upright, as PIL's ImageOps.exif_transpose turns it."""
+    """(..., H, W) as stored -> upright, as PIL's ImageOps.exif_transpose turns it."""
     import torch
 
     if orientation == 2:  # mirrored
@@ -145,70 +146,90 @@ def thumbnail_size(width: int, height: int, box: int = images.THUMBNAIL) -> tupl
     return box, h
 
 
-def _box(x: float) -> float:
-    return 1.0 if -0.5 < x <= 0.5 else 0.0
+def _box(x: torch.Tensor) -> torch.Tensor:
+    return ((x > -0.5) & (x <= 0.5)).to(x.dtype)
 
 
-def _bilinear(x: float) -> float:
-    x = abs(x)
-    return 1.0 - x if x < 1.0 else 0.0
+def _bilinear(x: torch.Tensor) -> torch.Tensor:
+    return (1.0 - x.abs()).clamp_(min=0.0)
 
 
-def _bicubic(x: float, a: float = -0.5) -> float:
-    x = abs(x)
-    if x < 1.0:
-        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
-    if x < 2.0:
-        return (((x - 5.0) * x + 8.0) * x - 4.0) * a
-    return 0.0
+def _bicubic(x: torch.Tensor, a: float = -0.5) -> torch.Tensor:
+    import torch
+
+    x = x.abs()
+    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    far = (((x - 5.0) * x + 8.0) * x - 4.0) * a
+    return torch.where(x < 1.0, near, torch.where(x < 2.0, far, torch.zeros_like(x)))
 
 
 # Pillow's resampling filters and their supports (libImaging/Resample.c)
-FILTERS: dict[str, tuple[Callable[[float], float], float]] = {
+FILTERS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], float]] = {
     "box": (_box, 0.5),
     "bilinear": (_bilinear, 1.0),
     "bicubic": (_bicubic, 2.0),
 }
 
 
-@functools.lru_cache(maxsize=4096)
-def _weights(size_in: int, size_out: int, name: str) -> np.ndarray:
-    """Pillow's coefficients for resizing one axis from size_in to size_out: (size_out, size_in).
+def _weights(starts: torch.Tensor, lengths: torch.Tensor, size_in: int, size_out: int, name: str) -> torch.Tensor:
+    """Pillow's coefficients for resizing the span [start, start + length) of an axis of size_in
+    pixels to size_out, for n spans at once: (n, size_out, size_in), zero outside each span.
 
     Pillow samples its filter at input pixel centres over a window widened by the scale when it
-    shrinks (that is its antialiasing), and normalises each output's weights to 1.
+    shrinks (that is its antialiasing), and normalises each output's weights to 1. Computed in
+    float64, as Pillow does, on the spans' device.
     """
+    import torch
+
     fn, support = FILTERS[name]
-    scale = size_in / size_out
-    filterscale = max(scale, 1.0)
-    support *= filterscale
-    out = np.zeros((size_out, size_in), dtype=np.float64)
-    for xx in range(size_out):
-        center = (xx + 0.5) * scale
-        xmin = max(int(center - support + 0.5), 0)
-        xmax = min(int(center + support + 0.5), size_in)
-        w = np.array([fn((x + 0.5 - center) / filterscale) for x in range(xmin, xmax)])
-        out[xx, xmin:xmax] = w / w.sum() if w.sum() else w
-    return out.astype(np.float32)
+    device = starts.device
+    lengths = lengths.to(torch.float64)
+    scale = (lengths / size_out)[:, None, None]  # (n, 1, 1)
+    filterscale = scale.clamp(min=1.0)
+    center = (torch.arange(size_out, device=device, dtype=torch.float64)[None, :, None] + 0.5) * scale  # (n, out, 1)
+    x = torch.arange(size_in, device=device, dtype=torch.float64)[None, None, :] - starts.to(torch.float64)[:, None, None]
+    reach = support * filterscale
+    window = (x >= (center - reach + 0.5).floor().clamp(min=0)) & (x < torch.minimum((center + reach + 0.5).floor(), lengths[:, None, None]))
+    weights = fn((x + 0.5 - center) / filterscale) * window
+    total = weights.sum(dim=-1, keepdim=True)
+    return (weights / torch.where(total == 0, 1.0, total)).to(torch.float32)
+
+
+@functools.lru_cache(maxsize=1024)
+def _weights_on(size_in: int, size_out: int, name: str, device: torch.device) -> torch.Tensor:
+    """The weights for a whole axis, kept per size: (size_out, size_in)."""
+    import torch
+
+    zero, length = torch.zeros(1, device=device), torch.full((1,), size_in, device=device)
+    return _weights(zero, length, size_in, size_out, name)[0]
 
 
 def _resize(pixels: torch.Tensor, size: tuple[int, int], name: str) -> torch.Tensor:
-    """(C, H, W) float holding integers -> (C, h, w), as Pillow's resize(size, filter) gives it:
-    the horizontal pass, rounded to 8 bits, then the vertical one (size is (w, h))."""
-    import torch
-
+    """(..., H, W) float holding integers -> (..., h, w), as Pillow's resize(size, filter) gives
+    it: the horizontal pass, rounded to 8 bits, then the vertical one (size is (w, h))."""
     w, h = size
     if pixels.shape[-1] != w:
-        weights = torch.from_numpy(_weights(int(pixels.shape[-1]), w, name)).to(pixels.device)
-        pixels = _round(pixels @ weights.T).clamp_(0, 255)
+        pixels = _round(pixels @ _weights_on(int(pixels.shape[-1]), w, name, pixels.device).T).clamp_(0, 255)
     if pixels.shape[-2] != h:
-        weights = torch.from_numpy(_weights(int(pixels.shape[-2]), h, name)).to(pixels.device)
-        pixels = _round(weights @ pixels).clamp_(0, 255)
+        pixels = _round(_weights_on(int(pixels.shape[-2]), h, name, pixels.device) @ pixels).clamp_(0, 255)
     return pixels
 
 
+def _crop_resize(batch: torch.Tensor, boxes: list[tuple[int, int, int, int] | None], size: int) -> torch.Tensor:
+    """(n, C, H, W) -> (n, C, size, size): each image cropped to its box, then resized as Pillow
+    does, for the whole batch in two batched products (the crop is where the weights are not 0)."""
+    import torch
+
+    n, _, height, width = batch.shape
+    spans = torch.tensor([box or (0, 0, width, height) for box in boxes], device=batch.device)  # x1, y1, x2, y2
+    wx = _weights(spans[:, 0], spans[:, 2] - spans[:, 0], width, size, "bicubic")
+    wy = _weights(spans[:, 1], spans[:, 3] - spans[:, 1], height, size, "bicubic")
+    rows = _round(batch @ wx.transpose(1, 2)[:, None]).clamp_(0, 255)
+    return _round(wy[:, None] @ rows).clamp_(0, 255)
+
+
 def _draft(pixels: torch.Tensor, scale: int) -> torch.Tensor:
-    """(C, H, W) float at full size -> what PIL's draft() decodes at DCT scale 1/scale: the mean
+    """(n, C, H, W) float at full size -> what PIL's draft() decodes at DCT scale 1/scale: the mean
     of each scale x scale block (the last partial ones padded with their edge), rounded.
 
     nvJPEG decodes at full size only; without this step the trim box and the vectors drift from
@@ -218,8 +239,8 @@ def _draft(pixels: torch.Tensor, scale: int) -> torch.Tensor:
     if scale == 1:
         return pixels
     h, w = pixels.shape[-2:]
-    padded = F.pad(pixels[None], (0, -w % scale, 0, -h % scale), mode="replicate")
-    return _to_uint8(F.avg_pool2d(padded, scale)[0]).float()
+    padded = F.pad(pixels, (0, -w % scale, 0, -h % scale), mode="replicate")
+    return _round(F.avg_pool2d(padded, scale))
 
 
 def _round(pixels: torch.Tensor) -> torch.Tensor:
@@ -233,12 +254,43 @@ def _to_uint8(pixels: torch.Tensor) -> torch.Tensor:
     return _round(pixels).clamp_(0, 255).to(torch.uint8)
 
 
+def border_boxes(
+    thumbs: torch.Tensor, size: tuple[int, int], min_margin: float, tolerance: int = 14, flatness: float = 2.5
+) -> list[tuple[int, int, int, int] | None]:
+    """images.border_box for a batch of thumbnails (n, 3, h, w) of images of one `size`, on their
+    device: the same test in the same half levels, and one copy of its results to the host."""
+    import torch
+
+    arr = thumbs * 2  # half levels, as images.border_box: the corners' median may fall between two
+    n, _, h, w = arr.shape
+    corners = torch.stack([arr[:, :, 0, 0], arr[:, :, 0, -1], arr[:, :, -1, 0], arr[:, :, -1, -1]], dim=1)
+    middle = corners.sort(dim=1).values
+    background = (middle[:, 1] + middle[:, 2]) / 2  # (n, 3): the median of four
+    plain = (corners - background[:, None]).abs().amax(dim=(1, 2)) <= 2 * tolerance
+    deviation = (arr - background[:, :, None, None]).abs().amax(dim=1)  # (n, h, w)
+    differs = deviation > 2 * tolerance
+    rows, cols = differs.any(dim=2), differs.any(dim=1)
+    ys, xs = torch.arange(h, device=arr.device), torch.arange(w, device=arr.device)
+    first_row, last_row = torch.where(rows, ys, h).amin(dim=1), torch.where(rows, ys, -1).amax(dim=1)
+    first_col, last_col = torch.where(cols, xs, w).amin(dim=1), torch.where(cols, xs, -1).amax(dim=1)
+    found = rows.any(dim=1) & cols.any(dim=1)
+    widest = torch.stack([first_row / h, (h - 1 - last_row) / h, first_col / w, (w - 1 - last_col) / w], dim=1).amax(dim=1)
+    inside = ((ys >= first_row[:, None]) & (ys <= last_row[:, None]))[:, :, None] & (
+        (xs >= first_col[:, None]) & (xs <= last_col[:, None])
+    )[:, None, :]
+    margin = (~inside).sum(dim=(1, 2)).clamp(min=1)
+    flat = (deviation * ~inside).sum(dim=(1, 2)) / margin / 2 <= flatness
+    keep = plain & found & (widest >= min_margin) & flat
+    table = torch.stack([keep.long(), first_col, first_row, last_col, last_row], dim=1).cpu().tolist()
+    return [images.scale_box(tuple(row[1:]), (w, h), size) if row[0] else None for row in table]
+
+
 @dataclasses.dataclass
 class Prepared:
     """A batch made ready on the card: pixels of the images that decoded, in order, and which failed."""
 
     pixels: torch.Tensor  # (n, 224, 224, 3) uint8 on the device, for TorchEmbedder.embed_pixels
-    done: list[int]  # positions in the batch given to prepare()
+    done: list[int]  # positions in the batch given to prepare(), in order
     failed: list[int]  # positions the CPU should decode instead
     gray: list[np.ndarray] | None  # per done image: (h, w) uint8 at verify.SIDE, for SIFT
 
@@ -268,54 +320,46 @@ class GpuImages:
             return out
 
     def prepare(self, datas: Sequence[bytes], headers: Sequence[Header]) -> Prepared:
+        """Images of one stored size and orientation are prepared together, GROUP at a time."""
         import torch
 
         decoded = self._decode(list(datas))
-        done, failed, oriented = [], [], []
+        failed: list[int] = []
+        groups: dict[tuple[int, int, int], list[int]] = {}
         for position, (pixels, head) in enumerate(zip(decoded, headers)):
             if pixels is None or pixels.shape[-2:] != (head.height, head.width):
                 failed.append(position)
-                continue
-            done.append(position)
-            pixels = _draft(pixels.to(self.device).float(), images.draft_scale(head.width, head.height))
-            oriented.append(upright(pixels, head.orientation))
-        boxes = self._boxes(oriented)
-        out = torch.empty((len(oriented), images.INPUT_SIZE, images.INPUT_SIZE, 3), dtype=torch.uint8, device=self.device)
-        for i, (pixels, box) in enumerate(zip(oriented, boxes)):
-            if box is not None:
-                x1, y1, x2, y2 = box
-                pixels = pixels[:, y1:y2, x1:x2]
-            size = (images.INPUT_SIZE, images.INPUT_SIZE)
-            out[i] = _to_uint8(_resize(pixels, size, "bicubic")).permute(1, 2, 0)
-        return Prepared(out, done, failed, self._grays(oriented) if self.local else None)
+            else:
+                groups.setdefault((head.height, head.width, head.orientation), []).append(position)
+        done: list[int] = []
+        parts: list[torch.Tensor] = []
+        grays: list[np.ndarray] = []
+        for (height, width, orientation), positions in groups.items():
+            for start in range(0, len(positions), GROUP):
+                chunk = positions[start : start + GROUP]
+                batch = torch.stack([decoded[p] for p in chunk]).to(self.device).float()
+                batch = upright(_draft(batch, images.draft_scale(width, height)), orientation)
+                parts.append(_to_uint8(_crop_resize(batch, self._boxes(batch), images.INPUT_SIZE)).permute(0, 2, 3, 1))
+                if self.local:
+                    grays.extend(self._grays(batch))
+                done.extend(chunk)
+        if not parts:
+            empty = torch.empty((0, images.INPUT_SIZE, images.INPUT_SIZE, 3), dtype=torch.uint8, device=self.device)
+            return Prepared(empty, [], failed, [] if self.local else None)
+        order = sorted(range(len(done)), key=done.__getitem__)  # back to the order given
+        pixels = torch.cat(parts)[torch.tensor(order, device=self.device)]
+        return Prepared(pixels, sorted(done), failed, [grays[i] for i in order] if self.local else None)
 
-    def _boxes(self, oriented: list[torch.Tensor]) -> list[tuple[int, int, int, int] | None]:
-        """The trim box of each image, found on thumbnails copied to the host in one transfer."""
-        if self.trim_margin <= 0 or not oriented:
-            return [None] * len(oriented)
-        sizes = [(int(p.shape[-1]), int(p.shape[-2])) for p in oriented]
-        thumbs = [_to_uint8(_resize(p, thumbnail_size(*size), "box")).permute(1, 2, 0) for p, size in zip(oriented, sizes)]
-        return [images.border_box(t, size, self.trim_margin) for t, size in zip(_to_host(thumbs), sizes)]
+    def _boxes(self, batch: torch.Tensor) -> list[tuple[int, int, int, int] | None]:
+        """The trim box of each image of a batch, found on its thumbnail."""
+        if self.trim_margin <= 0:
+            return [None] * len(batch)
+        size = (int(batch.shape[-1]), int(batch.shape[-2]))
+        return border_boxes(_resize(batch, thumbnail_size(*size), "box"), size, self.trim_margin)
 
-    def _grays(self, oriented: list[torch.Tensor]) -> list[np.ndarray]:
+    def _grays(self, batch: torch.Tensor) -> list[np.ndarray]:
         """PIL's "L" conversion (ITU-R 601-2 luma, its integer rounding), then a bilinear resize."""
-        weights = [19595 / 65536, 38470 / 65536, 7471 / 65536]
-        grays = []
-        for p in oriented:
-            gray = _round(p[0] * weights[0] + p[1] * weights[1] + p[2] * weights[2])[None]
-            grays.append(_to_uint8(_resize(gray, verify.side_size(int(p.shape[-1]), int(p.shape[-2])), "bilinear"))[0])
-        return _to_host(grays)
-
-
-def _to_host(tensors: list[torch.Tensor]) -> list[np.ndarray]:
-    """Many small device tensors -> numpy arrays, through one copy."""
-    import torch
-
-    if not tensors:
-        return []
-    flat = torch.cat([t.reshape(-1) for t in tensors]).cpu().numpy()
-    out, start = [], 0
-    for t in tensors:
-        out.append(flat[start : start + t.numel()].reshape(tuple(t.shape)))
-        start += t.numel()
-    return out
+        r, g, b = batch[:, 0:1], batch[:, 1:2], batch[:, 2:3]
+        gray = _round(r * (19595 / 65536) + g * (38470 / 65536) + b * (7471 / 65536))
+        side = verify.side_size(int(batch.shape[-1]), int(batch.shape[-2]))
+        return list(_to_uint8(_resize(gray, side, "bilinear"))[:, 0].cpu().numpy())

@@ -28,7 +28,8 @@ import numpy as np
 from pydantic import ValidationError
 
 from . import gpu_images, images, verify
-from .catalog import StoredImage
+from .catalog import NewImage, StoredImage
+from .sqlite import write_file
 from .fetch import Fetcher, FetchPolicy
 from .offer import OfferRecord
 from .resources import Resources
@@ -85,6 +86,7 @@ class _Loaded:
     size: tuple[int, int] = (0, 0)
     pixels: np.ndarray | None = None  # (224, 224, 3) uint8: images.pixels
     header: gpu_images.Header | None = None  # a JPEG left for the GPU to decode (pixels None)
+    ext: str = ""  # the stored copy's extension, from the bytes
     local: bytes | None = None  # SIFT features, when geometric re-ranking is on
     error: str = ""
 
@@ -220,6 +222,7 @@ class _Reader:
 
     def __init__(self, resources: Resources, base_dir: Path, known: Callable[[str], bool], plan: Plan) -> None:
         self.settings = resources.settings
+        self.catalog = resources.catalog
         self.gpu_decode = plan.gpu_decode
         self.base_dir = base_dir
         self.known = known
@@ -251,6 +254,10 @@ class _Reader:
         if self.known(item.sha256):
             item.data = b""  # stored already; only its hash is needed
             return item
+        try:
+            item.ext = images.sniff_extension(item.data)
+        except (OSError, images.ImageError, ValueError):
+            item.ext = "img"  # decoding says what is wrong with it
         if self.gpu_decode:
             try:
                 item.header = gpu_images.header(item.data, self.limits)
@@ -259,13 +266,25 @@ class _Reader:
                 return item
             if item.header is not None:
                 item.size = item.header.size
+                self.store(item)
                 return item
         done = self.decode(item.data)
         if isinstance(done, str):
             item.error = done
         else:
             item.size, item.pixels, item.local = done.size, done.pixels, done.local
+            self.store(item)
         return item
+
+    def store(self, item: _Loaded) -> None:
+        """The image's file, written here rather than by the thread that embeds (a file without a
+        row is harmless: the row, and then the vector, follow it)."""
+        write_file(self.catalog.image_file(item.sha256, item.ext), item.data)
+
+    def discard(self, item: _Loaded) -> None:
+        """The file of an image that turned out unreadable after it was stored."""
+        if self.catalog.image_by_sha(item.sha256) is None:
+            self.catalog.image_file(item.sha256, item.ext).unlink(missing_ok=True)
 
     def decode(self, data: bytes) -> Decoded | str:
         """decode_for_model, in a decoder process when there are some."""
@@ -376,6 +395,7 @@ class _Embedding:
                 done = self.reader.decode(item.data)
                 if isinstance(done, str):
                     item.error = done
+                    self.reader.discard(item)
                 else:
                     item.pixels, item.local = done.pixels, done.local
             gpu_done = [on_gpu[p] for p in prepared.done]
@@ -406,12 +426,11 @@ def _write_chunk(
     fresh: dict[str, _Loaded] = {}
     for items in loaded:
         for item in items:
-            if not item.fresh or item.sha256 in fresh:
-                continue
-            known = catalog.image_by_sha(item.sha256)
-            if known is not None and known.id in indexed:
-                continue  # embedded by an earlier chunk of this run (a relisted twin's photo)
-            fresh[item.sha256] = item
+            if item.fresh and item.sha256 not in fresh:
+                fresh[item.sha256] = item
+    for sha, known in catalog.images_by_sha(list(fresh)).items():
+        if known.id in indexed:
+            del fresh[sha]  # embedded by an earlier chunk of this run (a relisted twin's photo)
     stored: dict[str, StoredImage] = {}
     failed: dict[str, str] = {}  # images the GPU and then the CPU could not decode
     fresh_items = list(fresh.values())
@@ -420,14 +439,10 @@ def _write_chunk(
         ready = fresh_items[start : start + size]
         batch, vectors = embedding.vectors(ready)
         failed.update((item.sha256, item.error) for item in ready if item.error)
-        image_ids = []
-        local: dict[int, bytes] = {}
-        for item in batch:
-            image = catalog.add_image(item.sha256, images.sniff_extension(item.data), *item.size, item.data)
-            stored[item.sha256] = image
-            image_ids.append(image.id)
-            if item.local is not None:
-                local[image.id] = item.local
+        added = catalog.add_images([NewImage(i.sha256, i.ext, *i.size, i.data) for i in batch])  # files: stored by the reader
+        stored.update(added)
+        image_ids = [added[item.sha256].id for item in batch]
+        local = {added[item.sha256].id: item.local for item in batch if item.local is not None}
         if local:
             catalog.put_local_features(local)
         stale = [i for i in image_ids if i in indexed]  # --rebuild, or a vector of an interrupted run
@@ -436,8 +451,11 @@ def _write_chunk(
         indexed.update(image_ids)
         report.images_embedded += len(batch)
 
+    shown = {item.sha256 for items in loaded for item in items if item.sha256 and item.sha256 not in stored}
+    stored.update(catalog.images_by_sha(list(shown)))  # stored before this chunk
     first_use: set[str] = set()
     changed: list[int] = []
+    upserts: list[tuple[OfferRecord, list[tuple[str, StoredImage]]]] = []
     for row, items in zip(chunk, loaded):
         good: list[tuple[str, StoredImage]] = []
         for item in items:
@@ -446,7 +464,7 @@ def _write_chunk(
                 report.images_failed += 1
                 report.problems.append(Problem(row.number, row.record.item_id, f"image {item.source}: {error}"))
                 continue
-            image = stored.get(item.sha256) or catalog.image_by_sha(item.sha256)
+            image = stored.get(item.sha256)
             if image is None:  # pragma: no cover - an image known at read time was deleted meanwhile
                 report.problems.append(Problem(row.number, row.record.item_id, f"image {item.source} vanished"))
                 continue
@@ -464,12 +482,13 @@ def _write_chunk(
         if before == after:
             report.unchanged += 1
             continue
-        catalog.upsert_offer(row.record, good)
+        upserts.append((row.record, good))
         changed.append(row.record.item_id)
         if before is None:
             report.added += 1
         else:
             report.updated += 1
+    catalog.upsert_offers(upserts)  # one transaction for the chunk
     index.offers_changed(changed)  # a store that filters by itself (Milvus) learns the offers' facts
     return len(fresh_items) - len(failed)
 
