@@ -13,7 +13,7 @@ CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
 
-.PHONY: install model demo serve ingest test test-scaleout eval eval-ablation calibrate latency pages load fuzz bench bench-scaleout bench-memory clean
+.PHONY: install model demo serve ingest test test-scaleout eval eval-ablation calibrate latency pages load fuzz bench bench-scaleout bench-gpu-ingest bench-memory clean
 
 $(BIN)/snapsource: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -94,6 +94,12 @@ bench-scaleout: model
 	$(SUDO) unshare -n scripts/scaleout-env sh -c '$(BIN)/snapsource bench --profile scaleout --n $(SCALEOUT_N) \
 		--data $(SCALEOUT_DATA) --http-seconds $(SCALEOUT_HTTP) --output build/bench-scaleout.json \
 		--catalog "$$SNAPSOURCE_TEST_POSTGRES" --vectors "$$SNAPSOURCE_TEST_MILVUS/bench?index=$(SCALEOUT_INDEX)"'
+
+# Ingest's stages in images/s on this machine (a GPU when torch sees one, else the CPU), and how
+# closely the GPU's vectors match the CPU's (docs/gpu-ingest.md). On a lent GPU machine without
+# registries: scripts/device-bundle here, then scripts/device-gpu-ingest there.
+bench-gpu-ingest: model
+	$(BIN)/python benchmarks/gpu_ingest.py --out build/gpu-ingest.json
 
 # serve --workers 2 on the bench's million offers inside a 3 GB memory cgroup (root; after make bench).
 bench-memory: model

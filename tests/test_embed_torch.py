@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 
 from conftest import LUMA, luma_offers, open_resources, write_catalog
-from snapsource import images
+from snapsource import gpu_images, images
 from snapsource.embed import OnnxEmbedder, open_embedder
 from snapsource.embed_torch import TorchEmbedder, cuda_problem
 from snapsource.ingest import Plan, ingest
 
-PHOTOS = sorted({o["img"] for o in luma_offers()})[::5]  # 43 offers' main photos
+PHOTOS = sorted({o["img"] for o in luma_offers()})[::5]  # 39 main photos
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +92,10 @@ def test_cli_refuses_a_missing_gpu_in_one_line(tmp_path):
 def test_the_plan_follows_the_device(resources):
     cpu = Plan.of(resources)
     assert (cpu.batch_size, cpu.decoders, cpu.threads) == (32, 0, 4)
-    gpu = Plan.of(dataclasses.replace(resources, embedder=types.SimpleNamespace(gpu=True)))  # as TorchEmbedder("cuda")
+    as_gpu = types.SimpleNamespace(gpu=True, device="cuda")  # what Plan reads of TorchEmbedder("cuda")
+    gpu = Plan.of(dataclasses.replace(resources, embedder=as_gpu))
     assert gpu.batch_size == 256 and gpu.decoders == (os.cpu_count() or 1) and gpu.threads == gpu.decoders + 2
+    assert gpu.gpu_decode is (gpu_images.nvjpeg_problem("cuda") is None)  # no torchvision here: the decoders decode
     fixed = dataclasses.replace(resources, settings=dataclasses.replace(resources.settings, batch_size=64, decoders=3))
     assert (Plan.of(fixed).batch_size, Plan.of(fixed).decoders, Plan.of(fixed).threads) == (64, 3, 5)
 

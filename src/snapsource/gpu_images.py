@@ -104,13 +104,21 @@ def jpeg_decoder(device: torch.device) -> JpegDecoder:
     return decode_with_torchvision
 
 
-def nvjpeg_problem() -> str | None:
-    """Why JPEGs cannot be decoded on the GPU here, or None."""
+@functools.lru_cache(maxsize=8)
+def nvjpeg_problem(device: str = "cuda") -> str | None:
+    """Why JPEGs cannot be decoded on `device` here, or None: one small JPEG is decoded to know."""
     try:
+        import torch
         from torchvision.io import decode_jpeg  # noqa: F401
     except ImportError:
         return "torchvision is not installed"
-    return None
+    probe = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(probe, "JPEG")
+    try:
+        decoded = jpeg_decoder(torch.device(device))([probe.getvalue()])[0]
+    except (RuntimeError, OSError, ValueError) as exc:
+        return f"torchvision could not decode a JPEG on {device}: {exc}"
+    return None if tuple(decoded.shape) == (3, 48, 64) else f"torchvision decoded a JPEG on {device} as {tuple(decoded.shape)}"
 
 
 def upright(pixels: torch.Tensor, orientation: int) -> torch.Tensor:

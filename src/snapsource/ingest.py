@@ -208,7 +208,7 @@ class Plan:
         settings, gpu = resources.settings, getattr(resources.embedder, "gpu", False)
         batch = settings.batch_size if settings.batch_size > 0 else (GPU_BATCH if gpu else CPU_BATCH)
         decoders = settings.decoders if settings.decoders >= 0 else ((os.cpu_count() or 1) if gpu else 0)
-        gpu_decode = gpu and settings.gpu_decode and gpu_images.nvjpeg_problem() is None
+        gpu_decode = gpu and settings.gpu_decode and gpu_images.nvjpeg_problem(str(resources.embedder.device)) is None
         # a thread waits on each decoder process's result, and a few more fetch meanwhile
         return cls(batch, decoders, max(1, settings.ingest_workers, decoders + 2 if decoders else 0), gpu_decode)
 
