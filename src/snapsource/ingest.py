@@ -386,31 +386,31 @@ class _Embedding:
 
     def vectors(self, batch: list[_Loaded]) -> tuple[list[_Loaded], np.ndarray]:
         """The images of the batch that could be prepared, and their vectors; the others get an error."""
-        on_gpu = [item for item in batch if item.pixels is None]
-        parts: list[np.ndarray] = []
-        if on_gpu and self.gpu is not None:
-            prepared = self.gpu.prepare([i.data for i in on_gpu], [i.header for i in on_gpu])
-            for position in prepared.failed:
-                item = on_gpu[position]
-                done = self.reader.decode(item.data)
-                if isinstance(done, str):
-                    item.error = done
-                    self.reader.discard(item)
-                else:
-                    item.pixels, item.local = done.pixels, done.local
-            gpu_done = [on_gpu[p] for p in prepared.done]
-            if prepared.gray is not None:
-                for item, local in zip(gpu_done, self.reader.local_features(prepared.gray)):
-                    item.local = local
-            if gpu_done:
-                parts.append(self.embedder.embed_pixels(prepared.pixels))
-        else:
-            gpu_done = []
-        on_cpu = [item for item in batch if item.pixels is not None]
-        if on_cpu:
-            parts.insert(0, self.embedder.embed_pixels(np.stack([item.pixels for item in on_cpu])))
-        done = on_cpu + gpu_done
-        return done, (np.concatenate(parts) if parts else np.zeros((0, self.embedder.dim), np.float32))
+        on_gpu, gpu_vectors = self._prepared_on_gpu([item for item in batch if item.pixels is None])
+        on_cpu = [item for item in batch if item.pixels is not None]  # with the GPU's failures, decoded again
+        cpu_vectors = self._embed(np.stack([item.pixels for item in on_cpu])) if on_cpu else self._embed(None)
+        return on_cpu + on_gpu, np.concatenate([cpu_vectors, gpu_vectors])
+
+    def _prepared_on_gpu(self, items: list[_Loaded]) -> tuple[list[_Loaded], np.ndarray]:
+        if not items or self.gpu is None:
+            return [], self._embed(None)
+        prepared = self.gpu.prepare([i.data for i in items], [i.header for i in items])
+        for position in prepared.failed:  # nvJPEG could not: the CPU's decoder tries, and says why
+            item = items[position]
+            done = self.reader.decode(item.data)
+            if isinstance(done, str):
+                item.error = done
+                self.reader.discard(item)
+            else:
+                item.pixels, item.local = done.pixels, done.local
+        done = [items[p] for p in prepared.done]
+        if prepared.gray is not None:
+            for item, local in zip(done, self.reader.local_features(prepared.gray)):
+                item.local = local
+        return done, self._embed(prepared.pixels if done else None)
+
+    def _embed(self, pixels) -> np.ndarray:  # noqa: ANN001 - host array, device tensor or None
+        return self.embedder.embed_pixels(pixels) if pixels is not None else np.zeros((0, self.embedder.dim), np.float32)
 
 
 def _write_chunk(
