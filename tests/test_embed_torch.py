@@ -91,10 +91,11 @@ def test_cli_refuses_a_missing_gpu_in_one_line(tmp_path):
 
 def test_the_plan_follows_the_device(resources):
     cpu = Plan.of(resources)
-    assert (cpu.batch_size, cpu.decoders, cpu.threads) == (32, 0, 4)
+    assert (cpu.batch_size, cpu.decoders, cpu.threads, cpu.chunk_offers) == (32, 0, 4, 32)
     as_gpu = types.SimpleNamespace(gpu=True, device="cuda")  # what Plan reads of TorchEmbedder("cuda")
     gpu = Plan.of(dataclasses.replace(resources, embedder=as_gpu))
     assert gpu.batch_size == 256 and gpu.decoders == (os.cpu_count() or 1) and gpu.threads == gpu.decoders + 2
+    assert gpu.chunk_offers == 4 * 256  # storing one batch overlaps embedding the next
     assert gpu.gpu_decode is (gpu_images.nvjpeg_problem("cuda") is None)  # no torchvision here: the decoders decode
     fixed = dataclasses.replace(resources, settings=dataclasses.replace(resources.settings, batch_size=64, decoders=3))
     assert (Plan.of(fixed).batch_size, Plan.of(fixed).decoders, Plan.of(fixed).threads) == (64, 3, 5)

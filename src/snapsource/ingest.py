@@ -34,7 +34,8 @@ from .fetch import Fetcher, FetchPolicy
 from .offer import OfferRecord
 from .resources import Resources
 
-CHUNK_OFFERS = 32  # at least; a chunk holds at least one batch's offers
+CHUNK_OFFERS = 32  # at least; a chunk holds a batch's worth of offers (GPU_CHUNK_BATCHES on a GPU)
+GPU_CHUNK_BATCHES = 4  # so that storing one batch overlaps embedding the next
 CHECKPOINT_VECTORS = 5000
 CPU_BATCH, GPU_BATCH = 32, 256
 
@@ -202,6 +203,7 @@ class Plan:
     decoders: int
     threads: int
     gpu_decode: bool = False
+    chunk_offers: int = CHUNK_OFFERS  # read ahead while a chunk is embedded
 
     @classmethod
     def of(cls, resources: Resources) -> Plan:
@@ -210,7 +212,10 @@ class Plan:
         decoders = settings.decoders if settings.decoders >= 0 else ((os.cpu_count() or 1) if gpu else 0)
         gpu_decode = gpu and settings.gpu_decode and gpu_images.nvjpeg_problem(str(resources.embedder.device)) is None
         # a thread waits on each decoder process's result, and a few more fetch meanwhile
-        return cls(batch, decoders, max(1, settings.ingest_workers, decoders + 2 if decoders else 0), gpu_decode)
+        threads = max(1, settings.ingest_workers, decoders + 2 if decoders else 0)
+        # on the CPU a small chunk starts embedding soonest; a GPU wants several batches a chunk
+        chunk = max(CHUNK_OFFERS, batch * (GPU_CHUNK_BATCHES if gpu else 1))
+        return cls(batch, decoders, threads, gpu_decode, chunk)
 
     def describe(self) -> str:
         where = f"{self.decoders} processes" if self.decoders else f"{self.threads} threads"
@@ -317,7 +322,7 @@ def ingest(
     report = IngestReport()
     scan = _Scan()
     plan = plan or Plan.of(resources)
-    chunks = _batched(iter_rows(catalog_file, report, scan), max(CHUNK_OFFERS, plan.batch_size))
+    chunks = _batched(iter_rows(catalog_file, report, scan), plan.chunk_offers)
 
     if rebuild:
         index.reset()
@@ -330,7 +335,7 @@ def ingest(
     pending_vectors = 0
     reader = _Reader(resources, catalog_file.parent, known, plan)
     embedding = _Embedding(resources, reader, plan)
-    with contextlib.closing(reader), ThreadPoolExecutor(max_workers=plan.threads) as pool:
+    with contextlib.closing(reader), contextlib.closing(embedding), ThreadPoolExecutor(max_workers=plan.threads) as pool:
 
         def submit(chunk: list[_Row] | None) -> tuple[list[_Row], list[list[Future[_Loaded]]]] | None:
             if chunk is None:
@@ -377,6 +382,9 @@ class _Embedding:
 
     def __init__(self, resources: Resources, reader: _Reader, plan: Plan) -> None:
         self.embedder, self.reader, self.plan = resources.embedder, reader, plan
+        # one thread embeds batch after batch while the caller stores the ones done (the GIL is
+        # free while the GPU or onnxruntime computes)
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         settings = resources.settings
         self.gpu = (
             gpu_images.GpuImages(resources.embedder.device, settings.trim_margin, settings.rerank_k > 0)
@@ -409,6 +417,13 @@ class _Embedding:
                 item.local = local
         return done, self._embed(prepared.pixels if done else None)
 
+    def each(self, batches: list[list[_Loaded]]) -> Iterator[tuple[list[_Loaded], np.ndarray]]:
+        """vectors() of each batch, in order, computed ahead in the embedding thread."""
+        return self.worker.map(self.vectors, batches)
+
+    def close(self) -> None:
+        self.worker.shutdown(cancel_futures=True)
+
     def _embed(self, pixels) -> np.ndarray:  # noqa: ANN001 - host array, device tensor or None
         return self.embedder.embed_pixels(pixels) if pixels is not None else np.zeros((0, self.embedder.dim), np.float32)
 
@@ -435,9 +450,8 @@ def _write_chunk(
     failed: dict[str, str] = {}  # images the GPU and then the CPU could not decode
     fresh_items = list(fresh.values())
     size = embedding.plan.batch_size
-    for start in range(0, len(fresh_items), size):
-        ready = fresh_items[start : start + size]
-        batch, vectors = embedding.vectors(ready)
+    batches = [fresh_items[start : start + size] for start in range(0, len(fresh_items), size)]
+    for ready, (batch, vectors) in zip(batches, embedding.each(batches)):
         failed.update((item.sha256, item.error) for item in ready if item.error)
         added = catalog.add_images([NewImage(i.sha256, i.ext, *i.size, i.data) for i in batch])  # files: stored by the reader
         stored.update(added)
