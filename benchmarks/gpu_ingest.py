@@ -156,7 +156,7 @@ class Bench:
                 fp16 = TorchEmbedder("cpu", precision="fp16").embed_pixels
                 out["torch fp16 (cpu autocast) vs onnx, same pixels"] = cosines(in_batches(fp16, pixels[:sample], 32), onnx[:sample])
         prep = gpu_images.GpuImages(device, 0.08, local=False)
-        heads = [gpu_images.header(d, LIMITS) for d in luma]
+        heads = [gpu_images.header(d, LIMITS, progressive=True) for d in luma]
         keep = [i for i, h in enumerate(heads) if h is not None]
         prepared = [prep.prepare([luma[i] for i in keep[s : s + 64]], [heads[i] for i in keep[s : s + 64]]) for s in range(0, len(keep), 64)]
         gpu_pixels = np.concatenate([p.pixels.cpu().numpy() for p in prepared])
@@ -171,24 +171,26 @@ class Bench:
         self.results["equality"] = out
         print(json.dumps(out, indent=2), flush=True)
 
-    def decode(self, label: str, jpegs: list[bytes]) -> None:
+    def decode(self, label: str, jpegs: list[bytes], gpu_batches: list[int]) -> None:
         for fn, note in ((_prepare_no_sift, "decode, trim, resize"), (_prepare_sift, "... and SIFT")):
             list(self.pool.map(fn, jpegs[: self.args.processes * 2]))  # warm the processes
             started = time.perf_counter()
             list(self.pool.map(fn, jpegs, chunksize=8))
             self.row(f"decode {label}", f"Pillow x{self.args.processes} procs", "-", len(jpegs), time.perf_counter() - started, note)
         if self.gpu and gpu_images.nvjpeg_problem(str(self.embedder.device)) is None:
-            heads = [gpu_images.header(d, LIMITS) for d in jpegs]
-            for batch in self.args.batches:
+            heads = [gpu_images.header(d, LIMITS, progressive=True) for d in jpegs]
+            progressive = sum(gpu_images.header(d, LIMITS) is None for d in jpegs)
+            kind = f"{progressive} of {len(jpegs)} progressive (ingest gives those to the CPU)" if progressive else "baseline"
+            for batch in gpu_batches:
                 prep = gpu_images.GpuImages(self.embedder.device, 0.08, local=False)
                 prep.prepare(jpegs[:batch], heads[:batch])
                 started = time.perf_counter()
                 for s in range(0, len(jpegs), batch):
                     prep.prepare(jpegs[s : s + batch], heads[s : s + batch]).pixels.cpu()
-                self.row(f"decode {label}", "nvJPEG + torch", batch, len(jpegs), time.perf_counter() - started, "decode, trim, resize")
+                self.row(f"decode {label}", "nvJPEG + torch", batch, len(jpegs), time.perf_counter() - started, f"decode, trim, resize; {kind}")
             started = time.perf_counter()
             for d in jpegs:
-                gpu_images.header(d, LIMITS)
+                gpu_images.header(d, LIMITS, progressive=True)
             self.row(f"decode {label}", "header (1 CPU thread)", "-", len(jpegs), time.perf_counter() - started, "size, orientation")
 
     def embed(self, pixels: np.ndarray) -> None:
@@ -281,9 +283,9 @@ class Bench:
               f"made in {time.perf_counter() - started:.1f} s", flush=True)
         print(f"  {'stage':<34} {'device':<22} {'batch':>6} {'rate':>14}", flush=True)
         with self.stage("decode synthetic"):
-            self.decode("synthetic 800 px", jpegs)
-        with self.stage("decode luma"):
-            self.decode(f"luma x{-(-n // len(luma))}", (luma * (-(-n // len(luma))))[:n])
+            self.decode("synthetic 800 px", jpegs, self.args.batches)
+        with self.stage("decode luma"):  # progressive JPEGs: nvJPEG takes them one at a time, so one batch size
+            self.decode(f"luma x{-(-n // len(luma))}", (luma * (-(-n // len(luma))))[:n], [COMPILED_BATCH])
         with self.stage("embed"):
             self.embed(np.stack(list(self.pool.map(_prepare_no_sift, jpegs, chunksize=8))))
         with self.stage("end to end"), tempfile.TemporaryDirectory() as workdir:

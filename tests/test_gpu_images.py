@@ -91,18 +91,21 @@ def test_headers_take_only_what_nvjpeg_decodes_and_keep_the_limits():
     assert gpu_images.header(png.getvalue(), LIMITS) is None  # other formats: the CPU decodes
     assert gpu_images.header(jpeg(photo.convert("CMYK")), LIMITS) is None
     assert gpu_images.header(b"\xff\xd8 not a jpeg", LIMITS) is None  # the CPU says what is wrong
+    progressive = luma_bytes(PHOTOS[1])  # nvJPEG would decode it one at a time: the CPU's processes do
+    assert gpu_images.header(progressive, LIMITS) is None
+    assert gpu_images.header(progressive, LIMITS, progressive=True) is not None
     small = images.ImageLimits(max_pixels=100_000)
     with pytest.raises(images.ImageError) as cpu_error:
         images.decode(luma_bytes(PHOTOS[1]), small)
     with pytest.raises(images.ImageError) as gpu_error:
-        gpu_images.header(luma_bytes(PHOTOS[1]), small)
+        gpu_images.header(luma_bytes(PHOTOS[1]), small, progressive=True)
     assert str(gpu_error.value) == str(cpu_error.value)
 
 
 @pytest.fixture(scope="module")
 def prepared():
     datas = [luma_bytes(p) for p in PHOTOS]
-    heads = [gpu_images.header(d, LIMITS) for d in datas]
+    heads = [gpu_images.header(d, LIMITS, progressive=True) for d in datas]  # the luma photos are progressive
     result = gpu_images.GpuImages("cpu", 0.08, local=True).prepare(datas, heads)
     cpu = [images.decode(d) for d in datas]
     return result, cpu
@@ -136,16 +139,21 @@ def test_grey_photos_for_sift_match_the_cpus(prepared):
 def test_an_undecodable_jpeg_is_handed_back_to_the_cpu():
     good = luma_bytes(PHOTOS[2])
     truncated = good[: len(good) // 3]
-    heads = [gpu_images.header(d, LIMITS) for d in (good, truncated, good)]
+    heads = [gpu_images.header(d, LIMITS, progressive=True) for d in (good, truncated, good)]
     result = gpu_images.GpuImages("cpu", 0.08, local=False).prepare([good, truncated, good], heads)
     assert result.done == [0, 2] and result.failed == [1] and result.gray is None
     assert torch.equal(result.pixels[0], result.pixels[1])
 
 
 def test_ingest_through_the_gpu_path(tmp_path, resources):
-    """The ingest a GPU machine runs, with torch on the CPU: JPEGs prepared the GPU's way, a PNG
-    and a CMYK JPEG by the CPU's decoder, a truncated JPEG reported; then served by onnxruntime."""
-    offers = luma_offers()[:10]
+    """The ingest a GPU machine runs, with torch on the CPU: baseline JPEGs prepared the GPU's way;
+    the luma photos (progressive), a PNG and a CMYK JPEG by the CPU's decoder; a truncated JPEG
+    reported; then served by onnxruntime."""
+    offers = [dict(o) for o in luma_offers()[:10]]
+    for offer in offers[:5]:  # baseline copies of their photos
+        baseline = tmp_path / f"{offer['item_id']}.jpg"
+        baseline.write_bytes(jpeg(Image.open(io.BytesIO(luma_bytes(offer["img"])))))
+        offer["img"], offer["images"] = str(baseline), []
     png, cmyk, broken = tmp_path / "p.png", tmp_path / "c.jpg", tmp_path / "b.jpg"
     photo = Image.open(io.BytesIO(luma_bytes(offers[0]["images"][0] if offers[0]["images"] else offers[0]["img"])))
     photo.save(png, "PNG")
@@ -161,6 +169,7 @@ def test_ingest_through_the_gpu_path(tmp_path, resources):
     report = ingest(built, write_catalog(tmp_path / "c.jsonl", [*offers, *extra]), plan=Plan(16, 0, 4, gpu_decode=True))
     built.close()
     assert report.added == 12 and report.skipped == 1 and report.images_failed == 1
+    assert report.images_gpu_decoded == 5  # the baseline copies; the rest went to the CPU's decoder
     assert {p.item_id for p in report.problems} == {990003}
     assert any("b.jpg" in p.reason and "truncated" in p.reason for p in report.problems), report.problems
 

@@ -169,7 +169,8 @@ def ingest(
         err.print(table)
     err.print(
         f"rows {report.rows}: added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
-        f"skipped {report.skipped}, deleted {report.deleted}; images embedded {report.images_embedded}, "
+        f"skipped {report.skipped}, deleted {report.deleted}; images embedded {report.images_embedded}"
+        f"{f' ({report.images_gpu_decoded} decoded on the GPU)' if report.images_gpu_decoded else ''}, "
         f"reused {report.images_reused}, failed {report.images_failed}; "
         f"{report.seconds:.1f} s, {report.images_per_second:,.1f} images/s"
     )

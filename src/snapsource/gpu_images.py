@@ -5,8 +5,8 @@ tens of thousands: on a GPU machine the CPU's decoding is the limit. These are t
 `images.decode` and `images.pixels` again, in torch on the card:
 
 - the header is read by PIL without decoding pixels: the same size limits, and the EXIF
-  orientation; only RGB and grey JPEGs come here, the rest (PNG, WebP, CMYK, ...) is decoded on
-  the CPU as before;
+  orientation; only baseline RGB and grey JPEGs come here, the rest (progressive JPEGs, PNG,
+  WebP, CMYK, ...) is decoded by the CPU's decoder processes meanwhile;
 - one nvJPEG call decodes a batch; an image it cannot decode goes back to the CPU path, which
   reports it if PIL cannot read it either (nothing is refused here that the CPU takes);
 - orientation by flips and transposes; the trim box by `images.border_box` on a 256 px thumbnail
@@ -54,9 +54,12 @@ class Header:
         return (self.height, self.width) if self.orientation in (5, 6, 7, 8) else (self.width, self.height)
 
 
-def header(data: bytes, limits: images.ImageLimits) -> Header | None:
-    """The header of a JPEG that nvJPEG can decode, checked against the limits; None for anything
-    the CPU should decode (another format, CMYK, an unreadable header: the CPU path says why)."""
+def header(data: bytes, limits: images.ImageLimits, progressive: bool = False) -> Header | None:
+    """The header of a JPEG for nvJPEG, checked against the limits; None for anything the CPU
+    should decode: another format, CMYK, an unreadable header (the CPU path says why), and, unless
+    `progressive`, progressive JPEGs. nvJPEG batch-decodes baseline JPEGs on the GPU's hardware
+    decoder but progressive ones one at a time with Huffman decoding on one CPU thread (torchvision's
+    decode_jpegs_cuda.cpp), while the decoder processes have every core."""
     if not data or len(data) > limits.max_bytes or data[:2] != b"\xff\xd8":
         return None
     try:
@@ -64,6 +67,8 @@ def header(data: bytes, limits: images.ImageLimits) -> Header | None:
             warnings.simplefilter("ignore")
             img = Image.open(io.BytesIO(data), formats=("JPEG",))
             if img.mode not in ("RGB", "L"):
+                return None
+            if not progressive and (img.info.get("progressive") or img.info.get("progression")):
                 return None
             images.check_size(*img.size, limits)
             return Header(img.width, img.height, int(img.getexif().get(ORIENTATION, 1) or 1))

@@ -58,6 +58,7 @@ class IngestReport:
     images_embedded: int = 0
     images_reused: int = 0
     images_failed: int = 0
+    images_gpu_decoded: int = 0  # of those embedded: decoded by nvJPEG rather than the CPU
     seconds: float = 0.0
     compacted: dict[str, object] | None = None  # what compaction of the index did, if it ran
     problems: list[Problem] = dataclasses.field(default_factory=list)
@@ -464,6 +465,7 @@ def _write_chunk(
         index.add(np.asarray(image_ids, dtype=np.int64), vectors)
         indexed.update(image_ids)
         report.images_embedded += len(batch)
+        report.images_gpu_decoded += sum(1 for item in batch if item.pixels is None)
 
     shown = {item.sha256 for items in loaded for item in items if item.sha256 and item.sha256 not in stored}
     stored.update(catalog.images_by_sha(list(shown)))  # stored before this chunk
