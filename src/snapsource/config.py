@@ -111,8 +111,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "gpu_decode",
         True,
-        "When embedding on a GPU, decode JPEGs there too (nvJPEG through torchvision, where it is "
-        "installed); false: the decoder processes decode everything, as on the CPU.",
+        "When embedding on a GPU, decode baseline JPEGs there too (nvJPEG through torchvision, where "
+        "it is installed); false: the decoder processes decode everything, as on the CPU.",
     ),
     Setting("batch_size", 0, "Images per inference batch during ingest; 0: 32 on the CPU, 256 on a GPU."),
     Setting(
