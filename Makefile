@@ -110,4 +110,4 @@ fuzz: model
 	SNAPSOURCE_FUZZ_EXAMPLES=1000 $(BIN)/pytest -q -s tests/test_fuzz.py
 
 clean:
-	rm -rf $(VENV) $(MODEL_VENV) $(MODEL) build .pytest_cache
+	rm -rf $(VENV) $(MODEL_VENV) $(MODEL) build .pytest_cache .device

@@ -156,3 +156,15 @@ def test_an_index_built_by_torch_is_searched_by_onnx(tmp_path):
         assert scores[0] >= 0.999
         assert offer["item_id"] in {item for _, item in served.catalog.offers_for_images([int(ids[0])])}
     served.close()
+
+
+def test_compiled_shapes_pad_a_batch_and_keep_its_vectors(pixels):
+    """torch.compile gets batches padded to a power of two (a few shapes, not one compilation per
+    size); the padding must not change the vectors of the images in the batch. The padding is
+    tested here without compiling (that takes minutes on a CPU; benchmarks/gpu_ingest.py compiles)."""
+    embedder = TorchEmbedder("cpu")
+    plain = embedder.embed_pixels(pixels[:5])
+    embedder.compiled = True  # the shape policy a compiled embedder follows
+    padded = embedder.embed_pixels(pixels[:5])
+    assert padded.shape == (5, 1280)
+    np.testing.assert_allclose(padded, plain, atol=1e-5)
