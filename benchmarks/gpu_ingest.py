@@ -111,7 +111,7 @@ class Bench:
         self.results: dict[str, object] = {}
         self.cpu = OnnxEmbedder()
         self.embedder = open_embedder(args.device)
-        self.gpu = getattr(self.embedder, "gpu", False)
+        self.gpu = self.embedder.gpu
         self.pool = ProcessPoolExecutor(args.processes, mp_context=multiprocessing.get_context("spawn"))
 
     def row(self, stage: str, where: str, batch: object, n: int, seconds: float, note: str = "") -> None:
@@ -209,7 +209,7 @@ class Bench:
                 for s in range(0, n, batch):
                     self.embedder.embed_pixels(on_device[s : s + batch])
                 self.row("embed (device uint8)", self.embedder.description, batch, n, time.perf_counter() - started)
-        if self.embedder is not self.cpu and not isinstance(self.embedder, OnnxEmbedder):
+        if not isinstance(self.embedder, OnnxEmbedder):  # the CPU's figure beside the GPU's
             started = time.perf_counter()
             in_batches(self.cpu.embed_pixels, pixels[: min(n, 512)], 32)
             self.row("embed (host uint8)", self.cpu.description, 32, min(n, 512), time.perf_counter() - started)

@@ -43,7 +43,7 @@ def as_tensor(img: Image.Image) -> torch.Tensor:
 def test_orientation_turns_pixels_as_pil_does(orientation):
     photo = Image.open(io.BytesIO(luma_bytes(PHOTOS[0]))).convert("RGB").resize((90, 60))
     exif = Image.Exif()
-    exif[gpu_images.ORIENTATION] = orientation
+    exif[images.ORIENTATION] = orientation
     data = jpeg(photo, exif=exif)
     head = gpu_images.header(data, LIMITS)
     assert head is not None and head.orientation == orientation

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from .offer import OfferRecord
 from .sqlite import Database, write_file
@@ -105,6 +105,8 @@ class OfferFacts:
     main_image_id: int = 0
 
 
+T = TypeVar("T")
+
 @dataclass(frozen=True)
 class NewImage:
     """An image to store: its content address, format, upright size and bytes."""
@@ -116,8 +118,8 @@ class NewImage:
     data: bytes
 
 
-def chunks(values: list[int]) -> Iterator[list[int]]:
-    """Ids in runs short enough for one `IN (...)` list."""
+def chunks(values: list[T]) -> Iterator[list[T]]:
+    """Ids (or hashes) in runs short enough for one `IN (...)` list."""
     for start in range(0, len(values), _CHUNK):
         yield values[start : start + _CHUNK]
 
@@ -186,8 +188,7 @@ class Catalog:
 
     def images_by_sha(self, shas: list[str]) -> dict[str, StoredImage]:
         out: dict[str, StoredImage] = {}
-        for start in range(0, len(shas), _CHUNK):
-            part = shas[start : start + _CHUNK]
+        for part in chunks(shas):
             query = f"SELECT id, sha256, ext FROM images WHERE sha256 IN ({','.join('?' * len(part))})"
             out.update((row[1], StoredImage(*row)) for row in self.db.execute(query, part))
         return out

@@ -141,7 +141,8 @@ def ingest(
 
         shutil.rmtree(data / "index")  # vectors of the old model are never compared with new ones
     resources = _resources(data, device=device, decoders=decoders)
-    err.print(f"embedding on {resources.embedder.description} in {Plan.of(resources).describe()}")
+    plan = Plan.of(resources)
+    err.print(f"embedding on {resources.embedder.description} in {plan.describe()}")
     total = sum(1 for line in open(catalog, encoding="utf-8") if line.strip())
     started = time.perf_counter()
     columns = (
@@ -159,7 +160,7 @@ def ingest(
             rate = embedded / max(time.perf_counter() - started, 1e-9)
             progress.update(task, completed=rows, rate=f"{rate:,.0f} images/s")
 
-        report = run_ingest(resources, catalog, delete_missing=delete_missing, rebuild=rebuild, progress=update)
+        report = run_ingest(resources, catalog, delete_missing=delete_missing, rebuild=rebuild, progress=update, plan=plan)
     resources.close()
 
     if report.problems:

@@ -18,6 +18,7 @@ import numpy as np
 
 MODEL_NAME = "efficientnet-lite0"
 MODEL_VERSION = "1"
+MODEL_ID = f"{MODEL_NAME}@{MODEL_VERSION}"  # what an index records: every backend of these weights
 DIM = 1280
 
 
@@ -56,7 +57,7 @@ class ModelMissing(RuntimeError):
 
 
 class OnnxEmbedder:
-    name = f"{MODEL_NAME}@{MODEL_VERSION}"
+    name = MODEL_ID
     dim = DIM
     gpu = False
 
@@ -90,9 +91,6 @@ class OnnxEmbedder:
         from .images import scale
 
         return self.embed(scale(batch))
-
-
-DEVICES = ("cpu", "cuda", "auto")
 
 
 def open_embedder(device: str = "cpu", model_path: str | Path | None = None, threads: int = 0) -> Embedder:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .embed import DIM, MODEL_NAME, MODEL_VERSION
+from .embed import DIM, MODEL_ID
 
 if TYPE_CHECKING:
     import torch
@@ -81,7 +81,7 @@ def lite0_features() -> torch.nn.Module:
 class TorchEmbedder:
     """The Embedder protocol on torch: `cuda` for ingest; `cpu` runs the same code without a GPU."""
 
-    name = f"{MODEL_NAME}@{MODEL_VERSION}"
+    name = MODEL_ID
     dim = DIM
 
     def __init__(self, device: str = "cuda", precision: str | None = None, compile: bool = False) -> None:
@@ -164,10 +164,3 @@ class TorchEmbedder:
             else:
                 pixels = self._upload(np.asarray(batch, dtype=np.uint8))
             return self.vectors(self.scaled(pixels))
-
-    def synchronize(self) -> None:
-        """Wait for queued GPU work (benchmarks time whole batches)."""
-        import torch
-
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)

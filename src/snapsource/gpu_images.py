@@ -37,7 +37,6 @@ from . import images, verify
 if TYPE_CHECKING:
     import torch
 
-ORIENTATION = 0x0112
 GROUP = 32  # images of one size prepared at once: 32 luma photos are about 0.6 GB as float32
 JpegDecoder = Callable[[list[bytes]], list["torch.Tensor"]]
 
@@ -53,7 +52,7 @@ class Header:
     @property
     def size(self) -> tuple[int, int]:
         """The upright size (as images.source_size gives it)."""
-        return (self.height, self.width) if self.orientation in (5, 6, 7, 8) else (self.width, self.height)
+        return images.upright_size(self.width, self.height, self.orientation)
 
 
 def header(data: bytes, limits: images.ImageLimits, progressive: bool = False) -> Header | None:
@@ -73,7 +72,7 @@ def header(data: bytes, limits: images.ImageLimits, progressive: bool = False) -
             if not progressive and (img.info.get("progressive") or img.info.get("progression")):
                 return None
             images.check_size(*img.size, limits)
-            return Header(img.width, img.height, int(img.getexif().get(ORIENTATION, 1) or 1))
+            return Header(img.width, img.height, int(img.getexif().get(images.ORIENTATION, 1) or 1))
     except images.ImageError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):

@@ -75,6 +75,14 @@ def check_size(width: int, height: int, limits: ImageLimits) -> None:
         )
 
 
+ORIENTATION = 0x0112  # the EXIF tag
+
+
+def upright_size(width: int, height: int, orientation: int) -> tuple[int, int]:
+    """The size of a stored image once its EXIF orientation is applied: a quarter turn swaps sides."""
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
 DRAFT_TARGET = INPUT_SIZE * 2  # JPEGs are decoded at the smallest DCT scale that keeps this size
 
 
@@ -82,7 +90,7 @@ def draft_scale(width: int, height: int, target: int = DRAFT_TARGET) -> int:
     """The DCT scale (1, 2, 4 or 8) at which Pillow's JPEG draft() decodes a width x height JPEG
     for `target`: the largest that keeps both sides at least `target` (the GPU path mirrors it)."""
     fits = min(width // target, height // target)
-    return next(n for n in (8, 4, 2, 1) if fits >= n or n == 1)
+    return next((n for n in (8, 4, 2) if fits >= n), 1)
 
 
 def decode(data: bytes, limits: ImageLimits = ImageLimits(), target: int = DRAFT_TARGET) -> Image.Image:
@@ -103,10 +111,9 @@ def decode(data: bytes, limits: ImageLimits = ImageLimits(), target: int = DRAFT
             check_size(width, height, limits)
             if img.format in ("JPEG", "MPO"):
                 img.draft("RGB", (target, target))
-            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # turned a quarter: sides swap
-                width, height = height, width
+            orientation = img.getexif().get(ORIENTATION, 1)
             out = to_rgb(ImageOps.exif_transpose(img))
-            out.info["source_size"] = (width, height)  # upright size before any downscaling
+            out.info["source_size"] = upright_size(width, height, orientation)  # before any downscaling
             return out
     except ImageError:
         raise

@@ -208,7 +208,7 @@ class Plan:
 
     @classmethod
     def of(cls, resources: Resources) -> Plan:
-        settings, gpu = resources.settings, getattr(resources.embedder, "gpu", False)
+        settings, gpu = resources.settings, resources.embedder.gpu
         batch = settings.batch_size if settings.batch_size > 0 else (GPU_BATCH if gpu else CPU_BATCH)
         decoders = settings.decoders if settings.decoders >= 0 else ((os.cpu_count() or 1) if gpu else 0)
         gpu_decode = gpu and settings.gpu_decode and gpu_images.nvjpeg_problem(str(resources.embedder.device)) is None
@@ -386,6 +386,7 @@ class _Embedding:
         # one thread embeds batch after batch while the caller stores the ones done (the GIL is
         # free while the GPU or onnxruntime computes)
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        self.none = np.zeros((0, self.embedder.dim), np.float32)  # the vectors of no images
         settings = resources.settings
         self.gpu = (
             gpu_images.GpuImages(resources.embedder.device, settings.trim_margin, settings.rerank_k > 0)
@@ -397,12 +398,12 @@ class _Embedding:
         """The images of the batch that could be prepared, and their vectors; the others get an error."""
         on_gpu, gpu_vectors = self._prepared_on_gpu([item for item in batch if item.pixels is None])
         on_cpu = [item for item in batch if item.pixels is not None]  # with the GPU's failures, decoded again
-        cpu_vectors = self._embed(np.stack([item.pixels for item in on_cpu])) if on_cpu else self._embed(None)
+        cpu_vectors = self.embedder.embed_pixels(np.stack([item.pixels for item in on_cpu])) if on_cpu else self.none
         return on_cpu + on_gpu, np.concatenate([cpu_vectors, gpu_vectors])
 
     def _prepared_on_gpu(self, items: list[_Loaded]) -> tuple[list[_Loaded], np.ndarray]:
         if not items or self.gpu is None:
-            return [], self._embed(None)
+            return [], self.none
         prepared = self.gpu.prepare([i.data for i in items], [i.header for i in items])
         for position in prepared.failed:  # nvJPEG could not: the CPU's decoder tries, and says why
             item = items[position]
@@ -416,7 +417,7 @@ class _Embedding:
         if prepared.gray is not None:
             for item, local in zip(done, self.reader.local_features(prepared.gray)):
                 item.local = local
-        return done, self._embed(prepared.pixels if done else None)
+        return done, self.embedder.embed_pixels(prepared.pixels)  # none done: no rows, no vectors
 
     def each(self, batches: list[list[_Loaded]]) -> Iterator[tuple[list[_Loaded], np.ndarray]]:
         """vectors() of each batch, in order, computed ahead in the embedding thread."""
@@ -424,9 +425,6 @@ class _Embedding:
 
     def close(self) -> None:
         self.worker.shutdown(cancel_futures=True)
-
-    def _embed(self, pixels) -> np.ndarray:  # noqa: ANN001 - host array, device tensor or None
-        return self.embedder.embed_pixels(pixels) if pixels is not None else np.zeros((0, self.embedder.dim), np.float32)
 
 
 def _write_chunk(
