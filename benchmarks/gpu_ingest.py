@@ -39,10 +39,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from snapsource import gpu_images, images
+from snapsource.vision import gpu_images, images
 from snapsource.config import Settings
-from snapsource.embed import OnnxEmbedder, open_embedder
-from snapsource.ingest import Plan, decode_for_model, ingest
+from snapsource.vision.embed import OnnxEmbedder, open_embedder
+from snapsource.ingest.pipeline import Plan, decode_for_model, ingest
 from snapsource.resources import Resources
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,7 +150,7 @@ class Bench:
         else:
             device = "cpu"
             with self.stage("torch on the CPU"):  # the GPU's code path, where there is no GPU: a sample
-                from snapsource.embed_torch import TorchEmbedder
+                from snapsource.vision.embed_torch import TorchEmbedder
 
                 sample = min(len(pixels), CPU_TORCH_SAMPLE)
                 fp16 = TorchEmbedder("cpu", precision="fp16").embed_pixels
@@ -215,7 +215,7 @@ class Bench:
             self.row("embed (host uint8)", self.cpu.description, 32, min(n, 512), time.perf_counter() - started)
 
     def _compiled_embedder(self):
-        from snapsource.embed_torch import TorchEmbedder
+        from snapsource.vision.embed_torch import TorchEmbedder
 
         if not hasattr(self, "_compiled"):
             self._compiled = TorchEmbedder(str(self.embedder.device), compile=True)

@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from snapsource import bench
-from snapsource.loopback import serve_workers
+from snapsource.tools import bench
+from snapsource.tools.loopback import serve_workers
 
 
 def _cgroup(limit: int) -> tuple[Path, str]:

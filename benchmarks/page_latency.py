@@ -24,11 +24,11 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from snapsource.app import create_app
+from snapsource.api.app import create_app
 from snapsource.config import Settings
-from snapsource.evaluate import grocery_gallery
-from snapsource.ingest import ingest
-from snapsource.loopback import serve
+from snapsource.tools.evaluate import grocery_gallery
+from snapsource.ingest.pipeline import ingest
+from snapsource.tools.loopback import serve
 from snapsource.resources import Resources
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import httpx
 
-from snapsource.app import create_app
+from snapsource.api.app import create_app
 from snapsource.config import Settings
-from snapsource.loopback import serve
+from snapsource.tools.loopback import serve
 from snapsource.resources import Resources
 
 

@@ -18,12 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from snapsource.app import create_app
+from snapsource.api.app import create_app
 from snapsource.config import Settings
-from snapsource.fetch import Fetcher, FetchPolicy
-from snapsource.ingest import IngestReport, ingest
-from snapsource import loopback
-from snapsource.loopback import serve
+from snapsource.vision.fetch import Fetcher, FetchPolicy
+from snapsource.ingest.pipeline import IngestReport, ingest
+from snapsource.tools import loopback
+from snapsource.tools.loopback import serve
 from snapsource.resources import Resources
 
 PROFILE = os.environ.get("SNAPSOURCE_TEST_PROFILE", "default")

@@ -16,8 +16,8 @@ import pytest
 
 from conftest import luma_offers, main_image_url, serve_workers, with_settings
 from imageserver import ImageServer, grocery_photo
-from snapsource.app import create_app
-from snapsource.loopback import serve
+from snapsource.api.app import create_app
+from snapsource.tools.loopback import serve
 
 ADMIN_KEY = "test-admin-key-5d1f"
 
@@ -210,7 +210,7 @@ def test_metering_reaches_the_database_within_a_second_without_a_read(api, resou
     process (a console, `token usage`) sees them without this one being asked."""
     import sqlite3
 
-    from snapsource.tokens import FLUSH_SECONDS
+    from snapsource.accounts.tokens import FLUSH_SECONDS
 
     token = resources.tokens.create("batched")
     token_id = resources.tokens.info(token).id

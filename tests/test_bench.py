@@ -9,8 +9,8 @@ import sys
 
 import numpy as np
 
-from snapsource import bench
-from snapsource.index import SQ8_MARGIN
+from snapsource.tools import bench
+from snapsource.store.vectors.faiss_store import SQ8_MARGIN
 
 
 def test_bench_reports_every_case_with_its_recall_and_serves_the_catalog(tmp_path):
@@ -37,7 +37,7 @@ def test_bench_reports_every_case_with_its_recall_and_serves_the_catalog(tmp_pat
 
 
 def test_changes_without_a_rebuild_are_measured_and_undone(tmp_path, monkeypatch):
-    from snapsource import index
+    from snapsource.store.vectors import faiss_store as index
 
     monkeypatch.setattr(index, "COMPACT_DELTA", 100)
     bench.build(tmp_path, 12000)

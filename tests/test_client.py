@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 
 from conftest import LUMA, SPEC, luma_offers, main_image_url
 from snapsource.client import AsyncClient, Busy, Client, InvalidRequest, QuotaExceeded, TimedOut, Unauthorized
-from snapsource.loopback import serve
+from snapsource.tools.loopback import serve
 from snapsource.offer import Item
 
 

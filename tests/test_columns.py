@@ -11,7 +11,8 @@ from decimal import Decimal
 import numpy as np
 
 from conftest import luma_offers, main_image_url, with_settings
-from snapsource import queries, search
+from snapsource.search import queries
+from snapsource import search
 from snapsource.search import FLAGS, Filters
 
 
@@ -57,8 +58,8 @@ def test_columns_follow_the_catalog(resources, tmp_path):
 
 
 def test_a_large_catalog_reloads_its_columns_in_the_background(resources, monkeypatch):
-    from snapsource import columns as columns_mod
-    from snapsource.columns import OfferColumns
+    from snapsource.store import columns as columns_mod
+    from snapsource.store.columns import OfferColumns
 
     monkeypatch.setattr(columns_mod, "BACKGROUND_FROM", 1)  # the luma catalog counts as large
     offers = OfferColumns(resources.catalog)

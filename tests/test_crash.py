@@ -12,7 +12,9 @@ import time
 import numpy as np
 
 from conftest import LUMA, luma_offers, main_image_url
-from snapsource import doctor, queries, search
+from snapsource.ingest import doctor
+from snapsource.search import queries
+from snapsource import search
 from snapsource.config import Settings
 from snapsource.resources import Resources
 

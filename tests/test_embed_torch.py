@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from conftest import LUMA, luma_offers, open_resources, write_catalog
-from snapsource import gpu_images, images
-from snapsource.embed import OnnxEmbedder, open_embedder
-from snapsource.embed_torch import TorchEmbedder, cuda_problem
-from snapsource.ingest import Plan, ingest
+from snapsource.vision import gpu_images, images
+from snapsource.vision.embed import OnnxEmbedder, open_embedder
+from snapsource.vision.embed_torch import TorchEmbedder, cuda_problem
+from snapsource.ingest.pipeline import Plan, ingest
 
 PHOTOS = sorted({o["img"] for o in luma_offers()})[::5]  # 39 main photos
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from imageserver import ImageServer, encode, grocery_photo
-from snapsource.fetch import Fetcher, FetchError, FetchPolicy, address_problem, parse_networks
+from snapsource.vision.fetch import Fetcher, FetchError, FetchPolicy, address_problem, parse_networks
 
 LOOPBACK = parse_networks("127.0.0.0/8")
 

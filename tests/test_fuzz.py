@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 from conftest import ROOT, luma_offers, write_catalog
-from snapsource.app import create_app
+from snapsource.api.app import create_app
 from snapsource.config import Settings
-from snapsource.ingest import ingest
-from snapsource.loopback import serve
+from snapsource.ingest.pipeline import ingest
+from snapsource.tools.loopback import serve
 from snapsource.resources import Resources
 
 EXAMPLES = int(os.environ.get("SNAPSOURCE_FUZZ_EXAMPLES", "30"))

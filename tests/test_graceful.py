@@ -10,7 +10,7 @@ import httpx
 
 from conftest import luma_offers, main_image_url
 from imageserver import ImageServer, grocery_photo
-from snapsource.loopback import serve_workers
+from snapsource.tools.loopback import serve_workers
 
 
 def test_sigterm_drains_the_request_in_flight(resources, tmp_path):

@@ -9,9 +9,9 @@ import time
 import httpx
 
 from conftest import serve_workers
-from snapsource.app import create_app
+from snapsource.api.app import create_app
 from snapsource.config import Settings
-from snapsource.loopback import serve
+from snapsource.tools.loopback import serve
 from snapsource.resources import Resources
 
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import LUMA, luma_offers
-from snapsource import images
+from snapsource.vision import images
 
 
 def encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:

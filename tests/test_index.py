@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from snapsource import index as index_mod
-from snapsource.index import IndexMismatch, VectorStore
+from snapsource.store.vectors import faiss_store as index_mod
+from snapsource.store.vectors.faiss_store import IndexMismatch, VectorStore
 
 DIM = 64
 MODEL = "test-model@1"
@@ -203,7 +203,7 @@ def test_the_base_can_be_pinned_in_memory(tmp_path, small_base):
 
 def test_a_server_compacts_in_the_background(tmp_path, small_base):
     """What an import saved is taken up and folded into a new base by the server's own thread."""
-    from snapsource.index import Compactor
+    from snapsource.store.vectors.faiss_store import Compactor
 
     writer = VectorStore(tmp_path, MODEL, DIM)
     server = VectorStore(tmp_path, MODEL, DIM)

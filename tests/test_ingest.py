@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import LUMA, PROFILE, luma_offers, open_resources, profile_env, profile_settings, write_catalog
-from snapsource.ingest import ingest
+from snapsource.ingest.pipeline import ingest
 from snapsource.resources import Resources
 
 pytestmark = pytest.mark.profiles
@@ -111,7 +111,7 @@ def test_cli_exit_codes(tmp_path):
 
 @pytest.mark.skipif(PROFILE != "default", reason="the faiss store's own files")
 def test_index_of_another_model_is_a_clear_error(tmp_path):
-    from snapsource.index import IndexMismatch, VectorStore
+    from snapsource.store.vectors.faiss_store import IndexMismatch, VectorStore
 
     index = VectorStore(tmp_path, model="other-model@9", dim=4)
     index.save()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from conftest import GROCERY, serve_workers
-from snapsource.loadtest import drive
+from snapsource.tools.loadtest import drive
 
 
 def test_bounded_load_has_no_errors_but_deliberate_503s(resources, tmp_path):

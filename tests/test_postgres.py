@@ -14,13 +14,13 @@ import pytest
 
 from conftest import fresh_postgres, luma_offers, write_catalog
 from snapsource import search
-from snapsource.catalog import Catalog
+from snapsource.store.catalog import Catalog
 from snapsource.config import Settings
 from snapsource.errors import ConcurrencyLimit, QuotaExceeded
-from snapsource.ingest import ingest
-from snapsource.postgres import PostgresDatabase, redact
+from snapsource.ingest.pipeline import ingest
+from snapsource.store.postgres import PostgresDatabase, redact
 from snapsource.resources import Resources
-from snapsource.tokens import Tokens
+from snapsource.accounts.tokens import Tokens
 
 SERVICE = "postgresql://127.0.0.1:5432/test"
 

@@ -10,8 +10,10 @@ import pytest
 from PIL import Image
 
 from conftest import LUMA, SHARED, luma_offers
-from snapsource import evaluate, images, localise, queries, verify
-from snapsource.localise import Box
+from snapsource.tools import evaluate
+from snapsource.vision import images, localise, verify
+from snapsource.search import queries
+from snapsource.vision.localise import Box
 
 
 def _photo(index: int = 0) -> Image.Image:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from conftest import LUMA, luma_offers
-from snapsource.evaluate import self_retrieval
+from snapsource.tools.evaluate import self_retrieval
 from snapsource.offer import ITEM_FIELDS
 
 

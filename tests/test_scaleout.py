@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from conftest import LUMA, luma_offers, main_image_url, open_resources, profile_env, profile_settings, serve_workers, write_catalog
-from snapsource.ingest import ingest
+from snapsource.ingest.pipeline import ingest
 
 pytestmark = pytest.mark.scaleout
 
@@ -113,8 +113,8 @@ def test_compact_retrain_refills_the_collection_from_postgresql(tmp_path):
 
 
 def test_a_collection_of_another_model_is_refused(tmp_path):
-    from snapsource.index import IndexMismatch
-    from snapsource.milvus import MilvusStore
+    from snapsource.store.vectors.faiss_store import IndexMismatch
+    from snapsource.store.vectors.milvus import MilvusStore
 
     resources = open_resources(tmp_path / "data")
     with pytest.raises(IndexMismatch, match="--rebuild"):

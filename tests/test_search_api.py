@@ -108,7 +108,7 @@ def test_filters_combine(search):
 
 
 def test_new_arrival_falls_back_to_created_at(resources):
-    from snapsource.catalog import OfferFacts
+    from snapsource.store.catalog import OfferFacts
     from snapsource.search import Filters
 
     today = dt.date(2026, 11, 26)

@@ -14,11 +14,11 @@ from PIL import Image
 
 from conftest import GROCERY, with_settings
 from imageserver import ImageServer, encode, grocery_photo
-from snapsource.app import create_app
+from snapsource.api.app import create_app
 from snapsource.config import Settings
-from snapsource.evaluate import grocery_gallery
-from snapsource.ingest import ingest
-from snapsource.loopback import serve
+from snapsource.tools.evaluate import grocery_gallery
+from snapsource.ingest.pipeline import ingest
+from snapsource.tools.loopback import serve
 from snapsource.resources import Resources
 
 PHOTO = grocery_photo(0)

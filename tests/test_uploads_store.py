@@ -7,10 +7,10 @@ import time
 import numpy as np
 
 from imageserver import grocery_photo
-from snapsource import queries
+from snapsource.search import queries
 from snapsource.config import Settings
 from snapsource.resources import Resources
-from snapsource.uploads import LRU, Upload, Uploads
+from snapsource.store.uploads import LRU, Upload, Uploads
 
 
 def test_vectors_survive_a_restart_and_are_reembedded_for_another_model(tmp_path):

@@ -19,8 +19,8 @@ from PIL import Image
 
 from conftest import LUMA, ROOT, luma_offers, with_settings
 from imageserver import ImageServer, grocery_photo
-from snapsource.app import create_app
-from snapsource.loopback import serve
+from snapsource.api.app import create_app
+from snapsource.tools.loopback import serve
 
 CHROMIUM = Path(os.environ.get("SNAPSOURCE_CHROMIUM", "/usr/bin/chromium"))
 SHOTS = ROOT / "build" / "web"

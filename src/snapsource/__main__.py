@@ -1,3 +1,3 @@
-from .cli import main
+from snapsource.cli.main import main
 
 main()

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from .offer import Item
+from snapsource.offer import Item
 
 RETRIED = (499, 503)
 SEARCH = "/1688/search/image"

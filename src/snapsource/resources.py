@@ -6,17 +6,17 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from .catalog import Catalog
-from .columns import OfferColumns
-from .config import Settings
-from .embed import Embedder, open_embedder
-from .fetch import Fetcher, FetchPolicy
-from .index import VectorStore
-from .tokens import Tokens
-from .uploads import Uploads
+from snapsource.store.catalog import Catalog
+from snapsource.store.columns import OfferColumns
+from snapsource.config import Settings
+from snapsource.vision.embed import Embedder, open_embedder
+from snapsource.vision.fetch import Fetcher, FetchPolicy
+from snapsource.store.vectors.faiss_store import VectorStore
+from snapsource.accounts.tokens import Tokens
+from snapsource.store.uploads import Uploads
 
 if TYPE_CHECKING:
-    from .milvus import MilvusStore
+    from snapsource.store.vectors.milvus import MilvusStore
 
 
 @dataclasses.dataclass
@@ -55,7 +55,7 @@ class Resources:
 def open_vectors(settings: Settings, catalog: Catalog, model: str, dim: int) -> VectorStore | MilvusStore:
     """The vector store the `vectors` setting names: faiss in the data dir, or a Milvus collection."""
     if settings.vectors.startswith("milvus://"):
-        from .milvus import MilvusStore  # pymilvus is needed only for Milvus
+        from snapsource.store.vectors.milvus import MilvusStore  # pymilvus is needed only for Milvus
 
         return MilvusStore(settings.vectors, catalog, model, dim)
     if settings.vectors and settings.vectors != "faiss://":

@@ -7,8 +7,8 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, Query, Request
 
-from ..errors import Unauthorized
-from ..resources import Resources
+from snapsource.errors import Unauthorized
+from snapsource.resources import Resources
 
 
 async def get_resources(request: Request) -> Resources:  # async: no thread hop for a lookup

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ..offer import Item
+from snapsource.offer import Item
 
 
 class SearchData(BaseModel):

@@ -1,0 +1,1 @@
+"""API tokens: digests, limits (quota, rate, concurrency) and metering."""

@@ -1,0 +1,1 @@
+"""One router per resource: search, uploads, images, health, admin, the web page."""

@@ -1,0 +1,86 @@
+"""The console's API: tokens and their usage, behind an admin key that is not an apiToken.
+
+The key comes from the `admin_key` setting (SNAPSOURCE_ADMIN_KEY); without it the admin API is
+off. It travels as `Authorization: Bearer <key>` (or `X-Admin-Key`), never in the URL, so it
+stays out of access logs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, StrictInt, field_validator
+from starlette.exceptions import HTTPException
+
+from snapsource.errors import Unauthorized, envelope
+from snapsource.api.deps import ResourcesDep
+from snapsource.api.schemas import errors
+
+router = APIRouter(prefix="/admin", tags=["admin"], responses=errors(401, 422, 500))
+MAX_CALLS = 10**12
+
+
+def require_admin(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    x_admin_key: Annotated[str | None, Header()] = None,
+) -> None:
+    key = request.app.state.resources.settings.admin_key
+    if not key:
+        raise Unauthorized("the admin API is off: start the server with SNAPSOURCE_ADMIN_KEY set")
+    given = x_admin_key or (authorization[7:] if authorization and authorization.lower().startswith("bearer ") else "")
+    if not given or not hmac.compare_digest(given.encode(), key.encode()):
+        raise Unauthorized("admin key missing or wrong: send it as `Authorization: Bearer <key>`")
+
+
+AdminDep = Annotated[None, Depends(require_admin)]
+
+
+class NewToken(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    quota: StrictInt | None = Field(None, gt=0, le=MAX_CALLS, description="Calls allowed in all; none: unlimited")
+    qps: float | None = Field(None, gt=0, le=1e6, description="Requests per second; none: unlimited")
+    concurrency: StrictInt | None = Field(None, gt=0, le=10_000, description="Requests at the same time; none: unlimited")
+    expires: dt.date | None = Field(None, description="Last day the token works")
+
+    @field_validator("expires", mode="before")
+    @classmethod
+    def _iso_date(cls, value: object) -> object:
+        if value is not None and not isinstance(value, str):
+            raise ValueError("must be a date as YYYY-MM-DD")  # not a number of seconds since 1970
+        return value
+
+
+@router.get("/tokens", summary="Every token, with its limits and calls used")
+def list_tokens(resources: ResourcesDep, _admin: AdminDep) -> JSONResponse:
+    return JSONResponse(envelope(200, "success", {"tokens": [t.wire() for t in resources.tokens.list()]}))
+
+
+@router.post("/tokens", summary="Create a token; the secret is in this answer only")
+def create_token(body: NewToken, resources: ResourcesDep, _admin: AdminDep) -> JSONResponse:
+    secret = resources.tokens.create(
+        body.name, quota=body.quota, qps=body.qps, concurrency=body.concurrency, expires=body.expires
+    )
+    info = resources.tokens.info(secret)
+    return JSONResponse(envelope(200, "success", {"token": secret, **info.wire()}))
+
+
+@router.delete("/tokens/{token_id}", summary="Revoke a token", responses=errors(404))
+def revoke_token(token_id: Annotated[int, Path(ge=1, le=2**63 - 1)], resources: ResourcesDep, _admin: AdminDep) -> JSONResponse:
+    if not resources.tokens.revoke_id(token_id):
+        raise HTTPException(404, f"no active token with id {token_id}")
+    return JSONResponse(envelope(200, "success", {"revoked": token_id}))
+
+
+@router.get("/usage", summary="Calls, errors and p50 latency per token, endpoint and day")
+def usage(
+    resources: ResourcesDep,
+    _admin: AdminDep,
+    days: Annotated[int, Query(ge=1, le=366)] = 30,
+    name: Annotated[str | None, Query(description="Only tokens with this name")] = None,
+) -> JSONResponse:
+    return JSONResponse(envelope(200, "success", {"usage": resources.tokens.usage(days, name)}))

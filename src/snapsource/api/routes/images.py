@@ -1,0 +1,47 @@
+"""GET /img/{name}: catalog photos and query images, content-addressed, so cacheable forever."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+from starlette.exceptions import HTTPException
+
+from snapsource.api.deps import ResourcesDep
+from snapsource.api.schemas import errors
+
+router = APIRouter()
+NAME = re.compile(r"^(?P<sha>[0-9a-f]{64})\.(?P<ext>[a-z0-9]{2,4})$")
+MEDIA = {
+    "jpg": "image/jpeg",
+    "png": "image/png",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "bmp": "image/bmp",
+    "tif": "image/tiff",
+    "avif": "image/avif",
+    "heic": "image/heic",
+}
+
+
+@router.get(
+    "/img/{name}",
+    tags=["images"],
+    summary="A catalog photo or an uploaded query image",
+    responses={200: {"content": {media: {} for media in MEDIA.values()}, "description": "The image"}, **errors(404)},
+)
+def image(name: str, resources: ResourcesDep) -> FileResponse:
+    match = NAME.match(name)
+    path = None
+    if match:
+        path = resources.catalog.image_file(match["sha"], match["ext"])
+        if not path.is_file():
+            path = resources.uploads.file(match["sha"], match["ext"])
+    if path is None or not path.is_file():
+        raise HTTPException(404, f"no image {name} on this service")
+    return FileResponse(
+        path,
+        media_type=MEDIA.get(match["ext"], "application/octet-stream"),
+        headers={"Cache-Control": "public, max-age=31536000, immutable", "ETag": f'"{match["sha"]}"'},
+    )

@@ -1,0 +1,146 @@
+"""Search by image: TMAPI's `GET /1688/search/image`, and a one-step `POST` with the photo in the body."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from snapsource.search import queries
+from snapsource import search
+from snapsource.errors import envelope
+from snapsource.resources import Resources
+from snapsource.api.deps import ResourcesDep, TokenDep, own_hosts, public_base
+from snapsource.api.schemas import ERROR_RESPONSES, SearchResponse, UploadSearchResponse
+from snapsource.api.routes.uploads import IMAGE_BODY, read_image
+
+router = APIRouter()
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchParams:
+    page: int
+    page_size: int
+    sort: search.Sort
+    filters: search.Filters
+    region: str | None
+    group_same: bool
+
+
+async def search_params(  # async: validation only, no thread hop
+    page: Annotated[int, Query(ge=1, description="Page number")] = 1,
+    page_size: Annotated[int, Query(ge=1, le=search.MAX_PAGE_SIZE, description="Items per page")] = 20,
+    sort: Annotated[search.Sort, Query(description="default (similarity), sales, price_up, price_down")] = search.Sort.default,
+    price_start: Annotated[str | None, Query(description="Minimum price (decimal string)")] = None,
+    price_end: Annotated[str | None, Query(description="Maximum price (decimal string)")] = None,
+    support_dropshipping: Annotated[bool, Query(description="Only offers that support dropshipping")] = False,
+    is_factory: Annotated[bool, Query(description="Only offers from factories")] = False,
+    verified_supplier: Annotated[bool, Query(description="Only verified suppliers")] = False,
+    free_shipping: Annotated[bool, Query(description="Only offers with free shipping")] = False,
+    new_arrival: Annotated[bool, Query(description="Only new offers")] = False,
+    region: Annotated[
+        str | None,
+        Query(
+            description="Search only this box of the photo: x1,x2,y1,y2 in its pixels (1688's order). "
+            "Without it, the main product found is searched (data.region)."
+        ),
+    ] = None,
+    group_same: Annotated[
+        bool, Query(description="Fold offers with near-identical main photos (relistings) into the best one")
+    ] = False,
+) -> SearchParams:
+    """The spec's parameters besides img_url, shared by GET and POST."""
+    filters = search.Filters.from_params(
+        price_start,
+        price_end,
+        support_dropshipping=support_dropshipping,
+        is_factory=is_factory,
+        verified_supplier=verified_supplier,
+        free_shipping=free_shipping,
+        new_arrival=new_arrival,
+    )
+    return SearchParams(page, page_size, sort, filters, region or None, group_same)
+
+
+ParamsDep = Annotated[SearchParams, Depends(search_params)]
+
+
+@router.get(
+    "/1688/search/image",
+    response_class=JSONResponse,
+    responses={200: {"model": SearchResponse, "description": "Offers, best first"}, **ERROR_RESPONSES},
+    summary="Search offers by image",
+    tags=["search"],
+)
+def search_image(
+    request: Request,
+    resources: ResourcesDep,
+    _token: TokenDep,
+    img_url: Annotated[
+        str,
+        Query(
+            min_length=1,
+            description="The query image: the `img` of a result, the image_url of upload or convert_url, "
+            "or any http(s) image URL (fetched once, unless strict_img_url is on)",
+        ),
+    ],
+    params: ParamsDep,
+) -> JSONResponse:
+    resources.index.refresh()
+    query = queries.from_img_url(resources, img_url, own_hosts(request))
+    if params.region:
+        query = queries.in_region(resources, query, params.region)
+    return JSONResponse(envelope(200, "success", _page(request, resources, query, params)))
+
+
+@router.post(
+    "/1688/search/image",
+    response_class=JSONResponse,
+    responses={200: {"model": UploadSearchResponse, "description": "Offers, best first"}, **ERROR_RESPONSES},
+    summary="Upload an image and search with it in one step",
+    tags=["search"],
+    openapi_extra=IMAGE_BODY,
+)
+async def search_image_upload(request: Request, resources: ResourcesDep, _token: TokenDep, params: ParamsDep) -> JSONResponse:
+    """The photo is kept like an upload: `data.image_url` searches it again (later pages) with GET."""
+    data = await read_image(request, resources.settings.max_image_bytes)
+    resources.index.refresh()
+    query = await run_in_threadpool(queries.from_bytes, resources, data)
+    if params.region:
+        query = await run_in_threadpool(queries.in_region, resources, query, params.region)
+    page = await run_in_threadpool(_page, request, resources, query, params)
+    return JSONResponse(envelope(200, "success", {**page, "image_url": query.image_url}))
+
+
+def _page(request: Request, resources: Resources, query: queries.Query, params: SearchParams) -> dict[str, Any]:
+    """The data of a search answer: the spec's fields in its order and types (see test_contract),
+    then ours: the box searched and the products found, as [x1, y1, x2, y2] in the photo's pixels.
+    It is sent as built rather than validated a second time against SearchResponse."""
+    result = search.run(
+        resources,
+        query.analysis.vectors,
+        local=query.analysis.local,
+        page=params.page,
+        page_size=params.page_size,
+        sort=params.sort,
+        filters=params.filters,
+        group_same=params.group_same,
+        key=f"{query.sha256}:{query.analysis.region.wire()}",
+    )
+    base = public_base(request)
+    return {
+        "page": result.page,
+        "page_size": result.page_size,
+        "total_count": result.total_count,
+        "keyword": "",
+        "sort": result.sort.value,
+        "cat_id": None,
+        "filters": result.filters.echo(),
+        "items": [hit.wire(base) for hit in result.hits],
+        "has_next_page": result.has_next_page,
+        "region": query.analysis.region.wire(),
+        "regions": [box.wire() for box in query.analysis.regions],
+    }

@@ -1,0 +1,32 @@
+"""The search page at / and the console at /console: static files, no build step, same origin as the API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+WEB = Path(__file__).resolve().parents[2] / "web"
+
+# the pages run only their own scripts and talk only to this server; product photos may be anywhere
+HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' http: https: data: blob:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+router = APIRouter(include_in_schema=False)
+static = StaticFiles(directory=WEB)
+
+
+@router.get("/")
+def search_page() -> FileResponse:
+    return FileResponse(WEB / "index.html", headers=HEADERS)
+
+
+@router.get("/console")
+def console_page() -> FileResponse:
+    return FileResponse(WEB / "console.html", headers=HEADERS)

