@@ -13,7 +13,7 @@ CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
 
-.PHONY: install model demo serve ingest test test-scaleout eval eval-ablation calibrate latency pages load fuzz bench bench-scaleout bench-gpu-ingest bench-memory clean
+.PHONY: install model demo serve ingest lint test test-scaleout eval eval-ablation calibrate latency pages load fuzz bench bench-scaleout bench-gpu-ingest bench-memory clean
 
 $(BIN)/snapsource: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,7 +53,13 @@ $(CHROMIUM):
 # Both profiles: everything on SQLite + faiss (and PostgreSQL on 127.0.0.1:5432 for its own tests),
 # then the tests marked `profiles` and `scaleout` against a throwaway PostgreSQL and Milvus
 # standalone in a loopback-only network namespace (scripts/scaleout-env; root or sudo).
-test: model $(CHROMIUM)
+# ruff (lint and format) over the code, mypy over src/ (pyproject.toml): part of make test, so of CI
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+test: lint model $(CHROMIUM)
 	SNAPSOURCE_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q -m "not scaleout"
 	$(MAKE) test-scaleout
 

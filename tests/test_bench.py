@@ -37,15 +37,15 @@ def test_bench_reports_every_case_with_its_recall_and_serves_the_catalog(tmp_pat
 
 
 def test_changes_without_a_rebuild_are_measured_and_undone(tmp_path, monkeypatch):
-    from snapsource.store.vectors import faiss_store as index
+    from snapsource.store.vectors import faiss_store
 
-    monkeypatch.setattr(index, "COMPACT_DELTA", 100)
+    monkeypatch.setattr(faiss_store, "COMPACT_DELTA", 100)
     bench.build(tmp_path, 12000)
-    before = index.VectorStore(tmp_path / "index", bench.model_identity(), bench.DIM)
+    before = faiss_store.FaissStore(tmp_path / "index", bench.model_identity(), bench.DIM)
     ids, vectors = before.ids(), before.vectors(before.ids()[:50])
     report = bench.incremental(tmp_path, changes=500, queries=20)
     assert report["stats_with_delta"]["delta"] == 500 and report["stats_with_delta"]["masked"] == 500
     assert report["compaction"]["added"] == 500 and not report["compaction"]["retrained"]
-    after = index.VectorStore(tmp_path / "index", bench.model_identity(), bench.DIM)
+    after = faiss_store.FaissStore(tmp_path / "index", bench.model_identity(), bench.DIM)
     assert np.array_equal(after.ids(), ids) and np.allclose(after.vectors(ids[:50]), vectors)
     assert after.stats()["delta"] == 0 and after.stats()["masked"] == 0

@@ -6,7 +6,7 @@ import logging
 import subprocess
 import sys
 
-from snapsource.api.app import MaskToken
+from snapsource.api.middleware import MaskToken
 
 
 def test_access_log_masks_the_token():

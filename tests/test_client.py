@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import json
 import subprocess
 import sys
@@ -66,11 +67,16 @@ def test_against_snapsource(base_url, token, resources):
     with Client(base_url, token) as api:
         page = api.search_image(main_image_url(resources, luma_offers()[0]), page_size=5, sort="sales")
         assert isinstance(page.items[0], Item) and len(page.items) == 5 and page.sort == "sales"
-        photo = (LUMA.parent / luma_offers()[2]["img"]).read_bytes()
+        sales = [i.sale_info.sale_quantity_int for i in page.items]
+        assert sales == sorted(sales, reverse=True)
+        offer = luma_offers()[2]
+        photo = (LUMA.parent / offer["img"]).read_bytes()
         uploaded = api.upload(photo)
-        assert uploaded.startswith("/img/")
+        assert uploaded == f"/img/{hashlib.sha256(photo).hexdigest()}.jpg"
         by_file = api.search_image(file=photo, page_size=20)
         assert by_file.image_url == uploaded and by_file.items
+        twins = {o["item_id"] for o in luma_offers() if o["img"] == offer["img"]}
+        assert by_file.items[0].item_id in twins  # a catalog photo finds its own offer first
         every = list(api.iter_search(file=photo, page_size=20))
         assert len(every) == by_file.total_count and len({i.item_id for i in every}) == len(every)
         with pytest.raises(InvalidRequest) as caught:
@@ -120,13 +126,17 @@ def test_async_client(tmapi):
 
 
 def test_cli_client_search(base_url, token):
-    photo = LUMA.parent / luma_offers()[3]["img"]
+    offer = luma_offers()[3]
+    photo = LUMA.parent / offer["img"]
     cli = [sys.executable, "-m", "snapsource", "client", "search", str(photo), "--url", base_url, "--token", token]
     out = subprocess.run([*cli, "--json", "--page-size", "3", "--sort", "sales"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(lines) == 3 and all("item_id" in line for line in lines)
+    sales = [line["sale_info"]["sale_quantity_int"] for line in lines]
+    assert sales == sorted(sales, reverse=True)
     table = subprocess.run(cli, capture_output=True, text=True, env={"COLUMNS": "200", "PATH": ""})
     assert table.returncode == 0 and " offers" in table.stdout
+    assert offer["title"] in table.stdout  # the photo's own offer is listed, not just a header
     bad = subprocess.run([*cli[:-1], "ss_wrong"], capture_output=True, text=True)
     assert bad.returncode == 2 and "401" in bad.stderr

@@ -11,9 +11,9 @@ from decimal import Decimal
 import numpy as np
 
 from conftest import luma_offers, main_image_url, with_settings
-from snapsource.search import queries
 from snapsource import search
-from snapsource.search import FLAGS, Filters
+from snapsource.search import FLAGS, Filters, queries
+from snapsource.store.columns import Where
 
 
 def test_columns_agree_with_the_per_offer_check(resources):
@@ -25,13 +25,20 @@ def test_columns_agree_with_the_per_offer_check(resources):
     cases += [Filters(**{flag: True}) for flag in FLAGS]
     cases += [Filters(price_end=Decimal("80"), **{flag: True for flag in FLAGS})]
     for filters in cases:
-        vectorised = columns.offers_matching(filters, today, 30)
+        vectorised = columns.offers_matching(filters.where(today, 30) or Where())
         one_by_one = [filters.matches(facts[item_id], today, 30) for item_id in columns.item_id.tolist()]
         assert vectorised.tolist() == one_by_one, filters
-    kept = columns.select(Filters(is_factory=True), today, 30)
+    kept = columns.select(Filters(is_factory=True).where(today, 30))
     shown = {image for image, item in zip(columns.pair_image, columns.pair_offer) if facts[int(columns.item_id[item])].is_factory}
     assert set(np.flatnonzero(kept.images).tolist()) == shown
     assert set(kept.offers.tolist()) == {i for i, f in facts.items() if f.is_factory}
+
+
+def test_the_store_condition_is_what_the_filters_say():
+    today = dt.date(2026, 11, 27)
+    assert Filters().where(today, 30) is None  # nothing to select: the whole catalog
+    where = Filters(price_start=Decimal("10.5"), is_factory=True, new_arrival=True).where(today, 30)
+    assert where == Where(price_min=10.5, flags=("is_factory",), new_since=(today - dt.date(1970, 1, 1)).days - 30)
 
 
 def test_a_selective_filter_still_fills_the_candidates(resources):
@@ -42,7 +49,7 @@ def test_a_selective_filter_still_fills_the_candidates(resources):
     query = queries.known(small, main_image_url(resources, offer).split("/")[-1].split(".")[0])
     expensive = Filters(price_start=Decimal("150"))
     columns = resources.columns.current()
-    matching = int(columns.offers_matching(expensive, dt.date.today(), 30).sum())
+    matching = int(columns.offers_matching(expensive.where(dt.date.today(), 30)).sum())
     assert 8 < matching < len(columns.item_id) / 4  # selective, and more than the cap
     page = search.run(small, query.analysis.vectors, filters=expensive, page_size=20)
     assert page.total_count == 8 and all(Decimal(hit.item.price) >= 150 for hit in page.hits)

@@ -152,7 +152,7 @@ def test_an_index_built_by_torch_is_searched_by_onnx(tmp_path):
     )
     assert (np.stack([stored[r] for r in refs]) * onnx).sum(axis=1).min() >= 0.999
     for offer in offers:
-        scores, ids = served.index.search(onnx[refs.index(offer["img"])], 1)
+        scores, ids = served.index.search_images(onnx[refs.index(offer["img"])], 1)
         assert scores[0] >= 0.999
         assert offer["item_id"] in {item for _, item in served.catalog.offers_for_images([int(ids[0])])}
     served.close()

@@ -177,7 +177,7 @@ def test_ingest_through_the_gpu_path(tmp_path, resources):
     for offer in [*offers, extra[0], extra[1]]:
         data = local_path(offer["img"], LUMA.parent).read_bytes()
         query = served.embedder.embed_pixels(images.pixels(images.decode(data), 0.08)[None])[0]
-        scores, ids = served.index.search(query, 1)
+        scores, ids = served.index.search_images(query, 1)
         assert scores[0] >= 0.99
         assert offer["item_id"] in {item for _, item in served.catalog.offers_for_images([int(ids[0])])}
     assert len(served.catalog.local_features([int(i) for i in served.index.ids()])) == len(served.index)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from snapsource.store.vectors import faiss_store as index_mod
-from snapsource.store.vectors.faiss_store import IndexMismatch, VectorStore
+from snapsource.store.vectors import IndexMismatch
+from snapsource.store.vectors.faiss_store import FaissStore
 
 DIM = 64
 MODEL = "test-model@1"
@@ -38,42 +39,42 @@ def small_base(monkeypatch):
 
 
 def test_a_small_store_is_exact_and_survives_a_reopen(tmp_path):
-    store = VectorStore(tmp_path, MODEL, DIM)
+    store = FaissStore(tmp_path, MODEL, DIM)
     vectors = clustered(300)
     ids = np.arange(1, 301) * 3  # ids with gaps, as images deleted from a catalog leave them
     store.add(ids, vectors)
     truth = dict(zip(ids.tolist(), vectors))
     query = vectors[10]
-    scores, found = store.search(query, 5)
+    scores, found = store.search_images(query, 5)
     assert found.tolist() == exact_top(truth, query, 5) and np.isclose(scores[0], 1.0)
     store.remove(ids[10:11])
-    assert ids[10] not in store.search(query, 5)[1] and len(store) == 299
+    assert ids[10] not in store.search_images(query, 5)[1] and len(store) == 299
     with pytest.raises(RuntimeError):
         store.vectors(ids[10:11])
     store.save()
-    again = VectorStore(tmp_path, MODEL, DIM)
+    again = FaissStore(tmp_path, MODEL, DIM)
     assert len(again) == 299 and set(again.ids().tolist()) == set(ids.tolist()) - {int(ids[10])}
     np.testing.assert_allclose(again.vectors(ids[:2]), vectors[:2])
     assert not again.due() and again.stats()["base_lists"] == 0
 
 
 def test_unsaved_vectors_are_not_seen_after_a_crash(tmp_path):
-    store = VectorStore(tmp_path, MODEL, DIM)
+    store = FaissStore(tmp_path, MODEL, DIM)
     store.add(np.arange(10), clustered(10))
     store.save()
     store.add(np.arange(10, 20), clustered(10, seed=1))  # rows on disk, state not saved: a kill now
-    reopened = VectorStore(tmp_path, MODEL, DIM)
+    reopened = FaissStore(tmp_path, MODEL, DIM)
     assert sorted(reopened.ids().tolist()) == list(range(10))
 
 
 def test_an_index_of_another_model_is_refused(tmp_path):
-    VectorStore(tmp_path, "other-model@9", 4).save()
+    FaissStore(tmp_path, "other-model@9", 4).save()
     with pytest.raises(IndexMismatch, match="other-model@9"):
-        VectorStore(tmp_path, MODEL, 4)
+        FaissStore(tmp_path, MODEL, 4)
 
 
 def test_adds_and_deletes_work_without_a_rebuild_and_compaction_folds_them_in(tmp_path, small_base):
-    store = VectorStore(tmp_path, MODEL, DIM)
+    store = FaissStore(tmp_path, MODEL, DIM)
     vectors = clustered(3000)
     store.add(np.arange(3000), vectors)
     store.save()
@@ -92,35 +93,35 @@ def test_adds_and_deletes_work_without_a_rebuild_and_compaction_folds_them_in(tm
     truth[40] = fresh[0]
     for i in range(30):
         truth.pop(i)
-    scores, found = store.search(fresh[0], 3)
+    scores, found = store.search_images(fresh[0], 3)
     assert set(found.tolist()) <= set(truth) and {3000, 40} <= set(found.tolist()) and np.isclose(scores[0], 1.0)
-    assert not set(store.search(vectors[5], 50)[1].tolist()) & set(range(30))
+    assert not set(store.search_images(vectors[5], 50)[1].tolist()) & set(range(30))
     assert store.stats()["delta"] == 51 and store.stats()["masked"] == 31
 
     # another process (a server) takes the saved changes up, then a compaction by a third
     store.save()
-    server = VectorStore(tmp_path, MODEL, DIM)
-    before = [server.search(q, 10)[1].tolist() for q in fresh[:5]]
+    server = FaissStore(tmp_path, MODEL, DIM)
+    before = [server.search_images(q, 10)[1].tolist() for q in fresh[:5]]
     store.add(np.arange(3050, 3200), clustered(150, seed=8))
     store.save()
     assert server.refresh() and server.due()
-    report = VectorStore(tmp_path, MODEL, DIM).compact()
+    report = FaissStore(tmp_path, MODEL, DIM).compact()
     assert not report["retrained"] and report["base"] == 3200 - 30
     assert server.refresh() and server.stats()["delta"] == 0 and server.stats()["masked"] == 0
     for q, ids in zip(fresh[:5], before):
-        assert set(ids) <= set(server.search(q, 20)[1].tolist())
+        assert set(ids) <= set(server.search_images(q, 20)[1].tolist())
     assert len(list(tmp_path.glob("base-*.ivf"))) == 1  # older bases are removed
 
     # recall against exact search, over a base with masked entries and a delta
     store.remove(np.arange(100, 200))
     queries = clustered(20, seed=9)
     truth = dict(zip(store.ids().tolist(), store.vectors(store.ids())))
-    recall = np.mean([len(set(store.search(q, 20)[1].tolist()) & set(exact_top(truth, q, 20))) / 20 for q in queries])
+    recall = np.mean([len(set(store.search_images(q, 20)[1].tolist()) & set(exact_top(truth, q, 20))) / 20 for q in queries])
     assert recall >= 0.95
 
 
 def test_a_catalog_that_grows_fourfold_gets_new_lists_and_one_that_shrinks_loses_its_base(tmp_path, small_base):
-    store = VectorStore(tmp_path, MODEL, DIM)
+    store = FaissStore(tmp_path, MODEL, DIM)
     store.add(np.arange(2000), clustered(2000))
     store.save()
     first = store.compact()
@@ -134,14 +135,14 @@ def test_a_catalog_that_grows_fourfold_gets_new_lists_and_one_that_shrinks_loses
     store.compact()
     assert store.stats()["base_lists"] == 0 and len(store) == 1000
     query = store.vectors(np.array([5]))[0]
-    assert store.search(query, 1)[1].tolist() == [5]
+    assert store.search_images(query, 1)[1].tolist() == [5]
 
 
 def test_one_compaction_at_a_time(tmp_path, small_base):
-    store = VectorStore(tmp_path, MODEL, DIM)
+    store = FaissStore(tmp_path, MODEL, DIM)
     store.add(np.arange(2500), clustered(2500))
     store.save()
-    with open(tmp_path / VectorStore.LOCK, "w") as held:
+    with open(tmp_path / FaissStore.LOCK, "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         assert store.compact() is None
     assert store.compact() is not None
@@ -152,7 +153,7 @@ def test_one_compaction_at_a_time(tmp_path, small_base):
 def test_filtered_search_returns_only_allowed_ids_and_every_match(tmp_path, small_base, keep, rescore):
     """The exact plan (few allowed), then the IVF plan with more lists, over a base and a delta;
     with the float32 rows re-scoring the base's shortlist, and with the base's SQ8 scores alone."""
-    store = VectorStore(tmp_path, MODEL, DIM, rescore=rescore)
+    store = FaissStore(tmp_path, MODEL, DIM, rescore=rescore)
     vectors = clustered(4000, seed=3)
     store.add(np.arange(3800), vectors[:3800])
     store.save()
@@ -165,26 +166,26 @@ def test_filtered_search_returns_only_allowed_ids_and_every_match(tmp_path, smal
         query /= np.linalg.norm(query)
         allowed = rng.random(3990) < keep  # shorter than the ids: those past its end are not allowed
         allowed[target] = True
-        scores, ids = store.search(query, 10, allowed)
+        scores, ids = store.search_images(query, 10, allowed)
         assert allowed[ids].all() and ids[0] == target and np.all(np.diff(scores) <= 0)
         assert set(exact_top(truth, query, 5, allowed)) <= set(ids.tolist())
-    assert store.search(vectors[0], 10, np.zeros(4000, bool))[1].size == 0
+    assert store.search_images(vectors[0], 10, np.zeros(4000, bool))[1].size == 0
 
 
 def test_a_threshold_skips_what_is_clearly_below_it(tmp_path, small_base):
-    store = VectorStore(tmp_path, MODEL, DIM)
+    store = FaissStore(tmp_path, MODEL, DIM)
     vectors = clustered(3000, seed=4)
     store.add(np.arange(3000), vectors)
     store.save()
     store.compact()
-    scores, ids = store.search(vectors[0], 500, threshold=0.5)
-    full_scores, full_ids = store.search(vectors[0], 500)
+    scores, ids = store.search_images(vectors[0], 500, threshold=0.5)
+    full_scores, full_ids = store.search_images(vectors[0], 500)
     over = full_ids[full_scores >= 0.5]
     assert set(over.tolist()) <= set(ids.tolist()) and len(ids) < 500
 
 
 def test_meta_records_the_model(tmp_path):
-    store = VectorStore(tmp_path, MODEL, DIM)
+    store = FaissStore(tmp_path, MODEL, DIM)
     store.add(np.arange(3), clustered(3))
     store.save()
     meta = json.loads((tmp_path / "index.json").read_text())
@@ -192,21 +193,21 @@ def test_meta_records_the_model(tmp_path):
 
 
 def test_the_base_can_be_pinned_in_memory(tmp_path, small_base):
-    store = VectorStore(tmp_path, MODEL, DIM)
+    store = FaissStore(tmp_path, MODEL, DIM)
     store.add(np.arange(2500), clustered(2500))
     store.save()
     store.compact()
-    pinned = VectorStore(tmp_path, MODEL, DIM, lock=True)
+    pinned = FaissStore(tmp_path, MODEL, DIM, lock=True)
     assert pinned.view().base.pinned is not None
-    assert pinned.search(store.vectors(np.array([7]))[0], 1)[1].tolist() == [7]
+    assert pinned.search_images(store.vectors(np.array([7]))[0], 1)[1].tolist() == [7]
 
 
 def test_a_server_compacts_in_the_background(tmp_path, small_base):
     """What an import saved is taken up and folded into a new base by the server's own thread."""
-    from snapsource.store.vectors.faiss_store import Compactor
+    from snapsource.store.vectors import Compactor
 
-    writer = VectorStore(tmp_path, MODEL, DIM)
-    server = VectorStore(tmp_path, MODEL, DIM)
+    writer = FaissStore(tmp_path, MODEL, DIM)
+    server = FaissStore(tmp_path, MODEL, DIM)
     compactor = Compactor(server, interval=0.05).start()
     try:
         writer.add(np.arange(2500), clustered(2500))

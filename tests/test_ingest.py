@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -58,10 +59,19 @@ def test_upsert_updates_fields_and_delete_missing_removes_offers(tmp_path):
     report = ingest(resources, write_catalog(tmp_path / "b.jsonl", changed), delete_missing=True)
     assert report.deleted == 1
     assert gone["item_id"] not in resources.catalog.offer_ids()
-    # its photos, shown by no other offer, left the index and the disk
+    # its photos, shown by no other offer, left the index and the disk; the others' stayed
+    def shas(offers: list[dict]) -> set[str]:
+        paths = {p for o in offers for p in [o["img"], *o["images"]]}
+        return {hashlib.sha256((LUMA.parent / p).read_bytes()).hexdigest() for p in paths}
+
+    kept, only_gone = shas(changed), shas([gone]) - shas(changed)
+    assert only_gone, "the deleted offer should have photos of its own"
+    assert all(resources.catalog.image_by_sha(sha) is None for sha in only_gone)
+    assert all(resources.catalog.image_by_sha(sha) is not None for sha in kept)
     assert set(resources.index.ids().tolist()) == resources.catalog.image_ids()
+    assert len(resources.catalog.image_ids()) == len(kept)
     files = list((tmp_path / "data" / "images").rglob("*.jpg"))
-    assert len(files) == len(resources.catalog.image_ids())
+    assert len(files) == len(kept)
 
 
 def test_bad_rows_and_images_are_reported_and_skipped(tmp_path):
@@ -111,12 +121,13 @@ def test_cli_exit_codes(tmp_path):
 
 @pytest.mark.skipif(PROFILE != "default", reason="the faiss store's own files")
 def test_index_of_another_model_is_a_clear_error(tmp_path):
-    from snapsource.store.vectors.faiss_store import IndexMismatch, VectorStore
+    from snapsource.store.vectors import IndexMismatch
+    from snapsource.store.vectors.faiss_store import FaissStore
 
-    index = VectorStore(tmp_path, model="other-model@9", dim=4)
+    index = FaissStore(tmp_path, model="other-model@9", dim=4)
     index.save()
     with pytest.raises(IndexMismatch, match="--rebuild"):
-        VectorStore(tmp_path, model="efficientnet-lite0@1;trim=0.08", dim=4)
+        FaissStore(tmp_path, model="efficientnet-lite0@1;trim=0.08", dim=4)
 
 
 def test_images_by_http_url_and_rebuild(tmp_path):

@@ -14,13 +14,13 @@ import pytest
 
 from conftest import fresh_postgres, luma_offers, write_catalog
 from snapsource import search
-from snapsource.store.catalog import Catalog
+from snapsource.accounts.tokens import Tokens
 from snapsource.config import Settings
 from snapsource.errors import ConcurrencyLimit, QuotaExceeded
 from snapsource.ingest.pipeline import ingest
-from snapsource.store.postgres import PostgresDatabase, redact
 from snapsource.resources import Resources
-from snapsource.accounts.tokens import Tokens
+from snapsource.store.catalog import Catalog
+from snapsource.store.postgres import PostgresDatabase, redact
 
 SERVICE = "postgresql://127.0.0.1:5432/test"
 
@@ -41,11 +41,57 @@ def test_migrations_are_applied_once_and_recorded(url):
     first = PostgresDatabase(url)
     assert first.migrate() == []  # applied when it opened
     second = PostgresDatabase(url)  # another server starting on the same database
-    rows = second.db.execute("SELECT version, name FROM schema_migrations").fetchall()
-    assert rows == [(1, "0001_catalog")]
+    rows = second.db.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
+    assert rows == [(1, "0001_catalog"), (2, "0002_token_limits")]
     assert second.db.execute("SELECT n FROM catalog_version").fetchone() == (0,)
     first.close()
     second.close()
+
+
+def test_a_database_made_by_the_first_0001_migrates_cleanly(url):
+    """0001_catalog.sql made the tokens' limit columns until 0002_token_limits.sql took them over:
+    a database it made then gets 0002 without error and keeps its tokens."""
+    import psycopg
+
+    from snapsource.store.postgres import MIGRATIONS
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute((MIGRATIONS / "0001_catalog.sql").read_text())
+        conn.execute(
+            "ALTER TABLE tokens ADD COLUMN quota BIGINT, ADD COLUMN calls_used BIGINT NOT NULL DEFAULT 0, "
+            "ADD COLUMN qps DOUBLE PRECISION, ADD COLUMN concurrency INTEGER, ADD COLUMN expires_at TEXT, "
+            "ADD COLUMN bucket DOUBLE PRECISION, ADD COLUMN bucket_at DOUBLE PRECISION"
+        )
+        conn.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+            "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        conn.execute("INSERT INTO schema_migrations (version, name) VALUES (1, '0001_catalog')")
+        conn.execute("INSERT INTO tokens (name, hash, created_at, quota, calls_used) VALUES ('old', 'h', '2026-01-01', 10, 4)")
+    database = PostgresDatabase(url)
+    assert database.migrate() == []  # 0002 was applied as it opened
+    assert database.db.execute("SELECT max(version) FROM schema_migrations").fetchone() == (2,)
+    assert database.db.execute("SELECT name, quota, calls_used FROM tokens").fetchall() == [("old", 10, 4)]
+    database.close()
+
+
+def test_bulk_copies_a_sqlite_catalog_into_postgresql(tmp_path, url):
+    """What `snapsource bench --profile scaleout` does with the bench's catalog (store/bulk.py)."""
+    from snapsource.store import bulk
+
+    lite = Catalog(tmp_path / "lite")
+    bulk.insert(lite, "images", [(i, f"{i:064x}", "jpg", 800, 800) for i in (1, 2, 3)])
+    bulk.insert(lite, "offers", [(10 + i, "{}", "1.50", i, 1, 0, None, 0, 1, "2026-01-02", i, "2026-11-27") for i in (1, 2)])
+    bulk.insert(lite, "offer_images", [(11, 0, 1, "s"), (12, 0, 2, "s"), (12, 1, 3, "s")])
+    pg = Catalog(tmp_path / "pg", url)
+    for table in ("images", "offers", "offer_images"):
+        bulk.insert(pg, table, bulk.rows(lite, table))
+        assert sorted(bulk.rows(pg, table)) == sorted(bulk.rows(lite, table)), table
+    bulk.insert(pg, "image_vectors", [(1, b"\x00" * 8)])
+    bulk.analyze(pg)
+    assert pg.count() == 2 and pg.version() > 0 and bulk.size_bytes(pg) > 0 and bulk.size_bytes(lite) > 0
+    lite.close()
+    pg.close()
 
 
 def test_an_unreachable_database_is_a_clear_error():

@@ -39,7 +39,11 @@ def test_cli_search_table_and_bad_sort(resources):
     table = subprocess.run(cli, capture_output=True, text=True, env={"COLUMNS": "200", "PATH": ""})
     assert table.returncode == 0, table.stderr
     assert offer["title"] in table.stdout and " offers" in table.stdout
-    by_sales = subprocess.run([*cli, "--sort", "sales", "--is-factory"], capture_output=True, text=True)
+    by_sales = subprocess.run([*cli, "--sort", "sales", "--is-factory", "--json"], capture_output=True, text=True)
     assert by_sales.returncode == 0, by_sales.stderr
+    factories = [json.loads(line) for line in by_sales.stdout.splitlines()]
+    assert len(factories) > 1 and all(item["shop_info"]["is_factory"] is True for item in factories)
+    sales = [item["sale_info"]["sale_quantity_int"] for item in factories]
+    assert sales == sorted(sales, reverse=True)
     bad = subprocess.run([*cli, "--sort", "cheapest"], capture_output=True, text=True)
     assert bad.returncode == 2 and "cheapest" in bad.stderr

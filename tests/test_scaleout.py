@@ -4,6 +4,7 @@ the other, and a token's quota holds across both. Runs in the scale-out run of `
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,16 @@ import time
 import httpx
 import pytest
 
-from conftest import LUMA, luma_offers, main_image_url, open_resources, profile_env, profile_settings, serve_workers, write_catalog
+from conftest import (
+    LUMA,
+    luma_offers,
+    main_image_url,
+    open_resources,
+    profile_env,
+    profile_settings,
+    serve_workers,
+    write_catalog,
+)
 from snapsource.ingest.pipeline import ingest
 
 pytestmark = pytest.mark.scaleout
@@ -55,6 +65,37 @@ def test_two_servers_share_offers_and_a_quota(tmp_path):
     assert resources.tokens.info(limited).calls_used == 4
     assert not (data / "catalog.db").exists() and not (data / "index").exists()  # nothing of either server's own
     resources.close()
+
+
+def test_tokens_made_by_the_cli_live_in_the_catalog_the_servers_read(tmp_path):
+    """`snapsource token` opens the catalog the settings name (SNAPSOURCE_CATALOG), as `serve`
+    does: what it creates, lists and revokes is what servers on PostgreSQL see."""
+    settings = profile_settings()
+    data = tmp_path / "data"
+    offer = luma_offers()[0]
+    resources = open_resources(data, **settings)
+    ingest(resources, write_catalog(tmp_path / "c.jsonl", [offer]))
+    img = main_image_url(resources, offer)
+    resources.close()
+    env = {**os.environ, **profile_env(settings)}
+
+    def token(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "snapsource", "token", *args, "--data", str(data)], env=env, capture_output=True, text=True
+        )
+
+    made = token("create", "--name", "from-cli", "--quota", "2")
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.strip()
+    with serve_workers(data, tmp_path, workers=1, **settings) as url:
+        assert [_search(url, secret, img).status_code for _ in range(3)] == [200, 200, 439]
+        [listed] = [json.loads(line) for line in token("list", "--json").stdout.splitlines()]
+        assert (listed["name"], listed["quota"], listed["calls_used"]) == ("from-cli", 2, 2)
+        again = token("create", "--name", "again")
+        assert _search(url, again.stdout.strip(), img).status_code == 200
+        assert token("revoke", "again").returncode == 0
+        assert _search(url, again.stdout.strip(), img).status_code == 401
+    assert not (data / "catalog.db").exists()  # no SQLite catalog of the data dir's own
 
 
 def _poll(check, seconds: float = 20.0):
@@ -113,7 +154,7 @@ def test_compact_retrain_refills_the_collection_from_postgresql(tmp_path):
 
 
 def test_a_collection_of_another_model_is_refused(tmp_path):
-    from snapsource.store.vectors.faiss_store import IndexMismatch
+    from snapsource.store.vectors import IndexMismatch
     from snapsource.store.vectors.milvus import MilvusStore
 
     resources = open_resources(tmp_path / "data")

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import luma_offers
+from conftest import LUMA, luma_offers
 
 OFFERS = {o["item_id"]: o for o in luma_offers()}
 QUERY = luma_offers()[0]
@@ -58,12 +58,19 @@ def test_pages_never_overlap_or_skip(search):
 
 
 def test_sorts(search):
-    sales = [i["sale_info"]["sale_quantity_int"] for i in all_items(search, sort="sales")]
+    everything = sorted(i["item_id"] for i in all_items(search))
+    by_sales = all_items(search, sort="sales")
+    sales = [i["sale_info"]["sale_quantity_int"] for i in by_sales]
+    assert len(set(sales)) > 1  # values that differ, or any order would pass
     assert sales == sorted(sales, reverse=True)
-    up = [Decimal(i["price"]) for i in all_items(search, sort="price_up")]
-    assert up == sorted(up)
+    up = all_items(search, sort="price_up")
+    prices = [Decimal(i["price"]) for i in up]
+    assert len(set(prices)) > 1
+    assert prices == sorted(prices)
     down = [Decimal(i["price"]) for i in all_items(search, sort="price_down")]
     assert down == sorted(down, reverse=True)
+    for ordered in (by_sales, up):  # a sort reorders the same offers, none left out or repeated
+        assert sorted(i["item_id"] for i in ordered) == everything
     assert search(QUERY, sort="sales")["data"]["sort"] == "sales"
 
 
@@ -101,10 +108,30 @@ def test_price_filter_compares_decimals_not_strings(search):
 
 
 def test_filters_combine(search):
-    got = all_items(search, is_factory="true", support_dropshipping="1", price_end="150")
-    for item in got:
-        offer = OFFERS[item["item_id"]]
-        assert offer["shop_info"]["is_factory"] and offer["support_dropshipping"] and Decimal(offer["price"]) <= 150
+    # The query's own offer is a factory's that drop-ships; capped at its own price it passes all
+    # three filters, so the combination can't come back empty, and dearer offers drop out.
+    assert QUERY["shop_info"]["is_factory"] is True and QUERY["support_dropshipping"] is True
+    cap = Decimal(QUERY["price"])
+    params = {"is_factory": "true", "support_dropshipping": "1", "price_end": QUERY["price"]}
+
+    def passes(offer: dict) -> bool:
+        return offer["shop_info"]["is_factory"] is True and offer["support_dropshipping"] is True and Decimal(offer["price"]) <= cap
+
+    everything = all_items(search)
+    expected = [i["item_id"] for i in everything if passes(OFFERS[i["item_id"]])]
+    got = all_items(search, **params)
+    assert got, "the filters should keep some offers"
+    assert QUERY["item_id"] in {i["item_id"] for i in got}
+    assert 0 < len(got) < len(everything)
+    for item in got:  # every filter holds, in the catalog and in the answer (which has no drop-ship field)
+        assert passes(OFFERS[item["item_id"]]), item["item_id"]
+        assert item["shop_info"]["is_factory"] is True and Decimal(item["price"]) <= cap
+    assert [i["item_id"] for i in got] == expected  # the unfiltered ranking, narrowed
+    data = search(QUERY, **params)["data"]
+    assert data["total_count"] == len(got)
+    assert data["filters"] == {"price_end": QUERY["price"], "support_dropshipping": True, "is_factory": True}
+    for name, value in params.items():  # each filter alone keeps more: they combine with AND
+        assert search(QUERY, **{name: value})["data"]["total_count"] > len(got), name
 
 
 def test_new_arrival_falls_back_to_created_at(resources):
@@ -126,9 +153,14 @@ def test_new_arrival_falls_back_to_created_at(resources):
 
 
 def test_absolute_img_url_of_this_service(search, base_url):
-    relative = search(QUERY, page_size=1)["data"]["items"][0]["img"]
-    assert relative.startswith(base_url)
-    assert search(relative, page_size=1)["code"] == 200
+    by_path = search(QUERY, page_size=5)["data"]
+    absolute = by_path["items"][0]["img"]
+    assert absolute.startswith(base_url)
+    by_url = search(absolute, page_size=5)
+    assert by_url["code"] == 200
+    # the same stored photo: the same search, not a fetch of some other image
+    assert [i["item_id"] for i in by_url["data"]["items"]] == [i["item_id"] for i in by_path["items"]]
+    assert by_url["data"]["total_count"] == by_path["total_count"]
 
 
 @pytest.mark.parametrize(
@@ -180,24 +212,32 @@ def test_revoked_token_is_refused(client, resources):
 
     fresh = resources.tokens.create("short-lived")
     params = {"apiToken": fresh, "img_url": main_image_url(resources, QUERY)}
-    assert client.get("/1688/search/image", params=params).status_code == 200
+    served = client.get("/1688/search/image", params=params)
+    assert served.status_code == 200 and served.json()["data"]["items"]
     resources.tokens.revoke("short-lived")
-    assert client.get("/1688/search/image", params=params).status_code == 401
+    refused = client.get("/1688/search/image", params=params)
+    assert refused.status_code == 401
+    assert refused.json()["code"] == 401 and refused.json()["data"] is None
 
 
 def test_images_are_served_with_cache_headers(client, search):
+    import hashlib
+
     img = search(QUERY, page_size=1)["data"]["items"][0]["img"]
     response = client.get(img)
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/jpeg"
     assert "immutable" in response.headers["cache-control"]
     assert response.content[:2] == b"\xff\xd8"
+    assert img.endswith(f"/img/{hashlib.sha256(response.content).hexdigest()}.jpg")  # the bytes the name promises
+    assert response.content == (LUMA.parent / QUERY["img"]).read_bytes()  # the photo searched found itself
     missing = client.get("/img/" + "0" * 64 + ".jpg")
     assert missing.status_code == 404 and missing.json()["code"] == 404
 
 
 def test_docs_and_openapi(client):
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger-ui" in docs.text and "/openapi.json" in docs.text
     spec = client.get("/openapi.json").json()
     params = [p["name"] for p in spec["paths"]["/1688/search/image"]["get"]["parameters"]]
     for name in ["img_url", "page", "page_size", "sort", "price_start", "price_end", "support_dropshipping",
@@ -212,3 +252,5 @@ def test_docs_and_openapi(client):
 def test_health(client):
     body = client.get("/healthz").json()
     assert body["status"] == "ok" and body["offers"] == len(OFFERS)
+    photos = {path for offer in OFFERS.values() for path in [offer["img"], *offer["images"]]}
+    assert body["vectors"] == len(photos)  # one per distinct catalog photo; relistings share theirs

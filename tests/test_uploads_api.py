@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import dataclasses
 import hashlib
 import io
@@ -16,7 +17,7 @@ from conftest import GROCERY, with_settings
 from imageserver import ImageServer, encode, grocery_photo
 from snapsource.api.app import create_app
 from snapsource.config import Settings
-from snapsource.tools.evaluate import grocery_gallery
+from snapsource.tools.evaluate import GROCERY_ITEM_BASE, grocery_gallery
 from snapsource.ingest.pipeline import ingest
 from snapsource.tools.loopback import serve
 from snapsource.resources import Resources
@@ -95,12 +96,21 @@ def expected_url(data: bytes, ext: str = "jpg") -> str:
     return f"/img/{hashlib.sha256(data).hexdigest()}.{ext}"
 
 
+def product_of(photo) -> int:
+    """The item_id of the grocery offer a shop photo shows, from the eval's manifest."""
+    with open(GROCERY / "manifest.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["role"] == "query" and r["image_path"].endswith("/" + photo.name)]
+    assert len(rows) == 1, photo
+    return GROCERY_ITEM_BASE + int(rows[0]["product_id"])
+
+
 def test_multipart_upload_then_search_with_its_image_url(api):
     photo = PHOTO.read_bytes()
     data = ok(api.post("/1688/tools/image/upload", files={"file": (PHOTO.name, photo, "image/jpeg")}))
     assert data == {"image_url": expected_url(photo)}
     found = ok(api.get("/1688/search/image", params={"img_url": data["image_url"]}))
     assert found["items"] and found["total_count"] >= len(found["items"])
+    assert product_of(PHOTO) in [i["item_id"] for i in found["items"]]  # the product the photo shows
     served = api.get(data["image_url"])
     assert served.status_code == 200 and served.content == photo
     assert served.headers["content-type"] == "image/jpeg"
@@ -129,8 +139,9 @@ def test_raw_body_upload(api):
 def test_convert_url_then_search(api, images):
     server, url = images
     data = ok(api.post("/1688/tools/image/convert_url", json={"url": url + "/photo.png", "search_api_endpoint": "/search/image"}))
-    assert data["image_url"].endswith(".png")
-    assert ok(api.get("/1688/search/image", params={"img_url": data["image_url"]}))["items"]
+    assert data["image_url"] == expected_url(encode(Image.open(PHOTO), "PNG"), "png")  # the bytes fetched, kept
+    found = ok(api.get("/1688/search/image", params={"img_url": data["image_url"]}))["items"]
+    assert product_of(PHOTO) in [i["item_id"] for i in found]
     refused(
         api.post("/1688/tools/image/convert_url", json={"url": url + "/photo.png", "search_api_endpoint": "/x"}),
         "search_api_endpoint must be one of /search/image",
@@ -149,10 +160,10 @@ def test_one_step_post_search_and_later_pages_by_get(api, open_resources):
     )
     assert list(first)[-1] == "image_url" and first["image_url"] == expected_url(photo)
     assert first["page"] == 1 and len(first["items"]) == 5 and first["has_next_page"]
-    embedded, reused = open_resources.embedder.images, open_resources.uploads.rankings.hits
+    embedded, reused = open_resources.embedder.images, open_resources.rankings.hits
     second = ok(api.get("/1688/search/image", params={"img_url": first["image_url"], "page": 2, "page_size": 5}))
     assert open_resources.embedder.images == embedded  # page 2 re-embeds nothing
-    assert open_resources.uploads.rankings.hits == reused + 1  # nor searches and re-ranks again
+    assert open_resources.rankings.hits == reused + 1  # nor searches and re-ranks again
     assert not {i["item_id"] for i in first["items"]} & {i["item_id"] for i in second["items"]}
     assert second["total_count"] == first["total_count"]
 
@@ -170,7 +181,9 @@ def test_any_url_as_img_url_is_fetched_once_for_all_pages(api, images, open_reso
 
 def test_cmyk_jpeg_is_searchable(api, images):
     _, url = images
-    assert ok(api.get("/1688/search/image", params={"img_url": url + "/cmyk.jpg"}))["items"]
+    cmyk = ok(api.get("/1688/search/image", params={"img_url": url + "/cmyk.jpg"}))["items"]
+    rgb = ok(api.post("/1688/search/image", files={"file": (PHOTO.name, PHOTO.read_bytes(), "image/jpeg")}))["items"]
+    assert cmyk and cmyk[0]["item_id"] == rgb[0]["item_id"]  # read with its colours, not as a negative
 
 
 @pytest.mark.parametrize(
@@ -195,7 +208,8 @@ def test_bad_image_urls_are_refused_by_name_and_the_server_stays_up(api, images,
     msg = refused(api.get("/1688/search/image", params={"img_url": url + path}), needle)
     assert url + path in msg
     refused(api.post("/1688/tools/image/convert_url", json={"url": url + path}), needle)
-    assert api.get("/healthz").status_code == 200
+    health = api.get("/healthz")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
 
 
 def test_default_settings_refuse_loopback_urls(client, token, images):

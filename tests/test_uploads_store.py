@@ -10,7 +10,8 @@ from imageserver import grocery_photo
 from snapsource.search import queries
 from snapsource.config import Settings
 from snapsource.resources import Resources
-from snapsource.store.uploads import LRU, Upload, Uploads
+from snapsource.store.lru import LRU
+from snapsource.store.uploads import Upload, Uploads
 
 
 def test_vectors_survive_a_restart_and_are_reembedded_for_another_model(tmp_path):

@@ -83,7 +83,19 @@ def prices(page: Page) -> list[Decimal]:
     return [Decimal(t.lstrip("¥")) for t in texts]
 
 
+def offers_shown(page: Page) -> int:
+    """The total the status line reports: "185 offers · page 1 of 10"."""
+    found = re.match(r"(\d+) offers", page.locator("#status").text_content())
+    assert found, page.locator("#status").text_content()
+    return int(found.group(1))
+
+
 def test_upload_a_photo_filter_sort_and_page(page: Page, site: str, tmp_path):
+    # The first offer is a factory's; capping the price at its own keeps it in the filtered results
+    # (its photo finds it) and leaves the dearer offers out: the cap comes from the catalog.
+    query = luma_offers()[0]
+    assert query["shop_info"]["is_factory"] is True
+    cap = Decimal(query["price"])
     expect(page).to_have_url(re.compile(r"/$"))  # the token left the address at once
     page.set_input_files("#file", str(screenshot(0, tmp_path)))
     expect(cards(page).first).to_be_visible(timeout=30_000)
@@ -95,30 +107,42 @@ def test_upload_a_photo_filter_sort_and_page(page: Page, site: str, tmp_path):
     assert first.locator(".title").get_attribute("href").startswith("http")
     expect(page.locator("#boxes rect.used")).to_have_count(1)  # the box searched, drawn on the photo
     expect(page.locator("#status")).to_contain_text("offers")
+    everything = offers_shown(page)
+    assert everything > 20  # more than a page: the pager has somewhere to go
     page.screenshot(path=SHOTS / "search.png", full_page=True)
 
     page.check("#filters [name=is_factory]")
     expect(page).to_have_url(re.compile(r"is_factory=true"))
     settled(page)
     assert cards(page).count() == page.locator("#results .card .badge.factory").count() > 0
+    factories = offers_shown(page)
+    assert factories < everything
 
     page.check("#filters [value=price_up]")
     expect(page).to_have_url(re.compile(r"sort=price_up"))
     settled(page)
     shown = prices(page)
     assert shown == sorted(shown) and len(shown) > 1
+    assert offers_shown(page) == factories  # a sort reorders, it leaves nothing out
 
-    page.fill("#filters [name=price_end]", "40")
+    page.fill("#filters [name=price_end]", str(cap))
     page.press("#filters [name=price_end]", "Enter")
-    expect(page).to_have_url(re.compile(r"price_end=40"))
+    expect(page).to_have_url(re.compile(rf"price_end={re.escape(str(cap))}"))
     settled(page)
-    assert max(prices(page)) <= 40
+    capped = prices(page)
+    assert capped and max(capped) <= cap and capped == sorted(capped)
+    assert cards(page).count() == page.locator("#results .card .badge.factory").count()  # still factories only
+    assert 0 < offers_shown(page) < factories
+    ids = cards(page).evaluate_all("nodes => nodes.map(n => n.dataset.itemId)")
+    assert str(query["item_id"]) in ids, ids  # the photo's own offer passes both filters
 
     page.fill("#filters [name=price_end]", "")
     page.press("#filters [name=price_end]", "Enter")
     expect(page).not_to_have_url(re.compile(r"price_end"))
     page.uncheck("#filters [name=is_factory]")
     expect(page).not_to_have_url(re.compile(r"is_factory"))
+    settled(page)
+    assert offers_shown(page) == everything  # every filter off: all the offers again
     first_page = cards(page).first.get_attribute("data-item-id")
     page.click("#next")
     expect(page).to_have_url(re.compile(r"page=2"))

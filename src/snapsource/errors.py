@@ -3,7 +3,8 @@
 TMAPI reports failures with the HTTP status and the same number in ``code``; ``data`` is null.
 
     ApiError (500)
-    ├── Unauthorized (401)       missing or wrong apiToken
+    ├── Unauthorized (401)       missing or wrong apiToken (or admin key)
+    ├── NotFound (404)           no such image or token
     ├── ParameterError (422)     bad query parameter or image
     ├── QuotaExceeded (439)      subscription expired or balance insufficient
     ├── ConcurrencyLimit (503)   too many concurrent requests for this token
@@ -36,6 +37,11 @@ class ApiError(Exception):
 class Unauthorized(ApiError):
     status = 401
     default_msg = "Invalid apiToken: pass a valid token as the apiToken query parameter"
+
+
+class NotFound(ApiError):
+    status = 404
+    default_msg = "Not found"
 
 
 class ParameterError(ApiError):

@@ -1,22 +1,21 @@
-"""What a server or a command loads once for a data dir: catalog, tokens, embedder, index,
-query images, the URL fetcher and the filter columns."""
+"""What a server or a command loads once for a data dir: catalog, tokens, embedder, vector store,
+query images, kept rankings, the URL fetcher and the filter columns. The one place that picks
+backends (by the settings' URLs); everything above it uses them through their protocols."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
+from snapsource.accounts.tokens import Tokens
+from snapsource.config import Settings
 from snapsource.store.catalog import Catalog
 from snapsource.store.columns import OfferColumns
-from snapsource.config import Settings
-from snapsource.vision.embed import Embedder, open_embedder
-from snapsource.vision.fetch import Fetcher, FetchPolicy
-from snapsource.store.vectors.faiss_store import VectorStore
-from snapsource.accounts.tokens import Tokens
+from snapsource.store.rankings import Rankings
 from snapsource.store.uploads import Uploads
-
-if TYPE_CHECKING:
-    from snapsource.store.vectors.milvus import MilvusStore
+from snapsource.store.vectors import VectorStore, open_vectors
+from snapsource.vision.embed import open_embedder
+from snapsource.vision.fetch import Fetcher, FetchPolicy
+from snapsource.vision.model import Embedder
 
 
 @dataclasses.dataclass
@@ -25,10 +24,11 @@ class Resources:
     catalog: Catalog
     tokens: Tokens
     embedder: Embedder
-    index: VectorStore | MilvusStore
+    index: VectorStore
     uploads: Uploads
     fetcher: Fetcher
     columns: OfferColumns
+    rankings: Rankings = dataclasses.field(default_factory=Rankings)
 
     @classmethod
     def open(cls, settings: Settings) -> Resources:
@@ -50,17 +50,6 @@ class Resources:
         self.index.close()
         self.uploads.close()
         self.fetcher.close()
-
-
-def open_vectors(settings: Settings, catalog: Catalog, model: str, dim: int) -> VectorStore | MilvusStore:
-    """The vector store the `vectors` setting names: faiss in the data dir, or a Milvus collection."""
-    if settings.vectors.startswith("milvus://"):
-        from snapsource.store.vectors.milvus import MilvusStore  # pymilvus is needed only for Milvus
-
-        return MilvusStore(settings.vectors, catalog, model, dim)
-    if settings.vectors and settings.vectors != "faiss://":
-        raise ValueError(f"vectors {settings.vectors!r}: expected empty (faiss in the data dir) or milvus://host:19530/collection")
-    return VectorStore(settings.data_dir / "index", model, dim, rescore=settings.index_rescore, lock=settings.index_lock)
 
 
 def model_identity(embedder: Embedder, settings: Settings) -> str:

@@ -7,7 +7,7 @@ a concurrency limit. Their state lives in the catalog database (SQLite or Postgr
 process memory, so the limits hold across every worker process and every server sharing that
 database: for a token with limits, one transaction admits a call (checks and counts; the token's
 row is locked for it, by `BEGIN IMMEDIATE` in SQLite and `FOR UPDATE` in PostgreSQL) and, with a
-concurrency limit, a second frees its slot.
+concurrency limit, a second frees its slot. This module decides; store/tokens.py reads and writes.
 
 Metering (calls, errors and a latency histogram per token, endpoint and day, and the calls of
 tokens without limits) is gathered in memory and written once a second (FLUSH_SECONDS) in one
@@ -22,7 +22,6 @@ import dataclasses
 import datetime as dt
 import hashlib
 import hmac
-import json
 import logging
 import os
 import secrets
@@ -30,41 +29,15 @@ import threading
 import time
 from pathlib import Path
 
-from snapsource.store.catalog import Catalog
 from snapsource.errors import ConcurrencyLimit, QuotaExceeded, Unauthorized
+from snapsource.store.catalog import Catalog
+from snapsource.store.tokens import Metering, TokenInfo, TokenTable
 
 FLUSH_SECONDS = 1.0  # metering is written at most this long after the call
 STALE_SECONDS = 300.0  # an in-flight call older than this was lost with its process
-METERING_LOCK = 0x6D657465  # PostgreSQL advisory lock of metering flushes: "mete"
 LATENCY_EDGES_MS = (5, 10, 25, 50, 100, 150, 250, 500, 1000, 2500, 5000, 15000)
 log = logging.getLogger("snapsource.tokens")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS token_inflight (
-    id INTEGER PRIMARY KEY,
-    token_id INTEGER NOT NULL REFERENCES tokens(id) ON DELETE CASCADE,
-    started REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS token_inflight_by_token ON token_inflight(token_id);
-CREATE TABLE IF NOT EXISTS token_usage (
-    token_id INTEGER NOT NULL REFERENCES tokens(id) ON DELETE CASCADE,
-    day TEXT NOT NULL,
-    endpoint TEXT NOT NULL,
-    calls INTEGER NOT NULL,
-    errors INTEGER NOT NULL,
-    latency TEXT NOT NULL,
-    PRIMARY KEY (token_id, day, endpoint)
-);
-"""
-LIMIT_COLUMNS = {
-    "quota": "INTEGER",
-    "calls_used": "INTEGER NOT NULL DEFAULT 0",
-    "qps": "REAL",
-    "concurrency": "INTEGER",
-    "expires_at": "TEXT",
-    "bucket": "REAL",
-    "bucket_at": "REAL",
-}
+UsageRows = list[dict[str, object]]  # named here: inside Tokens, `list` is its method
 
 
 def _pepper(data_dir: Path) -> bytes:
@@ -75,25 +48,6 @@ def _pepper(data_dir: Path) -> bytes:
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32))
     return path.read_text().strip().encode()
-
-
-@dataclasses.dataclass(frozen=True)
-class TokenInfo:
-    id: int
-    name: str
-    created_at: str
-    revoked_at: str | None
-    quota: int | None
-    calls_used: int
-    qps: float | None
-    concurrency: int | None
-    expires_at: str | None
-
-    def wire(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
-
-
-_INFO = ", ".join(f.name for f in dataclasses.fields(TokenInfo))  # the columns TokenInfo holds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,16 +75,8 @@ def p50_ms(histogram: list[int]) -> float | None:
 class Tokens:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
+        self.table = TokenTable(catalog)
         self._pepper = _pepper(catalog.data_dir)
-        if catalog.dialect == "sqlite":  # PostgreSQL has these tables from its migrations
-            db = catalog.db
-            present = {row[1] for row in db.execute("PRAGMA table_info(tokens)")}
-            with catalog.write() as w:
-                for column, kind in LIMIT_COLUMNS.items():
-                    if column not in present:  # a data dir from before limits existed
-                        w.execute(f"ALTER TABLE tokens ADD COLUMN {column} {kind}")
-            db.executescript(f"BEGIN; {SCHEMA} COMMIT;")
-        self._for_update = " FOR UPDATE" if catalog.dialect == "postgresql" else ""
         self._metering = threading.Lock()
         self._pending: dict[tuple[int, str, str], list] = {}  # (token, day, endpoint) -> calls, errors, histogram
         self._uncounted: dict[int, int] = {}  # calls of tokens without limits, by token
@@ -153,59 +99,36 @@ class Tokens:
             if value is not None and value <= 0:
                 raise ValueError(f"{label} must be positive")
         token = "ss_" + secrets.token_urlsafe(24)
-        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        with self.catalog.write() as db:
-            db.execute(
-                "INSERT INTO tokens (name, hash, created_at, quota, qps, concurrency, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (name, self.digest(token), now, quota, qps, concurrency, expires.isoformat() if expires else None),
-            )
+        self.table.add(
+            name, self.digest(token), _now(), quota=quota, qps=qps, concurrency=concurrency,
+            expires_at=expires.isoformat() if expires else None,
+        )
         return token
 
     def revoke(self, name: str) -> int:
-        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        with self.catalog.write() as db:
-            cur = db.execute("UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (now, name))
-            return cur.rowcount
+        return self.table.revoke_name(name, _now())
 
     def revoke_id(self, token_id: int) -> int:
-        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        with self.catalog.write() as db:
-            cur = db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now, token_id))
-            return cur.rowcount
+        return self.table.revoke_id(token_id, _now())
 
     def list(self) -> list[TokenInfo]:
         self.flush()  # what this process metered so far counts
-        rows = self.catalog.db.execute(
-            f"SELECT {_INFO} FROM tokens ORDER BY id"
-        )
-        return [TokenInfo(*row) for row in rows]
+        return self.table.all()
 
     def info(self, token: str) -> TokenInfo:
         self.flush()  # what this process metered so far counts
-        row = self.catalog.db.execute(
-            f"SELECT {_INFO} FROM tokens WHERE hash = ?",
-            (self.digest(token),),
-        ).fetchone()
-        if row is None:
+        info = self.table.info(self.digest(token))
+        if info is None:
             raise KeyError("unknown token")
-        return TokenInfo(*row)
+        return info
 
-    def usage(self, days: int = 30, name: str | None = None) -> list[dict[str, object]]:
+    def usage(self, days: int = 30, name: str | None = None) -> UsageRows:
         self.flush()  # what this process metered so far counts
         since = (dt.date.today() - dt.timedelta(days=days - 1)).isoformat()
-        query = (
-            "SELECT t.name, t.id, u.day, u.endpoint, u.calls, u.errors, u.latency FROM token_usage u "
-            "JOIN tokens t ON t.id = u.token_id WHERE u.day >= ?"
-        )
-        params: list[object] = [since]
-        if name is not None:
-            query += " AND t.name = ?"
-            params.append(name)
-        rows = self.catalog.db.execute(query + " ORDER BY u.day, t.name, u.endpoint", params)
         return [
-            {"token": n, "token_id": i, "day": day, "endpoint": ep, "calls": calls, "errors": errors,
-             "p50_ms": p50_ms(json.loads(latency))}
-            for n, i, day, ep, calls, errors, latency in rows
+            {"token": u.token, "token_id": u.token_id, "day": u.day, "endpoint": u.endpoint, "calls": u.calls,
+             "errors": u.errors, "p50_ms": p50_ms(u.latency)}
+            for u in self.table.usage(since, name)
         ]
 
     # calls ---------------------------------------------------------------------------------------
@@ -219,55 +142,40 @@ class Tokens:
         if not token:
             raise Unauthorized("apiToken is missing")
         digest = self.digest(token)
-        row = self.catalog.db.execute(
-            "SELECT id, hash, quota, qps, concurrency, expires_at FROM tokens WHERE hash = ? AND revoked_at IS NULL",
-            (digest,),
-        ).fetchone()
-        if row is not None and hmac.compare_digest(row[1], digest) and row[2] is row[3] is row[4] is None:
-            expires_at = row[5]
-            if expires_at and dt.date.fromisoformat(expires_at) < dt.date.today():
-                raise QuotaExceeded(f"Subscription expired or insufficient balance: the token expired on {expires_at}")
-            return Lease(row[0], None, counted=False)  # no limit to check: nothing to write now
+        found = self.table.active(digest)
+        if found is not None and hmac.compare_digest(found.hash, digest) and found.unlimited:
+            _check_expiry(found.expires_at)
+            return Lease(found.id, None, counted=False)  # no limit to check: nothing to write now
         now = time.time()
-        with self.catalog.write() as db:
-            row = db.execute(
-                "SELECT id, hash, quota, calls_used, qps, concurrency, expires_at, bucket, bucket_at "
-                "FROM tokens WHERE hash = ? AND revoked_at IS NULL" + self._for_update,
-                (digest,),
-            ).fetchone()
-            if row is None or not hmac.compare_digest(row[1], digest):
+        with self.table.admission(digest) as call:  # raising refuses the call and undoes its writes
+            limits = call.token
+            if limits is None or not hmac.compare_digest(limits.hash, digest):
                 raise Unauthorized(
                     "apiToken is not valid: check it or create one with `snapsource token create`"
                 )
-            token_id, _, quota, used, qps, concurrency, expires_at, bucket, bucket_at = row
-            if expires_at and dt.date.fromisoformat(expires_at) < dt.date.today():
-                raise QuotaExceeded(f"Subscription expired or insufficient balance: the token expired on {expires_at}")
-            if quota is not None and used >= quota:
-                raise QuotaExceeded(f"Subscription expired or insufficient balance: all {quota} calls are used")
-            if qps is not None:
+            _check_expiry(limits.expires_at)
+            if limits.quota is not None and limits.calls_used >= limits.quota:
+                raise QuotaExceeded(f"Subscription expired or insufficient balance: all {limits.quota} calls are used")
+            if (qps := limits.qps) is not None:
                 burst = max(qps, 1.0)  # a token bucket: qps per second, at most one second's worth saved
-                level = burst if bucket is None else min(burst, bucket + (now - bucket_at) * qps)
+                bucket, bucket_at = limits.bucket, limits.bucket_at
+                level = burst if bucket is None or bucket_at is None else min(burst, bucket + (now - bucket_at) * qps)
                 if level < 1.0:
                     raise ConcurrencyLimit(retry_after=(1.0 - level) / qps)
-                db.execute("UPDATE tokens SET bucket = ?, bucket_at = ? WHERE id = ?", (level - 1.0, now, token_id))
+                call.set_bucket(level - 1.0, now)
             slot = None
-            if concurrency is not None:
-                db.execute("DELETE FROM token_inflight WHERE token_id = ? AND started < ?", (token_id, now - STALE_SECONDS))
-                running = db.execute("SELECT count(*) FROM token_inflight WHERE token_id = ?", (token_id,)).fetchone()[0]
-                if running >= concurrency:
+            if limits.concurrency is not None:
+                if call.running(since=now - STALE_SECONDS) >= limits.concurrency:
                     raise ConcurrencyLimit(retry_after=1.0)
-                slot = db.execute(
-                    "INSERT INTO token_inflight (token_id, started) VALUES (?, ?) RETURNING id", (token_id, now)
-                ).fetchone()[0]
-            db.execute("UPDATE tokens SET calls_used = calls_used + 1 WHERE id = ?", (token_id,))
-        return Lease(token_id, slot)
+                slot = call.hold(now)
+            call.count()
+        return Lease(limits.id, slot)
 
     def release(self, lease: Lease, endpoint: str, status: int, seconds: float) -> None:
         """Free the call's concurrency slot now; meter it for its token, endpoint and day within
         FLUSH_SECONDS."""
         if lease.slot is not None:
-            with self.catalog.write() as db:
-                db.execute("DELETE FROM token_inflight WHERE id = ?", (lease.slot,))
+            self.table.free(lease.slot)
         day = dt.date.today().isoformat()
         bucket = next((i for i, edge in enumerate(LATENCY_EDGES_MS) if seconds * 1000 <= edge), len(LATENCY_EDGES_MS))
         histogram = [0] * (len(LATENCY_EDGES_MS) + 1)
@@ -279,7 +187,7 @@ class Tokens:
                 self._timer.daemon = True
                 self._timer.start()
 
-    def _gather(self, pending: dict[tuple[int, str, str], list], uncounted: dict[int, int]) -> None:
+    def _gather(self, pending: Metering, uncounted: dict[int, int]) -> None:
         """Add metering to what waits to be written (hold `_metering`)."""
         for key, (calls, errors, histogram) in pending.items():
             entry = self._pending.setdefault(key, [0, 0, [0] * len(histogram)])
@@ -306,23 +214,7 @@ class Tokens:
         if not pending and not uncounted:
             return
         try:
-            with self.catalog.write() as db:
-                self.catalog.lock(db, METERING_LOCK)  # servers flushing the same day's rows take turns
-                for (token_id, day, endpoint), (calls, errors, histogram) in pending.items():
-                    row = db.execute(
-                        "SELECT latency FROM token_usage WHERE token_id = ? AND day = ? AND endpoint = ?",
-                        (token_id, day, endpoint),
-                    ).fetchone()
-                    if row:
-                        histogram = [a + b for a, b in zip(json.loads(row[0]), histogram)]
-                    db.execute(
-                        "INSERT INTO token_usage (token_id, day, endpoint, calls, errors, latency) VALUES (?, ?, ?, ?, ?, ?) "
-                        "ON CONFLICT (token_id, day, endpoint) DO UPDATE SET calls = token_usage.calls + excluded.calls, "
-                        "errors = token_usage.errors + excluded.errors, latency = excluded.latency",
-                        (token_id, day, endpoint, calls, errors, json.dumps(histogram)),
-                    )
-                for token_id, calls in uncounted.items():
-                    db.execute("UPDATE tokens SET calls_used = calls_used + ? WHERE id = ?", (calls, token_id))
+            self.table.add_usage(pending, uncounted)
         except Exception:
             with self._metering:  # try again with the next flush
                 self._gather(pending, uncounted)
@@ -332,7 +224,15 @@ class Tokens:
         if not token:
             return None
         digest = self.digest(token)
-        row = self.catalog.db.execute(
-            "SELECT id, hash FROM tokens WHERE hash = ? AND revoked_at IS NULL", (digest,)
-        ).fetchone()
-        return row[0] if row and hmac.compare_digest(row[1], digest) else None
+        found = self.table.active(digest)
+        return found.id if found is not None and hmac.compare_digest(found.hash, digest) else None
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _check_expiry(expires_at: str | None) -> None:
+    """439 after the token's last day."""
+    if expires_at and dt.date.fromisoformat(expires_at) < dt.date.today():
+        raise QuotaExceeded(f"Subscription expired or insufficient balance: the token expired on {expires_at}")

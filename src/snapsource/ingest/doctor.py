@@ -14,9 +14,9 @@ import dataclasses
 
 import numpy as np
 
-from snapsource.vision import images
-from snapsource.store.catalog import StoredImage
 from snapsource.resources import Resources
+from snapsource.store.catalog import StoredImage
+from snapsource.vision import images
 
 BATCH = 32
 

@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from snapsource.vision import gpu_images, images, verify
-from snapsource.store.catalog import NewImage, StoredImage
-from snapsource.store.sqlite import write_file
-from snapsource.vision.fetch import Fetcher, FetchPolicy
 from snapsource.offer import OfferRecord
 from snapsource.resources import Resources
+from snapsource.store.catalog import NewImage, StoredImage
+from snapsource.store.sqlite import write_file
+from snapsource.vision import gpu_images, images, verify
+from snapsource.vision.embed_torch import TorchEmbedder
+from snapsource.vision.fetch import Fetcher, FetchPolicy
 
 CHUNK_OFFERS = 32  # at least; a chunk holds a batch's worth of offers (GPU_CHUNK_BATCHES on a GPU)
 GPU_CHUNK_BATCHES = 4  # so that storing one batch overlaps embedding the next
@@ -388,36 +389,43 @@ class _Embedding:
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         self.none = np.zeros((0, self.embedder.dim), np.float32)  # the vectors of no images
         settings = resources.settings
-        self.gpu = (
-            gpu_images.GpuImages(resources.embedder.device, settings.trim_margin, settings.rerank_k > 0)
-            if plan.gpu_decode
-            else None
-        )
+        # JPEGs decoded on the device, and the embedder that takes the pixels prepared there
+        self.gpu: tuple[gpu_images.GpuImages, TorchEmbedder] | None = None
+        if plan.gpu_decode:
+            embedder = resources.embedder
+            assert isinstance(embedder, TorchEmbedder)  # only torch embeds pixels prepared on the device
+            self.gpu = gpu_images.GpuImages(embedder.device, settings.trim_margin, settings.rerank_k > 0), embedder
 
     def vectors(self, batch: list[_Loaded]) -> tuple[list[_Loaded], np.ndarray]:
         """The images of the batch that could be prepared, and their vectors; the others get an error."""
         on_gpu, gpu_vectors = self._prepared_on_gpu([item for item in batch if item.pixels is None])
         on_cpu = [item for item in batch if item.pixels is not None]  # with the GPU's failures, decoded again
-        cpu_vectors = self.embedder.embed_pixels(np.stack([item.pixels for item in on_cpu])) if on_cpu else self.none
+        pixels = [item.pixels for item in batch if item.pixels is not None]  # theirs, in the same order
+        cpu_vectors = self.embedder.embed_pixels(np.stack(pixels)) if on_cpu else self.none
         return on_cpu + on_gpu, np.concatenate([cpu_vectors, gpu_vectors])
 
     def _prepared_on_gpu(self, items: list[_Loaded]) -> tuple[list[_Loaded], np.ndarray]:
         if not items or self.gpu is None:
             return [], self.none
-        prepared = self.gpu.prepare([i.data for i in items], [i.header for i in items])
+        gpu, embedder = self.gpu
+        headers: list[gpu_images.Header] = []
+        for item in items:
+            assert item.header is not None  # a fresh image without pixels is a JPEG left for the GPU
+            headers.append(item.header)
+        prepared = gpu.prepare([i.data for i in items], headers)
         for position in prepared.failed:  # nvJPEG could not: the CPU's decoder tries, and says why
             item = items[position]
-            done = self.reader.decode(item.data)
-            if isinstance(done, str):
-                item.error = done
+            decoded = self.reader.decode(item.data)
+            if isinstance(decoded, str):
+                item.error = decoded
                 self.reader.discard(item)
             else:
-                item.pixels, item.local = done.pixels, done.local
+                item.pixels, item.local = decoded.pixels, decoded.local
         done = [items[p] for p in prepared.done]
         if prepared.gray is not None:
             for item, local in zip(done, self.reader.local_features(prepared.gray)):
                 item.local = local
-        return done, self.embedder.embed_pixels(prepared.pixels)  # none done: no rows, no vectors
+        return done, embedder.embed_pixels(prepared.pixels)  # none done: no rows, no vectors
 
     def each(self, batches: list[list[_Loaded]]) -> Iterator[tuple[list[_Loaded], np.ndarray]]:
         """vectors() of each batch, in order, computed ahead in the embedding thread."""
@@ -436,20 +444,40 @@ def _write_chunk(
     embedding: _Embedding,
 ) -> int:
     """Embed the chunk's new images once each, store them, then upsert the chunk's offers."""
-    catalog, index = resources.catalog, resources.index
+    fresh = _fresh_images(resources, loaded, indexed)
+    stored, failed = _embed_and_store(resources, list(fresh.values()), indexed, report, embedding)
+    shown = {item.sha256 for items in loaded for item in items if item.sha256 and item.sha256 not in stored}
+    stored.update(resources.catalog.images_by_sha(list(shown)))  # stored before this chunk
+    upserts = _changed_offers(resources, chunk, loaded, fresh, stored, failed, report)
+    resources.catalog.upsert_offers(upserts)  # one transaction for the chunk
+    resources.index.offers_changed([record.item_id for record, _ in upserts])  # a store that filters by itself learns the facts
+    return len(fresh) - len(failed)
+
+
+def _fresh_images(resources: Resources, loaded: list[list[_Loaded]], indexed: set[int]) -> dict[str, _Loaded]:
+    """The chunk's images to embed, once each: new ones, less those an earlier chunk of this run
+    embedded (a relisted twin's photo)."""
     fresh: dict[str, _Loaded] = {}
     for items in loaded:
         for item in items:
             if item.fresh and item.sha256 not in fresh:
                 fresh[item.sha256] = item
-    for sha, known in catalog.images_by_sha(list(fresh)).items():
+    for sha, known in resources.catalog.images_by_sha(list(fresh)).items():
         if known.id in indexed:
-            del fresh[sha]  # embedded by an earlier chunk of this run (a relisted twin's photo)
+            del fresh[sha]
+    return fresh
+
+
+def _embed_and_store(
+    resources: Resources, fresh: list[_Loaded], indexed: set[int], report: IngestReport, embedding: _Embedding
+) -> tuple[dict[str, StoredImage], dict[str, str]]:
+    """Batch by batch: embed, store the image rows and local features, then their vectors. Returns
+    the stored images by hash, and the images the GPU and then the CPU could not decode."""
+    catalog, index = resources.catalog, resources.index
     stored: dict[str, StoredImage] = {}
-    failed: dict[str, str] = {}  # images the GPU and then the CPU could not decode
-    fresh_items = list(fresh.values())
+    failed: dict[str, str] = {}
     size = embedding.plan.batch_size
-    batches = [fresh_items[start : start + size] for start in range(0, len(fresh_items), size)]
+    batches = [fresh[start : start + size] for start in range(0, len(fresh), size)]
     for ready, (batch, vectors) in zip(batches, embedding.each(batches)):
         failed.update((item.sha256, item.error) for item in ready if item.error)
         added = catalog.add_images([NewImage(i.sha256, i.ext, *i.size, i.data) for i in batch])  # files: stored by the reader
@@ -464,11 +492,21 @@ def _write_chunk(
         indexed.update(image_ids)
         report.images_embedded += len(batch)
         report.images_gpu_decoded += sum(1 for item in batch if item.pixels is None)
+    return stored, failed
 
-    shown = {item.sha256 for items in loaded for item in items if item.sha256 and item.sha256 not in stored}
-    stored.update(catalog.images_by_sha(list(shown)))  # stored before this chunk
+
+def _changed_offers(
+    resources: Resources,
+    chunk: list[_Row],
+    loaded: list[list[_Loaded]],
+    fresh: dict[str, _Loaded],
+    stored: dict[str, StoredImage],
+    failed: dict[str, str],
+    report: IngestReport,
+) -> list[tuple[OfferRecord, list[tuple[str, StoredImage]]]]:
+    """The chunk's offers that are new or differ from the catalog, with their readable images;
+    every image that failed and every offer left without one goes to the report."""
     first_use: set[str] = set()
-    changed: list[int] = []
     upserts: list[tuple[OfferRecord, list[tuple[str, StoredImage]]]] = []
     for row, items in zip(chunk, loaded):
         good: list[tuple[str, StoredImage]] = []
@@ -491,20 +529,16 @@ def _write_chunk(
             report.skipped += 1
             report.problems.append(Problem(row.number, row.record.item_id, "skipped: none of its images could be read"))
             continue
-        before = catalog.offer_state(row.record.item_id)
-        after = (row.record.model_dump_json(), [image.id for _, image in good])
-        if before == after:
+        before = resources.catalog.offer_state(row.record.item_id)
+        if before == (row.record.model_dump_json(), [image.id for _, image in good]):
             report.unchanged += 1
             continue
         upserts.append((row.record, good))
-        changed.append(row.record.item_id)
         if before is None:
             report.added += 1
         else:
             report.updated += 1
-    catalog.upsert_offers(upserts)  # one transaction for the chunk
-    index.offers_changed(changed)  # a store that filters by itself (Milvus) learns the offers' facts
-    return len(fresh_items) - len(failed)
+    return upserts
 
 
 def _drop_unused_images(resources: Resources) -> None:

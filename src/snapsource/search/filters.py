@@ -9,6 +9,7 @@ from enum import StrEnum
 
 from snapsource.errors import ParameterError
 from snapsource.store.catalog import OfferFacts
+from snapsource.store.columns import FLAG_COLUMNS, Where
 
 
 class Sort(StrEnum):
@@ -57,6 +58,17 @@ class Filters:
             if getattr(self, name):
                 out[name] = True
         return out
+
+    def where(self, today: dt.date, new_days: int) -> Where | None:
+        """The store's condition for these filters (None: no filter), `new_arrival` as of `today`."""
+        since = (today - dt.date(1970, 1, 1)).days - new_days if self.new_arrival else None
+        where = Where(
+            price_min=None if self.price_start is None else float(self.price_start),
+            price_max=None if self.price_end is None else float(self.price_end),
+            flags=tuple(name for name in FLAG_COLUMNS if getattr(self, name)),
+            new_since=since,
+        )
+        return where or None
 
     def matches(self, offer: OfferFacts, today: dt.date, new_days: int) -> bool:
         if self.price_start is not None and offer.price < self.price_start:

@@ -18,14 +18,14 @@ from urllib.parse import urlsplit
 import numpy as np
 from PIL import Image
 
-from snapsource.vision import images, localise, verify
 from snapsource import metrics
-from snapsource.vision.embed import normalise
 from snapsource.errors import ParameterError
-from snapsource.vision.fetch import shorten
-from snapsource.vision.localise import Box
 from snapsource.resources import Resources
 from snapsource.store.uploads import Upload
+from snapsource.vision import images, localise, verify
+from snapsource.vision.fetch import shorten
+from snapsource.vision.localise import Box
+from snapsource.vision.model import normalise
 
 IMAGE_PATH = re.compile(r"^/img/(?P<sha>[0-9a-f]{64})\.(?P<ext>[a-z0-9]{2,4})$")
 WHOLE_PHOTO = 0.5  # a main region covering more than this share of the photo: search the photo
@@ -48,7 +48,7 @@ class Analysis:
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        arrays = {
+        arrays: dict[str, np.ndarray] = {
             "vector": self.vector.astype(np.float32),
             "size": np.asarray(self.size, np.int64),
             "region": np.asarray(self.region.wire(), np.int64),
@@ -58,7 +58,7 @@ class Analysis:
             arrays["whole"] = self.whole.astype(np.float32)
         if self.local is not None:
             arrays.update(points=self.local.points.astype(np.float16), descriptors=self.local.descriptors)
-        np.savez(buf, **arrays)
+        np.savez(buf, allow_pickle=False, **arrays)  # numbers only: from_bytes reads no pickles either
         return buf.getvalue()
 
     @classmethod
@@ -197,7 +197,7 @@ def in_region(resources: Resources, query: Query, region: str) -> Query:
         raise ParameterError(str(exc)) from None
     key = (query.sha256, f"{box.wire()}")
     cached = resources.uploads.memo.get(key)
-    if cached is None:
+    if not isinstance(cached, Analysis):  # the memo keeps analyses only: this is None, not analysed yet
         path = resources.uploads.file(query.sha256, query.ext)
         if not path.is_file():  # a catalog photo
             path = resources.catalog.image_file(query.sha256, query.ext)
@@ -210,46 +210,61 @@ def in_region(resources: Resources, query: Query, region: str) -> Query:
 def analyse(resources: Resources, img: Image.Image, region: Box | None = None) -> Analysis:
     """Find the products, choose the box (the user's, else the main product's when it is clearly
     smaller than the photo), and describe that box: vector of its framings, local features."""
-    settings, embedder = resources.settings, resources.embedder
     width, height = images.source_size(img)
-    sx, sy = img.width / width, img.height / height  # source pixels -> decoded pixels
     whole = Box(0, 0, width, height)
-    full_maps = None
-    found: list[Box] = []
-    if settings.localise:
-        # the model sees the photo without its padding (as catalog photos are embedded): boxes are
-        # found in that content box, then placed back in the photo
-        content = images.content_box(img, settings.trim_margin) or (0, 0, img.width, img.height)
-        full_maps = embedder.feature_maps(images.prepare(img.crop(content), 0)[None])
-        cw, ch = content[2] - content[0], content[3] - content[1]
-        found = [
-            Box(b.x1 + content[0], b.y1 + content[1], b.x2 + content[0], b.y2 + content[1]).scaled(
-                1 / sx, 1 / sy, width, height
-            )
-            for b in localise.regions(full_maps[0], cw, ch, settings.max_regions)
-        ]
+    full_maps, found = _products(resources, img) if resources.settings.localise else (None, [])
     chosen = region
     if chosen is None and found and found[0].area <= WHOLE_PHOTO * whole.area:
         chosen = found[0]
-    crop = img if chosen is None else img.crop(chosen.scaled(sx, sy, img.width, img.height).wire())
-    views = images.views(crop, settings.multi_crop)
-    whole_vector = None if full_maps is None else normalise(full_maps.mean(axis=(2, 3)))[0]
-    reused = chosen is None and whole_vector is not None  # the first view, the whole photo, is embedded
-    todo = views[1:] if reused else views
-    vectors = embedder.embed(np.stack([images.prepare(view, settings.trim_margin) for view in todo])) if todo else None
-    if reused:
-        vectors = whole_vector[None] if vectors is None else np.concatenate([whole_vector[None], vectors])
-    if whole_vector is None and chosen is None:
-        whole_vector = vectors[0]
-    vector = normalise(vectors.mean(axis=0, keepdims=True))[0]
+    crop = img if chosen is None else img.crop(chosen.scaled(img.width / width, img.height / height, img.width, img.height).corners())
+    vector, whole_vector = _describe(resources, crop, full_maps, chosen is None)
     return Analysis(
         vector,
         (width, height),
         chosen or whole,
         tuple(found or [whole]),
-        whole_vector if len(vectors) > 1 or chosen is not None else None,
-        verify.extract(crop) if settings.rerank_k > 0 else None,
+        whole_vector,
+        verify.extract(crop) if resources.settings.rerank_k > 0 else None,
     )
+
+
+def _products(resources: Resources, img: Image.Image) -> tuple[np.ndarray, list[Box]]:
+    """The photo's feature maps and its product boxes, largest first, in source pixels. The model
+    sees the photo without its padding (as catalog photos are embedded): boxes are found in that
+    content box, then placed back in the photo."""
+    settings = resources.settings
+    width, height = images.source_size(img)
+    sx, sy = img.width / width, img.height / height  # source pixels -> decoded pixels
+    content = images.content_box(img, settings.trim_margin) or (0, 0, img.width, img.height)
+    maps = resources.embedder.feature_maps(images.prepare(img.crop(content), 0)[None])
+    cw, ch = content[2] - content[0], content[3] - content[1]
+    found = [
+        Box(b.x1 + content[0], b.y1 + content[1], b.x2 + content[0], b.y2 + content[1]).scaled(1 / sx, 1 / sy, width, height)
+        for b in localise.regions(maps[0], cw, ch, settings.max_regions)
+    ]
+    return maps, found
+
+
+def _describe(
+    resources: Resources, crop: Image.Image, full_maps: np.ndarray | None, is_whole: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The box's vector (the mean of its framings' vectors) and, when that differs from the whole
+    photo's, the whole photo's vector. The whole photo's feature maps, when the box is the whole
+    photo, give its first framing without embedding it again."""
+    settings, embedder = resources.settings, resources.embedder
+    views = images.views(crop, settings.multi_crop)
+    whole_vector = None if full_maps is None else normalise(full_maps.mean(axis=(2, 3)))[0]
+    reused = is_whole and whole_vector is not None
+    todo = views[1:] if reused else views
+    vectors = embedder.embed(np.stack([images.prepare(view, settings.trim_margin) for view in todo])) if todo else None
+    if reused:
+        assert whole_vector is not None
+        vectors = whole_vector[None] if vectors is None else np.concatenate([whole_vector[None], vectors])
+    assert vectors is not None
+    if whole_vector is None and is_whole:
+        whole_vector = vectors[0]
+    vector = normalise(vectors.mean(axis=0, keepdims=True))[0]
+    return vector, whole_vector if len(vectors) > 1 or not is_whole else None
 
 
 def analyse_bytes(resources: Resources, data: bytes) -> Analysis:

@@ -2,7 +2,7 @@
 
 Candidates are the offers that pass the filters and whose best image reaches
 `similarity_threshold`, at most `candidate_cap` of them, most similar first: the filters act
-inside the vector search (columns.py), so a filter that keeps 1% of a large catalog still finds
+inside the vector search (store/columns.py, store/vectors), so a filter that keeps 1% of a large catalog still finds
 that 1%'s best matches. Sorts then order that set, so `total_count` is the number of candidates
 and every sort pages over the same set. Ties are broken by similarity, then item_id, so pages
 never overlap or skip.
@@ -15,13 +15,13 @@ import datetime as dt
 
 import numpy as np
 
-from snapsource.vision import images, verify
-from snapsource.store.catalog import OfferFacts, StoredImage
-from snapsource.store.columns import Columns, Selection
 from snapsource.errors import ParameterError
 from snapsource.offer import Item, wire_item
 from snapsource.resources import Resources
 from snapsource.search.filters import Filters, Sort
+from snapsource.store.catalog import StoredImage
+from snapsource.store.columns import Columns, Selection
+from snapsource.vision import images, verify
 
 MAX_PAGE_SIZE = 20
 
@@ -72,47 +72,31 @@ def candidates(
     resources: Resources, vectors: np.ndarray, selection: Selection | None = None, columns: Columns | None = None
 ) -> list[Candidate]:
     """Offers whose best image is over the threshold for any of the query vectors, best first, capped.
-    A `selection` (from the filters) limits the search to the images and offers that pass them.
-    Which offers show an image comes from the filter columns (numpy), not from SQL per search."""
-    settings, index = resources.settings, resources.index
+    A `selection` (from the filters) limits the search to the offers that pass them, inside the
+    vector store's own search. k grows fourfold while more offers could be over the threshold."""
+    settings, store = resources.settings, resources.index
     cap, threshold = settings.candidate_cap, settings.similarity_threshold
     columns = selection.columns if selection is not None else columns or resources.columns.current()
-    if index.filters_inside:  # Milvus: entities are (offer, image) pairs, filtered by Milvus itself
-        total = len(columns.pair_offer) if selection is None else selection.pairs
-        share = 1.0 if selection is None else selection.share
-    else:
-        allowed = None if selection is None else selection.images
-        total = len(index) if allowed is None else int(allowed.sum())
+    total = store.searchable(columns, selection)
     if total == 0:
         return []
     k = min(total, max(4 * cap, 256))
     while True:
-        found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (item_ids, image_ids, scores)
-        more = False  # could a larger k find more images over the threshold?
-        for vector in np.atleast_2d(vectors):
-            if index.filters_inside:
-                item_ids, image_ids, scores = index.search_offers(vector, k, selection, share)
-                more = more or (len(scores) == k and bool(scores[-1] >= threshold))
-                over = scores >= threshold
-                found.append((item_ids[over], image_ids[over], scores[over]))
-                continue
-            scores, ids = index.search(vector, k, allowed, threshold)
-            more = more or (len(ids) == k and bool(scores[-1] >= threshold))
-            over = scores >= threshold
-            which, rows = columns.offers_showing(ids[over])
-            if selection is not None:  # an image may also be shown by an offer that the filters drop
-                keep = selection.rows[rows]
-                which, rows = which[keep], rows[keep]
-            found.append((columns.item_id[rows], ids[over][which], scores[over][which]))
-        item_ids, image_ids, offer_scores = (np.concatenate(part) for part in zip(*found))
-        order = np.lexsort((item_ids, -offer_scores))  # best first, then by item_id
-        _, first = np.unique(item_ids[order], return_index=True)  # each offer at its best image
-        best = order[np.sort(first)]
-        if len(best) >= cap or not more or k >= total:
+        found = [store.search_offers(vector, k, columns, selection, threshold) for vector in np.atleast_2d(vectors)]
+        item_ids, image_ids, scores = (np.concatenate(part) for part in zip(*((m.item_ids, m.image_ids, m.scores) for m in found)))
+        best = _best_per_offer(item_ids, scores)
+        if len(best) >= cap or not any(m.more for m in found) or k >= total:
             break
         k = min(total, k * 4)
     best = best[:cap]
-    return [Candidate(int(i), float(s), int(m)) for i, s, m in zip(item_ids[best], offer_scores[best], image_ids[best])]
+    return [Candidate(int(i), float(s), int(m)) for i, s, m in zip(item_ids[best], scores[best], image_ids[best])]
+
+
+def _best_per_offer(item_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Positions of each offer's best match, best first, ties by item_id."""
+    order = np.lexsort((item_ids, -scores))
+    _, first = np.unique(item_ids[order], return_index=True)
+    return order[np.sort(first)]
 
 
 def rerank(resources: Resources, ranked: list[Candidate], local: verify.LocalFeatures | None) -> list[Candidate]:
@@ -212,41 +196,66 @@ def run(
 ) -> Page:
     """One page of offers. `key` names the query (photo and box): its ranking is then kept while
     the index is unchanged, so later pages, sorts and filters skip search and re-ranking."""
-    if page < 1:
-        raise ParameterError("page must be 1 or greater")
-    if not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise ParameterError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
-    today = today or dt.date.today()
-    new_days = resources.settings.new_arrival_days
+    _check_page(page, page_size)
     columns = resources.columns.current()  # one snapshot of the offers' facts for the whole search
-    selection = resources.columns.select(filters, today, new_days, columns)
-    # a ranking is kept per query, filters and index state: later pages and other sorts reuse it
-    state = (resources.index.generation, resources.catalog.version())
-    cache_key = (key, filters, today if filters.new_arrival else None, state) if key else None
-    found = resources.uploads.rankings.get(cache_key) if cache_key else None
-    if found is None:
-        candidates = ranked(resources, vectors, local, selection, columns)
-        # kept as two arrays (16 bytes an offer), not as objects (about 200): more rankings fit
-        found = (
-            np.fromiter((c.item_id for c in candidates), np.int64, len(candidates)),
-            np.fromiter((c.score for c in candidates), np.float64, len(candidates)),
-        )
-        if cache_key:
-            resources.uploads.rankings.put(cache_key, found)
-    item_ids, scores = found
-    rows = columns.rows_of(item_ids)
-    present = rows >= 0  # an offer deleted since its ranking was kept
-    if selection is not None:
-        present[present] = selection.rows[rows[present]]
-    item_ids, scores, rows = item_ids[present], scores[present], rows[present]
+    where = filters.where(today or dt.date.today(), resources.settings.new_arrival_days)
+    selection = resources.columns.select(where, columns)
+    item_ids, scores = _ranking(resources, vectors, local, selection, columns, key)
+    item_ids, scores, rows = _still_selected(columns, selection, item_ids, scores)
     order = _order(sort, columns, rows, scores, item_ids)
     kept = [(int(item_ids[i]), int(rows[i]), float(scores[i])) for i in order]
     twins: dict[int, list[int]] = {}
     if group_same:
         kept, twins = _group_same(resources, kept, columns.main_image[[row for _, row, _ in kept]])
     window = kept[(page - 1) * page_size : page * page_size]
+    return Page(page, page_size, sort, filters, len(kept), _hits(resources, window, twins if group_same else None))
+
+
+def _check_page(page: int, page_size: int) -> None:
+    if page < 1:
+        raise ParameterError("page must be 1 or greater")
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise ParameterError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+
+
+def _ranking(
+    resources: Resources,
+    vectors: np.ndarray,
+    local: verify.LocalFeatures | None,
+    selection: Selection | None,
+    columns: Columns,
+    key: str | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(item_ids, scores) in similarity order: kept per query, condition and index state, so later
+    pages and other sorts reuse it; found and re-ranked otherwise."""
+    state = (resources.index.generation, resources.catalog.version())
+    kept_as = (key, selection.where if selection is not None else None, state) if key else None
+    found = resources.rankings.get(kept_as) if kept_as else None
+    if found is not None:
+        return found
+    best = ranked(resources, vectors, local, selection, columns)
+    item_ids = np.fromiter((c.item_id for c in best), np.int64, len(best))
+    scores = np.fromiter((c.score for c in best), np.float64, len(best))
+    if kept_as:
+        resources.rankings.put(kept_as, item_ids, scores)
+    return item_ids, scores
+
+
+def _still_selected(
+    columns: Columns, selection: Selection | None, item_ids: np.ndarray, scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ranking less offers deleted since it was kept (or outside the selection), with their rows."""
+    rows = columns.rows_of(item_ids)
+    present = rows >= 0
+    if selection is not None:
+        present[present] = selection.rows[rows[present]]
+    return item_ids[present], scores[present], rows[present]
+
+
+def _hits(resources: Resources, window: list[tuple[int, int, float]], twins: dict[int, list[int]] | None) -> list[Hit]:
+    """The page's items from their documents, `img` on this server; with group_same, the twins."""
     wanted = [item_id for item_id, _, _ in window]
-    docs = resources.catalog.documents(wanted + [t for item_id in wanted for t in twins.get(item_id, [])])
+    docs = resources.catalog.documents(wanted + [t for item_id in wanted for t in (twins or {}).get(item_id, [])])
     hits = []
     for item_id, _, score in window:
         if item_id not in docs:  # deleted by a concurrent import
@@ -254,9 +263,9 @@ def run(
         doc, image = docs[item_id]
         item = wire_item(doc)
         item["img"] = f"/img/{image.name}"
-        same = [_twin(docs[t][0], t) for t in twins.get(item_id, []) if t in docs] if group_same else None
+        same = None if twins is None else [_twin(docs[t][0], t) for t in twins.get(item_id, []) if t in docs]
         hits.append(Hit(item, score, image, same))
-    return Page(page, page_size, sort, filters, len(kept), hits)
+    return hits
 
 
 def _twin(doc: str, item_id: int) -> dict[str, object]:

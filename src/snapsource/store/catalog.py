@@ -1,5 +1,5 @@
-"""The catalog: offers and their images in SQLite (WAL) or PostgreSQL, image files on disk (tokens.py
-adds its tables).
+"""The catalog: offers and their images in SQLite (WAL) or PostgreSQL, image files on disk; the
+tables (tokens' too) come from the numbered files in migrations/sqlite and migrations/postgresql.
 
 Images are content-addressed (sha256): an image shared by several offers (a product relisted by
 another shop) is stored and embedded once, and its vector id is the image's row id. With SQLite
@@ -23,57 +23,8 @@ from snapsource.store.sqlite import Database, write_file
 if TYPE_CHECKING:
     from snapsource.store.postgres import PostgresDatabase
 
-SCHEMA_VERSION = 1
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS offers (
-    item_id INTEGER PRIMARY KEY,
-    doc TEXT NOT NULL,
-    price TEXT NOT NULL,
-    sales INTEGER NOT NULL,
-    is_factory INTEGER,
-    support_dropshipping INTEGER,
-    free_shipping INTEGER,
-    verified_supplier INTEGER,
-    new_arrival INTEGER,
-    created_at TEXT,
-    main_image_id INTEGER NOT NULL REFERENCES images(id),
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS images (
-    id INTEGER PRIMARY KEY,
-    sha256 TEXT NOT NULL UNIQUE,
-    ext TEXT NOT NULL,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS offer_images (
-    item_id INTEGER NOT NULL REFERENCES offers(item_id) ON DELETE CASCADE,
-    position INTEGER NOT NULL,
-    image_id INTEGER NOT NULL REFERENCES images(id),
-    source TEXT NOT NULL,
-    PRIMARY KEY (item_id, position)
-);
-CREATE INDEX IF NOT EXISTS offer_images_by_image ON offer_images(image_id);
-CREATE TABLE IF NOT EXISTS local_features (
-    image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
-    data BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS catalog_version (n INTEGER NOT NULL);
-INSERT INTO catalog_version (n) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM catalog_version);
-CREATE TRIGGER IF NOT EXISTS offers_added AFTER INSERT ON offers BEGIN UPDATE catalog_version SET n = n + 1; END;
-CREATE TRIGGER IF NOT EXISTS offers_changed AFTER UPDATE ON offers BEGIN UPDATE catalog_version SET n = n + 1; END;
-CREATE TRIGGER IF NOT EXISTS offers_deleted AFTER DELETE ON offers BEGIN UPDATE catalog_version SET n = n + 1; END;
-CREATE TRIGGER IF NOT EXISTS offer_images_added AFTER INSERT ON offer_images BEGIN UPDATE catalog_version SET n = n + 1; END;
-CREATE TRIGGER IF NOT EXISTS offer_images_deleted AFTER DELETE ON offer_images BEGIN UPDATE catalog_version SET n = n + 1; END;
-CREATE TABLE IF NOT EXISTS tokens (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    hash TEXT NOT NULL UNIQUE,
-    created_at TEXT NOT NULL,
-    revoked_at TEXT
-);
-"""
+MIGRATIONS = Path(__file__).parent / "migrations" / "sqlite"  # PostgreSQL's: postgres.py
+UNVERSIONED = 1  # the user_version every release before numbered migrations stamped
 
 _CHUNK = 900  # stay under SQLite's bound-parameter limit
 
@@ -136,10 +87,17 @@ def open_database(url: str, data_dir: Path) -> Database | PostgresDatabase:
 
         return PostgresDatabase(url)
     if url.startswith("sqlite:///"):
-        return Database(Path(url.removeprefix("sqlite:///")), SCHEMA, SCHEMA_VERSION)
+        return open_sqlite(Path(url.removeprefix("sqlite:///")))
     if url:
         raise ValueError(f"catalog {url!r}: expected sqlite:///path/catalog.db or postgresql://host:port/database")
-    return Database(Path(data_dir) / "catalog.db", SCHEMA, SCHEMA_VERSION)
+    return open_sqlite(Path(data_dir) / "catalog.db")
+
+
+def open_sqlite(path: Path) -> Database:
+    """A SQLite catalog, migrated to this release's schema (PostgreSQL migrates as it opens)."""
+    database = Database(path)
+    database.migrate(MIGRATIONS, unversioned=UNVERSIONED)
+    return database
 
 
 class Catalog:
@@ -286,7 +244,7 @@ class Catalog:
         return {row[0] for row in self.db.execute("SELECT item_id FROM offers")}
 
     def version(self) -> int:
-        """Changes whenever an offer or what it shows does (triggers in SCHEMA): columns.py reloads."""
+        """Changes whenever an offer or what it shows does (triggers of the migrations): columns.py reloads."""
         return int(self.db.execute("SELECT n FROM catalog_version").fetchone()[0])
 
     def count(self) -> int:

@@ -14,7 +14,6 @@ per search to check.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 import threading
 import time
@@ -25,7 +24,6 @@ import numpy as np
 
 if TYPE_CHECKING:
     from snapsource.store.catalog import Catalog
-    from snapsource.search.filters import Filters
 
 log = logging.getLogger("snapsource.columns")
 
@@ -47,17 +45,34 @@ def days(created: list[str | None]) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
+class Where:
+    """A condition on the offers' facts, in the store's terms: what the request's filters
+    (search/filters.py) become, and what a vector store that filters by itself (Milvus) reads."""
+
+    price_min: float | None = None
+    price_max: float | None = None
+    flags: tuple[str, ...] = ()  # of FLAG_COLUMNS: each must be true
+    new_since: int | None = None  # new arrivals only: marked new, or (unmarked) created on or after this day
+
+    def __post_init__(self) -> None:
+        unknown = set(self.flags) - set(FLAG_COLUMNS)
+        if unknown:
+            raise ValueError(f"no such flag column: {sorted(unknown)}")
+
+    def __bool__(self) -> bool:
+        return self != Where()
+
+
+@dataclasses.dataclass(frozen=True)
 class Selection:
-    """What a filter keeps: images (booleans by image id), offers (their sorted item_ids) and
+    """What a condition keeps: images (booleans by image id), offers (their sorted item_ids) and
     the same offers as booleans by row of the columns they were selected from."""
 
     images: np.ndarray
     offers: np.ndarray
     rows: np.ndarray
     columns: Columns
-    filters: Filters | None = None  # what was asked (a vector store that filters itself reads it)
-    today: dt.date | None = None
-    new_days: int = 0
+    where: Where
 
     @property
     def pairs(self) -> int:
@@ -85,6 +100,8 @@ class Columns:
     pair_image: np.ndarray  # int64 image id
     images: int  # image ids are < this
     main_image: np.ndarray  # int64 image id of each offer's main photo
+    # derived: where each image's run of pairs starts, and those pairs' offers (offers_showing)
+    _by_image: tuple[np.ndarray, np.ndarray] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # pairs by image, and where each image's run starts: which offers show an image, by lookup
@@ -116,27 +133,26 @@ class Columns:
         starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
         return which, offers[starts + np.arange(len(which))]
 
-    def offers_matching(self, filters: Filters, today: dt.date, new_days: int) -> np.ndarray:
+    def offers_matching(self, where: Where) -> np.ndarray:
+        """Booleans by row: the offers that meet the condition."""
         keep = np.ones(len(self.item_id), bool)
-        if filters.price_start is not None:
-            keep &= self.price >= float(filters.price_start)
-        if filters.price_end is not None:
-            keep &= self.price <= float(filters.price_end)
-        for name in FLAG_COLUMNS:
-            if getattr(filters, name):
-                keep &= self.flags[name]
-        if filters.new_arrival:
-            since = (today - dt.date(1970, 1, 1)).days - new_days
-            recent = (self.created_day != UNKNOWN_DAY) & (self.created_day >= since)
+        if where.price_min is not None:
+            keep &= self.price >= where.price_min
+        if where.price_max is not None:
+            keep &= self.price <= where.price_max
+        for name in where.flags:
+            keep &= self.flags[name]
+        if where.new_since is not None:
+            recent = (self.created_day != UNKNOWN_DAY) & (self.created_day >= where.new_since)
             keep &= np.where(self.new_arrival >= 0, self.new_arrival == 1, recent)
         return keep
 
-    def select(self, filters: Filters, today: dt.date, new_days: int) -> Selection:
-        """The offers that pass the filters, and the images at least one of them shows."""
-        offers = self.offers_matching(filters, today, new_days)
+    def select(self, where: Where) -> Selection:
+        """The offers that meet the condition, and the images at least one of them shows."""
+        offers = self.offers_matching(where)
         images = np.zeros(self.images, bool)
         images[self.pair_image[offers[self.pair_offer]]] = True
-        return Selection(images, self.item_id[offers], offers, self, filters, today, new_days)
+        return Selection(images, self.item_id[offers], offers, self, where)
 
 
 def _flag(column: np.ndarray) -> np.ndarray:
@@ -191,19 +207,19 @@ class OfferColumns:
         finally:
             self._loading.release()
 
-    def select(self, filters: Filters, today: dt.date, new_days: int, columns: Columns | None = None) -> Selection | None:
+    def select(self, where: Where | None, columns: Columns | None = None) -> Selection | None:
         """What a filtered search may return (from these columns, else the current ones); None
-        without filters."""
-        if not filters.echo():
+        without a condition."""
+        if not where:
             return None
         columns = columns or self.current()
-        key = (filters, today if filters.new_arrival else None, new_days, id(columns))
+        key = (where, id(columns))
         with self._lock:
             found = self._masks.get(key)
             if found is not None and found.columns is columns:
                 self._masks.move_to_end(key)
                 return found
-        found = columns.select(filters, today, new_days)
+        found = columns.select(where)
         with self._lock:
             self._masks[key] = found
             while len(self._masks) > MASKS_KEPT:

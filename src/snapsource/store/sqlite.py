@@ -1,4 +1,5 @@
-"""One SQLite database file in WAL mode, a connection per thread, explicit write transactions.
+"""One SQLite database file in WAL mode, a connection per thread, explicit write transactions,
+and the runner of numbered migrations (migrations/sqlite) that `PRAGMA user_version` records.
 
 WAL lets the server's worker threads read while an ingest (or an upload) writes; each thread
 keeps its own connection because sqlite3 connections must not be shared between threads.
@@ -17,12 +18,41 @@ from pathlib import Path
 class Database:
     dialect = "sqlite"
 
-    def __init__(self, path: Path, schema: str, version: int) -> None:
+    def __init__(self, path: Path, schema: str | None = None, version: int = 0) -> None:
+        """With a schema, make it (a cache's: uploads.py); without, the caller runs `migrate`."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._writer = threading.RLock()
-        self.db.executescript(f"BEGIN; {schema} PRAGMA user_version = {version}; COMMIT;")
+        if schema is not None:
+            self.db.executescript(f"BEGIN; {schema} PRAGMA user_version = {version}; COMMIT;")
+
+    def migrate(self, directory: Path, unversioned: int | None = None) -> list[str]:
+        """Apply the numbered SQL files (NNNN_name.sql) above the database's `user_version`, in one
+        transaction that sets it to the last; return their names. Processes opening the database
+        together take turns (`BEGIN IMMEDIATE`), so each file runs once.
+
+        `unversioned` is the user_version that releases before numbered migrations stamped on
+        whatever schema they had made: such a database gets every file, which must run again
+        harmlessly for it."""
+        files = {int(path.name.split("_", 1)[0]): path for path in Path(directory).glob("*.sql")}
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version != unversioned and version >= max(files, default=0):
+            return []  # up to date: no write lock, so opening does not wait for an import's transaction
+        applied: list[str] = []
+        with self.write() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]  # again: another process may have migrated
+            done = 0 if version == unversioned else version
+            for number, path in sorted(files.items()):
+                if number <= done:
+                    continue
+                for statement in statements(path.read_text()):
+                    _run(db, statement)
+                applied.append(path.stem)
+                version = max(version, number)
+            if applied:
+                db.execute(f"PRAGMA user_version = {int(version)}")
+        return applied
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -59,6 +89,31 @@ class Database:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def statements(script: str) -> list[str]:
+    """A script's statements, one by one (a trigger's body stays whole): `execute` takes one, and
+    `executescript` would commit the migration's transaction first."""
+    out: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            out.append(pending.strip())
+            pending = ""
+    if any(line.strip() and not line.strip().startswith("--") for line in pending.splitlines()):
+        raise ValueError(f"a statement without its closing ';': {pending.strip()[:80]}")
+    return out
+
+
+def _run(db: sqlite3.Connection, statement: str) -> None:
+    """One migration statement. SQLite has no ADD COLUMN IF NOT EXISTS: adding a column that is
+    there already is skipped, so a migration may add what older releases added their own way."""
+    try:
+        db.execute(statement)
+    except sqlite3.OperationalError as exc:
+        if not (str(exc).startswith("duplicate column name") and " ADD COLUMN " in statement.upper()):
+            raise
 
 
 def write_file(path: Path, data: bytes) -> None:

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-import threading
 import time
-from collections import OrderedDict
 from pathlib import Path
-from typing import Generic, TypeVar
 
+from snapsource.store.lru import LRU
 from snapsource.store.sqlite import Database, write_file
 
 SCHEMA_VERSION = 2
@@ -43,44 +41,6 @@ CREATE INDEX IF NOT EXISTS urls_by_fetch ON urls(fetched_at);
 
 TOUCH_EVERY = 3600.0  # seconds between `used_at` updates of one upload
 PRUNE_EVERY = 600.0  # seconds between two prunes
-RANKINGS = 2048  # ranked candidate lists kept in memory (up to 1,000 offers, 16 KB, each)
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class LRU(Generic[K, V]):
-    """A bounded, thread-safe least-recently-used map."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = max(0, capacity)
-        self._items: OrderedDict[K, V] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
-
-    def get(self, key: K) -> V | None:
-        with self._lock:
-            value = self._items.get(key)
-            if value is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return value
-
-    def put(self, key: K, value: V) -> None:
-        if self.capacity == 0:
-            return
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-
-    def discard(self, key: K) -> None:
-        with self._lock:
-            self._items.pop(key, None)
-
 
 @dataclasses.dataclass(frozen=True)
 class Upload:
@@ -109,7 +69,6 @@ class Uploads(Database):
         self._vectors: LRU[str, _Cached] = LRU(memory)
         self._urls: LRU[str, str] = LRU(memory)
         self.memo: LRU[tuple[str, str], object] = LRU(memory)  # analyses of user-drawn regions
-        self.rankings: LRU[tuple, object] = LRU(RANKINGS)  # page 2..N: no re-ranking again
         self._pruned = 0.0
         _drop_older_schema(self.directory / "uploads.db")
         super().__init__(self.directory / "uploads.db", SCHEMA, SCHEMA_VERSION)

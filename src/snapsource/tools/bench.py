@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -33,10 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+from snapsource.search import Filters
+from snapsource.store import bulk
 from snapsource.store.catalog import Catalog
 from snapsource.store.columns import Columns, OfferColumns
-from snapsource.store.vectors.faiss_store import VectorStore
-from snapsource.search import Filters
+from snapsource.store.vectors.faiss_store import FaissStore
 
 DIM = 1280
 RATES = {  # share of luma offers with each fact true
@@ -72,7 +74,7 @@ def _mapped_mb(pid: int | str = "self") -> dict[str, float]:
             head = line.split()
             if len(head) >= 6 and "-" in head[0]:
                 name = head[-1]
-                current = "lists" if name.endswith(".ivf") else "rows" if name.endswith(VectorStore.ROWS) else None
+                current = "lists" if name.endswith(".ivf") else "rows" if name.endswith(FaissStore.ROWS) else None
             elif current and line.startswith("Rss:"):
                 out[current] += int(head[1]) / 1024
     return out
@@ -85,8 +87,8 @@ def _disk_mb(directory: Path) -> float:
 def model_identity() -> str:
     """The identity of the shipped model, so `serve` opens the synthetic index as its own."""
     from snapsource.config import Settings
-    from snapsource.vision.embed import OnnxEmbedder
     from snapsource.resources import model_identity as identity
+    from snapsource.vision.embed import OnnxEmbedder
 
     return identity(types.SimpleNamespace(name=OnnxEmbedder.name), Settings())
 
@@ -152,22 +154,14 @@ def build(directory: Path, offers: int, seed: int = 0) -> dict[str, float]:
     catalog = Catalog(directory)
     first = np.r_[0, np.cumsum(photos)[:-1]]  # each offer's first (main) photo
     docs = _documents(rng, item_id, price, sales, flags, days)
-    with catalog.write() as db:
-        db.executemany(
-            "INSERT INTO images (id, sha256, ext, width, height) VALUES (?, ?, 'jpg', 800, 800)",
-            ((int(i), hashlib.sha256(b"bench:%d" % i).hexdigest()) for i in image_id),
-        )
-        db.executemany(
-            "INSERT INTO offers (item_id, doc, price, sales, is_factory, support_dropshipping, free_shipping, "
-            "verified_supplier, new_arrival, created_at, main_image_id, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '2026-11-27T00:00:00+00:00')",
-            (row + (int(image_id[first[n]]),) for n, row in enumerate(docs)),
-        )
-        position = np.arange(rows) - first[pair_offer]
-        db.executemany(
-            "INSERT INTO offer_images (item_id, position, image_id, source) VALUES (?, ?, ?, 'synthetic')",
-            zip(item_id[pair_offer].tolist(), position.tolist(), image_id.tolist()),
-        )
+    bulk.insert(catalog, "images", ((int(i), hashlib.sha256(b"bench:%d" % i).hexdigest(), "jpg", 800, 800) for i in image_id))
+    updated = "2026-11-27T00:00:00+00:00"
+    bulk.insert(catalog, "offers", (row + (int(image_id[first[n]]), updated) for n, row in enumerate(docs)))
+    position = np.arange(rows) - first[pair_offer]
+    bulk.insert(
+        catalog, "offer_images",
+        zip(item_id[pair_offer].tolist(), position.tolist(), image_id.tolist(), itertools.repeat("synthetic")),
+    )
     catalog.close()
     catalogued = time.perf_counter()
 
@@ -175,7 +169,7 @@ def build(directory: Path, offers: int, seed: int = 0) -> dict[str, float]:
     clusters = max(64, offers // 250)
     centres = rng.standard_normal((clusters, DIM)).astype(np.float32)
     product = rng.integers(0, clusters, offers)[pair_offer]
-    store = VectorStore(directory / "index", model_identity(), DIM)
+    store = FaissStore(directory / "index", model_identity(), DIM)
     for start in range(0, rows, CHUNK):
         stop = min(rows, start + CHUNK)
         part = centres[product[start:stop]] + rng.standard_normal((stop - start, DIM), dtype=np.float32) * 0.9
@@ -241,7 +235,7 @@ def _exact_top(rows: np.ndarray, ids: np.ndarray, queries: np.ndarray, masks: di
     return best
 
 
-def queries_of(store: VectorStore, queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def queries_of(store: FaissStore, queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The store's ids, and `queries` of its vectors with a little noise (the same for a seed)."""
     ids = store.ids()
     rng = np.random.default_rng(seed)
@@ -275,7 +269,7 @@ def _timed(fn, repeat) -> list[float]:
 
 def measure(directory: Path, queries: int = 200, seed: int = 1, rescore: bool = True) -> dict[str, object]:
     opened = time.perf_counter()
-    store = VectorStore(directory / "index", model_identity(), DIM, rescore=rescore)
+    store = FaissStore(directory / "index", model_identity(), DIM, rescore=rescore)
     open_s = time.perf_counter() - opened
     catalog = Catalog(directory)
     loaded = time.perf_counter()
@@ -286,12 +280,12 @@ def measure(directory: Path, queries: int = 200, seed: int = 1, rescore: bool = 
     masks, mask_ms = {}, {}
     for name, f in filters.items():
         started = time.perf_counter()
-        masks[name] = None if name == "none" else columns.select(f, TODAY, 30).images
+        masks[name] = None if name == "none" else columns.select(f.where(TODAY, 30)).images
         mask_ms[name] = (time.perf_counter() - started) * 1000
     # the first pass after opening reads the lists and rows from disk unless the page cache holds them
-    first = _timed(lambda q: store.search(q, 100, None, THRESHOLD), [(q,) for q in query_vectors])
+    first = _timed(lambda q: store.search_images(q, 100, None, THRESHOLD), [(q,) for q in query_vectors])
     warmed = time.perf_counter()
-    _read_through(sorted((directory / "index").glob("base-*.ivf")) + [directory / "index" / VectorStore.ROWS])
+    _read_through(sorted((directory / "index").glob("base-*.ivf")) + [directory / "index" / FaissStore.ROWS])
     warm_s = time.perf_counter() - warmed
     results: dict[str, list[np.ndarray]] = {}
     table: list[Case] = []
@@ -300,7 +294,7 @@ def measure(directory: Path, queries: int = 200, seed: int = 1, rescore: bool = 
         found = []
 
         def one(q, allowed=allowed, found=found):
-            scores, hit = store.search(q, 100, allowed, THRESHOLD)
+            scores, hit = store.search_images(q, 100, allowed, THRESHOLD)
             found.append(hit[scores >= THRESHOLD])
 
         times = _timed(one, [(q,) for q in query_vectors])
@@ -313,7 +307,7 @@ def measure(directory: Path, queries: int = 200, seed: int = 1, rescore: bool = 
     for sort, key in {"sales": lambda o: -columns.sales[o], "price_up": lambda o: columns.price[o], "price_down": lambda o: -columns.price[o]}.items():
 
         def ordered(q, key=key):
-            scores, hit = store.search(q, 1000, None, THRESHOLD)
+            scores, hit = store.search_images(q, 1000, None, THRESHOLD)
             offers = image_offer[hit[scores >= THRESHOLD]]
             return offers[np.argsort(key(offers), kind="stable")][:20]
 
@@ -351,7 +345,7 @@ def _read_through(paths: list[Path]) -> None:
                 pass
 
 
-def _sq8_error(store: VectorStore, queries: np.ndarray) -> float:
+def _sq8_error(store: FaissStore, queries: np.ndarray) -> float:
     """The largest gap between an SQ8 score and the exact one, over each query's shortlist: what
     the store's SQ8_MARGIN must cover when it skips results below the threshold."""
     from snapsource.store.vectors import ivf
@@ -371,14 +365,14 @@ def _sq8_error(store: VectorStore, queries: np.ndarray) -> float:
 def incremental(directory: Path, changes: int = 5000, queries: int = 100, seed: int = 5) -> dict[str, object]:
     """Adds and deletes without a rebuild, then compaction, then putting everything back: the
     latency of searches with a delta and masked entries, and what compacting costs at this size."""
-    store = VectorStore(directory / "index", model_identity(), DIM)
+    store = FaissStore(directory / "index", model_identity(), DIM)
     rng = np.random.default_rng(seed)
     ids = store.ids()
     query_ids = rng.choice(ids, queries, replace=False)
     probe = store.vectors(np.sort(query_ids))
 
     def p50() -> float:
-        return statistics.median(_timed(lambda q: store.search(q, 100, None, THRESHOLD), [(q,) for q in probe]))
+        return statistics.median(_timed(lambda q: store.search_images(q, 100, None, THRESHOLD), [(q,) for q in probe]))
 
     out: dict[str, object] = {"changes": changes, "p50_ms_before": p50()}
     gone = np.sort(rng.choice(np.setdiff1d(ids, query_ids), changes, replace=False))
@@ -403,7 +397,7 @@ def incremental(directory: Path, changes: int = 5000, queries: int = 100, seed: 
     store.compact()
     out["restore_compact_s"] = time.perf_counter() - started
     reopened = time.perf_counter()
-    VectorStore(directory / "index", model_identity(), DIM).view()
+    FaissStore(directory / "index", model_identity(), DIM).view()
     out["reopen_s"] = time.perf_counter() - reopened
     store.close()
     return out
@@ -532,7 +526,7 @@ def token_and_photos(directory: Path, catalog_url: str = "") -> tuple[str, list[
 
     catalog = Catalog(directory, catalog_url)
     token = Tokens(catalog).create(f"bench-{time.time_ns()}")
-    shas = [row[0] for row in catalog.db.execute("SELECT sha256 FROM images")]
+    shas = [image.sha256 for image in catalog.all_images()]
     catalog.close()
     return token, shas
 

@@ -10,56 +10,44 @@ cases and the exact top-100 that recall is measured against are the default prof
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
-from snapsource.tools import bench
+from snapsource.store import bulk
 from snapsource.store.catalog import Catalog
 from snapsource.store.columns import OfferColumns
-from snapsource.store.vectors.faiss_store import VectorStore
+from snapsource.store.vectors.faiss_store import FaissStore
 from snapsource.store.vectors.milvus import MilvusStore
+from snapsource.tools import bench
 
 COPY_ROWS = 20_000
-
-
-def _copy_table(lite: sqlite3.Connection, catalog: Catalog, table: str, columns: str) -> None:
-    with catalog.write() as db:
-        cursor = lite.execute(f"SELECT {columns} FROM {table}")
-        db.copy(f"COPY {table} ({columns}) FROM STDIN", iter(cursor))
 
 
 def load(directory: Path, catalog_url: str, vectors_url: str) -> dict[str, float]:
     """Copy the bench's data dir into an empty PostgreSQL database and Milvus collection."""
     started = time.perf_counter()
     catalog = Catalog(directory / "scaleout", catalog_url)
-    if catalog.db.execute("SELECT count(*) FROM offers").fetchone()[0]:
+    if catalog.count():
         raise RuntimeError(f"the catalog database {catalog_url} is not empty")
-    lite = sqlite3.connect(directory / "catalog.db")
-    _copy_table(lite, catalog, "images", "id, sha256, ext, width, height")
-    _copy_table(
-        lite, catalog, "offers",
-        "item_id, doc, price, sales, is_factory, support_dropshipping, free_shipping, verified_supplier, "
-        "new_arrival, created_at, main_image_id, updated_at",
-    )
-    _copy_table(lite, catalog, "offer_images", "item_id, position, image_id, source")
-    store = VectorStore(directory / "index", bench.model_identity(), bench.DIM)
+    lite = Catalog(directory)  # the bench's own, in SQLite
+    for table in ("images", "offers", "offer_images"):
+        bulk.insert(catalog, table, bulk.rows(lite, table))
+    store = FaissStore(directory / "index", bench.model_identity(), bench.DIM)
     ids = store.ids()
     def vectors():
         for start in range(0, len(ids), COPY_ROWS):
             part = ids[start : start + COPY_ROWS]
             yield from zip(part.tolist(), (v.tobytes() for v in store.vectors(part)))
 
-    with catalog.write() as db:
-        db.copy("COPY image_vectors (image_id, vector) FROM STDIN", vectors())
-    with catalog.write() as db:
-        db.execute("ANALYZE")
+    bulk.insert(catalog, "image_vectors", vectors())
+    bulk.analyze(catalog)
     copied = time.perf_counter()
     milvus = MilvusStore(vectors_url, catalog, bench.model_identity(), bench.DIM)
-    items = [r[0] for r in lite.execute("SELECT item_id FROM offers ORDER BY item_id")]
+    items = sorted(lite.offer_ids())
+    lite.close()
     for start in range(0, len(items), COPY_ROWS):
         milvus.offers_changed(items[start : start + COPY_ROWS])
     filled = time.perf_counter()
@@ -119,7 +107,7 @@ def _process_mb(name: str) -> float:
 
 def measure(directory: Path, catalog_url: str, vectors_url: str, queries: int = 200, seed: int = 1) -> dict[str, object]:
     """The default profile's cases against PostgreSQL (filter columns) and Milvus (search)."""
-    store = VectorStore(directory / "index", bench.model_identity(), bench.DIM)
+    store = FaissStore(directory / "index", bench.model_identity(), bench.DIM)
     catalog = Catalog(directory / "scaleout", catalog_url)
     loaded = time.perf_counter()
     offer_columns = OfferColumns(catalog)
@@ -128,16 +116,15 @@ def measure(directory: Path, catalog_url: str, vectors_url: str, queries: int = 
     milvus = MilvusStore(vectors_url, catalog, bench.model_identity(), bench.DIM)
     ids, query_vectors = bench.queries_of(store, queries, seed)
     filters = bench.cases(columns)
-    selections = {name: None if name == "none" else columns.select(f, bench.TODAY, 30) for name, f in filters.items()}
+    selections = {name: None if name == "none" else columns.select(f.where(bench.TODAY, 30)) for name, f in filters.items()}
     table: list[bench.Case] = []
     results: dict[str, list[np.ndarray]] = {}
     for name, selection in selections.items():
         share = 1.0 if selection is None else selection.share
         found: list[np.ndarray] = []
 
-        def one(q, selection=selection, share=share, found=found):
-            _, image_ids, scores = milvus.search_offers(q, 100, selection, share)
-            found.append(image_ids[scores >= bench.THRESHOLD])
+        def one(q, selection=selection, found=found):
+            found.append(milvus.search_offers(q, 100, columns, selection, bench.THRESHOLD).image_ids)
 
         one(query_vectors[0])  # the first search of a filter loads its fields
         found.clear()
@@ -147,8 +134,7 @@ def measure(directory: Path, catalog_url: str, vectors_url: str, queries: int = 
     for sort, key in {"sales": lambda r: -columns.sales[r], "price_up": lambda r: columns.price[r], "price_down": lambda r: -columns.price[r]}.items():
 
         def ordered(q, key=key):
-            item_ids, _, scores = milvus.search_offers(q, 1000, None, 1.0)
-            rows = columns.rows_of(item_ids[scores >= bench.THRESHOLD])
+            rows = columns.rows_of(milvus.search_offers(q, 1000, columns, None, bench.THRESHOLD).item_ids)
             return rows[np.argsort(key(rows), kind="stable")][:20]
 
         times = bench._timed(ordered, [(q,) for q in query_vectors])
@@ -157,7 +143,7 @@ def measure(directory: Path, catalog_url: str, vectors_url: str, queries: int = 
     present[ids] = True
     masks = {n: present if s is None else s.images & present for n, s in selections.items()}
     bench.recall(table, results, bench._exact_top(store._rows, ids, query_vectors, masks, 100))
-    size = catalog.db.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+    size = bulk.size_bytes(catalog)
     report = {
         "columns_load_s": columns_s,
         "index": milvus.address.index,

@@ -28,10 +28,10 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
-from snapsource.search import queries
 from snapsource import search
 from snapsource.ingest.pipeline import IngestReport, iter_rows, local_path
 from snapsource.resources import Resources
+from snapsource.search import queries
 
 GROCERY_ITEM_BASE = 1_000_000  # grocery product_id -> item_id, far from real 1688 ids
 EDITS = ("crop", "downscale", "jpeg40", "colour", "flip", "watermark", "pad", "chained")

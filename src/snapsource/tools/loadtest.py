@@ -22,7 +22,7 @@ import httpx
 from PIL import Image
 
 SORTS = ("default", "sales", "price_up", "price_down")
-FILTERS = ({}, {"is_factory": "true"}, {"price_start": "20", "price_end": "120"}, {"free_shipping": "true"})
+FILTERS: tuple[dict[str, str], ...] = ({}, {"is_factory": "true"}, {"price_start": "20", "price_end": "120"}, {"free_shipping": "true"})
 
 
 @dataclasses.dataclass
@@ -117,8 +117,8 @@ def main() -> None:
     import tempfile
 
     from snapsource.config import Settings
-    from snapsource.tools.loopback import serve_workers
     from snapsource.resources import Resources
+    from snapsource.tools.loopback import serve_workers
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, default=Path("data"))

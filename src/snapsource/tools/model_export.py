@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from snapsource.vision.embed import MODEL_NAME, MODEL_VERSION, default_model_path
+from snapsource.vision.model import MODEL_NAME, MODEL_VERSION, default_model_path
 
 
 def export(path: Path | None = None) -> Path:

@@ -1,65 +1,21 @@
-"""Image embeddings: EfficientNet-Lite0 (ImageNet weights), run by onnxruntime on the CPU.
-
-The vector of an image is its last feature map, average-pooled and L2-normalised (1280 dims),
-so inner product is cosine similarity. The model's identity (name, version and the
-preprocessing that changes vectors) is recorded in the index; a mismatch means re-ingest.
-`embed_torch` runs the same weights on a GPU for bulk ingest; its vectors match these
-(cosine >= 0.999), so both carry one name and share an index.
-"""
+"""Embedding on the CPU with onnxruntime, and `open_embedder`, which picks the backend the
+`device` setting names (torch on a GPU: embed_torch.py; the model's contract: model.py)."""
 
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
-MODEL_NAME = "efficientnet-lite0"
-MODEL_VERSION = "1"
-MODEL_ID = f"{MODEL_NAME}@{MODEL_VERSION}"  # what an index records: every backend of these weights
-DIM = 1280
-
-
-def default_model_path() -> Path:
-    return Path(str(resources.files("snapsource"))) / "_model" / f"{MODEL_NAME}.onnx"
-
-
-def normalise(vectors: np.ndarray) -> np.ndarray:
-    """L2-normalise rows; the one place this is done, for catalog and query vectors alike."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
-
-
-class Embedder(Protocol):
-    name: str
-    dim: int
-    gpu: bool  # ingest sizes its batches and decoder pool by it
-    description: str  # where it runs, for people: "cuda:0 (NVIDIA H200, fp16)"
-
-    def embed(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 3, 224, 224) float32 prepared images -> (N, dim) unit vectors."""
-        ...
-
-    def feature_maps(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 3, 224, 224) prepared images -> (N, dim, h, w) last activations (localise.py reads them)."""
-        ...
-
-    def embed_pixels(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 224, 224, 3) uint8 images (`images.pixels`) -> (N, dim) unit vectors."""
-        ...
-
-
-class ModelMissing(RuntimeError):
-    pass
+from snapsource.vision.model import DIM, MODEL_ID, Embedder, ModelMissing, default_model_path, normalise
 
 
 class OnnxEmbedder:
     name = MODEL_ID
     dim = DIM
     gpu = False
+    device = "cpu"
 
     def __init__(self, path: str | Path | None = None, threads: int = 0) -> None:
         import onnxruntime as ort

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from snapsource.vision.embed import DIM, MODEL_ID
+from snapsource.vision.model import DIM, MODEL_ID
 
 if TYPE_CHECKING:
     import torch
@@ -95,7 +95,8 @@ class TorchEmbedder:
         self.autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
         if on_gpu:
             torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels once
-        net = lite0_features().to(self.device, memory_format=torch.channels_last)
+        # Module.to takes memory_format (torch._C._nn._parse_to), but torch's overloads of it leave it out
+        net = lite0_features().to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.compiled = compile
         self.net = torch.compile(net, dynamic=False) if compile else net
         self._staging: torch.Tensor | None = None

@@ -207,7 +207,9 @@ class Fetcher:
             raise FetchError(f"cannot resolve {host}: {exc}") from None
         found = []
         for info in infos:
-            ip = ipaddress.ip_address(info[4][0].split("%")[0])
+            address = info[4][0]
+            assert isinstance(address, str)  # an AF_INET or AF_INET6 sockaddr: (host, port, ...)
+            ip = ipaddress.ip_address(address.split("%")[0])
             if ip not in found:
                 found.append(ip)
         if not found:

@@ -337,13 +337,14 @@ class GpuImages:
         """Images of one stored size and orientation are prepared together, GROUP at a time."""
         import torch
 
-        decoded = self._decode(list(datas))
+        decoded: dict[int, torch.Tensor] = {}  # by position, the images that decoded at their stored size
         failed: list[int] = []
         groups: dict[tuple[int, int, int], list[int]] = {}
-        for position, (pixels, head) in enumerate(zip(decoded, headers)):
+        for position, (pixels, head) in enumerate(zip(self._decode(list(datas)), headers)):
             if pixels is None or pixels.shape[-2:] != (head.height, head.width):
                 failed.append(position)
             else:
+                decoded[position] = pixels
                 groups.setdefault((head.height, head.width, head.orientation), []).append(position)
         done: list[int] = []
         parts: list[torch.Tensor] = []

@@ -31,6 +31,10 @@ class Box:
         """The response form: [x1, y1, x2, y2]."""
         return [self.x1, self.y1, self.x2, self.y2]
 
+    def corners(self) -> tuple[int, int, int, int]:
+        """Pillow's box form: (x1, y1, x2, y2), for Image.crop."""
+        return self.x1, self.y1, self.x2, self.y2
+
     def scaled(self, sx: float, sy: float, width: int, height: int) -> Box:
         """The same box in an image `sx`, `sy` times as large, clipped to width x height."""
         return Box(

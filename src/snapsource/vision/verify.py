@@ -51,7 +51,7 @@ _local = threading.local()
 def _detector() -> cv2.SIFT:
     detector = getattr(_local, "sift", None)
     if detector is None:  # one per thread: OpenCV detectors are not thread-safe
-        detector = _local.sift = cv2.SIFT_create(nfeatures=FEATURES)
+        detector = _local.sift = cv2.SIFT.create(nfeatures=FEATURES)
     return detector
 
 
@@ -72,7 +72,7 @@ def extract_gray(gray: np.ndarray) -> LocalFeatures:
     keypoints, descriptors = _detector().detectAndCompute(np.ascontiguousarray(gray), None)
     if descriptors is None:
         return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8))
-    points = np.float32([kp.pt for kp in keypoints])
+    points = np.array([kp.pt for kp in keypoints], dtype=np.float32)
     return LocalFeatures(points, np.clip(descriptors, 0, 255).astype(np.uint8))
 
 

@@ -14,11 +14,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictInt, field_validator
-from starlette.exceptions import HTTPException
 
-from snapsource.errors import Unauthorized, envelope
 from snapsource.api.deps import ResourcesDep
 from snapsource.api.schemas import errors
+from snapsource.errors import NotFound, Unauthorized, envelope
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses=errors(401, 422, 500))
 MAX_CALLS = 10**12
@@ -72,7 +71,7 @@ def create_token(body: NewToken, resources: ResourcesDep, _admin: AdminDep) -> J
 @router.delete("/tokens/{token_id}", summary="Revoke a token", responses=errors(404))
 def revoke_token(token_id: Annotated[int, Path(ge=1, le=2**63 - 1)], resources: ResourcesDep, _admin: AdminDep) -> JSONResponse:
     if not resources.tokens.revoke_id(token_id):
-        raise HTTPException(404, f"no active token with id {token_id}")
+        raise NotFound(f"no active token with id {token_id}")
     return JSONResponse(envelope(200, "success", {"revoked": token_id}))
 
 

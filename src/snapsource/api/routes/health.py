@@ -6,11 +6,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from snapsource import metrics
-from snapsource.errors import ServiceNotReady, envelope
-from snapsource.store.vectors.faiss_store import IndexMismatch
-from snapsource.resources import Resources
 from snapsource.api.deps import ResourcesDep
 from snapsource.api.schemas import errors
+from snapsource.resources import Resources
 
 router = APIRouter()
 
@@ -33,11 +31,8 @@ def healthz(resources: ResourcesDep) -> dict[str, object]:
     responses=errors(503),
 )
 def readyz(resources: ResourcesDep) -> JSONResponse:
-    try:
-        resources.index.refresh()
-        offers = _offers(resources)
-    except IndexMismatch as exc:
-        return JSONResponse(envelope(ServiceNotReady.status, f"Index unavailable: {exc}"), status_code=503)
+    resources.index.refresh()  # an index made by another model: 503, as for a search (api.errors.index_mismatch)
+    offers = _offers(resources)
     return JSONResponse({"status": "ready", "offers": offers, "vectors": len(resources.index)})
 
 

@@ -6,10 +6,10 @@ import re
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
-from starlette.exceptions import HTTPException
 
 from snapsource.api.deps import ResourcesDep
 from snapsource.api.schemas import errors
+from snapsource.errors import NotFound
 
 router = APIRouter()
 NAME = re.compile(r"^(?P<sha>[0-9a-f]{64})\.(?P<ext>[a-z0-9]{2,4})$")
@@ -38,8 +38,8 @@ def image(name: str, resources: ResourcesDep) -> FileResponse:
         path = resources.catalog.image_file(match["sha"], match["ext"])
         if not path.is_file():
             path = resources.uploads.file(match["sha"], match["ext"])
-    if path is None or not path.is_file():
-        raise HTTPException(404, f"no image {name} on this service")
+    if match is None or path is None or not path.is_file():
+        raise NotFound(f"no image {name} on this service")
     return FileResponse(
         path,
         media_type=MEDIA.get(match["ext"], "application/octet-stream"),

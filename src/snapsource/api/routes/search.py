@@ -9,13 +9,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from snapsource.search import queries
 from snapsource import search
+from snapsource.api.deps import ResourcesDep, TokenDep, own_hosts, public_base
+from snapsource.api.routes.uploads import IMAGE_BODY, read_image
+from snapsource.api.schemas import ERROR_RESPONSES, SearchResponse, UploadSearchResponse
 from snapsource.errors import envelope
 from snapsource.resources import Resources
-from snapsource.api.deps import ResourcesDep, TokenDep, own_hosts, public_base
-from snapsource.api.schemas import ERROR_RESPONSES, SearchResponse, UploadSearchResponse
-from snapsource.api.routes.uploads import IMAGE_BODY, read_image
+from snapsource.search import queries
 
 router = APIRouter()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request
@@ -19,10 +19,10 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from snapsource.search import queries
-from snapsource.errors import ParameterError, envelope
 from snapsource.api.deps import ResourcesDep, TokenDep, own_hosts
 from snapsource.api.schemas import ERROR_RESPONSES, ImageUrlResponse
+from snapsource.errors import ParameterError, envelope
+from snapsource.search import queries
 
 router = APIRouter()
 
@@ -102,7 +102,7 @@ def _too_large(size: int, max_image_bytes: int) -> str:
     return f"image too large: the request body is {size:,} bytes; images up to {max_image_bytes:,} bytes are accepted"
 
 
-async def _capped(request: Request, limit: int) -> AsyncIterator[bytes]:
+async def _capped(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
     total = 0
     async for chunk in request.stream():
         total += len(chunk)

@@ -15,7 +15,7 @@ an import when due) folds the delta into a new base and drops removed entries; i
 lists only when the catalog has grown about fourfold. Below TRAIN_MIN vectors there is no base:
 everything is scored exactly, which is then both cheapest and right.
 
-Filters: `search(..., allowed)` takes booleans by image id. The planner scores every allowed
+Filters: `search_images(..., allowed)` takes booleans by image id. The planner scores every allowed
 vector exactly when they are few (EXACT_BELOW of the base), otherwise probes more IVF lists as
 the filter tightens (ivf.probes). Writes are crash-safe by order: rows are written and fsynced
 before the state that points at them is replaced atomically.
@@ -33,11 +33,14 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import faiss
 import numpy as np
 
+from snapsource.store.columns import Columns, Selection
 from snapsource.store.vectors import ivf
+from snapsource.store.vectors.base import IndexMismatch, Matches
 
 log = logging.getLogger("snapsource.index")
 
@@ -47,10 +50,6 @@ COMPACT_DELTA = 2_000  # a delta larger than this (10 MB, 1.6 ms of exact scorin
 COMPACT_MASKED = 0.1  # so is a base whose removed or replaced entries reach this share
 SQ8_MARGIN = 0.02  # SQ8 scores are within about 0.001 of the exact ones (docs/performance.md)
 SCORE_ROWS = 8192  # exact scoring reads at most this many rows at a time
-
-
-class IndexMismatch(RuntimeError):
-    """The index was built by another model or preprocessing: its vectors are not comparable."""
 
 
 def id_selector(allowed: np.ndarray) -> tuple[faiss.IDSelectorBitmap, np.ndarray]:
@@ -108,10 +107,9 @@ class View:
         return 0 if self.base is None else self.base.size - self.live_in_base
 
 
-class VectorStore:
+class FaissStore:
     """Exact-ish cosine search over unit vectors by id: IVF-SQ8 base + exact delta, float32 rows."""
 
-    filters_inside = False  # searches take image ids to allow, not filters (milvus.py takes filters)
 
     ROWS = "vectors.f32"
     STATE = "state.npz"
@@ -144,7 +142,7 @@ class VectorStore:
         return self.directory / name
 
     def _stat(self) -> tuple:
-        out = []
+        out: list[tuple[int, int] | None] = []
         for name in (self.META, self.STATE, self.BASE):
             try:
                 st = self._path(name).stat()
@@ -343,7 +341,27 @@ class VectorStore:
             raise RuntimeError(f"no vector for some of the ids {ids[:8].tolist()}")
         return np.array(self._rows[ids], dtype=np.float32) if len(ids) else np.zeros((0, self.dim), np.float32)
 
-    def search(
+    def searchable(self, columns: Columns, selection: Selection | None) -> int:
+        """Images are the entries here: all of them, or those the selection's offers show."""
+        return len(self) if selection is None else int(selection.images.sum())
+
+    def search_offers(
+        self, query: np.ndarray, k: int, columns: Columns, selection: Selection | None, threshold: float
+    ) -> Matches:
+        """The top `k` images, then the offers that show them (an image shown by two offers
+        matches both), less those the selection drops: an image may also be shown by an offer
+        that the filters drop. Which offers show an image comes from the filter columns (numpy),
+        not from SQL per search."""
+        scores, ids = self.search_images(query, k, None if selection is None else selection.images, threshold)
+        more = len(ids) == k and bool(scores[-1] >= threshold)
+        over = scores >= threshold
+        which, rows = columns.offers_showing(ids[over])
+        if selection is not None:
+            keep = selection.rows[rows]
+            which, rows = which[keep], rows[keep]
+        return Matches(columns.item_id[rows], ids[over][which], scores[over][which], more)
+
+    def search_images(
         self, query: np.ndarray, k: int, allowed: np.ndarray | None = None, threshold: float | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, ids) for one unit query vector, best first, scored on the full vectors.
@@ -419,10 +437,12 @@ class VectorStore:
             if found is not None and found[0] is allowed:
                 self._masks.move_to_end(key)
                 return found[1:]
-        n = min(len(allowed), len(view.in_base))
-        mask = allowed[:n] & view.in_base[:n]
+        in_base, base = view.in_base, view.base
+        assert in_base is not None and base is not None  # only a view with a base is searched in it
+        n = min(len(allowed), len(in_base))
+        mask = allowed[:n] & in_base[:n]
         count = int(np.count_nonzero(mask))
-        wanted = count > EXACT_BELOW * view.base.size or not self.rescore  # the scan needs it
+        wanted = count > EXACT_BELOW * base.size or not self.rescore  # the scan needs it
         found = (allowed, mask, count, id_selector(mask) if wanted else None)
         with self._lock:
             self._masks[key] = found
@@ -519,7 +539,9 @@ class VectorStore:
                 index = ivf.train(self.dim, rows[sample], nlist)
                 fresh = present
             else:
-                index = faiss.read_index(str(self._path(base["file"])))  # into memory, to change
+                assert base is not None  # without one, retrain is set
+                # into memory, to change; faiss reads it back downcast (an IVF), its stubs say Index
+                index = cast(faiss.IndexIVF, faiss.read_index(str(self._path(base["file"]))))
                 valid = (written > 0) & (written <= base["generation"])
                 dead, _bitmap = id_selector(~valid)
                 index.remove_ids(dead)
@@ -547,35 +569,3 @@ class VectorStore:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
-
-class Compactor:
-    """Compaction in the background of a server: every `interval` seconds, take up what imports
-    saved and compact when due. Each worker process runs one; the lock lets one work at a time."""
-
-    def __init__(self, store: VectorStore, interval: float) -> None:
-        self.store = store
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="snapsource-compactor", daemon=True)
-
-    def start(self) -> Compactor:
-        if self.interval > 0:
-            self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.store.refresh()
-                if self.store.due():
-                    report = self.store.compact()
-                    if report is not None:
-                        log.info("index compacted: %s", report)
-            except Exception:  # a failed compaction leaves the old base serving; try again later
-                log.exception("index compaction failed")
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)

@@ -17,6 +17,7 @@ import math
 import mmap
 import os
 from pathlib import Path
+from typing import cast
 
 import faiss
 import numpy as np
@@ -34,7 +35,8 @@ def lists_for(count: int) -> int:
 def train(dim: int, sample: np.ndarray, nlist: int) -> faiss.IndexIVF:
     """k-means centroids, searched through a small HNSW graph: comparing a query with 4096
     centroids one by one took 2.4 ms, half of a search's budget."""
-    index = faiss.index_factory(dim, f"IVF{nlist}_HNSW32,SQ8", faiss.METRIC_INNER_PRODUCT)
+    # faiss hands back the index downcast to its class (IndexIVFScalarQuantizer); its stubs say Index
+    index = cast(faiss.IndexIVF, faiss.index_factory(dim, f"IVF{nlist}_HNSW32,SQ8", faiss.METRIC_INNER_PRODUCT))
     index.train(np.ascontiguousarray(sample, dtype=np.float32))
     return index
 
@@ -66,7 +68,8 @@ def open_shared(path: Path) -> faiss.IndexIVF:
     into memory (0.99 vs 0.91 ms at 260k vectors); faiss's older IO_FLAG_MMAP took 2.6 ms. Cold,
     each search would read its lists from disk (32 ms at a million vectors), so the kernel is
     asked to read the whole file ahead, in the background (every search needs some of it)."""
-    index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+    # a base file holds an IVF index, which faiss reads back downcast; its stubs say Index
+    index = cast(faiss.IndexIVF, faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY))
     fd = os.open(path, os.O_RDONLY)
     try:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
@@ -116,7 +119,8 @@ def search(
     if selector is not None:
         params.sel = selector
     params.nprobe = nprobe or probes(index, selectivity)
-    params.quantizer_params = faiss.SearchParametersHNSW(efSearch=max(64, 2 * params.nprobe))
+    # faiss has SearchParametersHNSW, but its stubs (faiss/__init__.pyi) leave the class out
+    params.quantizer_params = faiss.SearchParametersHNSW(efSearch=max(64, 2 * params.nprobe))  # type: ignore[attr-defined]
     scores, ids = index.search(np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32), k, params=params)
     keep = ids[0] >= 0
     return scores[0][keep], ids[0][keep]

@@ -22,7 +22,6 @@ is found through any other within Milvus's graceful time (5 s by default); "Stro
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 import math
 import time
@@ -34,12 +33,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from snapsource.store.catalog import chunks
-from snapsource.store.columns import FACTS, FLAG_COLUMNS, days
-from snapsource.store.vectors.faiss_store import IndexMismatch
+from snapsource.store.columns import FACTS, FLAG_COLUMNS, Columns, Selection, days
+from snapsource.store.vectors.base import IndexMismatch, Matches
 
 if TYPE_CHECKING:
     from snapsource.store.catalog import Catalog
-    from snapsource.store.columns import Selection
 
 log = logging.getLogger("snapsource.milvus")
 
@@ -97,19 +95,18 @@ def _client(uri: str):  # noqa: ANN202 - pymilvus.MilvusClient, imported only wh
 
 
 def expression(selection: Selection | None) -> str:
-    """The Milvus filter that keeps what the columns' selection keeps (columns.offers_matching)."""
-    if selection is None or selection.filters is None:
+    """The Milvus filter that keeps what the columns' selection keeps (Columns.offers_matching)."""
+    if selection is None:
         return ""
-    filters = selection.filters
+    where = selection.where
     terms = []
-    if filters.price_start is not None:
-        terms.append(f"price >= {float(filters.price_start)!r}")
-    if filters.price_end is not None:
-        terms.append(f"price <= {float(filters.price_end)!r}")
-    terms += [f"{name} == true" for name in FLAG_COLUMNS if getattr(filters, name)]
-    if filters.new_arrival:
-        since = (selection.today - dt.date(1970, 1, 1)).days - selection.new_days
-        terms.append(f"(new_arrival == 1 or (new_arrival == -1 and created_day >= {since}))")
+    if where.price_min is not None:
+        terms.append(f"price >= {where.price_min!r}")
+    if where.price_max is not None:
+        terms.append(f"price <= {where.price_max!r}")
+    terms += [f"{name} == true" for name in where.flags]
+    if where.new_since is not None:
+        terms.append(f"(new_arrival == 1 or (new_arrival == -1 and created_day >= {where.new_since}))")
     return " and ".join(terms)
 
 
@@ -124,10 +121,7 @@ def _in(values: Iterable[int]) -> str:
 
 
 class MilvusStore:
-    """The vector store for a Milvus collection; the same methods as index.VectorStore where they
-    mean the same, and `search_offers` where Milvus filters."""
-
-    filters_inside = True
+    """The vector store (base.VectorStore) for a Milvus collection."""
 
     def __init__(self, url: str, catalog: Catalog, model: str, dim: int) -> None:
         if catalog.dialect != "postgresql":
@@ -230,10 +224,10 @@ class MilvusStore:
         self.offers_changed([r[0] for r in showing])
 
     def remove(self, ids: np.ndarray) -> None:
-        ids = [int(i) for i in np.asarray(ids, np.int64)]
-        if not ids:
+        image_ids = [int(i) for i in np.asarray(ids, np.int64)]
+        if not image_ids:
             return
-        for chunk in chunks(ids):
+        for chunk in chunks(image_ids):
             self.client.delete(self.address.collection, filter=f"image_id in {_in(chunk)}")
             with self.catalog.write() as db:
                 db.execute(f"DELETE FROM image_vectors WHERE image_id IN ({','.join('?' * len(chunk))})", chunk)
@@ -296,27 +290,32 @@ class MilvusStore:
         self._recreate()
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
-        ids = [int(i) for i in np.asarray(ids, np.int64)]
+        image_ids = [int(i) for i in np.asarray(ids, np.int64)]
         found: dict[int, bytes] = {}
-        for chunk in chunks(ids):
+        for chunk in chunks(image_ids):
             found.update(self.catalog.db.execute(
                 f"SELECT image_id, vector FROM image_vectors WHERE image_id IN ({','.join('?' * len(chunk))})", chunk
             ).fetchall())
-        missing = [i for i in ids if i not in found]
+        missing = [i for i in image_ids if i not in found]
         if missing:
             raise RuntimeError(f"no vector for images {missing[:5]}")
-        out = np.zeros((len(ids), self.dim), np.float32)
-        for row, i in enumerate(ids):
+        out = np.zeros((len(image_ids), self.dim), np.float32)
+        for row, i in enumerate(image_ids):
             out[row] = np.frombuffer(found[i], np.float32)
         return out
 
     # searching --------------------------------------------------------------------------------
+    def searchable(self, columns: Columns, selection: Selection | None) -> int:
+        """(offer, image) pairs are the entities here: all of them, or those the selection keeps."""
+        return len(columns.pair_offer) if selection is None else selection.pairs
+
     def search_offers(
-        self, query: np.ndarray, k: int, selection: Selection | None, share: float
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The best `k` entities that pass the selection's filters: (item_ids, image_ids, scores),
-        best first. Not a range search (`radius` at the similarity threshold): Milvus 2.3's,
-        filtered, found 29% of the top 100 under all filters (docs/scale-out.md)."""
+        self, query: np.ndarray, k: int, columns: Columns, selection: Selection | None, threshold: float
+    ) -> Matches:
+        """The best `k` entities that pass the selection's condition, those over the threshold.
+        Not a range search (`radius` at the threshold): Milvus 2.3's, filtered, found 29% of the
+        top 100 under all filters (docs/scale-out.md)."""
+        share = 1.0 if selection is None else selection.share
         limit = min(k, MAX_LIMIT)
         hits = self.client.search(
             self.address.collection,
@@ -330,7 +329,9 @@ class MilvusStore:
         item_ids = np.fromiter((h["entity"]["item_id"] for h in hits), np.int64, len(hits))
         image_ids = np.fromiter((h["entity"]["image_id"] for h in hits), np.int64, len(hits))
         scores = np.fromiter((h["distance"] for h in hits), np.float32, len(hits))
-        return item_ids, image_ids, scores
+        more = len(scores) == k and bool(scores[-1] >= threshold)
+        over = scores >= threshold
+        return Matches(item_ids[over], image_ids[over], scores[over], more)
 
     # upkeep -----------------------------------------------------------------------------------
     def due(self) -> bool:

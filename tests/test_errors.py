@@ -1,0 +1,218 @@
+"""Every documented error of every route, over real HTTP, in TMAPI's envelope.
+
+The list of errors comes from the app's OpenAPI document: a new route, or a status newly
+documented for one, fails `test_every_documented_error_has_a_case` until it has a case here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from conftest import luma_offers, main_image_url, with_settings
+from snapsource.api.app import create_app
+from snapsource.config import Settings
+from snapsource.resources import Resources
+from snapsource.tools.loopback import serve
+
+ADMIN_KEY = "test-admin-key-errors"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+JPEG = {"content": b"\xff\xd8not really", "headers": {"Content-Type": "image/jpeg"}}
+URL = {"json": {"url": "http://example.com/a.jpg"}}
+
+# documented, yet no request from outside can get it: (method, path, status) -> why
+UNTESTABLE: dict[tuple[str, str, int], str] = {
+    ("GET", "/img/{name}", 422): "FastAPI documents a 422 for any route with a parameter; `name` is any path segment",
+    ("GET", "/admin/tokens", 422): "its only parameters are the optional admin key headers, always strings",
+}
+# Starlette's answers for requests no route takes: not in the document, tested all the same
+UNDOCUMENTED = {("GET", "/no/such/path", 404), ("DELETE", "/1688/search/image", 405)}
+
+
+class FailingTokens:
+    """Every call fails, as it would with the accounts database gone: the 500 path, from outside."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        def fail(*args: object, **kwargs: object) -> None:
+            raise RuntimeError(f"tokens.{name}: the database is gone")
+
+        return fail
+
+
+@dataclasses.dataclass
+class World:
+    """Clients of the servers the cases talk to, and the tokens they send."""
+
+    api: httpx.Client  # the luma catalog, with an admin key
+    broken: httpx.Client  # the same, but every token lookup fails
+    stale: httpx.Client  # an empty catalog whose index another model rebuilt
+    token: str
+    expired: str
+    limited: str  # its one call per 1000 s already spent
+    img_url: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    call: Callable[[World], httpx.Response]
+    needle: str  # in msg: the answer is this error, not another of the same status
+
+
+def _search(world: World, token: str, client: httpx.Client | None = None, **params: object) -> httpx.Response:
+    query = {"apiToken": token, "img_url": world.img_url, **params}
+    return (client or world.api).get("/1688/search/image", params=query)
+
+
+def _post(path: str, token: str, client: str = "api", **kwargs: object) -> Callable[[World], httpx.Response]:
+    """A POST with the World's token of that name (or that literal token) to the World's client of that name."""
+    return lambda w: getattr(w, client).post(path, params={"apiToken": getattr(w, token, token)}, **kwargs)
+
+
+CASES: dict[tuple[str, str, int], Case] = {
+    ("GET", "/1688/search/image", 401): Case(lambda w: _search(w, "ss_wrong"), "apiToken is not valid"),
+    ("GET", "/1688/search/image", 422): Case(lambda w: _search(w, w.token, page=0), "page"),
+    ("GET", "/1688/search/image", 439): Case(lambda w: _search(w, w.expired), "expired on"),
+    ("GET", "/1688/search/image", 500): Case(lambda w: _search(w, w.token, w.broken), "Unexpected error"),
+    ("GET", "/1688/search/image", 503): Case(lambda w: _search(w, w.limited), "concurrency limit exceeded"),
+    ("POST", "/1688/search/image", 401): Case(_post("/1688/search/image", "ss_wrong", **JPEG), "apiToken is not valid"),
+    ("POST", "/1688/search/image", 422): Case(
+        _post("/1688/search/image", "token", content=b"hello", headers={"Content-Type": "text/plain"}), "unsupported Content-Type"
+    ),
+    ("POST", "/1688/search/image", 439): Case(_post("/1688/search/image", "expired", **JPEG), "expired on"),
+    ("POST", "/1688/search/image", 500): Case(_post("/1688/search/image", "token", "broken", **JPEG), "Unexpected error"),
+    ("POST", "/1688/search/image", 503): Case(_post("/1688/search/image", "limited", **JPEG), "concurrency limit exceeded"),
+    ("POST", "/1688/tools/image/convert_url", 401): Case(_post("/1688/tools/image/convert_url", "ss_wrong", **URL), "apiToken"),
+    ("POST", "/1688/tools/image/convert_url", 422): Case(
+        _post("/1688/tools/image/convert_url", "token", json={"url": ""}), "url"
+    ),
+    ("POST", "/1688/tools/image/convert_url", 439): Case(_post("/1688/tools/image/convert_url", "expired", **URL), "expired on"),
+    ("POST", "/1688/tools/image/convert_url", 500): Case(
+        _post("/1688/tools/image/convert_url", "token", "broken", **URL), "Unexpected error"
+    ),
+    ("POST", "/1688/tools/image/convert_url", 503): Case(
+        _post("/1688/tools/image/convert_url", "limited", **URL), "concurrency limit exceeded"
+    ),
+    ("POST", "/1688/tools/image/upload", 401): Case(_post("/1688/tools/image/upload", "ss_wrong", **JPEG), "apiToken"),
+    ("POST", "/1688/tools/image/upload", 422): Case(_post("/1688/tools/image/upload", "token", **JPEG), "not an image"),
+    ("POST", "/1688/tools/image/upload", 439): Case(_post("/1688/tools/image/upload", "expired", **JPEG), "expired on"),
+    ("POST", "/1688/tools/image/upload", 500): Case(_post("/1688/tools/image/upload", "token", "broken", **JPEG), "Unexpected error"),
+    ("POST", "/1688/tools/image/upload", 503): Case(
+        _post("/1688/tools/image/upload", "limited", **JPEG), "concurrency limit exceeded"
+    ),
+    ("GET", "/img/{name}", 404): Case(lambda w: w.api.get("/img/" + "0" * 64 + ".jpg"), "no image"),
+    ("GET", "/readyz", 503): Case(lambda w: w.stale.get("/readyz"), "Index unavailable: "),
+    ("GET", "/admin/tokens", 401): Case(lambda w: w.api.get("/admin/tokens"), "admin key"),
+    ("GET", "/admin/tokens", 500): Case(lambda w: w.broken.get("/admin/tokens", headers=ADMIN), "Unexpected error"),
+    ("POST", "/admin/tokens", 401): Case(lambda w: w.api.post("/admin/tokens", json={"name": "x"}), "admin key"),
+    ("POST", "/admin/tokens", 422): Case(lambda w: w.api.post("/admin/tokens", headers=ADMIN, json={"name": ""}), "name"),
+    ("POST", "/admin/tokens", 500): Case(
+        lambda w: w.broken.post("/admin/tokens", headers=ADMIN, json={"name": "x"}), "Unexpected error"
+    ),
+    ("DELETE", "/admin/tokens/{token_id}", 401): Case(lambda w: w.api.delete("/admin/tokens/1"), "admin key"),
+    ("DELETE", "/admin/tokens/{token_id}", 404): Case(
+        lambda w: w.api.delete(f"/admin/tokens/{2**62}", headers=ADMIN), "no active token"
+    ),
+    ("DELETE", "/admin/tokens/{token_id}", 422): Case(lambda w: w.api.delete("/admin/tokens/0", headers=ADMIN), "token_id"),
+    ("DELETE", "/admin/tokens/{token_id}", 500): Case(
+        lambda w: w.broken.delete("/admin/tokens/1", headers=ADMIN), "Unexpected error"
+    ),
+    ("GET", "/admin/usage", 401): Case(lambda w: w.api.get("/admin/usage", headers={"Authorization": "Bearer wrong"}), "admin key"),
+    ("GET", "/admin/usage", 422): Case(lambda w: w.api.get("/admin/usage", headers=ADMIN, params={"days": 0}), "days"),
+    ("GET", "/admin/usage", 500): Case(lambda w: w.broken.get("/admin/usage", headers=ADMIN), "Unexpected error"),
+    ("GET", "/no/such/path", 404): Case(lambda w: w.api.get("/no/such/path"), "Not Found"),
+    ("DELETE", "/1688/search/image", 405): Case(lambda w: w.api.delete("/1688/search/image"), "Method Not Allowed"),
+}
+
+
+def documented(app) -> set[tuple[str, str, int]]:
+    """(method, path, status) of every error answer the OpenAPI document lists."""
+    return {
+        (method.upper(), path, int(status))
+        for path, operations in app.openapi()["paths"].items()
+        for method, operation in operations.items()
+        for status in operation["responses"]
+        if status.isdigit() and int(status) >= 400
+    }
+
+
+@pytest.fixture(scope="module")
+def admin_resources(resources):
+    with_key = with_settings(resources, admin_key=ADMIN_KEY)
+    yield with_key
+    with_key.fetcher.close()
+
+
+@pytest.fixture(scope="module")
+def stale_resources(tmp_path_factory):
+    """An empty catalog whose index.json says another model made it, as after a rebuild."""
+    data_dir = tmp_path_factory.mktemp("stale")
+    resources = Resources.open(Settings.load(environ={}, data_dir=data_dir))  # faiss in the data dir, in any profile
+    resources.index.save()
+    meta = data_dir / "index" / "index.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "model": "another-model@2"}))
+    os.utime(meta, ns=(time.time_ns(), time.time_ns() + 1_000_000_000))
+    yield resources
+    resources.close()
+
+
+@pytest.fixture(scope="module")
+def world(admin_resources, stale_resources, resources, token) -> Iterator[World]:
+    limited = resources.tokens.create("errors-limited", qps=0.001)
+    resources.tokens.admit(limited)  # spends the bucket: the next call is refused for 1000 s
+    broken = dataclasses.replace(admin_resources, tokens=FailingTokens())
+    with (
+        serve(create_app(resources=admin_resources)) as api_url,
+        serve(create_app(resources=broken)) as broken_url,
+        serve(create_app(resources=stale_resources)) as stale_url,
+        httpx.Client(base_url=api_url, timeout=30) as api,
+        httpx.Client(base_url=broken_url, timeout=30) as broken_client,
+        httpx.Client(base_url=stale_url, timeout=30) as stale,
+    ):
+        yield World(
+            api=api,
+            broken=broken_client,
+            stale=stale,
+            token=token,
+            expired=resources.tokens.create("errors-expired", expires=dt.date.today() - dt.timedelta(days=1)),
+            limited=limited,
+            img_url=main_image_url(resources, luma_offers()[0]),
+        )
+
+
+def test_every_documented_error_has_a_case(resources):
+    listed = documented(create_app(resources=resources))
+    assert listed - CASES.keys() - UNTESTABLE.keys() == set(), "documented errors without a case in CASES"
+    assert CASES.keys() - UNDOCUMENTED <= listed, "cases of errors the document does not list"
+    assert UNTESTABLE.keys() <= listed and not UNTESTABLE.keys() & CASES.keys(), "UNTESTABLE holds testable errors"
+
+
+@pytest.mark.parametrize("key", sorted(CASES), ids=lambda key: "{} {} {}".format(*key))
+def test_error_answers_in_tmapi_envelope(world, key):
+    _, _, status = key
+    response = CASES[key].call(world)
+    body = response.json()
+    assert response.status_code == status, body
+    assert response.headers["content-type"] == "application/json"
+    assert body.keys() == {"code", "msg", "data"} and body["code"] == status and body["data"] is None, body
+    assert isinstance(body["msg"], str) and CASES[key].needle in body["msg"], body["msg"]
+    if status == 405:
+        assert response.headers["Allow"] == "GET, POST"
+    if "concurrency" in CASES[key].needle:
+        assert int(response.headers["Retry-After"]) >= 1
+
+
+def test_an_index_from_another_model_is_one_answer_on_readyz_and_search(world, stale_resources):
+    """IndexMismatch is translated in one place, whichever route meets it."""
+    token = stale_resources.tokens.create("stale")
+    ready = world.stale.get("/readyz")
+    searched = world.stale.get("/1688/search/image", params={"apiToken": token, "img_url": "/img/x.jpg"})
+    assert ready.status_code == searched.status_code == 503
+    assert ready.json() == searched.json()
+    assert "another-model@2" in ready.json()["msg"]
