@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from snapsource.vision import images
 from snapsource.config import Settings
+from snapsource.vision import images
 from snapsource.vision.embed import OnnxEmbedder
 
 

@@ -39,11 +39,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from snapsource.vision import gpu_images, images
 from snapsource.config import Settings
-from snapsource.vision.embed import OnnxEmbedder, open_embedder
 from snapsource.ingest.pipeline import Plan, decode_for_model, ingest
 from snapsource.resources import Resources
+from snapsource.vision import gpu_images, images
+from snapsource.vision.embed import OnnxEmbedder, open_embedder
 
 ROOT = Path(__file__).resolve().parents[1]
 LUMA = ROOT.parent / "shared" / "catalogs" / "luma"
@@ -92,8 +92,13 @@ def _prepare_sift(data: bytes) -> np.ndarray:
 
 def cosines(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     c = (a * b).sum(axis=1)
-    return {"min": float(c.min()), "p1": float(np.percentile(c, 1)), "median": float(np.median(c)),
-            "below_0.999": int((c < 0.999).sum()), "n": int(len(c))}
+    return {
+        "min": float(c.min()),
+        "p1": float(np.percentile(c, 1)),
+        "median": float(np.median(c)),
+        "below_0.999": int((c < 0.999).sum()),
+        "n": int(len(c)),
+    }
 
 
 def in_batches(embed, pixels: np.ndarray, size: int) -> np.ndarray:
@@ -115,14 +120,27 @@ class Bench:
         self.pool = ProcessPoolExecutor(args.processes, mp_context=multiprocessing.get_context("spawn"))
 
     def row(self, stage: str, where: str, batch: object, n: int, seconds: float, note: str = "") -> None:
-        self.rows.append({"stage": stage, "device": where, "batch": batch, "images": n,
-                          "images_per_s": round(rate(n, seconds), 1), "note": note})
+        self.rows.append(
+            {
+                "stage": stage,
+                "device": where,
+                "batch": batch,
+                "images": n,
+                "images_per_s": round(rate(n, seconds), 1),
+                "note": note,
+            }
+        )
         print(f"  {stage:<34} {where:<22} {str(batch):>6} {rate(n, seconds):>10,.1f} img/s  {note}", flush=True)
 
     def environment(self) -> None:
-        env = {"python": platform.python_version(), "cpus": os.cpu_count(), "embedder": self.embedder.description,
-               "cpu_embedder": self.cpu.description, "decoder processes": self.args.processes,
-               "nvjpeg": gpu_images.nvjpeg_problem(str(getattr(self.embedder, "device", "cpu"))) or "yes"}
+        env = {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "embedder": self.embedder.description,
+            "cpu_embedder": self.cpu.description,
+            "decoder processes": self.args.processes,
+            "nvjpeg": gpu_images.nvjpeg_problem(str(getattr(self.embedder, "device", "cpu"))) or "yes",
+        }
         try:
             import torch
 
@@ -154,11 +172,16 @@ class Bench:
 
                 sample = min(len(pixels), CPU_TORCH_SAMPLE)
                 fp16 = TorchEmbedder("cpu", precision="fp16").embed_pixels
-                out["torch fp16 (cpu autocast) vs onnx, same pixels"] = cosines(in_batches(fp16, pixels[:sample], 32), onnx[:sample])
+                out["torch fp16 (cpu autocast) vs onnx, same pixels"] = cosines(
+                    in_batches(fp16, pixels[:sample], 32), onnx[:sample]
+                )
         prep = gpu_images.GpuImages(device, 0.08, local=False)
         heads = [gpu_images.header(d, LIMITS, progressive=True) for d in luma]
         keep = [i for i, h in enumerate(heads) if h is not None]
-        prepared = [prep.prepare([luma[i] for i in keep[s : s + 64]], [heads[i] for i in keep[s : s + 64]]) for s in range(0, len(keep), 64)]
+        prepared = [
+            prep.prepare([luma[i] for i in keep[s : s + 64]], [heads[i] for i in keep[s : s + 64]])
+            for s in range(0, len(keep), 64)
+        ]
         gpu_pixels = np.concatenate([p.pixels.cpu().numpy() for p in prepared])
         failed = sum(len(p.failed) for p in prepared)
         done = [keep[s + j] for s, p in zip(range(0, len(keep), 64), prepared) for j in p.done]
@@ -176,7 +199,9 @@ class Bench:
             list(self.pool.map(fn, jpegs[: self.args.processes * 2]))  # warm the processes
             started = time.perf_counter()
             list(self.pool.map(fn, jpegs, chunksize=8))
-            self.row(f"decode {label}", f"Pillow x{self.args.processes} procs", "-", len(jpegs), time.perf_counter() - started, note)
+            self.row(
+                f"decode {label}", f"Pillow x{self.args.processes} procs", "-", len(jpegs), time.perf_counter() - started, note
+            )
         if self.gpu and gpu_images.nvjpeg_problem(str(self.embedder.device)) is None:
             heads = [gpu_images.header(d, LIMITS, progressive=True) for d in jpegs]
             progressive = sum(gpu_images.header(d, LIMITS) is None for d in jpegs)
@@ -187,11 +212,20 @@ class Bench:
                 started = time.perf_counter()
                 for s in range(0, len(jpegs), batch):
                     prep.prepare(jpegs[s : s + batch], heads[s : s + batch]).pixels.cpu()
-                self.row(f"decode {label}", "nvJPEG + torch", batch, len(jpegs), time.perf_counter() - started, f"decode, trim, resize; {kind}")
+                self.row(
+                    f"decode {label}",
+                    "nvJPEG + torch",
+                    batch,
+                    len(jpegs),
+                    time.perf_counter() - started,
+                    f"decode, trim, resize; {kind}",
+                )
             started = time.perf_counter()
             for d in jpegs:
                 gpu_images.header(d, LIMITS, progressive=True)
-            self.row(f"decode {label}", "header (1 CPU thread)", "-", len(jpegs), time.perf_counter() - started, "size, orientation")
+            self.row(
+                f"decode {label}", "header (1 CPU thread)", "-", len(jpegs), time.perf_counter() - started, "size, orientation"
+            )
 
     def embed(self, pixels: np.ndarray) -> None:
         n = len(pixels)
@@ -240,8 +274,12 @@ class Bench:
         catalog.write_text("\n".join(lines) + "\n")
         runs = [("cpu", 0, True), ("cpu", 10, True)]
         if self.gpu:
-            runs = [(str(self.embedder.device), 0, True), (str(self.embedder.device), 10, True),
-                    (str(self.embedder.device), 0, False), *runs]
+            runs = [
+                (str(self.embedder.device), 0, True),
+                (str(self.embedder.device), 10, True),
+                (str(self.embedder.device), 0, False),
+                *runs,
+            ]
         for device, rerank_k, gpu_decode in runs:
             if device == "cpu" and len(jpegs) > self.args.cpu_n:
                 use = catalog.with_name("catalog-cpu.jsonl")
@@ -256,8 +294,14 @@ class Bench:
             resources.close()
             assert report.images_failed == 0 and report.problems == [], report.problems[:3]
             note = f"SIFT {'on' if rerank_k else 'off'}; {plan.describe()}"
-            self.row("end to end: snapsource ingest", resources.embedder.description, plan.batch_size,
-                     report.images_embedded, report.seconds, note)
+            self.row(
+                "end to end: snapsource ingest",
+                resources.embedder.description,
+                plan.batch_size,
+                report.images_embedded,
+                report.seconds,
+                note,
+            )
 
     @contextlib.contextmanager
     def stage(self, name: str):
@@ -279,8 +323,11 @@ class Bench:
         n = self.args.n if self.gpu else self.args.cpu_n
         started = time.perf_counter()
         jpegs = list(self.pool.map(synthetic, [(luma[i % len(luma)], i) for i in range(n)], chunksize=16))
-        print(f"{n} synthetic JPEGs ({statistics.mean(map(len, jpegs)) / 1000:.0f} KB on average) "
-              f"made in {time.perf_counter() - started:.1f} s", flush=True)
+        print(
+            f"{n} synthetic JPEGs ({statistics.mean(map(len, jpegs)) / 1000:.0f} KB on average) "
+            f"made in {time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
         print(f"  {'stage':<34} {'device':<22} {'batch':>6} {'rate':>14}", flush=True)
         with self.stage("decode synthetic"):
             self.decode("synthetic 800 px", jpegs, self.args.batches)

@@ -88,13 +88,26 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.2)
-    report = {"rescore": not args.no_rescore, "lock": args.lock, "limit_bytes": limit, "peak_bytes": peak_bytes, "usage_mb": usage, "limit_hits": failures, "fresh": fresh, "repeated": repeated}
+    report = {
+        "rescore": not args.no_rescore,
+        "lock": args.lock,
+        "limit_bytes": limit,
+        "peak_bytes": peak_bytes,
+        "usage_mb": usage,
+        "limit_hits": failures,
+        "fresh": fresh,
+        "repeated": repeated,
+    }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=1) + "\n")
     for name, r in (("photos not searched before", fresh), (f"{bench.POPULAR} photos again and again", repeated)):
-        print(f"{name}: {r['requests_per_s']:.1f} req/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['errors']} errors {r['statuses']}")
-    print(f"memory cgroup limit {limit / 2**30:.2f} GiB, peak usage {peak_bytes / 2**30:.2f} GiB (limit reached {failures} times); "
-          f"at the end (MB): {usage}")
+        print(
+            f"{name}: {r['requests_per_s']:.1f} req/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['errors']} errors {r['statuses']}"
+        )
+    print(
+        f"memory cgroup limit {limit / 2**30:.2f} GiB, peak usage {peak_bytes / 2**30:.2f} GiB (limit reached {failures} times); "
+        f"at the end (MB): {usage}"
+    )
 
 
 if __name__ == "__main__":

@@ -26,10 +26,10 @@ from PIL import Image
 
 from snapsource.api.app import create_app
 from snapsource.config import Settings
-from snapsource.tools.evaluate import grocery_gallery
 from snapsource.ingest.pipeline import ingest
-from snapsource.tools.loopback import serve
 from snapsource.resources import Resources
+from snapsource.tools.evaluate import grocery_gallery
+from snapsource.tools.loopback import serve
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

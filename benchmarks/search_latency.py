@@ -19,8 +19,8 @@ import httpx
 
 from snapsource.api.app import create_app
 from snapsource.config import Settings
-from snapsource.tools.loopback import serve
 from snapsource.resources import Resources
+from snapsource.tools.loopback import serve
 
 
 def main() -> None:
@@ -32,10 +32,16 @@ def main() -> None:
     token = resources.tokens.create("bench-latency")
     images = [f"/img/{sha}.{ext}" for sha, ext in resources.catalog.db.execute("SELECT sha256, ext FROM images")]
     rng = random.Random(0)
-    variants = itertools.cycle([
-        {}, {"sort": "sales"}, {"sort": "price_up", "page": "2"}, {"is_factory": "true"},
-        {"price_start": "20", "price_end": "120", "sort": "price_down"}, {"page": "3", "page_size": "10"},
-    ])
+    variants = itertools.cycle(
+        [
+            {},
+            {"sort": "sales"},
+            {"sort": "price_up", "page": "2"},
+            {"is_factory": "true"},
+            {"price_start": "20", "price_end": "120", "sort": "price_down"},
+            {"page": "3", "page_size": "10"},
+        ]
+    )
     timings = []
     with serve(create_app(resources=resources)) as url, httpx.Client(base_url=url, timeout=30) as client:
         for _ in range(args.n):
@@ -46,8 +52,10 @@ def main() -> None:
             assert response.status_code == 200, response.text
     resources.tokens.revoke("bench-latency")
     q = statistics.quantiles(timings, n=100)
-    print(f"{args.n} searches over {len(images)} images: p50 {statistics.median(timings):.1f} ms, "
-          f"p90 {q[89]:.1f} ms, p99 {q[98]:.1f} ms")
+    print(
+        f"{args.n} searches over {len(images)} images: p50 {statistics.median(timings):.1f} ms, "
+        f"p90 {q[89]:.1f} ms, p99 {q[98]:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -20,11 +20,11 @@ import pytest
 
 from snapsource.api.app import create_app
 from snapsource.config import Settings
-from snapsource.vision.fetch import Fetcher, FetchPolicy
 from snapsource.ingest.pipeline import IngestReport, ingest
+from snapsource.resources import Resources
 from snapsource.tools import loopback
 from snapsource.tools.loopback import serve
-from snapsource.resources import Resources
+from snapsource.vision.fetch import Fetcher, FetchPolicy
 
 PROFILE = os.environ.get("SNAPSOURCE_TEST_PROFILE", "default")
 ROOT = Path(__file__).resolve().parents[1]

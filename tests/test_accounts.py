@@ -89,6 +89,7 @@ def test_concurrency_limit_counts_calls_in_flight(admin_resources, resources):
     token = resources.tokens.create("one-at-a-time", concurrency=1)
     photo = grocery_photo(0).read_bytes()
     with ImageServer(photo, photo).running() as images, serve(create_app(resources=slow)) as url:
+
         def slow_call():
             return httpx.get(url + "/1688/search/image", params={"apiToken": token, "img_url": images + "/slow.jpg"}, timeout=30)
 
@@ -158,8 +159,24 @@ def test_admin_api_refuses_what_it_cannot_store(api):
 def test_cli_token_options_list_and_usage(tmp_path):
     cli = [sys.executable, "-m", "snapsource", "token"]
     made = subprocess.run(
-        [*cli, "create", "--name", "shop", "--quota", "100", "--qps", "2", "--concurrency", "3", "--expires", "2030-01-31",
-         "--data", str(tmp_path)], capture_output=True, text=True,
+        [
+            *cli,
+            "create",
+            "--name",
+            "shop",
+            "--quota",
+            "100",
+            "--qps",
+            "2",
+            "--concurrency",
+            "3",
+            "--expires",
+            "2030-01-31",
+            "--data",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert made.returncode == 0, made.stderr
     listed = subprocess.run([*cli, "list", "--json", "--data", str(tmp_path)], capture_output=True, text=True)
@@ -167,7 +184,9 @@ def test_cli_token_options_list_and_usage(tmp_path):
     assert made.stdout.strip() not in listed.stdout
     usage = subprocess.run([*cli, "usage", "--data", str(tmp_path)], capture_output=True, text=True)
     assert usage.returncode == 0
-    bad = subprocess.run([*cli, "create", "--name", "x", "--expires", "soon", "--data", str(tmp_path)], capture_output=True, text=True)
+    bad = subprocess.run(
+        [*cli, "create", "--name", "x", "--expires", "soon", "--data", str(tmp_path)], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "YYYY-MM-DD" in bad.stderr
 
 
@@ -177,11 +196,15 @@ def test_limits_hold_across_two_worker_processes_and_no_token_is_logged(resource
     single = resources.tokens.create("two-workers-concurrency", concurrency=1)
     img_url = main_image_url(resources, luma_offers()[0])
     photo = grocery_photo(0).read_bytes()
-    with ImageServer(photo, photo).running() as images, serve_workers(
-        resources.settings.data_dir, tmp_path, fetch_allow="127.0.0.0/8", fetch_timeout="3"
-    ) as url:
+    with (
+        ImageServer(photo, photo).running() as images,
+        serve_workers(resources.settings.data_dir, tmp_path, fetch_allow="127.0.0.0/8", fetch_timeout="3") as url,
+    ):
+
         def call(token: str) -> int:  # a new connection each time: both workers answer
-            return httpx.get(url + "/1688/search/image", params={"apiToken": token, "img_url": img_url, "page_size": 1}, timeout=30).status_code
+            return httpx.get(
+                url + "/1688/search/image", params={"apiToken": token, "img_url": img_url, "page_size": 1}, timeout=30
+            ).status_code
 
         with ThreadPoolExecutor(4) as pool:
             codes = list(pool.map(lambda _: call(quota), range(20)))
@@ -193,7 +216,9 @@ def test_limits_hold_across_two_worker_processes_and_no_token_is_logged(resource
 
         with ThreadPoolExecutor(1) as pool:  # one slow call in flight in one worker...
             slow = pool.submit(
-                lambda: httpx.get(url + "/1688/search/image", params={"apiToken": single, "img_url": images + "/slow.jpg"}, timeout=30)
+                lambda: httpx.get(
+                    url + "/1688/search/image", params={"apiToken": single, "img_url": images + "/slow.jpg"}, timeout=30
+                )
             )
             time.sleep(0.8)
             during = [call(single) for _ in range(6)]  # ...refuses the token's calls in both workers

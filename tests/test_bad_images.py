@@ -3,7 +3,6 @@ documented answer (docs/images.md) and the server stays up."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -29,7 +28,7 @@ def _animated(fmt: str) -> bytes:
 
 def _corpus() -> list[tuple[str, bytes, int, str]]:
     jpeg, png = encode(_photo(), "JPEG"), encode(_photo(), "PNG")
-    deep = Image.fromarray((np.asarray(_photo().convert("L"), np.uint16) * 257))
+    deep = Image.fromarray(np.asarray(_photo().convert("L"), np.uint16) * 257)
     return [
         ("zero bytes", b"", 422, "the data is empty"),
         ("truncated JPEG", jpeg[: len(jpeg) // 2], 422, "not a readable image"),
@@ -63,7 +62,9 @@ def test_each_bad_image_gets_its_documented_answer(client, token, name, data, st
 def test_exif_rotated_photo_is_searched_upright(client, token):
     rotated = client.post("/1688/search/image", params={"apiToken": token}, files={"file": ("r.jpg", _rotated())}).json()
     upright = client.post(
-        "/1688/search/image", params={"apiToken": token}, files={"file": ("u.png", encode(_photo().rotate(-90, expand=True), "PNG"))}
+        "/1688/search/image",
+        params={"apiToken": token},
+        files={"file": ("u.png", encode(_photo().rotate(-90, expand=True), "PNG"))},
     ).json()
     assert rotated["data"]["region"][2:] == [400, 320]  # width and height as seen upright
     assert rotated["data"]["items"][0]["item_id"] == upright["data"]["items"][0]["item_id"]

@@ -9,8 +9,8 @@ import sys
 
 import numpy as np
 
-from snapsource.tools import bench
 from snapsource.store.vectors.faiss_store import SQ8_MARGIN
+from snapsource.tools import bench
 
 
 def test_bench_reports_every_case_with_its_recall_and_serves_the_catalog(tmp_path):

@@ -11,8 +11,13 @@ from snapsource.api.middleware import MaskToken
 
 def test_access_log_masks_the_token():
     record = logging.LogRecord(
-        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
-        ("127.0.0.1:5", "GET", "/1688/search/image?apiToken=ss_secret&img_url=/img/x.jpg", "1.1", 200), None,
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", "/1688/search/image?apiToken=ss_secret&img_url=/img/x.jpg", "1.1", 200),
+        None,
     )
     MaskToken().filter(record)
     line = record.getMessage()
@@ -33,7 +38,9 @@ def test_token_create_and_revoke(tmp_path):
 def test_missing_model_is_a_clear_error(tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "snapsource", "info", "--data", str(tmp_path)],
-        capture_output=True, text=True, env={"SNAPSOURCE_MODEL_PATH": str(tmp_path / "none.onnx"), "PATH": ""},
+        capture_output=True,
+        text=True,
+        env={"SNAPSOURCE_MODEL_PATH": str(tmp_path / "none.onnx"), "PATH": ""},
     )
     assert run.returncode == 2 and "snapsource model export" in run.stderr
 

@@ -15,8 +15,8 @@ from fastapi.responses import JSONResponse
 
 from conftest import LUMA, SPEC, luma_offers, main_image_url
 from snapsource.client import AsyncClient, Busy, Client, InvalidRequest, QuotaExceeded, TimedOut, Unauthorized
-from snapsource.tools.loopback import serve
 from snapsource.offer import Item
+from snapsource.tools.loopback import serve
 
 
 def fake_tmapi() -> tuple[FastAPI, collections.Counter]:
@@ -51,7 +51,9 @@ def fake_tmapi() -> tuple[FastAPI, collections.Counter]:
     async def convert(request: Request) -> JSONResponse:
         body = await request.json()
         calls["convert"] += 1
-        return JSONResponse({"code": 200, "msg": "success", "data": {"image_url": f"/search/imgextra/1692942898123_{len(body['url'])}.jpg"}})
+        return JSONResponse(
+            {"code": 200, "msg": "success", "data": {"image_url": f"/search/imgextra/1692942898123_{len(body['url'])}.jpg"}}
+        )
 
     return app, calls
 

@@ -12,11 +12,11 @@ import time
 import numpy as np
 
 from conftest import LUMA, luma_offers, main_image_url
-from snapsource.ingest import doctor
-from snapsource.search import queries
 from snapsource import search
 from snapsource.config import Settings
+from snapsource.ingest import doctor
 from snapsource.resources import Resources
+from snapsource.search import queries
 
 KILLS = 3
 
@@ -32,7 +32,9 @@ def test_killed_imports_leave_a_consistent_store_with_the_same_results(tmp_path,
     data = tmp_path / "data"
     kills = []
     for _ in range(KILLS):
-        run = subprocess.Popen([*cli, "ingest", str(LUMA), "--data", str(data)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        run = subprocess.Popen(
+            [*cli, "ingest", str(LUMA), "--data", str(data)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         delay = rng.uniform(2.0, 9.0)
         time.sleep(delay)
         if run.poll() is None:

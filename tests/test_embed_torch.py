@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from conftest import LUMA, luma_offers, open_resources, write_catalog
+from snapsource.ingest.pipeline import Plan, ingest
 from snapsource.vision import gpu_images, images
 from snapsource.vision.embed import OnnxEmbedder, open_embedder
 from snapsource.vision.embed_torch import TorchEmbedder, cuda_problem
-from snapsource.ingest.pipeline import Plan, ingest
 
 PHOTOS = sorted({o["img"] for o in luma_offers()})[::5]  # 39 main photos
 
@@ -82,7 +82,10 @@ def test_cli_refuses_a_missing_gpu_in_one_line(tmp_path):
         pytest.skip("this machine has a GPU")
     run = subprocess.run(
         [sys.executable, "-m", "snapsource", "ingest", str(LUMA), "--data", str(tmp_path / "d"), "--device", "cuda"],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
     )
     assert run.returncode == 2, run.stderr
     assert "error: device 'cuda': torch" in run.stderr and "sees no CUDA device" in run.stderr

@@ -102,7 +102,9 @@ CASES: dict[tuple[str, str, int], Case] = {
     ("POST", "/1688/tools/image/upload", 401): Case(_post("/1688/tools/image/upload", "ss_wrong", **JPEG), "apiToken"),
     ("POST", "/1688/tools/image/upload", 422): Case(_post("/1688/tools/image/upload", "token", **JPEG), "not an image"),
     ("POST", "/1688/tools/image/upload", 439): Case(_post("/1688/tools/image/upload", "expired", **JPEG), "expired on"),
-    ("POST", "/1688/tools/image/upload", 500): Case(_post("/1688/tools/image/upload", "token", "broken", **JPEG), "Unexpected error"),
+    ("POST", "/1688/tools/image/upload", 500): Case(
+        _post("/1688/tools/image/upload", "token", "broken", **JPEG), "Unexpected error"
+    ),
     ("POST", "/1688/tools/image/upload", 503): Case(
         _post("/1688/tools/image/upload", "limited", **JPEG), "concurrency limit exceeded"
     ),
@@ -123,7 +125,9 @@ CASES: dict[tuple[str, str, int], Case] = {
     ("DELETE", "/admin/tokens/{token_id}", 500): Case(
         lambda w: w.broken.delete("/admin/tokens/1", headers=ADMIN), "Unexpected error"
     ),
-    ("GET", "/admin/usage", 401): Case(lambda w: w.api.get("/admin/usage", headers={"Authorization": "Bearer wrong"}), "admin key"),
+    ("GET", "/admin/usage", 401): Case(
+        lambda w: w.api.get("/admin/usage", headers={"Authorization": "Bearer wrong"}), "admin key"
+    ),
     ("GET", "/admin/usage", 422): Case(lambda w: w.api.get("/admin/usage", headers=ADMIN, params={"days": 0}), "days"),
     ("GET", "/admin/usage", 500): Case(lambda w: w.broken.get("/admin/usage", headers=ADMIN), "Unexpected error"),
     ("GET", "/no/such/path", 404): Case(lambda w: w.api.get("/no/such/path"), "Not Found"),

@@ -18,8 +18,9 @@ LOOPBACK = parse_networks("127.0.0.0/8")
 @pytest.fixture(scope="module")
 def images():
     photo = grocery_photo(0).read_bytes()
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     server = ImageServer(photo, encode(Image.open(io.BytesIO(photo)), "PNG"))
     with server.running() as url:

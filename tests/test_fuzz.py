@@ -18,8 +18,8 @@ from conftest import ROOT, luma_offers, write_catalog
 from snapsource.api.app import create_app
 from snapsource.config import Settings
 from snapsource.ingest.pipeline import ingest
-from snapsource.tools.loopback import serve
 from snapsource.resources import Resources
+from snapsource.tools.loopback import serve
 
 EXAMPLES = int(os.environ.get("SNAPSOURCE_FUZZ_EXAMPLES", "30"))
 CONFIG = Path(__file__).parent / "fuzz" / "schemathesis.toml"

@@ -17,9 +17,9 @@ import torch
 from PIL import Image, ImageOps
 
 from conftest import LUMA, luma_offers, open_resources, write_catalog
+from snapsource.ingest.pipeline import Plan, ingest, local_path
 from snapsource.vision import gpu_images, images, verify
 from snapsource.vision.embed_torch import TorchEmbedder
-from snapsource.ingest.pipeline import Plan, ingest, local_path
 
 LIMITS = images.ImageLimits()
 PHOTOS = sorted({p for o in luma_offers() for p in [o["img"], *o["images"]]})[::12]  # 61 photos

@@ -11,8 +11,8 @@ import httpx
 from conftest import serve_workers
 from snapsource.api.app import create_app
 from snapsource.config import Settings
-from snapsource.tools.loopback import serve
 from snapsource.resources import Resources
+from snapsource.tools.loopback import serve
 
 
 def _sample(text: str, name: str, **labels: str) -> float:
@@ -52,9 +52,10 @@ def test_metrics_count_requests_by_route_and_code(client, search, resources):
     client.get("/img/" + "0" * 64 + ".jpg")
     text = client.get("/metrics").text
     route = "/1688/search/image"
-    assert _sample(text, "snapsource_requests_total", route=route, code="200") == _sample(
-        before, "snapsource_requests_total", route=route, code="200"
-    ) + 1
+    assert (
+        _sample(text, "snapsource_requests_total", route=route, code="200")
+        == _sample(before, "snapsource_requests_total", route=route, code="200") + 1
+    )
     assert _sample(text, "snapsource_requests_total", route=route, code="422") >= 1
     assert _sample(text, "snapsource_requests_total", route="/img/{name}", code="404") >= 1
     assert _sample(text, "snapsource_request_seconds_count", route=route) >= 2

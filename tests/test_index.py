@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from snapsource.store.vectors import faiss_store as index_mod
 from snapsource.store.vectors import IndexMismatch
+from snapsource.store.vectors import faiss_store as index_mod
 from snapsource.store.vectors.faiss_store import FaissStore
 
 DIM = 64

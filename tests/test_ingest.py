@@ -59,6 +59,7 @@ def test_upsert_updates_fields_and_delete_missing_removes_offers(tmp_path):
     report = ingest(resources, write_catalog(tmp_path / "b.jsonl", changed), delete_missing=True)
     assert report.deleted == 1
     assert gone["item_id"] not in resources.catalog.offer_ids()
+
     # its photos, shown by no other offer, left the index and the disk; the others' stayed
     def shas(offers: list[dict]) -> set[str]:
         paths = {p for o in offers for p in [o["img"], *o["images"]]}

@@ -14,11 +14,18 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "snapsource"
 # each room's floor: a module may import its own room and rooms on lower floors, never a room on
 # its own floor or above (siblings stay apart: search and ingest, store and vision)
 FLOORS = {
-    "config": 0, "errors": 0, "offer": 0, "metrics": 0, "__init__": 0,
-    "client": 1, "store": 1, "vision": 1,
+    "config": 0,
+    "errors": 0,
+    "offer": 0,
+    "metrics": 0,
+    "__init__": 0,
+    "client": 1,
+    "store": 1,
+    "vision": 1,
     "accounts": 2,
     "resources": 3,
-    "search": 4, "ingest": 4,
+    "search": 4,
+    "ingest": 4,
     "api": 5,
     "tools": 6,
     "cli": 7,

@@ -83,7 +83,9 @@ def old_data_dir(data: Path, schema: str) -> str:
     conn.execute("INSERT INTO tokens (name, hash, created_at) VALUES ('old', ?, '2026-01-01T00:00:00+00:00')", (digest,))
     if "token_usage" in schema:
         conn.execute("UPDATE tokens SET calls_used = 5")
-        conn.execute("INSERT INTO token_usage VALUES (1, '2026-01-01', '/1688/search/image', 5, 1, '[5,0,0,0,0,0,0,0,0,0,0,0,0]')")
+        conn.execute(
+            "INSERT INTO token_usage VALUES (1, '2026-01-01', '/1688/search/image', 5, 1, '[5,0,0,0,0,0,0,0,0,0,0,0,0]')"
+        )
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()

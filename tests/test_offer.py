@@ -21,8 +21,9 @@ def test_minimal_offer_gets_every_field_with_spec_types():
 
 
 def test_sales_fields_agree():
-    record = OfferRecord.model_validate({"item_id": 5, "title": "t", "img": "a.jpg", "price": "1",
-                                         "sale_info": {"sale_quantity": "42"}})
+    record = OfferRecord.model_validate(
+        {"item_id": 5, "title": "t", "img": "a.jpg", "price": "1", "sale_info": {"sale_quantity": "42"}}
+    )
     assert record.sale_info.sale_quantity_int == 42
 
 

@@ -116,7 +116,9 @@ def test_same_catalog_and_answers_as_sqlite(tmp_path, url):
         assert np.array_equal(lite.flags[flag], pg.flags[flag]), flag
     query = opened[0].index.vectors(lite.main_image[:1])
     for sort in search.Sort:
-        pages = [search.run(r, query, sort=sort, filters=search.Filters(is_factory=True), today=dt.date(2026, 12, 1)) for r in opened]
+        pages = [
+            search.run(r, query, sort=sort, filters=search.Filters(is_factory=True), today=dt.date(2026, 12, 1)) for r in opened
+        ]
         assert [h.doc for h in pages[0].hits] == [h.doc for h in pages[1].hits]
         assert pages[0].total_count == pages[1].total_count > 0
     for r in opened:
@@ -195,7 +197,8 @@ def test_the_cli_says_what_is_wrong_with_a_store(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "snapsource", "info", "--data", str(tmp_path)],
         env={**os.environ, "SNAPSOURCE_CATALOG": "postgresql://127.0.0.1:9/none?connect_timeout=1"},
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     said = " ".join(done.stderr.split())
     assert done.returncode == 2

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from conftest import LUMA, SHARED, luma_offers
+from snapsource.search import queries
 from snapsource.tools import evaluate
 from snapsource.vision import images, localise, verify
-from snapsource.search import queries
 from snapsource.vision.localise import Box
 
 

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 from conftest import LUMA, luma_offers
-from snapsource.tools.evaluate import self_retrieval
 from snapsource.offer import ITEM_FIELDS
+from snapsource.tools.evaluate import self_retrieval
 
 
 def test_self_retrieval_of_the_luma_catalog(resources):
@@ -20,9 +20,21 @@ def test_self_retrieval_of_the_luma_catalog(resources):
 def test_cli_search_json(resources):
     offer = luma_offers()[3]
     out = subprocess.run(
-        [sys.executable, "-m", "snapsource", "search", str(LUMA.parent / offer["img"]),
-         "--data", str(resources.settings.data_dir), "--json", "--page-size", "5"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "snapsource",
+            "search",
+            str(LUMA.parent / offer["img"]),
+            "--data",
+            str(resources.settings.data_dir),
+            "--json",
+            "--page-size",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.splitlines()
     items = [json.loads(line) for line in out]
     assert len(items) == 5
@@ -34,8 +46,15 @@ def test_cli_search_json(resources):
 
 def test_cli_search_table_and_bad_sort(resources):
     offer = luma_offers()[3]
-    cli = [sys.executable, "-m", "snapsource", "search", str(LUMA.parent / offer["img"]),
-           "--data", str(resources.settings.data_dir)]
+    cli = [
+        sys.executable,
+        "-m",
+        "snapsource",
+        "search",
+        str(LUMA.parent / offer["img"]),
+        "--data",
+        str(resources.settings.data_dir),
+    ]
     table = subprocess.run(cli, capture_output=True, text=True, env={"COLUMNS": "200", "PATH": ""})
     assert table.returncode == 0, table.stderr
     assert offer["title"] in table.stdout and " offers" in table.stdout

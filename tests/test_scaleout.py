@@ -42,12 +42,25 @@ def test_two_servers_share_offers_and_a_quota(tmp_path):
     limited = resources.tokens.create("limited", quota=4)
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-    with serve_workers(data, tmp_path / "a", workers=1, **settings) as a, serve_workers(data, tmp_path / "b", workers=1, **settings) as b:
+    with (
+        serve_workers(data, tmp_path / "a", workers=1, **settings) as a,
+        serve_workers(data, tmp_path / "b", workers=1, **settings) as b,
+    ):
         # an offer imported by another process after both servers started
         later = offers[3]
         made = subprocess.run(
-            [sys.executable, "-m", "snapsource", "ingest", str(write_catalog(tmp_path / "later.jsonl", [later])), "--data", str(data)],
-            env={**os.environ, **profile_env(settings)}, capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "snapsource",
+                "ingest",
+                str(write_catalog(tmp_path / "later.jsonl", [later])),
+                "--data",
+                str(data),
+            ],
+            env={**os.environ, **profile_env(settings)},
+            capture_output=True,
+            text=True,
         )
         assert made.returncode == 0, made.stderr
         img = main_image_url(resources, later)

@@ -115,7 +115,9 @@ def test_filters_combine(search):
     params = {"is_factory": "true", "support_dropshipping": "1", "price_end": QUERY["price"]}
 
     def passes(offer: dict) -> bool:
-        return offer["shop_info"]["is_factory"] is True and offer["support_dropshipping"] is True and Decimal(offer["price"]) <= cap
+        return (
+            offer["shop_info"]["is_factory"] is True and offer["support_dropshipping"] is True and Decimal(offer["price"]) <= cap
+        )
 
     everything = all_items(search)
     expected = [i["item_id"] for i in everything if passes(OFFERS[i["item_id"]])]
@@ -135,8 +137,8 @@ def test_filters_combine(search):
 
 
 def test_new_arrival_falls_back_to_created_at(resources):
-    from snapsource.store.catalog import OfferFacts
     from snapsource.search import Filters
+    from snapsource.store.catalog import OfferFacts
 
     today = dt.date(2026, 11, 26)
     f = Filters(new_arrival=True)
@@ -240,8 +242,20 @@ def test_docs_and_openapi(client):
     assert docs.status_code == 200 and "swagger-ui" in docs.text and "/openapi.json" in docs.text
     spec = client.get("/openapi.json").json()
     params = [p["name"] for p in spec["paths"]["/1688/search/image"]["get"]["parameters"]]
-    for name in ["img_url", "page", "page_size", "sort", "price_start", "price_end", "support_dropshipping",
-                 "is_factory", "verified_supplier", "free_shipping", "new_arrival", "apiToken"]:
+    for name in [
+        "img_url",
+        "page",
+        "page_size",
+        "sort",
+        "price_start",
+        "price_end",
+        "support_dropshipping",
+        "is_factory",
+        "verified_supplier",
+        "free_shipping",
+        "new_arrival",
+        "apiToken",
+    ]:
         assert name in params
     for path in ("/1688/search/image", "/1688/tools/image/upload"):
         body = spec["paths"][path]["post"]["requestBody"]["content"]

@@ -17,10 +17,10 @@ from conftest import GROCERY, with_settings
 from imageserver import ImageServer, encode, grocery_photo
 from snapsource.api.app import create_app
 from snapsource.config import Settings
-from snapsource.tools.evaluate import GROCERY_ITEM_BASE, grocery_gallery
 from snapsource.ingest.pipeline import ingest
-from snapsource.tools.loopback import serve
 from snapsource.resources import Resources
+from snapsource.tools.evaluate import GROCERY_ITEM_BASE, grocery_gallery
+from snapsource.tools.loopback import serve
 
 PHOTO = grocery_photo(0)
 

@@ -7,9 +7,9 @@ import time
 import numpy as np
 
 from imageserver import grocery_photo
-from snapsource.search import queries
 from snapsource.config import Settings
 from snapsource.resources import Resources
+from snapsource.search import queries
 from snapsource.store.lru import LRU
 from snapsource.store.uploads import Upload, Uploads
 

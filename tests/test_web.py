@@ -13,9 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
-
 from PIL import Image
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from conftest import LUMA, ROOT, luma_offers, with_settings
 from imageserver import ImageServer, grocery_photo
@@ -262,7 +261,9 @@ def test_console_creates_and_revokes_a_token(browser, site):
     token_id = row.get_attribute("data-token-id")
 
     # the new token works
-    answer = httpx.post(f"{site}/1688/tools/image/upload", params={"apiToken": secret}, files={"file": ("p.jpg", grocery_photo(2).read_bytes())})
+    answer = httpx.post(
+        f"{site}/1688/tools/image/upload", params={"apiToken": secret}, files={"file": ("p.jpg", grocery_photo(2).read_bytes())}
+    )
     assert answer.status_code == 200, answer.text
 
     console.select_option("#usage-form [name=name]", "web-console")

@@ -133,7 +133,9 @@ def _data(response: httpx.Response) -> Any:
     raise _ERRORS.get(status, ApiError)(status, msg)
 
 
-def _search_request(img_url: str | None, file: str | Path | bytes | None, options: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+def _search_request(
+    img_url: str | None, file: str | Path | bytes | None, options: dict[str, Any]
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """(method, params, body) of a search: the photo in a POST, or img_url in a GET."""
     params = search_params(**options)
     if file is not None:
@@ -204,7 +206,9 @@ class Client:
         method, params, body = _search_request(img_url, file, options)
         return SearchPage.model_validate(self._call(method, SEARCH, params, **body))
 
-    def iter_search(self, img_url: str | None = None, *, file: str | Path | bytes | None = None, **options: Any) -> Iterator[Item]:
+    def iter_search(
+        self, img_url: str | None = None, *, file: str | Path | bytes | None = None, **options: Any
+    ) -> Iterator[Item]:
         """Every offer of every page, until `has_next_page` is false. A photo is sent once; later
         pages name it by the `image_url` the first answer gave."""
         page = self.search_image(img_url, file=file, **options)

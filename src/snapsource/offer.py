@@ -22,11 +22,11 @@ class _Model(BaseModel):
 def _decimal_string(value: Any) -> str:
     """Prices travel as decimal strings ("27.00"); numbers are accepted and normalised."""
     if isinstance(value, bool) or value is None:
-        raise ValueError("must be a decimal number such as \"27.00\"")
+        raise ValueError('must be a decimal number such as "27.00"')
     try:
         number = Decimal(str(value).strip())
     except InvalidOperation:
-        raise ValueError(f"{value!r} is not a decimal number such as \"27.00\"") from None
+        raise ValueError(f'{value!r} is not a decimal number such as "27.00"') from None
     if not number.is_finite() or number < 0:
         raise ValueError(f"{value!r} must be a finite, non-negative price")
     return str(value).strip() if isinstance(value, str) else f"{number:.2f}"
@@ -111,9 +111,7 @@ class Item(_Model):
     is_ad: bool = False
 
     _price = field_validator("price", mode="before")(lambda v: _decimal_string(v))
-    _cats = field_validator("category_path", mode="before")(
-        lambda v: [str(c) for c in v] if isinstance(v, list) else v
-    )
+    _cats = field_validator("category_path", mode="before")(lambda v: [str(c) for c in v] if isinstance(v, list) else v)
     _rating = field_validator("rating_star", mode="before")(lambda v: None if v is None else str(v))
 
     @model_validator(mode="after")

@@ -100,7 +100,12 @@ class Tokens:
                 raise ValueError(f"{label} must be positive")
         token = "ss_" + secrets.token_urlsafe(24)
         self.table.add(
-            name, self.digest(token), _now(), quota=quota, qps=qps, concurrency=concurrency,
+            name,
+            self.digest(token),
+            _now(),
+            quota=quota,
+            qps=qps,
+            concurrency=concurrency,
             expires_at=expires.isoformat() if expires else None,
         )
         return token
@@ -126,8 +131,15 @@ class Tokens:
         self.flush()  # what this process metered so far counts
         since = (dt.date.today() - dt.timedelta(days=days - 1)).isoformat()
         return [
-            {"token": u.token, "token_id": u.token_id, "day": u.day, "endpoint": u.endpoint, "calls": u.calls,
-             "errors": u.errors, "p50_ms": p50_ms(u.latency)}
+            {
+                "token": u.token,
+                "token_id": u.token_id,
+                "day": u.day,
+                "endpoint": u.endpoint,
+                "calls": u.calls,
+                "errors": u.errors,
+                "p50_ms": p50_ms(u.latency),
+            }
             for u in self.table.usage(since, name)
         ]
 
@@ -150,9 +162,7 @@ class Tokens:
         with self.table.admission(digest) as call:  # raising refuses the call and undoes its writes
             limits = call.token
             if limits is None or not hmac.compare_digest(limits.hash, digest):
-                raise Unauthorized(
-                    "apiToken is not valid: check it or create one with `snapsource token create`"
-                )
+                raise Unauthorized("apiToken is not valid: check it or create one with `snapsource token create`")
             _check_expiry(limits.expires_at)
             if limits.quota is not None and limits.calls_used >= limits.quota:
                 raise QuotaExceeded(f"Subscription expired or insufficient balance: all {limits.quota} calls are used")
@@ -181,7 +191,10 @@ class Tokens:
         histogram = [0] * (len(LATENCY_EDGES_MS) + 1)
         histogram[bucket] = 1
         with self._metering:
-            self._gather({(lease.token_id, day, endpoint): [1, int(status >= 400), histogram]}, {} if lease.counted else {lease.token_id: 1})
+            self._gather(
+                {(lease.token_id, day, endpoint): [1, int(status >= 400), histogram]},
+                {} if lease.counted else {lease.token_id: 1},
+            )
             if self._timer is None:
                 self._timer = threading.Timer(FLUSH_SECONDS, self._flush_later)
                 self._timer.daemon = True

@@ -30,8 +30,7 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     app = FastAPI(
         title="snapsource",
         version=__version__,
-        description="Search products by image in your own catalog; wire-compatible with TMAPI's "
-        "`GET /1688/search/image`.",
+        description="Search products by image in your own catalog; wire-compatible with TMAPI's `GET /1688/search/image`.",
         lifespan=lifespan,
     )
     app.state.resources = resources

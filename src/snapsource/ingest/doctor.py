@@ -80,7 +80,9 @@ def repair(resources: Resources, found: Findings | None = None) -> Findings:
     for start in range(0, len(missing), BATCH):
         batch = missing[start : start + BATCH]
         arrays = [
-            images.prepare(images.decode(catalog.image_file(i.sha256, i.ext).read_bytes(), limits), resources.settings.trim_margin)
+            images.prepare(
+                images.decode(catalog.image_file(i.sha256, i.ext).read_bytes(), limits), resources.settings.trim_margin
+            )
             for i in batch
         ]
         index.add(np.asarray([i.id for i in batch], dtype=np.int64), resources.embedder.embed(np.stack(arrays)))

@@ -138,8 +138,9 @@ def iter_rows(path: Path, report: IngestReport, scan: _Scan | None = None) -> It
                 continue
             if record.item_id in scan.seen:
                 report.problems.append(
-                    Problem(number, record.item_id, f"duplicate item_id (also on row {scan.seen[record.item_id]}); "
-                            "the later row wins")
+                    Problem(
+                        number, record.item_id, f"duplicate item_id (also on row {scan.seen[record.item_id]}); the later row wins"
+                    )
                 )
             scan.seen[record.item_id] = number
             yield _Row(number, record)
@@ -361,8 +362,12 @@ def ingest(
     if delete_missing:
         if scan.unreadable:
             report.problems.append(
-                Problem(0, None, f"--delete-missing skipped: {scan.unreadable} row(s) could not be read, so "
-                        "their offers cannot be told apart from missing ones; fix them and re-run")
+                Problem(
+                    0,
+                    None,
+                    f"--delete-missing skipped: {scan.unreadable} row(s) could not be read, so "
+                    "their offers cannot be told apart from missing ones; fix them and re-run",
+                )
             )
         else:
             keep = set(scan.seen) | scan.protected

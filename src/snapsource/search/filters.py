@@ -38,7 +38,7 @@ class Filters:
         for name in ("price_start", "price_end"):
             value = getattr(self, name)
             if value is not None and (not value.is_finite() or value < 0):
-                raise ParameterError(f"{name} must be a non-negative decimal number such as \"19.90\"")
+                raise ParameterError(f'{name} must be a non-negative decimal number such as "19.90"')
         if self.price_start is not None and self.price_end is not None and self.price_start > self.price_end:
             raise ParameterError(f"price_start ({self.price_start}) is greater than price_end ({self.price_end})")
 
@@ -91,4 +91,4 @@ def _decimal(name: str, value: str | None) -> Decimal | None:
     try:
         return Decimal(value.strip())
     except InvalidOperation:
-        raise ParameterError(f"{name} must be a decimal number such as \"19.90\"; got {value!r}") from None
+        raise ParameterError(f'{name} must be a decimal number such as "19.90"; got {value!r}') from None

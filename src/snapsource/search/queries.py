@@ -72,7 +72,7 @@ class Analysis:
             (int(a["size"][0]), int(a["size"][1])),
             Box(*(int(v) for v in a["region"])),
             tuple(Box(*(int(v) for v in row)) for row in a["regions"]),
-            a["whole"] if "whole" in a else None,
+            a["whole"] if "whole" in a else None,  # noqa: SIM401 - an NpzFile, read by key
             local,
         )
 
@@ -216,7 +216,11 @@ def analyse(resources: Resources, img: Image.Image, region: Box | None = None) -
     chosen = region
     if chosen is None and found and found[0].area <= WHOLE_PHOTO * whole.area:
         chosen = found[0]
-    crop = img if chosen is None else img.crop(chosen.scaled(img.width / width, img.height / height, img.width, img.height).corners())
+    crop = (
+        img
+        if chosen is None
+        else img.crop(chosen.scaled(img.width / width, img.height / height, img.width, img.height).corners())
+    )
     vector, whole_vector = _describe(resources, crop, full_maps, chosen is None)
     return Analysis(
         vector,

@@ -83,7 +83,9 @@ def candidates(
     k = min(total, max(4 * cap, 256))
     while True:
         found = [store.search_offers(vector, k, columns, selection, threshold) for vector in np.atleast_2d(vectors)]
-        item_ids, image_ids, scores = (np.concatenate(part) for part in zip(*((m.item_ids, m.image_ids, m.scores) for m in found)))
+        item_ids, image_ids, scores = (
+            np.concatenate(part) for part in zip(*((m.item_ids, m.image_ids, m.scores) for m in found))
+        )
         best = _best_per_offer(item_ids, scores)
         if len(best) >= cap or not any(m.more for m in found) or k >= total:
             break

@@ -13,8 +13,18 @@ from snapsource.store.catalog import Catalog
 TABLES: dict[str, tuple[str, ...]] = {
     "images": ("id", "sha256", "ext", "width", "height"),
     "offers": (
-        "item_id", "doc", "price", "sales", "is_factory", "support_dropshipping", "free_shipping",
-        "verified_supplier", "new_arrival", "created_at", "main_image_id", "updated_at",
+        "item_id",
+        "doc",
+        "price",
+        "sales",
+        "is_factory",
+        "support_dropshipping",
+        "free_shipping",
+        "verified_supplier",
+        "new_arrival",
+        "created_at",
+        "main_image_id",
+        "updated_at",
     ),
     "offer_images": ("item_id", "position", "image_id", "source"),
     "image_vectors": ("image_id", "vector"),  # PostgreSQL only: what Milvus is filled from

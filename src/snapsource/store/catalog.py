@@ -58,6 +58,7 @@ class OfferFacts:
 
 T = TypeVar("T")
 
+
 @dataclass(frozen=True)
 class NewImage:
     """An image to store: its content address, format, upright size and bytes."""
@@ -162,9 +163,7 @@ class Catalog:
         return {row[0] for row in self.db.execute("SELECT id FROM images")}
 
     def unused_images(self) -> list[StoredImage]:
-        rows = self.db.execute(
-            "SELECT id, sha256, ext FROM images WHERE id NOT IN (SELECT image_id FROM offer_images)"
-        )
+        rows = self.db.execute("SELECT id, sha256, ext FROM images WHERE id NOT IN (SELECT image_id FROM offer_images)")
         return [StoredImage(*row) for row in rows]
 
     def delete_images(self, images: list[StoredImage]) -> None:
@@ -227,16 +226,13 @@ class Catalog:
         row = self.db.execute("SELECT doc FROM offers WHERE item_id = ?", (item_id,)).fetchone()
         if row is None:
             return None
-        ids = self.db.execute(
-            "SELECT image_id FROM offer_images WHERE item_id = ? ORDER BY position", (item_id,)
-        ).fetchall()
+        ids = self.db.execute("SELECT image_id FROM offer_images WHERE item_id = ? ORDER BY position", (item_id,)).fetchall()
         return row[0], [i[0] for i in ids]
 
     def example_image(self) -> StoredImage | None:
         """The main image of the first offer, for example requests."""
         row = self.db.execute(
-            "SELECT i.id, i.sha256, i.ext FROM offers o JOIN images i ON i.id = o.main_image_id "
-            "ORDER BY o.item_id LIMIT 1"
+            "SELECT i.id, i.sha256, i.ext FROM offers o JOIN images i ON i.id = o.main_image_id ORDER BY o.item_id LIMIT 1"
         ).fetchone()
         return StoredImage(*row) if row else None
 
@@ -273,13 +269,21 @@ class Catalog:
             rows = self.db.execute(
                 f"""SELECT item_id, price, sales, is_factory, support_dropshipping, free_shipping,
                            verified_supplier, new_arrival, created_at, main_image_id
-                    FROM offers WHERE item_id IN ({','.join('?' * len(chunk))})""",
+                    FROM offers WHERE item_id IN ({",".join("?" * len(chunk))})""",
                 chunk,
             )
             for r in rows:
                 out[r[0]] = OfferFacts(
-                    r[0], Decimal(r[1]), r[2], _flag(r[3]), _flag(r[4]), _flag(r[5]), _flag(r[6]), _flag(r[7]),
-                    dt.date.fromisoformat(r[8]) if r[8] else None, r[9],
+                    r[0],
+                    Decimal(r[1]),
+                    r[2],
+                    _flag(r[3]),
+                    _flag(r[4]),
+                    _flag(r[5]),
+                    _flag(r[6]),
+                    _flag(r[7]),
+                    dt.date.fromisoformat(r[8]) if r[8] else None,
+                    r[9],
                 )
         return out
 
@@ -290,7 +294,7 @@ class Catalog:
             rows = self.db.execute(
                 f"""SELECT o.item_id, o.doc, i.id, i.sha256, i.ext FROM offers o
                     JOIN images i ON i.id = o.main_image_id
-                    WHERE o.item_id IN ({','.join('?' * len(chunk))})""",
+                    WHERE o.item_id IN ({",".join("?" * len(chunk))})""",
                 chunk,
             )
             for item_id, doc, image_id, sha, ext in rows:

@@ -33,7 +33,8 @@ MASKS_KEPT = 64
 UNKNOWN_DAY = np.iinfo(np.int32).min
 # what filters and sorts read of an offer, in this order (columns here, Milvus entities in milvus.py)
 FACTS = (
-    "item_id, CAST(price AS DOUBLE PRECISION), sales, " + ", ".join(FLAG_COLUMNS)
+    "item_id, CAST(price AS DOUBLE PRECISION), sales, "
+    + ", ".join(FLAG_COLUMNS)
     + ", coalesce(new_arrival, -1), main_image_id, created_at"
 )
 
@@ -112,7 +113,18 @@ class Columns:
     @classmethod
     def empty(cls) -> Columns:
         z = np.zeros(0, np.int64)
-        return cls(z, np.zeros(0), z, {f: np.zeros(0, bool) for f in FLAG_COLUMNS}, np.zeros(0, np.int8), np.zeros(0, np.int32), z, z, 0, z)
+        return cls(
+            z,
+            np.zeros(0),
+            z,
+            {f: np.zeros(0, bool) for f in FLAG_COLUMNS},
+            np.zeros(0, np.int8),
+            np.zeros(0, np.int32),
+            z,
+            z,
+            0,
+            z,
+        )
 
     def rows_of(self, item_ids: np.ndarray) -> np.ndarray:
         """The row of each item_id, -1 for offers not (or no longer) in the catalog."""

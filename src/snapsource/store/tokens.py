@@ -121,8 +121,15 @@ class TokenTable:
 
     # managing ------------------------------------------------------------------------------------
     def add(
-        self, name: str, digest: str, created_at: str, *, quota: int | None, qps: float | None,
-        concurrency: int | None, expires_at: str | None,
+        self,
+        name: str,
+        digest: str,
+        created_at: str,
+        *,
+        quota: int | None,
+        qps: float | None,
+        concurrency: int | None,
+        expires_at: str | None,
     ) -> None:
         with self.catalog.write() as db:
             db.execute(
@@ -151,9 +158,7 @@ class TokenTable:
     # calls ---------------------------------------------------------------------------------------
     def active(self, digest: str) -> TokenLimits | None:
         """The unrevoked token with this digest, read outside any transaction."""
-        row = self.catalog.db.execute(
-            f"SELECT {_LIMITS} FROM tokens WHERE hash = ? AND revoked_at IS NULL", (digest,)
-        ).fetchone()
+        row = self.catalog.db.execute(f"SELECT {_LIMITS} FROM tokens WHERE hash = ? AND revoked_at IS NULL", (digest,)).fetchone()
         return TokenLimits(*row) if row else None
 
     @contextmanager

@@ -42,6 +42,7 @@ CREATE INDEX IF NOT EXISTS urls_by_fetch ON urls(fetched_at);
 TOUCH_EVERY = 3600.0  # seconds between `used_at` updates of one upload
 PRUNE_EVERY = 600.0  # seconds between two prunes
 
+
 @dataclasses.dataclass(frozen=True)
 class Upload:
     sha256: str

@@ -95,7 +95,10 @@ def model_identity() -> str:
 
 # building ----------------------------------------------------------------------------------------
 
-def _documents(rng: np.random.Generator, item_id: np.ndarray, price: np.ndarray, sales: np.ndarray, flags: dict, days: np.ndarray):
+
+def _documents(
+    rng: np.random.Generator, item_id: np.ndarray, price: np.ndarray, sales: np.ndarray, flags: dict, days: np.ndarray
+):
     """Offer rows in the item schema the API returns (what `ingest` would store)."""
     cities = [["广东", "广州市"], ["浙江", "义乌市"], ["河北", "保定市"], ["福建", "泉州市"], ["江苏", "苏州市"]]
     words = ["Cotton", "Steel", "Bamboo", "Travel", "Kitchen", "Sports", "Kids", "Office", "Garden", "Pet"]
@@ -113,25 +116,46 @@ def _documents(rng: np.random.Generator, item_id: np.ndarray, price: np.ndarray,
             "price": f"{p:.2f}",
             "price_info": {"sale_price": f"{p:.2f}", "origin_price": f"{p * 1.08:.2f}"},
             "moq": int(2 + i % 50),
-            "quantity_prices": [{"begin_num": 2, "end_num": 99, "price": f"{p:.2f}"}, {"begin_num": 100, "end_num": None, "price": f"{p * 0.92:.2f}"}],
-            "sale_info": {"sale_quantity": str(int(sales[i])), "sale_quantity_int": int(sales[i]), "orders_count": int(sales[i]) // 4},
+            "quantity_prices": [
+                {"begin_num": 2, "end_num": 99, "price": f"{p:.2f}"},
+                {"begin_num": 100, "end_num": None, "price": f"{p * 0.92:.2f}"},
+            ],
+            "sale_info": {
+                "sale_quantity": str(int(sales[i])),
+                "sale_quantity_int": int(sales[i]),
+                "orders_count": int(sales[i]) // 4,
+            },
             "delivery_info": {"area_from": city},
             "item_repurchase_rate": f"{i % 70}%",
             "rating_star": None,
             "shop_info": {
-                "login_id": f"shop{s}", "member_id": f"b2b-{s:012x}", "company_name": f"Company {s} Ltd.",
-                "shop_url": f"https://shop{s}.example", "biz_type": "生产加工" if flags["is_factory"][i] else "经销批发",
-                "is_factory": bool(flags["is_factory"][i]), "is_super_factory": False, "location": city,
-                "service_tags": None, "shop_years": 1 + s % 15, "factory_inspection": bool(flags["verified_supplier"][i]),
+                "login_id": f"shop{s}",
+                "member_id": f"b2b-{s:012x}",
+                "company_name": f"Company {s} Ltd.",
+                "shop_url": f"https://shop{s}.example",
+                "biz_type": "生产加工" if flags["is_factory"][i] else "经销批发",
+                "is_factory": bool(flags["is_factory"][i]),
+                "is_super_factory": False,
+                "location": city,
+                "service_tags": None,
+                "shop_years": 1 + s % 15,
+                "factory_inspection": bool(flags["verified_supplier"][i]),
                 "score_info": {"composite_score": "4.5"},
             },
             "is_ad": False,
         }
         created = (dt.date(1970, 1, 1) + dt.timedelta(days=int(days[i]))).isoformat()
         yield (
-            int(item_id[i]), json.dumps(doc, ensure_ascii=False), f"{p:.2f}", int(sales[i]),
-            int(flags["is_factory"][i]), int(flags["support_dropshipping"][i]), int(flags["free_shipping"][i]),
-            int(flags["verified_supplier"][i]), int(flags["new_arrival"][i]), created,
+            int(item_id[i]),
+            json.dumps(doc, ensure_ascii=False),
+            f"{p:.2f}",
+            int(sales[i]),
+            int(flags["is_factory"][i]),
+            int(flags["support_dropshipping"][i]),
+            int(flags["free_shipping"][i]),
+            int(flags["verified_supplier"][i]),
+            int(flags["new_arrival"][i]),
+            created,
         )
 
 
@@ -159,7 +183,8 @@ def build(directory: Path, offers: int, seed: int = 0) -> dict[str, float]:
     bulk.insert(catalog, "offers", (row + (int(image_id[first[n]]), updated) for n, row in enumerate(docs)))
     position = np.arange(rows) - first[pair_offer]
     bulk.insert(
-        catalog, "offer_images",
+        catalog,
+        "offer_images",
         zip(item_id[pair_offer].tolist(), position.tolist(), image_id.tolist(), itertools.repeat("synthetic")),
     )
     catalog.close()
@@ -193,6 +218,7 @@ def build(directory: Path, offers: int, seed: int = 0) -> dict[str, float]:
 
 
 # measuring in process ----------------------------------------------------------------------------
+
 
 def cases(columns: Columns) -> dict[str, Filters]:
     """No filter, each boolean, price ranges keeping about 1%, 10% and 50%, everything at once."""
@@ -304,7 +330,11 @@ def measure(directory: Path, queries: int = 200, seed: int = 1, rescore: bool = 
     # sorts: the 1,000 candidates of an unfiltered search, ordered by the offers' columns
     image_offer = np.zeros(columns.images, np.int64)
     image_offer[columns.pair_image] = columns.pair_offer
-    for sort, key in {"sales": lambda o: -columns.sales[o], "price_up": lambda o: columns.price[o], "price_down": lambda o: -columns.price[o]}.items():
+    for sort, key in {
+        "sales": lambda o: -columns.sales[o],
+        "price_up": lambda o: columns.price[o],
+        "price_down": lambda o: -columns.price[o],
+    }.items():
 
         def ordered(q, key=key):
             scores, hit = store.search_images(q, 1000, None, THRESHOLD)
@@ -316,7 +346,9 @@ def measure(directory: Path, queries: int = 200, seed: int = 1, rescore: bool = 
     memory = _memory_mb() | _mapped_mb()  # before the exact pass below reads every row
     present = np.zeros(columns.images, bool)
     present[ids] = True
-    exact = _exact_top(store._rows, ids, query_vectors, {n: (present if m is None else m & present) for n, m in masks.items()}, 100)
+    exact = _exact_top(
+        store._rows, ids, query_vectors, {n: (present if m is None else m & present) for n, m in masks.items()}, 100
+    )
     recall(table, results, exact)
     sq8_error = _sq8_error(store, query_vectors[:20])
     catalog.close()
@@ -361,6 +393,7 @@ def _sq8_error(store: FaissStore, queries: np.ndarray) -> float:
 
 
 # changing the catalog -----------------------------------------------------------------------------
+
 
 def incremental(directory: Path, changes: int = 5000, queries: int = 100, seed: int = 5) -> dict[str, object]:
     """Adds and deletes without a rebuild, then compaction, then putting everything back: the
@@ -547,6 +580,7 @@ def loads(url: str, token: str, shas: list[str], seconds: float, concurrency: in
 
 # running ------------------------------------------------------------------------------------------
 
+
 def table(report: dict[str, object]) -> str:
     b, m = report["build"], report["memory_after_searches_mb"]
     lines = [
@@ -621,7 +655,8 @@ def run(
     if build_report is None:
         done = subprocess.run(
             [sys.executable, "-m", "snapsource.tools.bench", "--build", str(directory), str(offers)],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         if done.returncode != 0:
             raise RuntimeError(f"the build failed:\n{done.stderr[-4000:]}")

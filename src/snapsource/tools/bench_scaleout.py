@@ -37,6 +37,7 @@ def load(directory: Path, catalog_url: str, vectors_url: str) -> dict[str, float
         bulk.insert(catalog, table, bulk.rows(lite, table))
     store = FaissStore(directory / "index", bench.model_identity(), bench.DIM)
     ids = store.ids()
+
     def vectors():
         for start in range(0, len(ids), COPY_ROWS):
             part = ids[start : start + COPY_ROWS]
@@ -131,7 +132,11 @@ def measure(directory: Path, catalog_url: str, vectors_url: str, queries: int = 
         times = bench._timed(one, [(q,) for q in query_vectors])
         results[name] = found
         table.append(bench.Case(name, share, statistics.median(times), float(np.percentile(times, 99))))
-    for sort, key in {"sales": lambda r: -columns.sales[r], "price_up": lambda r: columns.price[r], "price_down": lambda r: -columns.price[r]}.items():
+    for sort, key in {
+        "sales": lambda r: -columns.sales[r],
+        "price_up": lambda r: columns.price[r],
+        "price_down": lambda r: -columns.price[r],
+    }.items():
 
         def ordered(q, key=key):
             rows = columns.rows_of(milvus.search_offers(q, 1000, columns, None, bench.THRESHOLD).item_ids)
@@ -147,7 +152,9 @@ def measure(directory: Path, catalog_url: str, vectors_url: str, queries: int = 
     report = {
         "columns_load_s": columns_s,
         "index": milvus.address.index,
-        "search_params": {name: milvus.address.search_params(100, 1.0 if s is None else s.share) for name, s in selections.items()},
+        "search_params": {
+            name: milvus.address.search_params(100, 1.0 if s is None else s.share) for name, s in selections.items()
+        },
         "cases": [dataclasses.asdict(c) for c in table],
         "milvus_rss_mb": _process_mb("milvus"),
         "postgres_mb": size / 2**20,
@@ -179,11 +186,19 @@ def side_by_side(default: dict[str, object], scaleout: dict[str, object]) -> str
         lines.append(row)
     ours, theirs = default.get("http"), scaleout.get("http")
     if ours and theirs:
-        lines.append(f"HTTP, serve --workers {ours['workers']}, {ours['seconds']:.0f} s at concurrency {ours['concurrency']}:"
-                     f"{'default':>26} {'scaleout':>33}")
+        lines.append(
+            f"HTTP, serve --workers {ours['workers']}, {ours['seconds']:.0f} s at concurrency {ours['concurrency']}:"
+            f"{'default':>26} {'scaleout':>33}"
+        )
         for label, pick in (
-            ("photos not searched before", lambda h: f"{h['requests_per_s']:.1f} req/s, p50 {h['p50_ms']:.0f}, p99 {h['p99_ms']:.0f} ms"),
-            ("the same photos again", lambda h: f"{h['repeated']['requests_per_s']:.1f} req/s, p50 {h['repeated']['p50_ms']:.0f}, p99 {h['repeated']['p99_ms']:.0f} ms"),
+            (
+                "photos not searched before",
+                lambda h: f"{h['requests_per_s']:.1f} req/s, p50 {h['p50_ms']:.0f}, p99 {h['p99_ms']:.0f} ms",
+            ),
+            (
+                "the same photos again",
+                lambda h: f"{h['repeated']['requests_per_s']:.1f} req/s, p50 {h['repeated']['p50_ms']:.0f}, p99 {h['repeated']['p99_ms']:.0f} ms",
+            ),
             ("page 1 / page 5, p50", lambda h: f"{h['page1_p50_ms']:.1f} / {h['page5_p50_ms']:.1f} ms"),
             ("errors (fresh, repeated)", lambda h: f"{h['errors']}, {h['repeated']['errors']}"),
             ("each worker's own memory", lambda h: ", ".join(f"{w['anon']:.0f}" for w in h["workers_memory_mb"]) + " MB"),

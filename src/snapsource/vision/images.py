@@ -65,14 +65,10 @@ def check_size(width: int, height: int, limits: ImageLimits) -> None:
     """The pixel limits, checked from the header before anything is decoded."""
     if width * height > limits.max_pixels:
         raise ImageError(
-            f"image too large: {width}x{height} pixels is {_megapixels(width * height)} "
-            f"> {_megapixels(limits.max_pixels)}"
+            f"image too large: {width}x{height} pixels is {_megapixels(width * height)} > {_megapixels(limits.max_pixels)}"
         )
     if min(width, height) < limits.min_side:
-        raise ImageError(
-            f"image too small: {width}x{height} pixels; at least {limits.min_side} pixels "
-            "on each side are needed"
-        )
+        raise ImageError(f"image too small: {width}x{height} pixels; at least {limits.min_side} pixels on each side are needed")
 
 
 ORIENTATION = 0x0112  # the EXIF tag
@@ -119,8 +115,7 @@ def decode(data: bytes, limits: ImageLimits = ImageLimits(), target: int = DRAFT
         raise
     except UnidentifiedImageError:
         raise ImageError(
-            f"not an image: the data is none of {', '.join(sorted(set(FORMATS.values())))} "
-            f"(it starts with {data[:12]!r})"
+            f"not an image: the data is none of {', '.join(sorted(set(FORMATS.values())))} (it starts with {data[:12]!r})"
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"not a readable image: {exc}") from None

@@ -25,7 +25,6 @@ MIN_MATCHES = 8
 MAX_INLIERS = 60  # more inliers than this add nothing: the match is certain
 
 
-
 @dataclasses.dataclass(frozen=True)
 class LocalFeatures:
     points: np.ndarray  # (N, 2) float32 keypoint positions at SIDE scale

@@ -21,7 +21,9 @@ def open_vectors(settings: Settings, catalog: Catalog, model: str, dim: int) -> 
 
         return MilvusStore(settings.vectors, catalog, model, dim)
     if settings.vectors and settings.vectors != "faiss://":
-        raise ValueError(f"vectors {settings.vectors!r}: expected empty (faiss in the data dir) or milvus://host:19530/collection")
+        raise ValueError(
+            f"vectors {settings.vectors!r}: expected empty (faiss in the data dir) or milvus://host:19530/collection"
+        )
     from snapsource.store.vectors.faiss_store import FaissStore
 
     return FaissStore(settings.data_dir / "index", model, dim, rescore=settings.index_rescore, lock=settings.index_lock)

@@ -110,7 +110,6 @@ class View:
 class FaissStore:
     """Exact-ish cosine search over unit vectors by id: IVF-SQ8 base + exact delta, float32 rows."""
 
-
     ROWS = "vectors.f32"
     STATE = "state.npz"
     BASE = "base.json"
@@ -328,7 +327,9 @@ class FaissStore:
                 with self._compaction_lock(wait=True):
                     self._drop_base_files()
                 self._drop_base = False
-            _write_json(self._path(self.META), {"model": self.model, "dim": self.dim, "kind": "ivf-sq8+delta", "count": len(self)})
+            _write_json(
+                self._path(self.META), {"model": self.model, "dim": self.dim, "kind": "ivf-sq8+delta", "count": len(self)}
+            )
             self._saved, self._dirty = generation, False
             self._stamps = self._stat()
 
@@ -407,7 +408,9 @@ class FaissStore:
         best = np.argsort(-scores, kind="stable")[:k]
         return scores[best].astype(np.float32), ids[best]
 
-    def _search_base(self, view: View, query: np.ndarray, k: int, allowed: np.ndarray | None, threshold: float | None) -> np.ndarray:
+    def _search_base(
+        self, view: View, query: np.ndarray, k: int, allowed: np.ndarray | None, threshold: float | None
+    ) -> np.ndarray:
         """Ids of the base's shortlist for this query: the exact plan or the IVF plan."""
         base = view.base
         assert base is not None
@@ -416,7 +419,9 @@ class FaissStore:
             return np.zeros(0, np.int64)
         if count <= EXACT_BELOW * base.size:
             return np.flatnonzero(mask)
-        scores, ids = ivf.search(base.index, query, self.shortlist(k), count / base.size, None if selector is None else selector[0])
+        scores, ids = ivf.search(
+            base.index, query, self.shortlist(k), count / base.size, None if selector is None else selector[0]
+        )
         if threshold is not None:
             ids = ids[scores >= threshold - SQ8_MARGIN]
         return ids
@@ -553,7 +558,10 @@ class FaissStore:
             name = f"base-{generation:06d}.ivf"
             faiss.write_index(index, str(self._path(name + ".tmp")))
             _fsync_replace(self._path(name + ".tmp"), self._path(name))
-            _write_json(self._path(self.BASE), {"file": name, "generation": generation, "nlist": int(index.nlist), "count": int(index.ntotal)})
+            _write_json(
+                self._path(self.BASE),
+                {"file": name, "generation": generation, "nlist": int(index.nlist), "count": int(index.ntotal)},
+            )
             self._remove_old_bases(keep=name)
             report = {"base": int(index.ntotal), "added": len(fresh), "retrained": retrain, "lists": int(index.nlist)}
         self.refresh()

@@ -166,9 +166,7 @@ class MilvusStore:
         name = self.address.collection
         self.client.create_collection(name, schema=schema, consistency_level="Bounded")
         params = self.client.prepare_index_params()
-        params.add_index(
-            field_name="vector", index_type=self.address.index, metric_type="IP", params=self.address.index_params()
-        )
+        params.add_index(field_name="vector", index_type=self.address.index, metric_type="IP", params=self.address.index_params())
         self.client.create_index(name, params)
 
     def refresh(self) -> bool:
@@ -260,17 +258,19 @@ class MilvusStore:
             f = facts.get(item_id)
             if f is None:
                 continue
-            out.append({
-                "pair": item_id * POSITIONS + position,
-                "item_id": item_id,
-                "image_id": image_id,
-                "price": float(f[1]),
-                "sales": int(f[2]),
-                **{name: f[3 + i] == 1 for i, name in enumerate(FLAG_COLUMNS)},
-                "new_arrival": int(f[7]),
-                "created_day": created[item_id],
-                "vector": np.frombuffer(blob, np.float32).tolist(),
-            })
+            out.append(
+                {
+                    "pair": item_id * POSITIONS + position,
+                    "item_id": item_id,
+                    "image_id": image_id,
+                    "price": float(f[1]),
+                    "sales": int(f[2]),
+                    **{name: f[3 + i] == 1 for i, name in enumerate(FLAG_COLUMNS)},
+                    "new_arrival": int(f[7]),
+                    "created_day": created[item_id],
+                    "vector": np.frombuffer(blob, np.float32).tolist(),
+                }
+            )
         return out
 
     def save(self) -> None:
@@ -293,9 +293,11 @@ class MilvusStore:
         image_ids = [int(i) for i in np.asarray(ids, np.int64)]
         found: dict[int, bytes] = {}
         for chunk in chunks(image_ids):
-            found.update(self.catalog.db.execute(
-                f"SELECT image_id, vector FROM image_vectors WHERE image_id IN ({','.join('?' * len(chunk))})", chunk
-            ).fetchall())
+            found.update(
+                self.catalog.db.execute(
+                    f"SELECT image_id, vector FROM image_vectors WHERE image_id IN ({','.join('?' * len(chunk))})", chunk
+                ).fetchall()
+            )
         missing = [i for i in image_ids if i not in found]
         if missing:
             raise RuntimeError(f"no vector for images {missing[:5]}")
