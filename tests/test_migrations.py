@@ -42,15 +42,10 @@ CREATE TRIGGER offers_deleted AFTER DELETE ON offers BEGIN UPDATE catalog_versio
 CREATE TRIGGER offer_images_added AFTER INSERT ON offer_images BEGIN UPDATE catalog_version SET n = n + 1; END;
 CREATE TRIGGER offer_images_deleted AFTER DELETE ON offer_images BEGIN UPDATE catalog_version SET n = n + 1; END;
 """
-# what that release's accounts/tokens.py added when a server opened the data dir
-TOKEN_LIMITS = """
-ALTER TABLE tokens ADD COLUMN quota INTEGER;
-ALTER TABLE tokens ADD COLUMN calls_used INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE tokens ADD COLUMN qps REAL;
-ALTER TABLE tokens ADD COLUMN concurrency INTEGER;
-ALTER TABLE tokens ADD COLUMN expires_at TEXT;
-ALTER TABLE tokens ADD COLUMN bucket REAL;
-ALTER TABLE tokens ADD COLUMN bucket_at REAL;
+# what that release's accounts/tokens.py added when a server opened the data dir: the columns 0002 adds now
+TOKEN_LIMITS = (
+    (MIGRATIONS / "0002_token_limits.sql").read_text()
+    + """
 CREATE TABLE token_inflight (id INTEGER PRIMARY KEY, token_id INTEGER NOT NULL REFERENCES tokens(id) ON DELETE CASCADE,
     started REAL NOT NULL);
 CREATE INDEX token_inflight_by_token ON token_inflight(token_id);
@@ -58,6 +53,7 @@ CREATE TABLE token_usage (token_id INTEGER NOT NULL REFERENCES tokens(id) ON DEL
     endpoint TEXT NOT NULL, calls INTEGER NOT NULL, errors INTEGER NOT NULL, latency TEXT NOT NULL,
     PRIMARY KEY (token_id, day, endpoint));
 """
+)
 OLD = {
     "first release": FIRST_RELEASE,
     "before token limits": FIRST_RELEASE + CATALOG_VERSION,  # or a data dir `snapsource bench` built
@@ -76,6 +72,7 @@ def old_data_dir(data: Path, schema: str) -> str:
     secret = "ss_from-an-earlier-release"
     digest = hmac.new(b"ab" * 32, secret.encode(), hashlib.sha256).hexdigest()
     conn = sqlite3.connect(data / "catalog.db")
+    conn.execute("PRAGMA journal_mode=WAL")  # as every release opened it
     conn.executescript(schema)
     conn.executemany("INSERT INTO images VALUES (?, ?, 'jpg', 800, 600)", [(1, "a" * 64), (2, "b" * 64)])
     conn.execute("INSERT INTO offers VALUES (7, '{}', '9.90', 3, 1, 0, 0, 0, 0, '2026-01-02', 1, '2026-01-02T00:00:00+00:00')")

@@ -17,21 +17,23 @@ def test_self_retrieval_of_the_luma_catalog(resources):
     assert result["recall_at_1"] >= 0.99, result["misses"]
 
 
+def search_command(resources, offer: dict) -> list[str]:
+    """`snapsource search` of an offer's main photo against the test catalog."""
+    return [
+        sys.executable,
+        "-m",
+        "snapsource",
+        "search",
+        str(LUMA.parent / offer["img"]),
+        "--data",
+        str(resources.settings.data_dir),
+    ]
+
+
 def test_cli_search_json(resources):
     offer = luma_offers()[3]
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snapsource",
-            "search",
-            str(LUMA.parent / offer["img"]),
-            "--data",
-            str(resources.settings.data_dir),
-            "--json",
-            "--page-size",
-            "5",
-        ],
+        [*search_command(resources, offer), "--json", "--page-size", "5"],
         capture_output=True,
         text=True,
         check=True,
@@ -46,15 +48,7 @@ def test_cli_search_json(resources):
 
 def test_cli_search_table_and_bad_sort(resources):
     offer = luma_offers()[3]
-    cli = [
-        sys.executable,
-        "-m",
-        "snapsource",
-        "search",
-        str(LUMA.parent / offer["img"]),
-        "--data",
-        str(resources.settings.data_dir),
-    ]
+    cli = search_command(resources, offer)
     table = subprocess.run(cli, capture_output=True, text=True, env={"COLUMNS": "200", "PATH": ""})
     assert table.returncode == 0, table.stderr
     assert offer["title"] in table.stdout and " offers" in table.stdout

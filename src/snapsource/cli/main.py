@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -439,7 +439,7 @@ def model_export(
     err.print(f"model written: {export(target)}")
 
 
-ABLATION: tuple[tuple[str, dict[str, object]], ...] = (
+ABLATION: tuple[tuple[str, dict[str, Any]], ...] = (
     ("baseline: whole photo", {"multi_crop": False, "localise": False, "rerank_k": 0}),
     ("+ framings (multi_crop)", {"multi_crop": True, "localise": False, "rerank_k": 0}),
     ("+ localisation", {"multi_crop": True, "localise": True, "rerank_k": 0}),
@@ -447,11 +447,11 @@ ABLATION: tuple[tuple[str, dict[str, object]], ...] = (
 )
 
 
-def _parse_set(pairs: list[str]) -> dict[str, object]:
+def _parse_set(pairs: list[str]) -> dict[str, Any]:
     from snapsource.config import SETTINGS, _coerce
 
     known = {s.name: s for s in SETTINGS}
-    out: dict[str, object] = {}
+    out: dict[str, Any] = {}  # setting overrides, coerced to each setting's type
     for pair in pairs:
         name, _, raw = pair.partition("=")
         if name not in known or not _:
@@ -503,7 +503,7 @@ def bench(
         from snapsource.tools import bench_scaleout
 
         err.print(f"copying it into {redact(catalog)} and {vectors}")
-        scaleout = {"load": bench_scaleout.load(data, catalog, vectors)}
+        scaleout: dict[str, Any] = {"load": bench_scaleout.load(data, catalog, vectors)}
         scaleout |= bench_scaleout.measure(data, catalog, vectors, queries)
         if http_seconds > 0:
             scaleout["http"] = benchmark.http(
@@ -563,7 +563,7 @@ def eval_cmd(
             started = time.perf_counter()
             if protocol == "grocery":
                 result = evaluate.grocery(resources, manifest, limit)
-                parts = ("overall", "packaged", "loose")
+                parts: tuple[str, ...] = ("overall", "packaged", "loose")
             elif protocol == "edits":
                 result = evaluate.edits(resources, luma, seed, limit)
                 parts = ("overall", *evaluate.EDITS)
@@ -614,10 +614,9 @@ def client_search(
     from snapsource.client import ApiError, Client
 
     local = Path(photo)
-    source: dict[str, object] = (
-        {"file": local} if not photo.startswith(("http://", "https://", "/img/")) and local.is_file() else {"img_url": photo}
-    )
-    options = dict(
+    file = local if not photo.startswith(("http://", "https://", "/img/")) and local.is_file() else None
+    img_url = None if file is not None else photo
+    options: dict[str, Any] = dict(
         page=page,
         page_size=page_size,
         sort=sort,
@@ -632,9 +631,9 @@ def client_search(
     try:
         with Client(url, token) as api:
             if all_pages:
-                items, total = list(api.iter_search(**source, **options)), None
+                items, total = list(api.iter_search(img_url, file=file, **options)), None
             else:
-                result = api.search_image(**source, **options)
+                result = api.search_image(img_url, file=file, **options)
                 items, total = result.items, result.total_count
     except (ApiError, OSError, httpx.HTTPError) as exc:
         err.print(f"[red]error:[/] {exc}")

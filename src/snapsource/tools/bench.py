@@ -29,15 +29,17 @@ import sys
 import tempfile
 import time
 import types
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any, TypedDict, cast
 
 import numpy as np
 
 from snapsource.search import Filters
 from snapsource.store import bulk
 from snapsource.store.catalog import Catalog
-from snapsource.store.columns import Columns, OfferColumns
+from snapsource.store.columns import Columns, OfferColumns, Where
 from snapsource.store.vectors.faiss_store import FaissStore
 
 DIM = 1280
@@ -159,7 +161,20 @@ def _documents(
         )
 
 
-def build(directory: Path, offers: int, seed: int = 0) -> dict[str, float]:
+class BuildReport(TypedDict):
+    """What `build` measured: written as JSON next to the data dir, and read back by `built`."""
+
+    offers: int
+    vectors: int
+    nlist: int
+    catalog_s: float
+    generate_s: float
+    compact_s: float
+    build_s: float
+    build_peak_rss_mb: float
+
+
+def build(directory: Path, offers: int, seed: int = 0) -> BuildReport:
     """Offers, images and their links in the catalog database; vectors in the vector store; then
     one compaction, which trains the IVF base as the first import of a large catalog does."""
     started = time.perf_counter()
@@ -204,11 +219,15 @@ def build(directory: Path, offers: int, seed: int = 0) -> dict[str, float]:
     generated = time.perf_counter()
     compacted = store.compact()
     store.close()
+    if compacted is None:
+        raise RuntimeError(f"could not compact {directory / 'index'}: another process holds its compaction lock")
+    nlist = compacted.get("lists", 0)
+    assert isinstance(nlist, int)  # the number of IVF lists of the base written (none: 0)
     done = time.perf_counter()
     return {
         "offers": offers,
         "vectors": rows,
-        "nlist": int(compacted.get("lists", 0)),
+        "nlist": nlist,
         "catalog_s": catalogued - started,
         "generate_s": generated - catalogued,
         "compact_s": done - generated,
@@ -223,14 +242,36 @@ def build(directory: Path, offers: int, seed: int = 0) -> dict[str, float]:
 def cases(columns: Columns) -> dict[str, Filters]:
     """No filter, each boolean, price ranges keeping about 1%, 10% and 50%, everything at once."""
     p = np.quantile(columns.price, [0.45, 0.46, 0.40, 0.50, 0.25, 0.75])
-    price = lambda lo, hi: {"price_start": Decimal(f"{lo:.2f}"), "price_end": Decimal(f"{hi:.2f}")}  # noqa: E731
     out = {"none": Filters()}
-    out |= {name: Filters(**{name: True}) for name in RATES}
-    out["price ~1%"] = Filters(**price(p[0], p[1]))
-    out["price ~10%"] = Filters(**price(p[2], p[3]))
-    out["price ~50%"] = Filters(**price(p[4], p[5]))
-    out["all filters"] = Filters(**price(p[4], p[5]), **{name: True for name in RATES})
+    out |= {name: _filters((name,)) for name in RATES}
+    out["price ~1%"] = _filters(price=(p[0], p[1]))
+    out["price ~10%"] = _filters(price=(p[2], p[3]))
+    out["price ~50%"] = _filters(price=(p[4], p[5]))
+    out["all filters"] = _filters(RATES, price=(p[4], p[5]))
     return out
+
+
+def _filters(flags: Iterable[str] = (), price: tuple[float, float] | None = None) -> Filters:
+    """Filters with these flags true and, if given, this price range (to the cent)."""
+    on = set(flags)
+    assert on <= RATES.keys(), on
+    lo, hi = (None, None) if price is None else (Decimal(f"{price[0]:.2f}"), Decimal(f"{price[1]:.2f}"))
+    return Filters(
+        price_start=lo,
+        price_end=hi,
+        support_dropshipping="support_dropshipping" in on,
+        is_factory="is_factory" in on,
+        verified_supplier="verified_supplier" in on,
+        free_shipping="free_shipping" in on,
+        new_arrival="new_arrival" in on,
+    )
+
+
+def where_of(filters: Filters) -> Where:
+    """The store's condition for one of the filtered cases (every case but "none" filters)."""
+    where = filters.where(TODAY, 30)
+    assert where is not None, filters
+    return where
 
 
 @dataclasses.dataclass
@@ -284,6 +325,15 @@ def recall(table: list[Case], results: dict[str, list[np.ndarray]], exact: dict[
             case.recall = float(np.mean(hits)) if hits else None
 
 
+def sort_keys(columns: Columns) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """Each sort's key over offer rows, ascending: what the ranking's `_order` sorts by."""
+    return {
+        "sales": lambda rows: -columns.sales[rows],
+        "price_up": lambda rows: columns.price[rows],
+        "price_down": lambda rows: -columns.price[rows],
+    }
+
+
 def _timed(fn, repeat) -> list[float]:
     times = []
     for args in repeat:
@@ -293,7 +343,7 @@ def _timed(fn, repeat) -> list[float]:
     return times
 
 
-def measure(directory: Path, queries: int = 200, seed: int = 1, rescore: bool = True) -> dict[str, object]:
+def measure(directory: Path, queries: int = 200, seed: int = 1, rescore: bool = True) -> dict[str, Any]:
     opened = time.perf_counter()
     store = FaissStore(directory / "index", model_identity(), DIM, rescore=rescore)
     open_s = time.perf_counter() - opened
@@ -303,10 +353,11 @@ def measure(directory: Path, queries: int = 200, seed: int = 1, rescore: bool = 
     columns_s = time.perf_counter() - loaded
     ids, query_vectors = queries_of(store, queries, seed)
     filters = cases(columns)
-    masks, mask_ms = {}, {}
+    masks: dict[str, np.ndarray | None] = {}
+    mask_ms: dict[str, float] = {}
     for name, f in filters.items():
         started = time.perf_counter()
-        masks[name] = None if name == "none" else columns.select(f.where(TODAY, 30)).images
+        masks[name] = None if name == "none" else columns.select(where_of(f)).images
         mask_ms[name] = (time.perf_counter() - started) * 1000
     # the first pass after opening reads the lists and rows from disk unless the page cache holds them
     first = _timed(lambda q: store.search_images(q, 100, None, THRESHOLD), [(q,) for q in query_vectors])
@@ -317,7 +368,7 @@ def measure(directory: Path, queries: int = 200, seed: int = 1, rescore: bool = 
     table: list[Case] = []
     for name in filters:
         allowed = masks[name]
-        found = []
+        found: list[np.ndarray] = []
 
         def one(q, allowed=allowed, found=found):
             scores, hit = store.search_images(q, 100, allowed, THRESHOLD)
@@ -330,11 +381,7 @@ def measure(directory: Path, queries: int = 200, seed: int = 1, rescore: bool = 
     # sorts: the 1,000 candidates of an unfiltered search, ordered by the offers' columns
     image_offer = np.zeros(columns.images, np.int64)
     image_offer[columns.pair_image] = columns.pair_offer
-    for sort, key in {
-        "sales": lambda o: -columns.sales[o],
-        "price_up": lambda o: columns.price[o],
-        "price_down": lambda o: -columns.price[o],
-    }.items():
+    for sort, key in sort_keys(columns).items():
 
         def ordered(q, key=key):
             scores, hit = store.search_images(q, 1000, None, THRESHOLD)
@@ -440,12 +487,18 @@ def incremental(directory: Path, changes: int = 5000, queries: int = 100, seed: 
 
 SORTS = ("default", "sales", "price_up", "price_down")
 POPULAR = 200  # photos of the repeated load: with 5 filter variants, 1,000 rankings (a worker keeps 2,048)
-HTTP_FILTERS = ({}, {}, {"is_factory": "true"}, {"free_shipping": "true"}, {"price_start": "20", "price_end": "80"})
+HTTP_FILTERS: tuple[dict[str, str], ...] = (
+    {},
+    {},
+    {"is_factory": "true"},
+    {"free_shipping": "true"},
+    {"price_start": "20", "price_end": "80"},
+)
 
 
 async def _load(
     url: str, token: str, shas: list[str], seconds: float, concurrency: int, seed: int = 0, repeat: bool = False
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """`concurrency` clients sending searches back to back for `seconds`, each with a random sort
     and filter: with catalog photos not searched before (every request searches and ranks anew),
     or with `repeat`, photos drawn again and again from `shas` (popular products: the rankings
@@ -499,7 +552,8 @@ def _pages(url: str, token: str, shas: list[str]) -> dict[str, float]:
     """Page 1 (search and rank) against page 5 of the same photo (the ranking kept)."""
     import httpx
 
-    first, fifth = [], []
+    first: list[float] = []
+    fifth: list[float] = []
     with httpx.Client(base_url=url, timeout=60) as http:
         for sha in shas:
             for page, times in ((1, first), (5, fifth)):
@@ -532,7 +586,7 @@ def http(
     log: Path | None = None,
     rescore: bool = True,
     settings: dict[str, str] | None = None,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """`serve --workers N` on the bench data dir, warmed, then loaded from one asyncio client;
     `settings` (e.g. catalog and vectors) are given to the server as SNAPSOURCE_* variables."""
     from snapsource.tools.loopback import serve_workers
@@ -564,7 +618,7 @@ def token_and_photos(directory: Path, catalog_url: str = "") -> tuple[str, list[
     return token, shas
 
 
-def loads(url: str, token: str, shas: list[str], seconds: float, concurrency: int) -> dict[str, object]:
+def loads(url: str, token: str, shas: list[str], seconds: float, concurrency: int) -> dict[str, Any]:
     """The server warmed (each worker loads its columns), then the load with photos not searched
     before, and the one with POPULAR photos again and again (after searching each once)."""
     rng = random.Random(7)
@@ -581,7 +635,8 @@ def loads(url: str, token: str, shas: list[str], seconds: float, concurrency: in
 # running ------------------------------------------------------------------------------------------
 
 
-def table(report: dict[str, object]) -> str:
+def table(report: dict[str, Any]) -> str:
+    """The report of `run` (a JSON document: build, measure, http and incremental) as text."""
     b, m = report["build"], report["memory_after_searches_mb"]
     lines = [
         f"{b['offers']:,} offers, {b['vectors']:,} vectors (1280-d), IVF{b['nlist']}-SQ8 base"
@@ -628,13 +683,14 @@ def table(report: dict[str, object]) -> str:
 BUILT = "bench-build.json"
 
 
-def built(directory: Path, offers: int) -> dict[str, object] | None:
+def built(directory: Path, offers: int) -> BuildReport | None:
     """The build report of a data dir that this bench built with this many offers, if any."""
     try:
         report = json.loads((directory / BUILT).read_text())
     except (FileNotFoundError, ValueError):
         return None
-    return report if report.get("offers") == offers else None
+    # a file `run` wrote from a `build` report, so of its shape
+    return cast(BuildReport, report) if report.get("offers") == offers else None
 
 
 def run(
@@ -645,7 +701,7 @@ def run(
     http_seconds: float = 30,
     concurrency: int = 16,
     rescore: bool = True,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Build in a child process (its peak memory is the build's) unless the data dir holds this
     build already, measure here, then over HTTP."""
     import faiss
@@ -660,9 +716,9 @@ def run(
         )
         if done.returncode != 0:
             raise RuntimeError(f"the build failed:\n{done.stderr[-4000:]}")
-        build_report = json.loads(done.stdout.strip().splitlines()[-1])
+        build_report = cast(BuildReport, json.loads(done.stdout.strip().splitlines()[-1]))
         (directory / BUILT).write_text(json.dumps(build_report) + "\n")
-    report = {"build": build_report, "rescore": rescore, **measure(directory, queries, rescore=rescore)}
+    report: dict[str, Any] = {"build": build_report, "rescore": rescore, **measure(directory, queries, rescore=rescore)}
     if http_seconds > 0:
         report["http"] = http(directory, http_seconds, concurrency, rescore=rescore)
     report["incremental"] = incremental(directory)  # last: it rewrites the base twice

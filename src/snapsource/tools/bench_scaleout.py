@@ -13,6 +13,7 @@ import dataclasses
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -117,7 +118,7 @@ def measure(directory: Path, catalog_url: str, vectors_url: str, queries: int = 
     milvus = MilvusStore(vectors_url, catalog, bench.model_identity(), bench.DIM)
     ids, query_vectors = bench.queries_of(store, queries, seed)
     filters = bench.cases(columns)
-    selections = {name: None if name == "none" else columns.select(f.where(bench.TODAY, 30)) for name, f in filters.items()}
+    selections = {name: None if name == "none" else columns.select(bench.where_of(f)) for name, f in filters.items()}
     table: list[bench.Case] = []
     results: dict[str, list[np.ndarray]] = {}
     for name, selection in selections.items():
@@ -132,11 +133,7 @@ def measure(directory: Path, catalog_url: str, vectors_url: str, queries: int = 
         times = bench._timed(one, [(q,) for q in query_vectors])
         results[name] = found
         table.append(bench.Case(name, share, statistics.median(times), float(np.percentile(times, 99))))
-    for sort, key in {
-        "sales": lambda r: -columns.sales[r],
-        "price_up": lambda r: columns.price[r],
-        "price_down": lambda r: -columns.price[r],
-    }.items():
+    for sort, key in bench.sort_keys(columns).items():
 
         def ordered(q, key=key):
             rows = columns.rows_of(milvus.search_offers(q, 1000, columns, None, bench.THRESHOLD).item_ids)
@@ -166,7 +163,9 @@ def measure(directory: Path, catalog_url: str, vectors_url: str, queries: int = 
     return report
 
 
-def side_by_side(default: dict[str, object], scaleout: dict[str, object]) -> str:
+def side_by_side(default: dict[str, Any], scaleout: dict[str, Any]) -> str:
+    """The reports of both profiles (JSON documents: `bench.run`'s, and `measure`'s with the load
+    and HTTP) as text."""
     b, load_report = default["build"], scaleout["load"]
     lines = [
         f"{b['offers']:,} offers, {b['vectors']:,} vectors (1280-d): default = SQLite + faiss IVF{b['nlist']}-SQ8 "
@@ -184,10 +183,11 @@ def side_by_side(default: dict[str, object], scaleout: dict[str, object]) -> str
         if other:
             row += " " + _cells(other)
         lines.append(row)
-    ours, theirs = default.get("http"), scaleout.get("http")
-    if ours and theirs:
+    http_default, http_scaleout = default.get("http"), scaleout.get("http")
+    if http_default and http_scaleout:
         lines.append(
-            f"HTTP, serve --workers {ours['workers']}, {ours['seconds']:.0f} s at concurrency {ours['concurrency']}:"
+            f"HTTP, serve --workers {http_default['workers']}, {http_default['seconds']:.0f} s at concurrency "
+            f"{http_default['concurrency']}:"
             f"{'default':>26} {'scaleout':>33}"
         )
         for label, pick in (
@@ -203,10 +203,10 @@ def side_by_side(default: dict[str, object], scaleout: dict[str, object]) -> str
             ("errors (fresh, repeated)", lambda h: f"{h['errors']}, {h['repeated']['errors']}"),
             ("each worker's own memory", lambda h: ", ".join(f"{w['anon']:.0f}" for w in h["workers_memory_mb"]) + " MB"),
         ):
-            lines.append(f"  {label:<44} {pick(ours):>34} {pick(theirs):>34}")
+            lines.append(f"  {label:<44} {pick(http_default):>34} {pick(http_scaleout):>34}")
     return "\n".join(lines)
 
 
-def _cells(case: dict) -> str:
+def _cells(case: dict[str, Any]) -> str:
     recall = "" if case["recall"] is None else f"{case['recall']:.4f}"
     return f"{case['p50_ms']:>8.2f} {case['p99_ms']:>8.2f} {recall:>11}"
