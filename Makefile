@@ -50,15 +50,15 @@ serve: model
 $(CHROMIUM):
 	$(SUDO) sh -c '$(APT) || (apt-get update -q && $(APT))'
 
-# Both profiles: everything on SQLite + faiss (and PostgreSQL on 127.0.0.1:5432 for its own tests),
-# then the tests marked `profiles` and `scaleout` against a throwaway PostgreSQL and Milvus
-# standalone in a loopback-only network namespace (scripts/scaleout-env; root or sudo).
 # ruff (lint and format) over the code, mypy over src/ (pyproject.toml): part of make test, so of CI
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
+# Lint, then both profiles: everything on SQLite + faiss (and PostgreSQL on 127.0.0.1:5432 for its
+# own tests), then the tests marked `profiles` and `scaleout` against a throwaway PostgreSQL and
+# Milvus standalone in a loopback-only network namespace (scripts/scaleout-env; root or sudo).
 test: lint model $(CHROMIUM)
 	SNAPSOURCE_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q -m "not scaleout"
 	$(MAKE) test-scaleout

@@ -30,7 +30,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(client_app, name="client")
 app.add_typer(model_app, name="model")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one error, one line, whatever the width
 
 DataOpt = Annotated[Path, typer.Option("--data", help="Data directory of the catalog.", envvar="SNAPSOURCE_DATA_DIR")]
 DEFAULT_DATA = Path("./data")

@@ -96,11 +96,23 @@ def conninfo(url: str) -> tuple[str, int]:
     kept = []
     for key, value in query:
         if key == "pool_size":
+            if not value.isdigit() or int(value) < 1:
+                raise ValueError(f"catalog {redact(url)}: pool_size must be a whole number of connections, got {value!r}")
             size = int(value)
         else:
             kept.append((key, value))
     scheme = "postgresql" if parts.scheme.startswith("postgres") else parts.scheme
     return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path, urllib.parse.urlencode(kept), "")), size
+
+
+def _reachable(info: str, url: str) -> None:
+    """Connect once before the pool does, so that a wrong host, port, database or role is one
+    clear line at once (the pool retries quietly until its timeout, then says only that it timed out)."""
+    try:
+        psycopg.connect(info, connect_timeout=int(CONNECT_SECONDS)).close()
+    except psycopg.OperationalError as exc:
+        reason = " ".join(str(exc).split("\n")[0].split())
+        raise ConnectionError(f"cannot connect to the catalog database {redact(url)}: {reason}") from None
 
 
 class PostgresDatabase:
@@ -109,6 +121,7 @@ class PostgresDatabase:
     def __init__(self, url: str) -> None:
         self.url = url
         info, size = conninfo(url)
+        _reachable(info, url)
         self.pool = psycopg_pool.ConnectionPool(
             info, min_size=1, max_size=max(1, size), kwargs={"autocommit": True}, open=False, name="snapsource"
         )
