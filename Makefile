@@ -36,13 +36,15 @@ model: install $(MODEL)
 ingest: model
 	$(BIN)/snapsource ingest $(CATALOG) --data $(DATA)
 
-# the console's admin key: yours from SNAPSOURCE_ADMIN_KEY, or a fresh one printed for this run
+# the console's admin key: yours from SNAPSOURCE_ADMIN_KEY, or a fresh one printed for this run;
+# the port is checked first (PORT=0 picks a free one), so the addresses printed are the ones served
 demo: ingest
-	@token=$$($(BIN)/snapsource token create --name demo --replace --data $(DATA)); \
+	@port=$$($(BIN)/snapsource serve --host $(HOST) --port $(PORT) --print-port) || exit 2; \
+	token=$$($(BIN)/snapsource token create --name demo --replace --data $(DATA)); \
 	admin=$${SNAPSOURCE_ADMIN_KEY:-$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(18))')}; \
-	$(BIN)/snapsource info --data $(DATA) --token $$token --url http://$(HOST):$(PORT); \
+	$(BIN)/snapsource info --data $(DATA) --token $$token --url http://$(HOST):$$port; \
 	echo "console admin key: $$admin"; \
-	SNAPSOURCE_ADMIN_KEY=$$admin $(BIN)/snapsource serve --data $(DATA) --host $(HOST) --port $(PORT)
+	SNAPSOURCE_ADMIN_KEY=$$admin $(BIN)/snapsource serve --data $(DATA) --host $(HOST) --port $$port
 
 serve: model
 	$(BIN)/snapsource serve --data $(DATA) --host $(HOST) --port $(PORT)

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import re
+import shutil
+import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
+import httpx
+
+from conftest import ROOT
 from snapsource.api.middleware import MaskToken
 
 
@@ -69,3 +79,173 @@ def test_compact_and_info_describe_the_index(resources):
     assert "no IVF base (fewer than 10,000 vectors)" in compacted.stderr  # the demo catalog is scored exactly
     info = subprocess.run([sys.executable, "-m", "snapsource", "info", "--data", data], capture_output=True, text=True)
     assert info.returncode == 0 and f"{len(resources.index)} vectors scored exactly" in info.stdout
+
+
+def snapsource(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """`snapsource ARGS` as a user runs it, help at a width that keeps each option on one line."""
+    env = {**os.environ, "COLUMNS": "200", **kwargs.pop("env", {})}
+    return subprocess.run([sys.executable, "-m", "snapsource", *args], capture_output=True, text=True, env=env, **kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_cli_search_finds_what_the_api_finds(resources, client, token):
+    """One search path: the same photo, the same filters, the same offers from `search` and from
+    POST /1688/search/image (a new shop photo, analysed; a catalog photo, its indexed vector)."""
+    from conftest import LUMA, luma_offers
+    from imageserver import grocery_photo
+
+    data = str(resources.settings.data_dir)
+    seen = 0
+    for photo in (grocery_photo(5), LUMA.parent / luma_offers()[0]["img"]):
+        for flags in ((), ("--is-factory",)):
+            cli = snapsource("search", str(photo), "--data", data, "--json", *flags)  # first: nothing kept yet
+            assert cli.returncode == 0, cli.stderr
+            params = {"apiToken": token, **({"is_factory": "true"} if flags else {})}
+            answer = client.post("/1688/search/image", params=params, files={"file": (photo.name, photo.read_bytes())})
+            assert answer.status_code == 200, answer.text
+            api = [item["item_id"] for item in answer.json()["data"]["items"]]
+            assert [json.loads(line)["item_id"] for line in cli.stdout.splitlines()] == api, (photo.name, flags)
+            seen += len(api)
+    assert seen > 0
+
+
+API_FLAGS = (
+    "--is-factory",
+    "--price-start",
+    "--price-end",
+    "--support-dropshipping",
+    "--verified-supplier",
+    "--free-shipping",
+    "--new-arrival",
+    "--sort",
+    "--page",
+    "--page-size",
+)
+
+
+def test_search_commands_take_the_apis_parameter_names(resources, base_url, client, token):
+    for command in (("search",), ("client", "search")):
+        shown = snapsource(*command, "--help")
+        assert shown.returncode == 0, shown.stderr
+        assert re.search(rf"snapsource {' '.join(command)} \[OPTIONS\] PHOTO_OR_URL *$", shown.stdout, re.MULTILINE), shown.stdout
+        for flag in API_FLAGS:
+            assert re.search(rf"{flag}\s", shown.stdout), (command, flag)
+        for old in ("--factory", "--max-price", "--min-price", "--verified ", "--new ", "--dropshipping", "--no-is-factory"):
+            assert old not in shown.stdout, (command, old)
+        assert "<bool>" not in shown.stdout and "{" not in shown.stdout
+
+    # a run of each with the same flags finds the same offers as the API
+    from conftest import luma_offers, main_image_url
+
+    img_url = main_image_url(resources, luma_offers()[0])
+    flags = ("--is-factory", "--price-end", "150", "--sort", "price_up", "--page", "2", "--page-size", "3", "--json")
+    params = {"apiToken": token, "img_url": img_url, "is_factory": "true", "price_end": "150", "sort": "price_up"}
+    api = client.get("/1688/search/image", params={**params, "page": 2, "page_size": 3}).json()["data"]
+    assert api["items"] and api["total_count"] > 3
+    expected = [item["item_id"] for item in api["items"]]
+    remote = snapsource("client", "search", img_url, "--url", base_url, "--token", token, *flags)
+    assert remote.returncode == 0, remote.stderr
+    assert [json.loads(line)["item_id"] for line in remote.stdout.splitlines()] == expected
+    photo = resources.catalog.image_file(*img_url.removeprefix("/img/").split("."))
+    local = snapsource("search", str(photo), "--data", str(resources.settings.data_dir), *flags)
+    assert local.returncode == 0, local.stderr
+    assert [json.loads(line)["item_id"] for line in local.stdout.splitlines()] == expected
+
+
+def test_client_search_names_the_server_it_cannot_reach():
+    from imageserver import grocery_photo
+
+    port = free_port()  # nothing listens there now
+    run = snapsource("client", "search", str(grocery_photo(0)), "--url", f"http://127.0.0.1:{port}/", "--token", "ss_secret")
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert f"cannot reach http://127.0.0.1:{port}/1688/search/image" in lines[0]
+    assert "ss_secret" not in run.stderr + run.stdout
+
+
+def test_serve_checks_its_port_and_prints_the_one_it_uses(resources):
+    picked = snapsource("serve", "--port", "0", "--print-port")
+    assert picked.returncode == 0 and int(picked.stdout) > 0
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        taken = snapsource("serve", "--port", str(port), "--print-port")
+        assert taken.returncode == 2 and taken.stdout == ""
+        assert len(taken.stderr.strip().splitlines()) == 1 and f"127.0.0.1:{port}" in taken.stderr and "--port" in taken.stderr
+
+    # a real server on a port picked for it says where it listens, and answers there
+    data = str(resources.settings.data_dir)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "snapsource", "serve", "--data", data, "--port", "0"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        address = None
+        deadline = time.monotonic() + 60
+        while address is None and time.monotonic() < deadline:
+            line = server.stderr.readline()
+            assert line, "serve ended before saying where it listens"
+            found = re.search(r"serving .* on (http://127\.0\.0\.1:(\d+))/", line)
+            address = found.group(1) if found else None
+        assert address and not address.endswith(":0")
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(address + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError(f"nothing answered on {address}")
+    finally:
+        server.terminate()
+        server.wait(30)
+        server.stderr.close()
+
+
+def test_info_prints_the_address_to_open_and_a_real_photo(resources):
+    data = str(resources.settings.data_dir)
+    info = snapsource("info", "--data", data, "--token", "ss_t", "--url", "http://0.0.0.0:8123")
+    assert info.returncode == 0, info.stderr
+    assert "search page: http://127.0.0.1:8123/#token=ss_t" in info.stdout  # bound everywhere, opened on loopback
+    photo = re.search(r"curl -F file=@(\S+) 'http://127\.0\.0\.1:8123/1688/search/image", info.stdout)
+    assert photo and Path(photo.group(1)).is_file(), info.stdout
+    by_env = snapsource("info", "--data", data, env={"SNAPSOURCE_URL": "http://127.0.0.1:9001"})
+    assert "search page: http://127.0.0.1:9001/#token=" in by_env.stdout
+
+
+def test_make_demo_prints_the_port_it_serves(tmp_path):
+    """The demo's recipe with a stand-in for its last step (serve), on a port picked for it (PORT=0)
+    and on a port in use: the addresses printed are those served, or nothing is printed."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stand_in = bin_dir / "snapsource"
+    stand_in.write_text(
+        "#!/bin/sh\n"
+        'case " $* " in *" serve "*"--data"*) echo "SERVE $*"; exit 0;; esac\n'
+        f'exec {shutil.which("snapsource", path=str(Path(sys.executable).parent)) or "snapsource"} "$@"\n'
+    )
+    stand_in.chmod(0o755)
+    (bin_dir / "python").symlink_to(sys.executable)
+    make = ["make", "-s", "-C", str(ROOT), "-o", "ingest", "demo", f"BIN={bin_dir}", f"DATA={tmp_path / 'data'}"]
+    demo = subprocess.run([*make, "PORT=0"], capture_output=True, text=True, timeout=120)
+    assert demo.returncode == 0, demo.stderr
+    page = re.search(r"search page: http://127\.0\.0\.1:(\d+)/#token=ss_", demo.stdout)
+    served = re.search(r"SERVE serve --data \S+ --host 127\.0\.0\.1 --port (\d+)", demo.stdout)
+    assert page and served and page.group(1) == served.group(1) != "0", demo.stdout
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        refused = subprocess.run([*make, f"PORT={port}"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "search page" not in refused.stdout and "SERVE" not in refused.stdout
+    assert f"127.0.0.1:{port}" in refused.stderr

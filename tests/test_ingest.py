@@ -90,7 +90,7 @@ def test_bad_rows_and_images_are_reported_and_skipped(tmp_path):
 
     resources = open_data(tmp_path / "data")
     report = ingest(resources, path)
-    assert report.added == 2 and report.skipped == 1
+    assert report.added == 2 and report.skipped == 1 and report.rejected == 2 and report.rows == 5
     by_row: dict[tuple[int, int | None], str] = {}
     for p in report.problems:
         by_row[(p.row, p.item_id)] = by_row.get((p.row, p.item_id), "") + p.reason + " | "
@@ -171,3 +171,26 @@ def test_repeated_item_id_later_row_wins(tmp_path):
     assert [p.row for p in report.problems] == [2] and "later row wins" in report.problems[0].reason
     doc, _ = resources.catalog.documents([offer["item_id"]])[offer["item_id"]]
     assert json.loads(doc)["title"] == "Renamed"
+
+
+def test_cli_summary_counts_every_row(tmp_path):
+    """3 rows, 2 of them invalid: the summary adds up to the rows; a file where no row imports says
+    so, fails, and leaves no data dir behind (when there was none)."""
+    good = luma_offers()[0]
+    path = write_catalog(tmp_path / "three.jsonl", [good], ["{not json", json.dumps(dict(good, item_id=778, price="cheap"))])
+    cli = [sys.executable, "-m", "snapsource", "ingest"]
+    env = {**os.environ, **profile_env(profile_settings()), "COLUMNS": "200"}
+    some = subprocess.run([*cli, str(path), "--data", str(tmp_path / "d")], capture_output=True, text=True, env=env)
+    assert some.returncode == 0, some.stderr
+    assert "rows 3: added 1, updated 0, unchanged 0, rejected 2 (invalid), skipped 0 (no readable image)" in some.stderr
+    assert "nothing imported" not in some.stderr
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n" + json.dumps(dict(good, price="cheap")) + "\n")
+    none = subprocess.run([*cli, str(bad), "--data", str(tmp_path / "new")], capture_output=True, text=True, env=env)
+    assert none.returncode == 1
+    assert "rows 2: added 0, updated 0, unchanged 0, rejected 2 (invalid)" in none.stderr and "nothing imported" in none.stderr
+    assert not (tmp_path / "new").exists()
+    again = subprocess.run([*cli, str(bad), "--data", str(tmp_path / "d")], capture_output=True, text=True, env=env)
+    assert again.returncode == 1 and "nothing imported" in again.stderr
+    assert (tmp_path / "d" / "catalog.db").exists() or PROFILE != "default"  # a data dir that was there stays

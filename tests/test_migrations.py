@@ -149,7 +149,7 @@ def test_processes_opening_one_data_dir_together_migrate_it_once(tmp_path):
     for t in threads:
         t.join()
     assert not errors
-    assert sorted(applied) == [[], [], [], ["0001_catalog", "0002_token_limits"]]
+    assert sorted(applied) == [[], [], [], [f.stem for f in sorted(MIGRATIONS.glob("*.sql"))]]
     catalog = Catalog(tmp_path / "data")
     assert catalog.count() == 1 and catalog.database.migrate(MIGRATIONS, unversioned=1) == []
     catalog.close()

@@ -20,6 +20,7 @@ from snapsource.errors import ConcurrencyLimit, QuotaExceeded
 from snapsource.ingest.pipeline import ingest
 from snapsource.resources import Resources
 from snapsource.store.catalog import Catalog
+from snapsource.store.postgres import MIGRATIONS as PG_MIGRATIONS
 from snapsource.store.postgres import PostgresDatabase, redact
 
 SERVICE = "postgresql://127.0.0.1:5432/test"
@@ -42,8 +43,9 @@ def test_migrations_are_applied_once_and_recorded(url):
     assert first.migrate() == []  # applied when it opened
     second = PostgresDatabase(url)  # another server starting on the same database
     rows = second.db.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
-    assert rows == [(1, "0001_catalog"), (2, "0002_token_limits")]
-    assert second.db.execute("SELECT n FROM catalog_version").fetchone() == (0,)
+    assert rows == [(int(f.name[:4]), f.stem) for f in sorted(PG_MIGRATIONS.glob("*.sql"))]
+    assert rows[:2] == [(1, "0001_catalog"), (2, "0002_token_limits")]
+    assert second.db.execute("SELECT count(*) FROM catalog_version").fetchone() == (1,)  # one counter row
     first.close()
     second.close()
 
@@ -70,7 +72,9 @@ def test_a_database_made_by_the_first_0001_migrates_cleanly(url):
         conn.execute("INSERT INTO tokens (name, hash, created_at, quota, calls_used) VALUES ('old', 'h', '2026-01-01', 10, 4)")
     database = PostgresDatabase(url)
     assert database.migrate() == []  # 0002 was applied as it opened
-    assert database.db.execute("SELECT max(version) FROM schema_migrations").fetchone() == (2,)
+    assert database.db.execute("SELECT max(version) FROM schema_migrations").fetchone() == (
+        len(list(PG_MIGRATIONS.glob("*.sql"))),
+    )
     assert database.db.execute("SELECT name, quota, calls_used FROM tokens").fetchall() == [("old", 10, 4)]
     database.close()
 
@@ -202,7 +206,9 @@ def test_the_cli_says_what_is_wrong_with_a_store(tmp_path):
     )
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1, done.stderr  # one line: no pool warnings, no wrapping
-    assert done.stderr.startswith("error: cannot connect to the catalog database postgresql://127.0.0.1:9/none?connect_timeout=1: ")
+    assert done.stderr.startswith(
+        "error: cannot connect to the catalog database postgresql://127.0.0.1:9/none?connect_timeout=1: "
+    )
     assert "Connection refused" in done.stderr  # the real cause, not a timeout
 
 

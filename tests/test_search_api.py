@@ -15,6 +15,18 @@ QUERY = luma_offers()[0]
 pytestmark = pytest.mark.profiles
 
 
+@pytest.fixture()
+def search(search, resources):
+    """These tests exercise filters, sorts and pages over a wide answer: every offer over
+    `similarity_threshold` (score_threshold), not only those near the best match (tests/test_match.py)."""
+    floor = str(resources.settings.similarity_threshold)
+
+    def run(img, **params):
+        return search(img, **{"score_threshold": floor, **params})
+
+    return run
+
+
 def all_items(search, img=QUERY, **params) -> list[dict]:
     items, page = [], 1
     while True:

@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
@@ -277,3 +278,53 @@ def test_console_creates_and_revokes_a_token(browser, site):
     refused = httpx.post(f"{site}/1688/tools/image/upload", params={"apiToken": secret}, files={"file": ("p.jpg", b"x")})
     assert refused.status_code == 401
     context.close()
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def test_api_docs_render_without_the_internet(browser, site):
+    """/docs (Swagger UI) with every request off loopback refused, as on a machine without the
+    internet: its script and style come from this server, and nothing else is asked for."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=site)
+    outside: list[str] = []
+
+    def loopback_only(route) -> None:
+        if urlsplit(route.request.url).hostname in LOOPBACK:
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", loopback_only)
+    docs = context.new_page()
+    errors: list[str] = []
+    docs.on("pageerror", lambda error: errors.append(str(error)))
+    docs.goto("/docs")
+    operation = docs.locator(".opblock-get .opblock-summary-path", has_text="/1688/search/image")
+    expect(operation).to_be_visible(timeout=30_000)  # the operation list, drawn from /openapi.json
+    expect(docs.locator(".opblock-post .opblock-summary-path", has_text="/1688/search/image")).to_be_visible()
+    docs.screenshot(path=SHOTS / "docs.png")
+    context.close()
+    assert outside == [] and errors == [], (outside, errors)
+
+
+def test_pager_stays_hidden_on_the_empty_page_and_after_an_error(page: Page):
+    expect(page.locator("#drop")).to_be_visible()
+    expect(page.locator("#pager")).to_be_hidden()  # nothing searched: nothing to page
+    page.goto("/?img_url=" + quote("/img/" + "0" * 64 + ".jpg", safe=""))  # no such image: a 422
+    expect(page.locator("#status.error")).to_contain_text("not an image of this service")
+    expect(page.locator("#pager")).to_be_hidden()
+    expect(page.locator("#next")).to_be_hidden()
+
+
+def test_try_a_sample_photo(page: Page, resources):
+    sample = page.locator("#sample")
+    expect(sample).to_be_visible()  # on the empty page, in the drop zone
+    sample.click()
+    expect(cards(page).first).to_be_visible(timeout=30_000)
+    example = resources.catalog.example_image()  # the first offer's main photo
+    expect(page).to_have_url(re.compile(rf"img_url=%2Fimg%2F{example.sha256}"))
+    expect(cards(page).first).to_have_attribute("data-item-id", str(min(resources.catalog.offer_ids())))  # it finds itself
+    expect(page.locator("#pager")).to_be_visible()
+    expect(sample).to_be_hidden()  # a photo is on screen

@@ -42,6 +42,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Minimum cosine similarity between the query and an offer's best image for the offer to be a "
         "candidate. Calibrated on ../shared data: see docs/search.md.",
     ),
+    Setting(
+        "similarity_margin",
+        0.3,
+        "A candidate must also be within this much (cosine) of the query's best match in the whole "
+        "catalog: a close photo leaves out offers that only share a style, a hard shop photo keeps "
+        "its weak matches. 0 turns it off; `score_threshold` in a request replaces both. See docs/search.md.",
+    ),
     Setting("candidate_cap", 1000, "At most this many candidate offers (the most similar that pass the filters) per search."),
     Setting("new_arrival_days", 30, "An offer without a `new_arrival` flag is new when `created_at` is this recent."),
     Setting(
@@ -83,6 +90,18 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("rerank_weight", 0.002, "Score added per geometric inlier (at most 60 inliers count)."),
     Setting("rerank_min_inliers", 10, "Fewer inliers than this count as no geometric match."),
+    Setting(
+        "same_min_inliers",
+        40,
+        "A candidate with at least this many geometric inliers with the query is the same product "
+        "(`match: same`); calibrated on ../shared's eval protocols, docs/search.md.",
+    ),
+    Setting(
+        "same_similarity",
+        0.96,
+        "A candidate whose photo is at least this similar (cosine) to the query is a near-copy: the "
+        "same product (`match: same`); calibrated in docs/search.md.",
+    ),
     Setting(
         "twin_similarity",
         0.97,
@@ -146,6 +165,7 @@ class Settings:
     vectors: str = _DEFAULTS["vectors"]
     public_url: str = _DEFAULTS["public_url"]
     similarity_threshold: float = _DEFAULTS["similarity_threshold"]
+    similarity_margin: float = _DEFAULTS["similarity_margin"]
     candidate_cap: int = _DEFAULTS["candidate_cap"]
     new_arrival_days: int = _DEFAULTS["new_arrival_days"]
     trim_margin: float = _DEFAULTS["trim_margin"]
@@ -172,6 +192,8 @@ class Settings:
     rerank_k: int = _DEFAULTS["rerank_k"]
     rerank_weight: float = _DEFAULTS["rerank_weight"]
     rerank_min_inliers: int = _DEFAULTS["rerank_min_inliers"]
+    same_min_inliers: int = _DEFAULTS["same_min_inliers"]
+    same_similarity: float = _DEFAULTS["same_similarity"]
     twin_similarity: float = _DEFAULTS["twin_similarity"]
     admin_key: str = _DEFAULTS["admin_key"]
     upload_cache_size: int = _DEFAULTS["upload_cache_size"]

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from snapsource import __version__, metrics
 from snapsource.api import errors
 from snapsource.api.middleware import Measure, mask_access_log
-from snapsource.api.routes import admin, health, images, search, uploads, web
+from snapsource.api.routes import admin, docs, health, images, search, uploads, web
 from snapsource.config import Settings
 from snapsource.resources import Resources
 from snapsource.store.vectors.base import Compactor
@@ -32,6 +32,8 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
         version=__version__,
         description="Search products by image in your own catalog; wire-compatible with TMAPI's `GET /1688/search/image`.",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's page loads Swagger UI from a CDN: routes/docs.py serves it from the package
+        redoc_url=None,  # ReDoc's page reaches a CDN whatever it is given
     )
     app.state.resources = resources
     metrics.VECTORS.set(len(resources.index))  # each worker shows up in /metrics from its start
@@ -43,6 +45,8 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(web.router)
+    app.include_router(docs.router)
     app.mount("/static", web.static, name="static")
+    app.mount(docs.PREFIX, docs.static, name="docs-static")
     errors.install(app)
     return app

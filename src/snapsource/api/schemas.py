@@ -15,7 +15,7 @@ class SearchData(BaseModel):
     total_count: int
     keyword: str
     sort: str
-    cat_id: int | None
+    cat_id: int | str | None = Field(description="The category asked for, else the one predicted from the best matches")
     filters: dict[str, Any]
     items: list[Item]
     has_next_page: bool

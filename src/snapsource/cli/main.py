@@ -7,25 +7,64 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup, TyperOption
+from typer.models import CommandFunctionType
 
 from snapsource.config import Settings
 
-app = typer.Typer(
+
+def _no_flag_types(params: list) -> list:
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag:
+            param.metavar = ""  # a flag takes no value: typer would show `<bool>` beside it
+    return params
+
+
+class _Command(TyperCommand):
+    """Help as a user reads it: flags without `<bool>`, and arguments named by their metavar in
+    the usage line (`PHOTO_OR_URL`, where typer writes `{photo}`)."""
+
+    def get_params(self, ctx):
+        return _no_flag_types(super().get_params(ctx))
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = super().collect_usage_pieces(ctx)
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx):
+        return _no_flag_types(super().get_params(ctx))
+
+
+class _Typer(typer.Typer):
+    """typer.Typer whose groups and commands render their help as `_Command` does."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cls=_Group, **kwargs)
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[CommandFunctionType], CommandFunctionType]:
+        return super().command(*args, cls=_Command, **kwargs)
+
+
+app = _Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
     help="Search products by image in your own catalog.",
 )
-token_app = typer.Typer(no_args_is_help=True, help="Create and revoke API tokens.")
-client_app = typer.Typer(no_args_is_help=True, help="Use a snapsource or TMAPI server over HTTP.")
-model_app = typer.Typer(no_args_is_help=True, help="Prepare the embedding model.")
+token_app = _Typer(no_args_is_help=True, help="Create and revoke API tokens.")
+client_app = _Typer(no_args_is_help=True, help="Use a snapsource or TMAPI server over HTTP.")
+model_app = _Typer(no_args_is_help=True, help="Prepare the embedding model.")
 app.add_typer(token_app, name="token")
 app.add_typer(client_app, name="client")
 app.add_typer(model_app, name="model")
@@ -34,6 +73,20 @@ err = Console(stderr=True, soft_wrap=True)  # one error, one line, whatever the 
 
 DataOpt = Annotated[Path, typer.Option("--data", help="Data directory of the catalog.", envvar="SNAPSOURCE_DATA_DIR")]
 DEFAULT_DATA = Path("./data")
+
+# `search` and `client search` take the API's parameters under the API's names
+PhotoArg = Annotated[str, typer.Argument(metavar="PHOTO_OR_URL", help="A local image file, or an http(s) image URL.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per offer, best first (the API's item schema).")]
+PageOpt = Annotated[int, typer.Option("--page", help="Page number (from 1).")]
+PageSizeOpt = Annotated[int, typer.Option("--page-size", help="Offers per page (1-20).")]
+SortOpt = Annotated[str, typer.Option("--sort", help="default (similarity), sales, price_up or price_down.")]
+PriceStartOpt = Annotated[str | None, typer.Option("--price-start", help="Minimum price (a decimal such as 19.90).")]
+PriceEndOpt = Annotated[str | None, typer.Option("--price-end", help="Maximum price (a decimal such as 19.90).")]
+DropshippingOpt = Annotated[bool, typer.Option("--support-dropshipping", help="Only offers that support dropshipping.")]
+FactoryOpt = Annotated[bool, typer.Option("--is-factory", help="Only offers from factories.")]
+VerifiedOpt = Annotated[bool, typer.Option("--verified-supplier", help="Only verified suppliers.")]
+FreeShippingOpt = Annotated[bool, typer.Option("--free-shipping", help="Only offers with free shipping.")]
+NewArrivalOpt = Annotated[bool, typer.Option("--new-arrival", help="Only new offers.")]
 
 
 def _resources(data: Path, **overrides):
@@ -65,14 +118,22 @@ def _read_photo(resources, source: str) -> bytes:
 def serve(
     data: DataOpt = DEFAULT_DATA,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    port: Annotated[int, typer.Option(help="Port to bind; 0 picks a free one.")] = 8000,
     public_url: Annotated[str, typer.Option(help="Base URL for image links (default: the request's own).")] = "",
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    print_port: Annotated[
+        bool, typer.Option("--print-port", help="Only print the port it would listen on (free, or picked for 0), and exit.")
+    ] = False,
 ) -> None:
     """Serve the search API (and /docs) for one catalog."""
     import shutil
 
     import uvicorn
+
+    port = _listen_port(host, port)  # a port in use: one clear line now, not a traceback after start-up
+    if print_port:
+        typer.echo(port)
+        return
 
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # /metrics merges the workers' samples through files here (prometheus-client multiprocess)
@@ -86,6 +147,7 @@ def serve(
     resources = _resources(data)  # fail fast, with a clear message, before forking workers
     _doctor(resources, repair=True)  # an import killed midway left vectors to add: add them first
     resources.close()
+    err.print(f"serving {data} on {_browsable(f'http://{host}:{port}')}/ (API docs: /docs, console: /console)")
     # a worker busy with a burst of photos answers the supervisor's ping late: give it 30 s before
     # it is killed (uvicorn's 5 s cut live requests under load); SIGTERM drains for at most 30 s
     uvicorn.run(
@@ -97,6 +159,37 @@ def serve(
         timeout_worker_healthcheck=30,
         timeout_graceful_shutdown=30,
     )
+
+
+def _listen_port(host: str, port: int) -> int:
+    """The port `serve` listens on: `port` once it is known to be free, or a free one for 0."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds it
+        try:
+            sock.bind((host.strip("[]"), port))
+        except OSError as exc:
+            err.print(
+                f"[red]error:[/] cannot listen on {escape(host)}:{port}: {exc.strerror or exc}; "
+                "choose another port with --port (make demo PORT=...; 0 picks a free one)"
+            )
+            raise typer.Exit(2) from None
+        return int(sock.getsockname()[1])
+
+
+def _browsable(url: str) -> str:
+    """`url` as a browser on this machine opens it: a server bound to every address (0.0.0.0,
+    ::) answers on loopback."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.rstrip("/"))
+    loopback = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}
+    host = parts.netloc.rpartition(":")[0] if parts.port is not None else parts.netloc
+    if host not in loopback:
+        return url.rstrip("/")
+    netloc = loopback[host] + (f":{parts.port}" if parts.port is not None else "")
+    return parts._replace(netloc=netloc).geturl()
 
 
 @app.command()
@@ -140,12 +233,13 @@ def ingest(
     ] = None,
 ) -> None:
     """Import or update offers from a JSON Lines catalog (upsert by item_id)."""
+    import shutil
+
     from snapsource.ingest.pipeline import Plan
     from snapsource.ingest.pipeline import ingest as run_ingest
 
+    existed = data.exists()
     if rebuild and (data / "index").exists():
-        import shutil
-
         shutil.rmtree(data / "index")  # vectors of the old model are never compared with new ones
     resources = _resources(data, device=device, decoders=decoders)
     plan = Plan.of(resources)
@@ -178,13 +272,20 @@ def ingest(
         err.print(table)
     err.print(
         f"rows {report.rows}: added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
-        f"skipped {report.skipped}, deleted {report.deleted}; images embedded {report.images_embedded}"
+        f"rejected {report.rejected} (invalid), skipped {report.skipped} (no readable image), "
+        f"deleted {report.deleted}; images embedded {report.images_embedded}"
         f"{f' ({report.images_gpu_decoded} decoded on the GPU)' if report.images_gpu_decoded else ''}, "
         f"reused {report.images_reused}, failed {report.images_failed}; "
         f"{report.seconds:.1f} s, {report.images_per_second:,.1f} images/s"
     )
     if report.compacted:
         err.print(f"index compacted: {_describe_compaction(report.compacted)}")
+    if report.imported == 0 and report.deleted == 0:
+        err.print(
+            "[red]nothing imported[/]" + (": fix the rows above and run again" if report.rows else ": the file has no offers")
+        )
+        if not existed:  # this run made the data dir: leave nothing half-made behind
+            shutil.rmtree(data, ignore_errors=True)
     if report.imported == 0 and report.rows > 0:
         raise typer.Exit(1)
 
@@ -220,21 +321,21 @@ def compact(
 
 @app.command("search")
 def search_cmd(
-    image: Annotated[str, typer.Argument(help="A local image file, or an http(s) image URL.")],
+    image: PhotoArg,
     data: DataOpt = DEFAULT_DATA,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line, best first.")] = False,
-    page: int = 1,
-    page_size: int = 20,
-    sort: Annotated[str, typer.Option(help="default, sales, price_up or price_down.")] = "default",
-    price_start: str | None = None,
-    price_end: str | None = None,
-    support_dropshipping: bool = False,
-    is_factory: bool = False,
-    verified_supplier: bool = False,
-    free_shipping: bool = False,
-    new_arrival: bool = False,
+    as_json: JsonOpt = False,
+    page: PageOpt = 1,
+    page_size: PageSizeOpt = 20,
+    sort: SortOpt = "default",
+    price_start: PriceStartOpt = None,
+    price_end: PriceEndOpt = None,
+    support_dropshipping: DropshippingOpt = False,
+    is_factory: FactoryOpt = False,
+    verified_supplier: VerifiedOpt = False,
+    free_shipping: FreeShippingOpt = False,
+    new_arrival: NewArrivalOpt = False,
 ) -> None:
-    """Search the catalog with a local image or an image URL."""
+    """Search the catalog with a local image or an image URL: the API's search, without HTTP."""
     from snapsource import search
     from snapsource.errors import ApiError
     from snapsource.search import queries
@@ -250,16 +351,9 @@ def search_cmd(
             free_shipping=free_shipping,
             new_arrival=new_arrival,
         )
-        analysis = queries.analyse_bytes(resources, _read_photo(resources, image))
-        result = search.run(
-            resources,
-            analysis.vectors,
-            local=analysis.local,
-            page=page,
-            page_size=page_size,
-            sort=search.Sort(sort),
-            filters=filters,
-        )
+        # the API's path: a catalog photo is its indexed vector, a new photo is analysed (not kept)
+        query = queries.from_bytes(resources, _read_photo(resources, image), keep=False)
+        result = search.find(resources, query, page=page, page_size=page_size, sort=search.Sort(sort), filters=filters)
     except (ApiError, ValueError, ArithmeticError, OSError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
@@ -288,9 +382,12 @@ def search_cmd(
 def info(
     data: DataOpt = DEFAULT_DATA,
     token: Annotated[str, typer.Option(help="Token to put in the example request.")] = "YOUR_TOKEN",
-    url: Annotated[str, typer.Option(help="Where the server listens.")] = "http://127.0.0.1:8000",
+    url: Annotated[
+        str, typer.Option(envvar="SNAPSOURCE_URL", help="Where the server listens (make demo passes the port serve uses).")
+    ] = "http://127.0.0.1:8000",
 ) -> None:
     """What the data dir holds, and a working example request."""
+    url = _browsable(url)
     resources = _resources(data)
     example = resources.catalog.example_image()
     where: object = data
@@ -309,7 +406,8 @@ def info(
         typer.echo(
             f"  curl '{url.rstrip('/')}/1688/search/image?apiToken={token}&img_url={img_url}&page=1&page_size=20&sort=default'"
         )
-        typer.echo(f"  curl -F file=@photo.jpg '{url.rstrip('/')}/1688/search/image?apiToken={token}&page_size=20'")
+        photo = resources.catalog.image_file(example.sha256, example.ext).resolve()  # a photo on this disk, uploaded
+        typer.echo(f"  curl -F file=@{photo} '{url.rstrip('/')}/1688/search/image?apiToken={token}&page_size=20'")
         typer.echo(f"  API docs: {url.rstrip('/')}/docs")
     resources.close()
 
@@ -555,7 +653,22 @@ def eval_cmd(
     preparing.close()
 
     configs = ABLATION if ablation else (("settings" + (f" {overrides}" if overrides else ""), {}),)
-    table = Table("configuration", "protocol", "queries", "R@1", "R@5", "R@10", "mAP", "p50 ms", title="retrieval quality")
+    table = Table(
+        "configuration",
+        "protocol",
+        "queries",
+        "R@1",
+        "R@5",
+        "R@10",
+        "mAP",
+        "same P",
+        "same R",
+        "total",
+        "cat",
+        "p50 ms",
+        title="retrieval quality (same P/R: precision of `match: same` in the first ten, share of queries it found; "
+        "total: median; cat: predicted category on the product's path)",
+    )
     results = []
     for label, config in configs:
         resources = Resources.open(Settings.load(data_dir=data, **{**config, **overrides}))
@@ -580,6 +693,10 @@ def eval_cmd(
                     f"{protocol} {part}" if part != "overall" else protocol,
                     str(s["queries"]),
                     *(f"{s[k]:.3f}" for k in ("recall_at_1", "recall_at_5", "recall_at_10", "map")),
+                    "-" if s["same_precision"] is None else f"{s['same_precision']:.3f}",
+                    f"{s['same_recall']:.3f}",
+                    f"{s['total_median']:.0f}",
+                    f"{s['category_accuracy']:.3f}",
                     f"{s['p50_ms']:.0f}",
                 )
             results.append({"configuration": label, "settings": {**config, **overrides}, **result})
@@ -592,26 +709,26 @@ def eval_cmd(
 
 @client_app.command("search")
 def client_search(
-    photo: Annotated[str, typer.Argument(help="A local photo, or an image URL (img_url).")],
+    photo: PhotoArg,
     url: Annotated[str, typer.Option("--url", envvar="SNAPSOURCE_URL", help="Base URL of the server.")] = "http://127.0.0.1:8000",
     token: Annotated[str, typer.Option(envvar="SNAPSOURCE_TOKEN", help="apiToken.")] = "",
-    sort: Annotated[str, typer.Option(help="default, sales, price_up or price_down.")] = "default",
-    min_price: Annotated[str | None, typer.Option(help="price_start")] = None,
-    max_price: Annotated[str | None, typer.Option(help="price_end")] = None,
-    factory: Annotated[bool, typer.Option("--factory", help="Only factories.")] = False,
-    dropshipping: Annotated[bool, typer.Option("--dropshipping", help="Only offers that support dropshipping.")] = False,
-    free_shipping: Annotated[bool, typer.Option("--free-shipping", help="Only offers with free shipping.")] = False,
-    verified: Annotated[bool, typer.Option("--verified", help="Only verified suppliers.")] = False,
-    new: Annotated[bool, typer.Option("--new", help="Only new offers.")] = False,
-    page: int = 1,
-    page_size: int = 20,
+    as_json: JsonOpt = False,
+    page: PageOpt = 1,
+    page_size: PageSizeOpt = 20,
+    sort: SortOpt = "default",
+    price_start: PriceStartOpt = None,
+    price_end: PriceEndOpt = None,
+    support_dropshipping: DropshippingOpt = False,
+    is_factory: FactoryOpt = False,
+    verified_supplier: VerifiedOpt = False,
+    free_shipping: FreeShippingOpt = False,
+    new_arrival: NewArrivalOpt = False,
     all_pages: Annotated[bool, typer.Option("--all-pages", help="Walk every page.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per offer (the API's item schema).")] = False,
 ) -> None:
     """Search a server by image: a table, or JSON lines."""
     import httpx
 
-    from snapsource.client import ApiError, Client
+    from snapsource.client import SEARCH, ApiError, Client
 
     local = Path(photo)
     file = local if not photo.startswith(("http://", "https://", "/img/")) and local.is_file() else None
@@ -620,13 +737,13 @@ def client_search(
         page=page,
         page_size=page_size,
         sort=sort,
-        price_start=min_price,
-        price_end=max_price,
-        is_factory=factory,
-        support_dropshipping=dropshipping,
+        price_start=price_start,
+        price_end=price_end,
+        support_dropshipping=support_dropshipping,
+        is_factory=is_factory,
+        verified_supplier=verified_supplier,
         free_shipping=free_shipping,
-        verified_supplier=verified,
-        new_arrival=new,
+        new_arrival=new_arrival,
     )
     try:
         with Client(url, token) as api:
@@ -635,6 +752,10 @@ def client_search(
             else:
                 result = api.search_image(img_url, file=file, **options)
                 items, total = result.items, result.total_count
+    except httpx.TransportError as exc:  # refused, unknown host, timed out: name where (never the token)
+        where = url.rstrip("/") + SEARCH
+        err.print(f"[red]error:[/] cannot reach {escape(where)}: {escape(str(exc) or type(exc).__name__)}")
+        raise typer.Exit(2) from None
     except (ApiError, OSError, httpx.HTTPError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None

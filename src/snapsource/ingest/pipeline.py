@@ -50,10 +50,14 @@ class Problem:
 
 @dataclasses.dataclass
 class IngestReport:
+    """What an import did. Every row of the file is one of: added, updated, unchanged (imported),
+    rejected (not valid JSON or not a valid offer) or skipped (none of its images could be read)."""
+
     rows: int = 0
     added: int = 0
     updated: int = 0
     unchanged: int = 0
+    rejected: int = 0
     skipped: int = 0
     deleted: int = 0
     images_embedded: int = 0
@@ -123,6 +127,7 @@ def iter_rows(path: Path, report: IngestReport, scan: _Scan | None = None) -> It
                 raw = json.loads(line)
             except json.JSONDecodeError as exc:
                 scan.unreadable += 1
+                report.rejected += 1
                 report.problems.append(Problem(number, None, f"not valid JSON: {exc.msg} at column {exc.colno}"))
                 continue
             item_id = raw.get("item_id") if isinstance(raw, dict) else None
@@ -130,6 +135,7 @@ def iter_rows(path: Path, report: IngestReport, scan: _Scan | None = None) -> It
             try:
                 record = OfferRecord.model_validate(raw)
             except ValidationError as exc:
+                report.rejected += 1
                 if item_id is None:
                     scan.unreadable += 1
                 else:

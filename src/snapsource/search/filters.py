@@ -19,6 +19,7 @@ class Sort(StrEnum):
     price_down = "price_down"
 
 
+MAX_KEYWORD = 200
 FLAGS = ("support_dropshipping", "is_factory", "verified_supplier", "free_shipping", "new_arrival")
 
 
@@ -33,8 +34,13 @@ class Filters:
     verified_supplier: bool = False
     free_shipping: bool = False
     new_arrival: bool = False
+    keyword: str = ""  # every word in the title: 1688's search within the image results (data.keyword)
+    cat_id: str = ""  # in this category or below it (an id of category_path)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "keyword", " ".join(self.keyword.split()))
+        if len(self.keyword) > MAX_KEYWORD:
+            raise ParameterError(f"keyword must be at most {MAX_KEYWORD} characters")
         for name in ("price_start", "price_end"):
             value = getattr(self, name)
             if value is not None and (not value.is_finite() or value < 0):
@@ -43,9 +49,22 @@ class Filters:
             raise ParameterError(f"price_start ({self.price_start}) is greater than price_end ({self.price_end})")
 
     @classmethod
-    def from_params(cls, price_start: str | None = None, price_end: str | None = None, **flags: bool) -> Filters:
+    def from_params(
+        cls,
+        price_start: str | None = None,
+        price_end: str | None = None,
+        keyword: str | None = None,
+        cat_id: str | None = None,
+        **flags: bool,
+    ) -> Filters:
         """Filters from request parameters: prices as decimal strings, empty meaning absent."""
-        return cls(price_start=_decimal("price_start", price_start), price_end=_decimal("price_end", price_end), **flags)
+        return cls(
+            price_start=_decimal("price_start", price_start),
+            price_end=_decimal("price_end", price_end),
+            keyword=keyword or "",
+            cat_id=(cat_id or "").strip(),
+            **flags,
+        )
 
     def echo(self) -> dict[str, object]:
         """The filters applied, in the spec's parameter order, for the response's `filters`."""
@@ -67,6 +86,8 @@ class Filters:
             price_max=None if self.price_end is None else float(self.price_end),
             flags=tuple(name for name in FLAG_COLUMNS if getattr(self, name)),
             new_since=since,
+            keyword=self.keyword or None,
+            category=self.cat_id or None,
         )
         return where or None
 

@@ -139,8 +139,10 @@ def from_url(resources: Resources, url: str) -> Query:
     return query
 
 
-def from_bytes(resources: Resources, data: bytes) -> Query:
-    """An uploaded or fetched photo: checked, analysed and kept unless it is known already."""
+def from_bytes(resources: Resources, data: bytes, keep: bool = True) -> Query:
+    """An uploaded or fetched photo: checked, analysed and kept unless it is known already. A
+    catalog photo is its indexed vector, whoever sends it. `keep=False` (the command line) analyses
+    a new photo as the API would, and writes nothing."""
     sha = hashlib.sha256(data).hexdigest()
     query = known(resources, sha)
     if query is not None:
@@ -149,7 +151,8 @@ def from_bytes(resources: Resources, data: bytes) -> Query:
     result = analyse(resources, img)
     metrics.QUERY_PHOTOS.labels("analysed").inc()
     upload = Upload(sha, images.sniff_extension(data), *result.size)
-    resources.uploads.put(upload, data, result.to_bytes())
+    if keep:
+        resources.uploads.put(upload, data, result.to_bytes())
     return Query(sha, upload.ext, result)
 
 

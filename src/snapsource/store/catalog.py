@@ -193,14 +193,15 @@ class Catalog:
         db.execute("DELETE FROM offer_images WHERE item_id = ?", (record.item_id,))
         db.execute(
             """INSERT INTO offers (item_id, doc, price, sales, is_factory, support_dropshipping,
-                   free_shipping, verified_supplier, new_arrival, created_at, main_image_id, updated_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   free_shipping, verified_supplier, new_arrival, created_at, main_image_id, updated_at, category_path)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT(item_id) DO UPDATE SET doc=excluded.doc, price=excluded.price,
                    sales=excluded.sales, is_factory=excluded.is_factory,
                    support_dropshipping=excluded.support_dropshipping,
                    free_shipping=excluded.free_shipping, verified_supplier=excluded.verified_supplier,
                    new_arrival=excluded.new_arrival, created_at=excluded.created_at,
-                   main_image_id=excluded.main_image_id, updated_at=excluded.updated_at""",
+                   main_image_id=excluded.main_image_id, updated_at=excluded.updated_at,
+                   category_path=excluded.category_path""",
             (
                 record.item_id,
                 record.model_dump_json(),
@@ -214,6 +215,7 @@ class Catalog:
                 record.created_at.isoformat() if record.created_at else None,
                 images[0][1].id,
                 now,
+                "/".join(record.category_path) or None,
             ),
         )
         db.executemany(
@@ -262,6 +264,21 @@ class Catalog:
                 chunk,
             ).fetchall()
         return pairs
+
+    def titled(self, keyword: str) -> list[int]:
+        """The item_ids of offers whose title holds every word of `keyword` (any case, any script,
+        anywhere in the title), sorted: SQLite's trigram index (offer_titles) or PostgreSQL's."""
+        words = keyword.split()
+        if not words:
+            return []
+        patterns = ["%" + w.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" for w in words]
+        if self.dialect == "postgresql":
+            where = " AND ".join("(doc::json ->> 'title') ILIKE ? ESCAPE '\\'" for _ in words)
+            query = f"SELECT item_id FROM offers WHERE {where} ORDER BY item_id"
+        else:
+            where = " AND ".join("title LIKE ? ESCAPE '\\'" for _ in words)
+            query = f"SELECT rowid FROM offer_titles WHERE {where} ORDER BY rowid"
+        return [row[0] for row in self.db.execute(query, patterns)]
 
     def facts(self, item_ids: list[int]) -> dict[int, OfferFacts]:
         out: dict[int, OfferFacts] = {}
@@ -322,6 +339,14 @@ class Catalog:
     def image_size(self, image_id: int) -> tuple[int, int]:
         row = self.db.execute("SELECT width, height FROM images WHERE id = ?", (image_id,)).fetchone()
         return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def images_by_id(self, image_ids: list[int]) -> dict[int, StoredImage]:
+        """The stored images of these ids (those that exist), by id."""
+        out: dict[int, StoredImage] = {}
+        for part in chunks(sorted(set(image_ids))):
+            query = f"SELECT id, sha256, ext FROM images WHERE id IN ({','.join('?' * len(part))})"
+            out.update((row[0], StoredImage(*row)) for row in self.db.execute(query, part))
+        return out
 
     def image_by_id(self, image_id: int) -> StoredImage | None:
         row = self.db.execute("SELECT id, sha256, ext FROM images WHERE id = ?", (image_id,)).fetchone()

@@ -35,7 +35,7 @@ UNKNOWN_DAY = np.iinfo(np.int32).min
 FACTS = (
     "item_id, CAST(price AS DOUBLE PRECISION), sales, "
     + ", ".join(FLAG_COLUMNS)
-    + ", coalesce(new_arrival, -1), main_image_id, created_at"
+    + ", coalesce(new_arrival, -1), main_image_id, created_at, category_path"
 )
 
 
@@ -54,6 +54,8 @@ class Where:
     price_max: float | None = None
     flags: tuple[str, ...] = ()  # of FLAG_COLUMNS: each must be true
     new_since: int | None = None  # new arrivals only: marked new, or (unmarked) created on or after this day
+    keyword: str | None = None  # every word in the title (Catalog.titled)
+    category: str | None = None  # in this category or below it (any level of category_path)
 
     def __post_init__(self) -> None:
         unknown = set(self.flags) - set(FLAG_COLUMNS)
@@ -101,6 +103,7 @@ class Columns:
     pair_image: np.ndarray  # int64 image id
     images: int  # image ids are < this
     main_image: np.ndarray  # int64 image id of each offer's main photo
+    categories: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False)  # id -> rows in it or below
     # derived: where each image's run of pairs starts, and those pairs' offers (offers_showing)
     _by_image: tuple[np.ndarray, np.ndarray] = dataclasses.field(init=False, repr=False, compare=False)
 
@@ -145,9 +148,16 @@ class Columns:
         starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
         return which, offers[starts + np.arange(len(which))]
 
-    def offers_matching(self, where: Where) -> np.ndarray:
-        """Booleans by row: the offers that meet the condition."""
+    def offers_matching(self, where: Where, titled: np.ndarray | None = None) -> np.ndarray:
+        """Booleans by row: the offers that meet the condition (`titled`: the item_ids whose title
+        holds the keyword, which the catalog's text index answers)."""
         keep = np.ones(len(self.item_id), bool)
+        if where.category is not None:
+            in_category = np.zeros(len(self.item_id), bool)
+            in_category[self.categories.get(where.category, np.zeros(0, np.int64))] = True
+            keep &= in_category
+        if where.keyword is not None:
+            keep &= np.isin(self.item_id, np.asarray(titled if titled is not None else [], np.int64))
         if where.price_min is not None:
             keep &= self.price >= where.price_min
         if where.price_max is not None:
@@ -159,12 +169,21 @@ class Columns:
             keep &= np.where(self.new_arrival >= 0, self.new_arrival == 1, recent)
         return keep
 
-    def select(self, where: Where) -> Selection:
+    def select(self, where: Where, titled: np.ndarray | None = None) -> Selection:
         """The offers that meet the condition, and the images at least one of them shows."""
-        offers = self.offers_matching(where)
+        offers = self.offers_matching(where, titled)
         images = np.zeros(self.images, bool)
         images[self.pair_image[offers[self.pair_offer]]] = True
         return Selection(images, self.item_id[offers], offers, self, where)
+
+
+def _categories(paths: list[str | None]) -> dict[str, np.ndarray]:
+    """Category id -> the rows of the offers in it or below it (any level of their path)."""
+    rows: dict[str, list[int]] = {}
+    for row, path in enumerate(paths):
+        for category in set(path.split("/")) if path else ():
+            rows.setdefault(category, []).append(row)
+    return {category: np.array(found, np.int64) for category, found in rows.items()}
 
 
 def _flag(column: np.ndarray) -> np.ndarray:
@@ -231,7 +250,8 @@ class OfferColumns:
             if found is not None and found.columns is columns:
                 self._masks.move_to_end(key)
                 return found
-        found = columns.select(where)
+        titled = np.asarray(self.catalog.titled(where.keyword), np.int64) if where.keyword is not None else None
+        found = columns.select(where, titled)
         with self._lock:
             self._masks[key] = found
             while len(self._masks) > MASKS_KEPT:
@@ -260,4 +280,5 @@ class OfferColumns:
             pair_image=pairs[:, 1],
             images=images,
             main_image=np.array([r[8] for r in rows], np.int64),
+            categories=_categories([r[10] for r in rows]),
         )

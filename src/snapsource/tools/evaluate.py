@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import random
 import statistics
 import time
@@ -31,17 +32,26 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 from snapsource import search
 from snapsource.ingest.pipeline import IngestReport, iter_rows, local_path
 from snapsource.resources import Resources
-from snapsource.search import queries
+from snapsource.search import categories, queries
 
 GROCERY_ITEM_BASE = 1_000_000  # grocery product_id -> item_id, far from real 1688 ids
 EDITS = ("crop", "downscale", "jpeg40", "colour", "flip", "watermark", "pad", "chained")
 
 
-def _search(resources: Resources, data: bytes) -> tuple[list[int], float]:
+def _search(resources: Resources, data: bytes) -> tuple[list[int], list[int], str | None, float]:
+    """The ranking's item_ids, those of its first ten labelled `same`, the predicted category and
+    the seconds it took."""
     started = time.perf_counter()
     analysis = queries.analyse_bytes(resources, data)
     ranked = search.ranked(resources, analysis.vectors, analysis.local)
-    return [c.item_id for c in ranked], time.perf_counter() - started
+    same = [c.item_id for c in ranked[:10] if c.same(resources.settings)]
+    best = ranked[: categories.TOP]
+    docs = resources.catalog.documents([c.item_id for c in best])
+    paths = [
+        [str(x) for x in json.loads(docs[c.item_id][0]).get("category_path") or []] if c.item_id in docs else [] for c in best
+    ]
+    predicted = categories.predicted(categories.vote(paths, [c.similarity for c in best]))
+    return [c.item_id for c in ranked], same, predicted, time.perf_counter() - started
 
 
 def _average_precision(ranking: list[int], relevant: set[int]) -> float:
@@ -58,20 +68,44 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if not n:
         return {"queries": 0}
     first = [r["rank"] for r in rows]
+    labelled = sum(r["same"] for r in rows)
     return {
         "queries": n,
         **{f"recall_at_{k}": sum(1 for r in first if r is not None and r <= k) / n for k in (1, 5, 10)},
         "map": sum(r["ap"] for r in rows) / n,
         "p50_ms": 1000 * statistics.median(r["seconds"] for r in rows),
+        # `match: same` among the first ten: how often it is right, and how often the product gets it
+        "same_labelled": labelled,
+        "same_precision": sum(r["same_right"] for r in rows) / labelled if labelled else None,
+        "same_recall": sum(1 for r in rows if r["same_right"]) / n,
+        "total_median": statistics.median(r["total"] for r in rows),
+        # the predicted category (search/categories.py): on the product's category path; its leaf
+        "category_predicted": sum(1 for r in rows if r["category"] is not None) / n,
+        "category_accuracy": sum(1 for r in rows if r["category_right"]) / n,
+        "category_leaf_accuracy": sum(1 for r in rows if r["category_leaf"]) / n,
     }
 
 
 def _measure(resources: Resources, cases: Iterable[tuple[dict[str, Any], bytes, set[int]]]) -> list[dict[str, Any]]:
     rows = []
     for meta, data, relevant in cases:
-        ranking, seconds = _search(resources, data)
+        ranking, same, predicted, seconds = _search(resources, data)
+        truth = [str(c) for c in meta.pop("category_path", [])]
         rank = next((i for i, item_id in enumerate(ranking, 1) if item_id in relevant), None)
-        rows.append({**meta, "rank": rank, "ap": _average_precision(ranking, relevant), "seconds": seconds})
+        rows.append(
+            {
+                **meta,
+                "rank": rank,
+                "ap": _average_precision(ranking, relevant),
+                "seconds": seconds,
+                "total": len(ranking),
+                "same": len(same),
+                "same_right": sum(1 for item_id in same if item_id in relevant),
+                "category": predicted,
+                "category_right": predicted is not None and predicted in truth,  # on the product's path
+                "category_leaf": bool(truth) and predicted == truth[-1],
+            }
+        )
     return rows
 
 
@@ -108,7 +142,7 @@ def grocery(resources: Resources, manifest: Path, limit: int | None = None) -> d
         wanted = [wanted[i * len(wanted) // limit] for i in range(limit)]
     cases = (
         (
-            {"image": r["image_path"], "packaged": r["packaged"] == "True"},
+            {"image": r["image_path"], "packaged": r["packaged"] == "True", "category_path": [r["coarse_class"]]},
             (manifest.parent / r["image_path"]).read_bytes(),
             {GROCERY_ITEM_BASE + int(r["product_id"])},
         )
@@ -205,7 +239,8 @@ def edits(resources: Resources, catalog_file: Path, seed: int = 0, limit: int | 
             with Image.open(io.BytesIO(data)) as opened:
                 photo = ImageOps.exif_transpose(opened).convert("RGB")
             for name in EDITS:
-                yield {"item_id": row.record.item_id, "edit": name}, edit(photo, name, rng), relevant
+                meta = {"item_id": row.record.item_id, "edit": name, "category_path": row.record.category_path}
+                yield meta, edit(photo, name, rng), relevant
 
     rows = _measure(resources, cases())
     return {
@@ -225,7 +260,8 @@ def self_retrieval(resources: Resources, catalog_file: Path) -> dict[str, Any]:
             image = resources.catalog.image_by_sha(hashlib.sha256(data).hexdigest())
             if image is not None:
                 relevant = {item for _, item in resources.catalog.offers_for_images([image.id])}
-                yield {"item_id": row.record.item_id, "title": row.record.title}, data, relevant
+                meta = {"item_id": row.record.item_id, "title": row.record.title, "category_path": row.record.category_path}
+                yield meta, data, relevant
 
     rows = _measure(resources, cases())
     summary = _summary(rows)

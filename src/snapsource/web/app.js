@@ -281,6 +281,22 @@ async function useUrl(address) {
   }
 }
 
+/** "Try a sample photo": one of the catalog's own photos (GET /sample, public like /img/), searched. */
+async function setUpSample() {
+  const button = $("sample");
+  let sample = null;
+  button.addEventListener("click", () => {
+    if (sample) go({ ...filtersFromForm(current), img_url: sample, region: "", page: 1 });
+  });
+  try {
+    const response = await fetch("/sample");
+    sample = response.ok ? (await response.json()).img_url : null;
+  } catch {
+    sample = null; // no sample to offer: the button stays hidden
+  }
+  button.hidden = !sample;
+}
+
 function setUpInputs() {
   const drop = $("drop");
   $("file").addEventListener("change", (event) => useFile(event.target.files[0]));
@@ -349,6 +365,7 @@ function setUp() {
   window.addEventListener("popstate", () => render(stateFromUrl()));
   setUpInputs();
   setUpDrawing();
+  setUpSample();
   render(stateFromUrl());
 }
 

@@ -28,6 +28,9 @@ class SearchParams:
     filters: search.Filters
     region: str | None
     group_same: bool
+    match: str = "all"
+    score_threshold: float | None = None
+    explain: bool = False
 
 
 async def search_params(  # async: validation only, no thread hop
@@ -41,6 +44,18 @@ async def search_params(  # async: validation only, no thread hop
     verified_supplier: Annotated[bool, Query(description="Only verified suppliers")] = False,
     free_shipping: Annotated[bool, Query(description="Only offers with free shipping")] = False,
     new_arrival: Annotated[bool, Query(description="Only new offers")] = False,
+    cat_id: Annotated[
+        str | None,
+        Query(max_length=64, description="Keep offers in this category or below it (an id of their category_path)"),
+    ] = None,
+    keyword: Annotated[
+        str | None,
+        Query(
+            max_length=search.filters.MAX_KEYWORD,
+            description="Keep offers whose title holds every word of this (any case; Chinese and Latin alike), "
+            "as 1688's search within image results; echoed in data.keyword",
+        ),
+    ] = None,
     region: Annotated[
         str | None,
         Query(
@@ -51,18 +66,36 @@ async def search_params(  # async: validation only, no thread hop
     group_same: Annotated[
         bool, Query(description="Fold offers with near-identical main photos (relistings) into the best one")
     ] = False,
+    match: Annotated[
+        str,
+        Query(
+            pattern="^(all|same)$",
+            description="all: every offer over the threshold; same: only offers that are the same product "
+            "(a geometric match with the photo, or a near-copy of one of their photos)",
+        ),
+    ] = "all",
+    score_threshold: Annotated[
+        float | None,
+        Query(ge=0, le=1, description="Keep offers whose photo is at least this similar to the query (cosine, 0-1)"),
+    ] = None,
+    explain: Annotated[
+        bool,
+        Query(description="Add each item's similarity (0-1), match (same or similar) and matched_img (its photo that matched)"),
+    ] = False,
 ) -> SearchParams:
     """The spec's parameters besides img_url, shared by GET and POST."""
     filters = search.Filters.from_params(
         price_start,
         price_end,
+        keyword,
+        cat_id,
         support_dropshipping=support_dropshipping,
         is_factory=is_factory,
         verified_supplier=verified_supplier,
         free_shipping=free_shipping,
         new_arrival=new_arrival,
     )
-    return SearchParams(page, page_size, sort, filters, region or None, group_same)
+    return SearchParams(page, page_size, sort, filters, region or None, group_same, match, score_threshold, explain)
 
 
 ParamsDep = Annotated[SearchParams, Depends(search_params)]
@@ -119,28 +152,29 @@ def _page(request: Request, resources: Resources, query: queries.Query, params: 
     """The data of a search answer: the spec's fields in its order and types (see test_contract),
     then ours: the box searched and the products found, as [x1, y1, x2, y2] in the photo's pixels.
     It is sent as built rather than validated a second time against SearchResponse."""
-    result = search.run(
+    result = search.find(
         resources,
-        query.analysis.vectors,
-        local=query.analysis.local,
+        query,
         page=params.page,
         page_size=params.page_size,
         sort=params.sort,
         filters=params.filters,
         group_same=params.group_same,
-        key=f"{query.sha256}:{query.analysis.region.wire()}",
+        match=params.match,
+        score_threshold=params.score_threshold,
     )
     base = public_base(request)
     return {
         "page": result.page,
         "page_size": result.page_size,
         "total_count": result.total_count,
-        "keyword": "",
+        "keyword": result.filters.keyword,
         "sort": result.sort.value,
-        "cat_id": None,
+        "cat_id": search.categories.wire_id(result.cat_id),
         "filters": result.filters.echo(),
-        "items": [hit.wire(base) for hit in result.hits],
+        "items": [hit.wire(base, params.explain) for hit in result.hits],
         "has_next_page": result.has_next_page,
         "region": query.analysis.region.wire(),
         "regions": [box.wire() for box in query.analysis.regions],
+        **({"categories": [v.wire() for v in result.categories]} if params.explain else {}),
     }

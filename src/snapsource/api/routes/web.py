@@ -8,6 +8,8 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from snapsource.api.deps import ResourcesDep
+
 WEB = Path(__file__).resolve().parents[2] / "web"
 
 # the pages run only their own scripts and talk only to this server; product photos may be anywhere
@@ -25,6 +27,13 @@ static = StaticFiles(directory=WEB)
 @router.get("/")
 def search_page() -> FileResponse:
     return FileResponse(WEB / "index.html", headers=HEADERS)
+
+
+@router.get("/sample")
+def sample_photo(resources: ResourcesDep) -> dict[str, str | None]:
+    """A catalog photo for the search page's "Try a sample photo" (public, as every /img/ is)."""
+    image = resources.catalog.example_image()
+    return {"img_url": f"/img/{image.name}" if image else None}
 
 
 @router.get("/console")

@@ -46,6 +46,7 @@ NLIST = 1024  # IVF lists per sealed segment (about 100,000 entities at 1280 dim
 NPROBE = 32  # lists probed without a filter
 PROBE_ALL = 0.02  # a filter keeping under 2% of the entities: probe every list
 MAX_LIMIT = 16_384  # Milvus's largest top-k
+MAX_IN = 10_000  # offers named in one `item_id in [...]` term (keyword, category); more: filtered after the search
 BATCH = 2_000  # entities per insert (about 10 MB at 1280 dimensions)
 COUNT_SECONDS = 5.0  # how long `len()` may be stale
 CONNECT_SECONDS = 10.0
@@ -107,6 +108,8 @@ def expression(selection: Selection | None) -> str:
     terms += [f"{name} == true" for name in where.flags]
     if where.new_since is not None:
         terms.append(f"(new_arrival == 1 or (new_arrival == -1 and created_day >= {where.new_since}))")
+    if (where.keyword is not None or where.category is not None) and len(selection.offers) <= MAX_IN:
+        terms.append(f"item_id in {_in(selection.offers)}")  # more: filtered after the search (search_offers)
     return " and ".join(terms)
 
 
@@ -332,8 +335,12 @@ class MilvusStore:
         image_ids = np.fromiter((h["entity"]["image_id"] for h in hits), np.int64, len(hits))
         scores = np.fromiter((h["distance"] for h in hits), np.float32, len(hits))
         more = len(scores) == k and bool(scores[-1] >= threshold)
-        over = scores >= threshold
-        return Matches(item_ids[over], image_ids[over], scores[over], more)
+        keep = scores >= threshold
+        if selection is not None:  # what the expression could not say (a keyword matching many offers)
+            rows = columns.rows_of(item_ids)
+            keep &= rows >= 0
+            keep[keep] = selection.rows[rows[keep]]
+        return Matches(item_ids[keep], image_ids[keep], scores[keep], more)
 
     # upkeep -----------------------------------------------------------------------------------
     def due(self) -> bool:
