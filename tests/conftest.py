@@ -149,6 +149,17 @@ def search(client, token, resources):
     return run
 
 
+def all_items(search, img, **params) -> list[dict]:
+    """Every item of a search, page after page (20 a page), with the `search` fixture."""
+    items, page = [], 1
+    while True:
+        data = search(img, page=page, page_size=20, **params)["data"]
+        items += data["items"]
+        if not data["has_next_page"]:
+            return items
+        page += 1
+
+
 def main_image_url(resources: Resources, offer: dict) -> str:
     import hashlib
 

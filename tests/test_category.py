@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import luma_offers
+from conftest import all_items, luma_offers
 from snapsource.search.categories import vote
 
 QUERY = luma_offers()[0]
 PATHS = {o["item_id"]: [str(c) for c in o["category_path"]] for o in luma_offers()}
-
-
-def all_items(search, **params) -> list[dict]:
-    items, page = [], 1
-    while True:
-        data = search(QUERY, page=page, page_size=20, **params)["data"]
-        items += data["items"]
-        if not data["has_next_page"]:
-            return items
-        page += 1
 
 
 @pytest.mark.profiles
@@ -34,7 +24,7 @@ def test_the_predicted_category_is_the_querys(search):
 @pytest.mark.profiles
 def test_cat_id_keeps_offers_in_that_category_or_below(search, resources):
     wide = {"score_threshold": str(resources.settings.similarity_threshold)}
-    everything = all_items(search, **wide)
+    everything = all_items(search, QUERY, **wide)
     top, leaf = PATHS[QUERY["item_id"]][0], PATHS[QUERY["item_id"]][-1]
     for cat in (top, leaf):
         expected = [i["item_id"] for i in everything if cat in PATHS[i["item_id"]]]
@@ -42,10 +32,10 @@ def test_cat_id_keeps_offers_in_that_category_or_below(search, resources):
         body = search(QUERY, cat_id=cat, page_size=20, **wide)
         assert body["data"]["cat_id"] == int(cat)  # the category asked for is echoed
         assert body["data"]["total_count"] == len(expected)
-        assert [i["item_id"] for i in all_items(search, cat_id=cat, **wide)] == expected
+        assert [i["item_id"] for i in all_items(search, QUERY, cat_id=cat, **wide)] == expected
     assert len([i for i in everything if leaf in PATHS[i["item_id"]]]) < len(everything)
     assert search(QUERY, cat_id="999999999")["data"]["total_count"] == 0
-    both = all_items(search, cat_id=top, keyword="top", **wide)
+    both = all_items(search, QUERY, cat_id=top, keyword="top", **wide)
     assert both and all(top in PATHS[i["item_id"]] and "top" in i["title"].lower() for i in both)
 
 

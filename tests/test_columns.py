@@ -44,7 +44,7 @@ def test_the_store_condition_is_what_the_filters_say():
 def test_a_selective_filter_still_fills_the_candidates(resources):
     """With room for 8 candidates, a filter applied after the search kept only those of the 8
     most similar that pass; inside the search it finds 8 that pass."""
-    small = with_settings(resources, candidate_cap=8, rerank_k=0)
+    small = with_settings(resources, candidate_cap=8, rerank_k=0, similarity_margin=0)  # every offer over the threshold
     offer = luma_offers()[0]
     query = queries.known(small, main_image_url(resources, offer).split("/")[-1].split(".")[0])
     expensive = Filters(price_start=Decimal("150"))

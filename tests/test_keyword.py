@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import luma_offers, open_resources, write_catalog
+from conftest import all_items, luma_offers, open_resources, write_catalog
 from snapsource.ingest import ingest
 
 pytestmark = pytest.mark.profiles
@@ -13,19 +13,9 @@ QUERY = luma_offers()[0]
 TITLES = {o["item_id"]: o["title"] for o in luma_offers()}
 
 
-def all_items(search, **params) -> list[dict]:
-    items, page = [], 1
-    while True:
-        data = search(QUERY, page=page, page_size=20, **params)["data"]
-        items += data["items"]
-        if not data["has_next_page"]:
-            return items
-        page += 1
-
-
 def test_keyword_keeps_the_results_whose_title_holds_it(search, resources):
     wide = {"score_threshold": str(resources.settings.similarity_threshold)}
-    everything = all_items(search, **wide)
+    everything = all_items(search, QUERY, **wide)
     for keyword in ("bra", "BRA TOP", "  top   bra "):
         words = keyword.lower().split()
         expected = [i["item_id"] for i in everything if all(w in i["title"].lower() for w in words)]
@@ -33,8 +23,8 @@ def test_keyword_keeps_the_results_whose_title_holds_it(search, resources):
         body = search(QUERY, keyword=keyword, page_size=20, **wide)
         assert body["data"]["keyword"] == " ".join(keyword.split())  # echoed, as TMAPI does
         assert body["data"]["total_count"] == len(expected)
-        assert [i["item_id"] for i in all_items(search, keyword=keyword, **wide)] == expected
-    factories = all_items(search, keyword="bra", is_factory="true", **wide)
+        assert [i["item_id"] for i in all_items(search, QUERY, keyword=keyword, **wide)] == expected
+    factories = all_items(search, QUERY, keyword="bra", is_factory="true", **wide)
     assert factories and all("bra" in TITLES[i["item_id"]].lower() for i in factories)
     assert search(QUERY, keyword="no such words here")["data"]["total_count"] == 0
     assert search(QUERY, keyword="")["data"]["keyword"] == ""

@@ -7,22 +7,12 @@ import io
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import LUMA, luma_offers, main_image_url
+from conftest import LUMA, all_items, luma_offers, main_image_url
 
 pytestmark = pytest.mark.profiles
 
 QUERY = luma_offers()[0]
 TWINS = {o["item_id"] for o in luma_offers() if o["img"] == QUERY["img"]}
-
-
-def all_items(search, **params) -> list[dict]:
-    items, page = [], 1
-    while True:
-        data = search(QUERY, page=page, page_size=20, **params)["data"]
-        items += data["items"]
-        if not data["has_next_page"]:
-            return items
-        page += 1
 
 
 def test_explain_adds_the_evidence_after_the_spec_fields(search, resources):
@@ -60,8 +50,8 @@ def test_the_matched_photo_is_the_one_that_matched(client, token):
 
 
 def test_match_same_narrows_to_the_same_product(search):
-    everything = all_items(search, explain="true")
-    same = all_items(search, explain="true", match="same")
+    everything = all_items(search, QUERY, explain="true")
+    same = all_items(search, QUERY, explain="true", match="same")
     assert same and len(same) < len(everything)
     assert all(i["match"] == "same" for i in same)
     assert [i["item_id"] for i in same] == [i["item_id"] for i in everything if i["match"] == "same"]
@@ -72,8 +62,8 @@ def test_match_same_narrows_to_the_same_product(search):
 
 def test_score_threshold_keeps_what_is_that_similar(search, resources):
     settings = resources.settings
-    floor = all_items(search, explain="true", score_threshold=str(settings.similarity_threshold))
-    default = all_items(search, explain="true")
+    floor = all_items(search, QUERY, explain="true", score_threshold=str(settings.similarity_threshold))
+    default = all_items(search, QUERY, explain="true")
     best = default[0]["similarity"]
     # the default: over similarity_threshold and within similarity_margin of the best match
     assert {i["item_id"] for i in default} == {
@@ -82,16 +72,16 @@ def test_score_threshold_keeps_what_is_that_similar(search, resources):
         if i["similarity"] >= max(settings.similarity_threshold, best - settings.similarity_margin) - 1e-4
     }
     assert len(default) < len(floor)  # a close photo leaves out what only shares a style
-    strict = all_items(search, explain="true", score_threshold="0.8")
+    strict = all_items(search, QUERY, explain="true", score_threshold="0.8")
     assert strict and len(strict) < len(default)
     assert {i["item_id"] for i in strict} == {i["item_id"] for i in floor if i["similarity"] >= 0.8}
 
 
 def test_a_filter_only_narrows_the_answer(search):
     """The margin is measured from the best match in the whole catalog, not within the filter."""
-    everything = {i["item_id"] for i in all_items(search)}
+    everything = {i["item_id"] for i in all_items(search, QUERY)}
     for filters in ({"is_factory": "true"}, {"price_start": "80"}, {"new_arrival": "true"}):
-        assert {i["item_id"] for i in all_items(search, **filters)} <= everything, filters
+        assert {i["item_id"] for i in all_items(search, QUERY, **filters)} <= everything, filters
 
 
 @pytest.mark.parametrize(

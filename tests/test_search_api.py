@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import LUMA, luma_offers
+from conftest import LUMA, all_items, luma_offers
 
 OFFERS = {o["item_id"]: o for o in luma_offers()}
 QUERY = luma_offers()[0]
@@ -25,16 +25,6 @@ def search(search, resources):
         return search(img, **{"score_threshold": floor, **params})
 
     return run
-
-
-def all_items(search, img=QUERY, **params) -> list[dict]:
-    items, page = [], 1
-    while True:
-        data = search(img, page=page, page_size=20, **params)["data"]
-        items += data["items"]
-        if not data["has_next_page"]:
-            return items
-        page += 1
 
 
 def test_own_image_finds_the_offer_first(search, resources):
@@ -70,16 +60,16 @@ def test_pages_never_overlap_or_skip(search):
 
 
 def test_sorts(search):
-    everything = sorted(i["item_id"] for i in all_items(search))
-    by_sales = all_items(search, sort="sales")
+    everything = sorted(i["item_id"] for i in all_items(search, QUERY))
+    by_sales = all_items(search, QUERY, sort="sales")
     sales = [i["sale_info"]["sale_quantity_int"] for i in by_sales]
     assert len(set(sales)) > 1  # values that differ, or any order would pass
     assert sales == sorted(sales, reverse=True)
-    up = all_items(search, sort="price_up")
+    up = all_items(search, QUERY, sort="price_up")
     prices = [Decimal(i["price"]) for i in up]
     assert len(set(prices)) > 1
     assert prices == sorted(prices)
-    down = [Decimal(i["price"]) for i in all_items(search, sort="price_down")]
+    down = [Decimal(i["price"]) for i in all_items(search, QUERY, sort="price_down")]
     assert down == sorted(down, reverse=True)
     for ordered in (by_sales, up):  # a sort reorders the same offers, none left out or repeated
         assert sorted(i["item_id"] for i in ordered) == everything
@@ -88,7 +78,7 @@ def test_sorts(search):
 
 @pytest.mark.parametrize("flag", ["support_dropshipping", "free_shipping", "verified_supplier", "is_factory", "new_arrival"])
 def test_boolean_filters(search, flag):
-    everything = all_items(search)
+    everything = all_items(search, QUERY)
 
     def has(item_id: int) -> bool:
         offer = OFFERS[item_id]
@@ -102,20 +92,20 @@ def test_boolean_filters(search, flag):
         body = search(QUERY, **{flag: value})
         assert body["data"]["filters"] == {flag: True}
         assert body["data"]["total_count"] == len(expected)
-        assert [i["item_id"] for i in all_items(search, **{flag: value})] == expected
+        assert [i["item_id"] for i in all_items(search, QUERY, **{flag: value})] == expected
     for value in ("false", "0"):
         assert search(QUERY, **{flag: value})["data"]["total_count"] == len(everything)
 
 
 def test_price_filter_compares_decimals_not_strings(search):
-    everything = all_items(search)
+    everything = all_items(search, QUERY)
     low, high = Decimal("9.5"), Decimal("100")
     expected = [i["item_id"] for i in everything if low <= Decimal(i["price"]) <= high]
     assert 0 < len(expected) < len(everything)
-    got = all_items(search, price_start="9.50", price_end="100")
+    got = all_items(search, QUERY, price_start="9.50", price_end="100")
     assert [i["item_id"] for i in got] == expected
     assert search(QUERY, price_start="9.50", price_end="100")["data"]["filters"] == {"price_start": "9.50", "price_end": "100"}
-    only_min = all_items(search, price_start="100")
+    only_min = all_items(search, QUERY, price_start="100")
     assert only_min and all(Decimal(i["price"]) >= 100 for i in only_min)
 
 
@@ -131,9 +121,9 @@ def test_filters_combine(search):
             offer["shop_info"]["is_factory"] is True and offer["support_dropshipping"] is True and Decimal(offer["price"]) <= cap
         )
 
-    everything = all_items(search)
+    everything = all_items(search, QUERY)
     expected = [i["item_id"] for i in everything if passes(OFFERS[i["item_id"]])]
-    got = all_items(search, **params)
+    got = all_items(search, QUERY, **params)
     assert got, "the filters should keep some offers"
     assert QUERY["item_id"] in {i["item_id"] for i in got}
     assert 0 < len(got) < len(everything)
