@@ -114,6 +114,28 @@ def test_cli_search_finds_what_the_api_finds(resources, client, token):
     assert seen > 0
 
 
+def test_search_shows_similarity_and_match(resources):
+    """`snapsource search` shows the API's explain fields: similarity in 0-1 (not the ranking score,
+    which re-ranking may raise past 1) and the match kind, in --json lines and in the table."""
+    from conftest import LUMA, luma_offers
+
+    query = luma_offers()[0]
+    photo = LUMA.parent / query["img"]
+    data = str(resources.settings.data_dir)
+    run = snapsource("search", str(photo), "--data", data, "--json")
+    assert run.returncode == 0, run.stderr
+    items = [json.loads(line) for line in run.stdout.splitlines()]
+    assert items and all(0 <= item["similarity"] <= 1 and item["match"] in ("same", "similar") for item in items), items
+    assert items[0]["item_id"] == query["item_id"] and items[0]["match"] == "same"  # its own photo: the same product
+    assert all("/img/" in item["matched_img"] for item in items)  # the offer's photo that matched
+    table = snapsource("search", str(photo), "--data", data, "--page-size", "5")
+    assert table.returncode == 0, table.stderr
+    header = next(line for line in table.stdout.splitlines() if "item_id" in line)
+    assert "similarity" in header and "match" in header and "score" not in header, header
+    first = next(line for line in table.stdout.splitlines() if str(query["item_id"]) in line)
+    assert re.search(r"\b[01]\.\d{3}\b.*\bsame\b", first), first
+
+
 API_FLAGS = (
     "--is-factory",
     "--price-start",

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from conftest import LUMA, ROOT, luma_offers, with_settings
+from conftest import LUMA, ROOT, luma_offers, main_image_url, with_settings
 from imageserver import ImageServer, grocery_photo
 from snapsource.api.app import create_app
 from snapsource.tools.loopback import serve
@@ -328,3 +328,110 @@ def test_try_a_sample_photo(page: Page, resources):
     expect(cards(page).first).to_have_attribute("data-item-id", str(min(resources.catalog.offer_ids())))  # it finds itself
     expect(page.locator("#pager")).to_be_visible()
     expect(sample).to_be_hidden()  # a photo is on screen
+
+
+def card_ids(page: Page) -> list[str]:
+    return cards(page).evaluate_all("nodes => nodes.map(n => n.dataset.itemId)")
+
+
+def titles(page: Page) -> list[str]:
+    return page.locator("#results .card .title").evaluate_all("nodes => nodes.map(n => n.textContent)")
+
+
+def test_cards_show_the_evidence_and_the_category_chip_filters(page: Page, resources):
+    """explain=true on every search: similarity, "same product" and the photo that matched on each card;
+    the predicted category as a chip that filters to it; title words and "same product" as filters,
+    all of them in the address."""
+    offers = luma_offers()
+    paths = {str(o["item_id"]): o["category_path"] for o in offers}
+    query = offers[0]
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/1688/search/image" in r.url else None)
+    page.goto("/?img_url=" + quote(main_image_url(resources, query), safe=""))
+    expect(cards(page).first).to_be_visible(timeout=30_000)
+    settled(page)
+    assert asked and all("explain=true" in url for url in asked)
+    assert "explain" not in page.url  # the page's own setting, not part of the shared search
+    expect(cards(page).first).to_have_attribute("data-item-id", str(query["item_id"]))  # it finds itself...
+    expect(cards(page).first.locator(".badge.same")).to_have_text(re.compile("same product"))  # ...as the same product
+    similarities = cards(page).evaluate_all("nodes => nodes.map(n => Number(n.dataset.similarity))")
+    assert similarities and all(0 <= s <= 1 for s in similarities), similarities
+    assert similarities[0] > 0.95
+    shown = page.locator("#results .card .similarity").first.text_content()
+    assert shown.strip() == f"{round(similarities[0] * 100)}% alike", shown
+    assert cards(page).count() == page.locator("#results .card .similarity").count()
+    everything = offers_shown(page)
+    page.screenshot(path="/tmp/part6-cards.png", full_page=True)
+
+    # the chip: the predicted category, on the query's own path
+    chip = page.locator("#category")
+    expect(chip).to_be_visible()
+    predicted = chip.get_attribute("data-cat-id")
+    assert predicted in query["category_path"], (predicted, query["category_path"])
+    expect(chip).to_contain_text(predicted)
+    expect(chip).to_have_attribute("aria-pressed", "false")
+    chip.click()
+    expect(page).to_have_url(re.compile(rf"cat_id={predicted}"))
+    settled(page)
+    expect(chip).to_have_attribute("aria-pressed", "true")
+    expect(chip).to_have_class(re.compile(r"\bon\b"))
+    in_category = offers_shown(page)
+    assert 0 < in_category <= everything  # the best matches are mostly in it already
+    assert all(predicted in paths[i] for i in card_ids(page)), card_ids(page)
+    page.screenshot(path="/tmp/part6-category.png", full_page=True)
+
+    # title words narrow the image results (within the category still)
+    page.fill("#filters [name=keyword]", "Bra")
+    page.press("#filters [name=keyword]", "Enter")
+    expect(page).to_have_url(re.compile(r"keyword=Bra"))
+    settled(page)
+    assert 0 < offers_shown(page) < in_category
+    assert all("bra" in t.lower().split() for t in titles(page)), titles(page)
+    assert all(predicted in paths[i] for i in card_ids(page))
+    narrowed = card_ids(page)
+    page.screenshot(path="/tmp/part6-keyword.png", full_page=True)
+
+    page.reload()  # the address restores both filters
+    settled(page)
+    expect(page.locator("#filters [name=keyword]")).to_have_value("Bra")
+    expect(chip).to_have_attribute("aria-pressed", "true")
+    expect(chip).to_have_attribute("data-cat-id", predicted)
+    assert card_ids(page) == narrowed
+
+    chip.click()  # clicked again: every category
+    expect(page).not_to_have_url(re.compile(r"cat_id="))
+    expect(page).to_have_url(re.compile(r"keyword=Bra"))
+    settled(page)
+    expect(chip).to_have_attribute("aria-pressed", "false")
+    assert all("bra" in t.lower().split() for t in titles(page))
+
+    # "same product" only
+    page.fill("#filters [name=keyword]", "")
+    page.press("#filters [name=keyword]", "Enter")
+    expect(page).not_to_have_url(re.compile(r"keyword="))
+    page.check("#filters [name=same]")
+    expect(page).to_have_url(re.compile(r"match=same"))
+    settled(page)
+    assert cards(page).count() > 0
+    assert cards(page).count() == page.locator("#results .card .badge.same").count()
+    assert str(query["item_id"]) in card_ids(page)
+    assert offers_shown(page) < everything
+    page.screenshot(path="/tmp/part6-same.png", full_page=True)
+    page.reload()
+    settled(page)
+    expect(page.locator("#filters [name=same]")).to_be_checked()
+
+
+def test_a_card_shows_the_photo_that_matched(page: Page, resources, tmp_path):
+    """An offer found by another of its photos shows that photo, noted, rather than its main one."""
+    query = luma_offers()[0]
+    other = next(p for p in query["images"] if p != query["img"])
+    page.set_input_files("#file", str(LUMA.parent / other))
+    expect(cards(page).first).to_be_visible(timeout=30_000)
+    settled(page)
+    first = cards(page).first
+    expect(first).to_have_attribute("data-item-id", str(query["item_id"]))
+    expect(first.locator(".matched-note")).to_have_text("matched this photo")
+    shown = first.locator(".thumb img").get_attribute("src")
+    assert not shown.endswith(main_image_url(resources, query))  # not the main photo
+    page.screenshot(path="/tmp/part6-matched.png", full_page=True)

@@ -323,7 +323,14 @@ def compact(
 def search_cmd(
     image: PhotoArg,
     data: DataOpt = DEFAULT_DATA,
-    as_json: JsonOpt = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="One JSON object per offer, best first (the API's item schema with explain=true: "
+            "similarity 0-1, match same/similar, matched_img).",
+        ),
+    ] = False,
     page: PageOpt = 1,
     page_size: PageSizeOpt = 20,
     sort: SortOpt = "default",
@@ -360,14 +367,18 @@ def search_cmd(
     base = resources.settings.public_url.rstrip("/")
     if as_json:
         for hit in result.hits:
-            sys.stdout.write(json.dumps(hit.wire(base), ensure_ascii=False) + "\n")
+            # the API's item with explain=true: similarity (0-1), match (same/similar), matched_img
+            sys.stdout.write(json.dumps(hit.wire(base, explain=True), ensure_ascii=False) + "\n")
         return
-    table = Table("#", "score", "item_id", "title", "price", "moq", "sales", "shop", title=f"{result.total_count} offers")
+    table = Table(
+        "#", "similarity", "match", "item_id", "title", "price", "moq", "sales", "shop", title=f"{result.total_count} offers"
+    )
     for rank, hit in enumerate(result.hits, start=(page - 1) * page_size + 1):
         item = hit.item
         table.add_row(
             str(rank),
-            f"{hit.score:.3f}",
+            f"{hit.similarity:.3f}",  # 0-1, as the API's explain; not the ranking score (re-ranking may pass 1)
+            hit.match,
             str(item.item_id),
             item.title,
             item.price,

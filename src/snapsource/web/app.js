@@ -1,5 +1,7 @@
 // The search page: a photo in (drop, paste, pick, URL), the API's own parameters as controls, offers out.
 // The page's address holds the search (never the token), so it can be shared and the Back button works.
+// Every search asks with explain=true: each card shows how alike it is, whether it is the same product,
+// and the offer's photo that matched; the predicted category is a chip that filters to it.
 "use strict";
 
 const FLAGS = ["is_factory", "verified_supplier", "support_dropshipping", "free_shipping", "new_arrival"];
@@ -23,6 +25,9 @@ function stateFromUrl() {
     price_start: q.get("price_start") || "",
     price_end: q.get("price_end") || "",
     region: q.get("region") || "",
+    keyword: q.get("keyword") || "",
+    cat_id: q.get("cat_id") || "",
+    match: q.get("match") === "same" ? "same" : "all",
     flags: Object.fromEntries(FLAGS.map((f) => [f, q.get(f) === "true"])),
   };
 }
@@ -34,6 +39,9 @@ function params(state) {
   if (state.sort !== "default") p.sort = state.sort;
   if (state.price_start) p.price_start = state.price_start;
   if (state.price_end) p.price_end = state.price_end;
+  if (state.keyword) p.keyword = state.keyword;
+  if (state.cat_id) p.cat_id = state.cat_id;
+  if (state.match === "same") p.match = "same";
   for (const f of FLAGS) if (state.flags[f]) p[f] = "true";
   if (state.region) p.region = state.region;
   return p;
@@ -53,6 +61,8 @@ function filtersFromForm(state) {
     price_start: form.price_start.value.trim(),
     price_end: form.price_end.value.trim(),
     sort: form.sort.value || "default",
+    keyword: form.keyword.value.trim(),
+    match: form.same.checked ? "same" : "all",
     flags: Object.fromEntries(FLAGS.map((f) => [f, form[f].checked])),
   };
 }
@@ -62,6 +72,8 @@ function formFromState(state) {
   form.price_start.value = state.price_start;
   form.price_end.value = state.price_end;
   form.sort.value = state.sort;
+  form.keyword.value = state.keyword;
+  form.same.checked = state.match === "same";
   for (const f of FLAGS) form[f].checked = state.flags[f];
 }
 
@@ -76,6 +88,7 @@ async function render(state) {
   if (!hasPhoto) {
     $("results").replaceChildren();
     $("pager").hidden = true;
+    $("category").hidden = true;
     showStatus(token() ? "" : "Enter your API token above (`snapsource token create`), then drop a photo.");
     return;
   }
@@ -89,7 +102,7 @@ async function render(state) {
   document.body.setAttribute("aria-busy", "true");
   try {
     const data = await callApi("GET", "/1688/search/image", {
-      params: { apiToken: token(), page_size: String(PAGE_SIZE), ...params(state) },
+      params: { apiToken: token(), page_size: String(PAGE_SIZE), explain: "true", ...params(state) },
     });
     if (state !== current) return; // a newer search started meanwhile
     found = { regions: data.regions || [], region: data.region || null };
@@ -99,6 +112,7 @@ async function render(state) {
     if (state !== current) return;
     $("results").replaceChildren();
     $("pager").hidden = true;
+    $("category").hidden = true;
     showStatus(error.code === 401 ? `${error.message}. Set your API token above.` : error.message, true);
   } finally {
     document.body.removeAttribute("aria-busy");
@@ -109,14 +123,44 @@ function showResults(data) {
   const pages = Math.max(1, Math.ceil(data.total_count / data.page_size));
   showStatus(
     data.total_count === 0
-      ? "No offers match: widen the price range or untick a filter."
+      ? "No offers match: widen the price range, clear the title words or untick a filter."
       : `${data.total_count} offers · page ${data.page} of ${pages}`,
   );
+  showCategory(data);
   $("results").replaceChildren(...data.items.map(card));
   $("pager").hidden = data.total_count === 0;
   $("prev").disabled = data.page <= 1;
   $("next").disabled = !data.has_next_page;
   $("page-info").textContent = `Page ${data.page} of ${pages}`;
+}
+
+/** The chip: the category asked for (a filter on: click to drop it), else the one predicted (click to filter). */
+function showCategory(data) {
+  const chip = $("category");
+  const id = data.cat_id === null || data.cat_id === undefined ? "" : String(data.cat_id);
+  const on = Boolean(current.cat_id);
+  chip.hidden = !id;
+  if (!id) return;
+  const vote = (data.categories || []).find((v) => String(v.cat_id) === id);
+  chip.dataset.catId = id;
+  chip.classList.toggle("on", on);
+  chip.setAttribute("aria-pressed", String(on));
+  chip.title = on
+    ? "Showing only this category: click to show every category"
+    : `Predicted from the best matches${vote ? ` (${Math.round(vote.share * 100)}% of the vote)` : ""}: click to show only this category`;
+  $("category-label").textContent = on ? "Category" : "Looks like category";
+  $("category-id").textContent = id;
+  $("category-x").hidden = !on;
+}
+
+/** The API's similarity (0-1) as the card shows it. */
+const percent = (similarity) => `${Math.round(similarity * 100)}%`;
+
+/** A small bar as long as the similarity (its width set through the CSSOM: the CSP refuses style="…"). */
+function meter(similarity) {
+  const fill = el("span", { class: "fill" });
+  fill.style.width = percent(Math.min(1, Math.max(0, similarity)));
+  return el("span", { class: "meter", "aria-hidden": "true" }, fill);
 }
 
 function money(value) {
@@ -131,11 +175,22 @@ function card(item) {
   const origin = prices.origin_price && prices.origin_price !== item.price ? prices.origin_price : null;
   const where = (shop.location && shop.location.length ? shop.location : (item.delivery_info || {}).area_from) || [];
   const sold = sale.sale_quantity_int ?? sale.sale_quantity;
+  const matched = item.matched_img && item.matched_img !== item.img ? safeUrl(item.matched_img) : null;
+  const same = item.match === "same";
+  const hasSimilarity = typeof item.similarity === "number";
   return el(
     "li",
-    { class: "card", "data-item-id": item.item_id },
+    { class: same ? "card same" : "card", "data-item-id": item.item_id, "data-match": item.match,
+      "data-similarity": hasSimilarity ? item.similarity : null },
     el("a", { class: "thumb", href: link, target: "_blank", rel: "noopener" },
-      el("img", { src: safeUrl(item.img), alt: item.title, loading: "lazy" })),
+      el("img", { src: matched || safeUrl(item.img), alt: item.title, loading: "lazy" }),
+      matched ? el("span", { class: "matched-note", title: "Your photo matched this one of the offer's photos, not its main photo" },
+        "matched this photo") : null),
+    el("div", { class: "evidence" },
+      same ? el("span", { class: "badge same", title: "The same product: the same printed object seen again, or a near-copy of its photo" },
+        "✓ same product") : null,
+      hasSimilarity ? el("span", { class: "similarity", title: `similarity ${item.similarity.toFixed(2)} (0-1)` },
+        meter(item.similarity), `${percent(item.similarity)} alike`) : null),
     el(
       "div",
       { class: "body" },
@@ -353,6 +408,8 @@ function setUp() {
     render(current);
   });
   $("filters").addEventListener("change", () => go({ ...filtersFromForm(current), page: 1 }));
+  $("category").addEventListener("click", () =>
+    go({ ...filtersFromForm(current), cat_id: current.cat_id ? "" : $("category").dataset.catId, page: 1 }));
   $("filters").addEventListener("submit", (event) => {
     event.preventDefault();
     go({ ...filtersFromForm(current), page: 1 });
