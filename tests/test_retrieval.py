@@ -40,7 +40,10 @@ def test_cli_search_json(resources):
     ).stdout.splitlines()
     items = [json.loads(line) for line in out]
     assert len(items) == 5
-    assert tuple(items[0]) == ITEM_FIELDS
+    # the API's item with explain=true: the spec's fields in order, then the evidence
+    assert tuple(items[0]) == (*ITEM_FIELDS, "similarity", "match", "matched_img")
+    assert 0.0 <= items[0]["similarity"] <= 1.0 and items[0]["match"] in {"same", "similar"}
+    assert items[0]["similarity"] >= items[-1]["similarity"]
     twins = {o["item_id"] for o in luma_offers() if o["img"] == offer["img"]}
     assert items[0]["item_id"] in twins
     assert items[0]["img"].startswith("/img/")
