@@ -9,6 +9,12 @@ from pydantic import BaseModel, Field
 from snapsource.offer import Item
 
 
+class SearchGroup(BaseModel):
+    region: list[int] = Field(description="The product's box, [x1, y1, x2, y2] in the photo's pixels")
+    items: list[Item] = Field(description="The first page of that box's results (region= searches the same)")
+    total_count: int
+
+
 class SearchData(BaseModel):
     page: int
     page_size: int
@@ -21,6 +27,9 @@ class SearchData(BaseModel):
     has_next_page: bool
     region: list[int] = Field(description="snapsource: the box searched, [x1, y1, x2, y2] in the photo's pixels")
     regions: list[list[int]] = Field(description="snapsource: the products found, strongest first, as boxes")
+    groups: list[SearchGroup] | None = Field(
+        None, description="snapsource, with regions=all: each product box's own first page, in the order of regions"
+    )
 
 
 class SearchResponse(BaseModel):

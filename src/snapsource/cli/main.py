@@ -631,14 +631,19 @@ def bench(
 
 @app.command("eval")
 def eval_cmd(
-    protocols: Annotated[list[str] | None, typer.Argument(help="grocery, edits and/or self (default: grocery edits).")] = None,
+    protocols: Annotated[
+        list[str] | None, typer.Argument(help="grocery, edits, self and/or composites (default: grocery edits).")
+    ] = None,
     data: Annotated[Path, typer.Option("--data", help="Data dir for the eval catalogs (imported if needed).")] = Path(
         "build/eval-data"
     ),
     shared: Annotated[Path, typer.Option(help="The shared folder with catalogs/luma and eval/grocery.")] = Path("../shared"),
     output: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
-    limit: Annotated[int | None, typer.Option(help="At most this many queries (grocery) or offers (edits, self).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the edits.")] = 0,
+    limit: Annotated[
+        int | None,
+        typer.Option(help="At most this many queries (grocery), offers (edits, self) or composites a background (40)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the edits and composites.")] = 0,
     set_: Annotated[list[str], typer.Option("--set", help="Override a setting, e.g. --set rerank_k=0.")] = [],  # noqa: B006
     ablation: Annotated[bool, typer.Option(help="Run each improvement switched on in turn and compare.")] = False,
 ) -> None:
@@ -648,9 +653,9 @@ def eval_cmd(
     from snapsource.tools import evaluate
 
     wanted = protocols or ["grocery", "edits"]
-    unknown = set(wanted) - {"grocery", "edits", "self"}
+    unknown = set(wanted) - {"grocery", "edits", "self", "composites"}
     if unknown:
-        raise typer.BadParameter(f"unknown protocol {', '.join(sorted(unknown))}: use grocery, edits or self")
+        raise typer.BadParameter(f"unknown protocol {', '.join(sorted(unknown))}: use grocery, edits, self or composites")
     luma = shared / "catalogs" / "luma" / "catalog.jsonl"
     manifest = shared / "eval" / "grocery" / "manifest.csv"
     overrides = _parse_set(set_)
@@ -683,7 +688,7 @@ def eval_cmd(
     results = []
     for label, config in configs:
         resources = Resources.open(Settings.load(data_dir=data, **{**config, **overrides}))
-        for protocol in wanted:
+        for protocol in [p for p in wanted if p != "composites"]:
             started = time.perf_counter()
             if protocol == "grocery":
                 result = evaluate.grocery(resources, manifest, limit)
@@ -712,10 +717,52 @@ def eval_cmd(
                 )
             results.append({"configuration": label, "settings": {**config, **overrides}, **result})
         resources.close()
-    console.print(table)
+    if len(wanted) > wanted.count("composites"):
+        console.print(table)
+    if "composites" in wanted:
+        results += _eval_composites(data, luma, overrides, limit or 40, seed)
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+
+def _eval_composites(data: Path, luma: Path, overrides: dict[str, Any], per_background: int, seed: int) -> list[dict]:
+    """The composites protocol: box recall and R@1 in each product's box, with the boxes of
+    vision/objects.py (new) and with the activation blobs alone (old), per background."""
+    from snapsource.resources import Resources
+    from snapsource.tools import composites
+
+    table = Table(
+        "boxes",
+        "background",
+        "products",
+        "box recall",
+        "boxes/photo",
+        "R@1 in box",
+        "by texture",
+        title="every product in the photo (box recall: a found box at IoU >= 0.5; R@1: the product first in its box)",
+    )
+    results = []
+    resources = Resources.open(Settings.load(data_dir=data, **overrides))
+    for boxes in ("new", "old"):
+        started = time.perf_counter()
+        result = composites.composites(resources, luma, per_background, seed, boxes)
+        err.print(f"composites ({boxes} boxes) in {time.perf_counter() - started:.0f} s")
+        for background in composites.BACKGROUNDS:
+            s = result[background]
+            table.add_row(
+                boxes,
+                background,
+                str(s["products"]),
+                f"{s['box_recall']:.3f}",
+                f"{s['boxes_per_photo']:.2f}",
+                f"{s['recall_at_1']:.3f}",
+                " ".join(f"{name} {value:.2f}" for name, value in s["by_texture"].items()),
+            )
+        results.append({"configuration": f"composites {boxes} boxes", "settings": overrides, **result})
+    resources.close()
+    console.print(table)
+    return results
 
 
 @client_app.command("search")

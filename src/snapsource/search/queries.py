@@ -22,7 +22,7 @@ from snapsource import metrics
 from snapsource.errors import ParameterError
 from snapsource.resources import Resources
 from snapsource.store.uploads import Upload
-from snapsource.vision import images, localise, verify
+from snapsource.vision import images, localise, objects, verify
 from snapsource.vision.fetch import shorten
 from snapsource.vision.localise import Box
 from snapsource.vision.model import normalise
@@ -215,10 +215,12 @@ def analyse(resources: Resources, img: Image.Image, region: Box | None = None) -
     smaller than the photo), and describe that box: vector of its framings, local features."""
     width, height = images.source_size(img)
     whole = Box(0, 0, width, height)
-    full_maps, found = _products(resources, img) if resources.settings.localise else (None, [])
+    full_maps, blobs, found = _products(resources, img) if resources.settings.localise else (None, [], [])
     chosen = region
-    if chosen is None and found and found[0].area <= WHOLE_PHOTO * whole.area:
-        chosen = found[0]
+    # the box searched is still the main activation blob's, as before boxes of several products
+    # (measured on the grocery and edits protocols); `found` adds every product for data.regions
+    if chosen is None and blobs and blobs[0].area <= WHOLE_PHOTO * whole.area:
+        chosen = blobs[0]
     crop = (
         img
         if chosen is None
@@ -235,10 +237,18 @@ def analyse(resources: Resources, img: Image.Image, region: Box | None = None) -
     )
 
 
-def _products(resources: Resources, img: Image.Image) -> tuple[np.ndarray, list[Box]]:
-    """The photo's feature maps and its product boxes, largest first, in source pixels. The model
-    sees the photo without its padding (as catalog photos are embedded): boxes are found in that
-    content box, then placed back in the photo."""
+def product_boxes(resources: Resources, img: Image.Image, separate: bool = True) -> list[Box]:
+    """The photo's product boxes as `analyse` finds them, in source pixels; `separate=False`: the
+    activation blobs alone (the boxes before vision/objects.py, for the composites ablation)."""
+    return _products(resources, img, separate)[2]
+
+
+def _products(resources: Resources, img: Image.Image, separate: bool = True) -> tuple[np.ndarray, list[Box], list[Box]]:
+    """The photo's feature maps, its activation blobs and its product boxes, largest first, in
+    source pixels. The model sees the photo without its padding (as catalog photos are embedded):
+    blobs of its activations are found in that content box, then placed back in the photo. The
+    objects found in the photo's pixels (vision/objects.py) separate the products of a photo of
+    several; a photo of one product keeps its blob."""
     settings = resources.settings
     width, height = images.source_size(img)
     sx, sy = img.width / width, img.height / height  # source pixels -> decoded pixels
@@ -249,7 +259,11 @@ def _products(resources: Resources, img: Image.Image) -> tuple[np.ndarray, list[
         Box(b.x1 + content[0], b.y1 + content[1], b.x2 + content[0], b.y2 + content[1]).scaled(1 / sx, 1 / sy, width, height)
         for b in localise.regions(maps[0], cw, ch, settings.max_regions)
     ]
-    return maps, found
+    if not separate:
+        return maps, found, found
+    found_objects = objects.find(img, settings.max_regions)
+    scaled = objects.Objects(tuple(b.scaled(1 / sx, 1 / sy, width, height) for b in found_objects.boxes), found_objects.plain)
+    return maps, found, objects.combine(scaled, found, settings.max_regions)
 
 
 def _describe(

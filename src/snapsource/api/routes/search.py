@@ -31,6 +31,7 @@ class SearchParams:
     match: str = "all"
     score_threshold: float | None = None
     explain: bool = False
+    regions: bool = False
 
 
 async def search_params(  # async: validation only, no thread hop
@@ -82,6 +83,14 @@ async def search_params(  # async: validation only, no thread hop
         bool,
         Query(description="Add each item's similarity (0-1), match (same or similar) and matched_img (its photo that matched)"),
     ] = False,
+    regions: Annotated[
+        str | None,
+        Query(
+            pattern="^all$",
+            description="all: also search every product found in the photo (data.regions), each box as region= "
+            "would, and answer their first pages in data.groups",
+        ),
+    ] = None,
 ) -> SearchParams:
     """The spec's parameters besides img_url, shared by GET and POST."""
     filters = search.Filters.from_params(
@@ -95,7 +104,9 @@ async def search_params(  # async: validation only, no thread hop
         free_shipping=free_shipping,
         new_arrival=new_arrival,
     )
-    return SearchParams(page, page_size, sort, filters, region or None, group_same, match, score_threshold, explain)
+    return SearchParams(
+        page, page_size, sort, filters, region or None, group_same, match, score_threshold, explain, regions == "all"
+    )
 
 
 ParamsDep = Annotated[SearchParams, Depends(search_params)]
@@ -123,10 +134,10 @@ def search_image(
     params: ParamsDep,
 ) -> JSONResponse:
     resources.index.refresh()
-    query = queries.from_img_url(resources, img_url, own_hosts(request))
+    photo = query = queries.from_img_url(resources, img_url, own_hosts(request))
     if params.region:
         query = queries.in_region(resources, query, params.region)
-    return JSONResponse(envelope(200, "success", _page(request, resources, query, params)))
+    return JSONResponse(envelope(200, "success", _answer(request, resources, photo, query, params)))
 
 
 @router.post(
@@ -141,11 +152,49 @@ async def search_image_upload(request: Request, resources: ResourcesDep, _token:
     """The photo is kept like an upload: `data.image_url` searches it again (later pages) with GET."""
     data = await read_image(request, resources.settings.max_image_bytes)
     resources.index.refresh()
-    query = await run_in_threadpool(queries.from_bytes, resources, data)
+    photo = query = await run_in_threadpool(queries.from_bytes, resources, data)
     if params.region:
         query = await run_in_threadpool(queries.in_region, resources, query, params.region)
-    page = await run_in_threadpool(_page, request, resources, query, params)
+    page = await run_in_threadpool(_answer, request, resources, photo, query, params)
     return JSONResponse(envelope(200, "success", {**page, "image_url": query.image_url}))
+
+
+def _answer(
+    request: Request, resources: Resources, photo: queries.Query, query: queries.Query, params: SearchParams
+) -> dict[str, Any]:
+    """The page of `query` (the photo, or its `region`), and with regions=all the groups of `photo`."""
+    page = _page(request, resources, query, params)
+    if params.regions:
+        page["groups"] = _groups(request, resources, photo, params)
+    return page
+
+
+def _groups(request: Request, resources: Resources, photo: queries.Query, params: SearchParams) -> list[dict[str, Any]]:
+    """regions=all: every product box of the photo searched as `region=` searches it, with the
+    request's filters and sort; the first page of each, in the order of data.regions."""
+    groups = []
+    base = public_base(request)
+    for box in photo.analysis.regions:
+        boxed = queries.in_region(resources, photo, f"{box.x1},{box.x2},{box.y1},{box.y2}")
+        result = search.find(
+            resources,
+            boxed,
+            page=1,
+            page_size=params.page_size,
+            sort=params.sort,
+            filters=params.filters,
+            group_same=params.group_same,
+            match=params.match,
+            score_threshold=params.score_threshold,
+        )
+        groups.append(
+            {
+                "region": box.wire(),
+                "items": [hit.wire(base, params.explain) for hit in result.hits],
+                "total_count": result.total_count,
+            }
+        )
+    return groups
 
 
 def _page(request: Request, resources: Resources, query: queries.Query, params: SearchParams) -> dict[str, Any]:
