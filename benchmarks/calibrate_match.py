@@ -30,6 +30,7 @@ from PIL import Image, ImageOps
 from snapsource import search
 from snapsource.config import Settings
 from snapsource.ingest import IngestReport, iter_rows, local_path
+from snapsource.ingest.rows import JsonLines
 from snapsource.resources import Resources
 from snapsource.search import queries
 from snapsource.tools import evaluate
@@ -68,7 +69,7 @@ def grocery_cases(resources: Resources, shared: Path) -> list[tuple[bytes, set[i
 def edit_cases(resources: Resources, shared: Path, per_edit: int, seed: int) -> list[tuple[bytes, set[int], str]]:
     catalog_file = shared / "catalogs" / "luma" / "catalog.jsonl"
     rng = random.Random(seed)
-    rows = list(iter_rows(catalog_file, IngestReport()))
+    rows = list(iter_rows(JsonLines(catalog_file), IngestReport()))
     out = []
     for name in evaluate.EDITS:
         for row in rng.sample(rows, min(per_edit, len(rows))):

@@ -166,9 +166,13 @@ def test_repeated_item_id_later_row_wins(tmp_path):
     offer = luma_offers()[0]
     path = write_catalog(tmp_path / "dup.jsonl", [offer, dict(offer, title="Renamed")])
     resources = open_data(tmp_path / "data")
-    report = ingest(resources, path)
+    report = ingest(resources, path, outcomes=True)
     assert resources.catalog.count() == 1
     assert [p.row for p in report.problems] == [2] and "later row wins" in report.problems[0].reason
+    # the rows add up: the first is replaced (not also counted as added)
+    assert (report.added, report.updated, report.rejected) == (1, 0, 1)
+    assert report.outcomes is not None
+    assert sorted((o.row, o.result) for o in report.outcomes) == [(1, "rejected"), (2, "added")]
     doc, _ = resources.catalog.documents([offer["item_id"]])[offer["item_id"]]
     assert json.loads(doc)["title"] == "Renamed"
 

@@ -64,6 +64,16 @@ class ServiceNotReady(ApiError):
     default_msg = "Service is starting: the index is not loaded yet"
 
 
+class CatalogBusy(ApiError):
+    status = 503
+    default_msg = "Another import is writing the catalog: retry shortly"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    default_msg = "The request body is too large"
+
+
 def envelope(code: int, msg: str, data: Any = None) -> dict[str, Any]:
     """The TMAPI body: ``{"code", "msg", "data"}``, the same for success and failure."""
     return {"code": code, "msg": msg, "data": data}

@@ -27,12 +27,14 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from snapsource.errors import ConcurrencyLimit, QuotaExceeded, Unauthorized
 from snapsource.store.catalog import Catalog
 from snapsource.store.tokens import Metering, TokenInfo, TokenTable
 
+SCOPES = ("search", "catalog")  # the TMAPI search API; the catalog API (offers and imports)
 FLUSH_SECONDS = 1.0  # metering is written at most this long after the call
 STALE_SECONDS = 300.0  # an in-flight call older than this was lost with its process
 LATENCY_EDGES_MS = (5, 10, 25, 50, 100, 150, 250, 500, 1000, 2500, 5000, 15000)
@@ -94,10 +96,16 @@ class Tokens:
         qps: float | None = None,
         concurrency: int | None = None,
         expires: dt.date | None = None,
+        scopes: Iterable[str] = ("search",),
     ) -> str:
+        """A new token's secret; `scopes`: search (the TMAPI API) and/or catalog (the catalog API)."""
         for label, value in (("quota", quota), ("qps", qps), ("concurrency", concurrency)):
             if value is not None and value <= 0:
                 raise ValueError(f"{label} must be positive")
+        wanted = list(dict.fromkeys(scopes))
+        unknown = [scope for scope in wanted if scope not in SCOPES]
+        if unknown or not wanted:
+            raise ValueError(f"scopes are {', '.join(SCOPES)}; not {', '.join(unknown) or 'none'}")
         token = "ss_" + secrets.token_urlsafe(24)
         self.table.add(
             name,
@@ -107,6 +115,7 @@ class Tokens:
             qps=qps,
             concurrency=concurrency,
             expires_at=expires.isoformat() if expires else None,
+            scopes=" ".join(wanted),
         )
         return token
 
@@ -144,6 +153,13 @@ class Tokens:
         ]
 
     # calls ---------------------------------------------------------------------------------------
+    def allows(self, token: str | None, scope: str) -> bool:
+        """An active token with this scope (the catalog API's check; it is not metered)."""
+        if not token:
+            return False
+        found = self.table.info(self.digest(token))
+        return found is not None and found.may(scope)
+
     def valid(self, token: str | None) -> bool:
         """Known and not revoked (limits aside): the check that comes before any other."""
         return self._find(token) is not None
@@ -155,6 +171,8 @@ class Tokens:
             raise Unauthorized("apiToken is missing")
         digest = self.digest(token)
         found = self.table.active(digest)
+        if found is not None and hmac.compare_digest(found.hash, digest) and "search" not in found.scopes.split():
+            raise Unauthorized("this apiToken is for the catalog API only: create one with the search scope")
         if found is not None and hmac.compare_digest(found.hash, digest) and found.unlimited:
             _check_expiry(found.expires_at)
             return Lease(found.id, None, counted=False)  # no limit to check: nothing to write now

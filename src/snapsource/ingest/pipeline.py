@@ -13,10 +13,11 @@ which the next run embeds again.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import dataclasses
 import hashlib
-import json
 import multiprocessing
 import os
 import time
@@ -27,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
+from snapsource.ingest.formats import open_source
+from snapsource.ingest.rows import Source
 from snapsource.offer import OfferRecord
 from snapsource.resources import Resources
 from snapsource.store.catalog import NewImage, StoredImage
@@ -48,6 +51,16 @@ class Problem:
     reason: str
 
 
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What became of one row: added, updated, unchanged or rejected (with the reason)."""
+
+    row: int
+    item_id: int | None
+    result: str
+    reason: str = ""
+
+
 @dataclasses.dataclass
 class IngestReport:
     """What an import did. Every row of the file is one of: added, updated, unchanged (imported),
@@ -67,6 +80,20 @@ class IngestReport:
     seconds: float = 0.0
     compacted: dict[str, object] | None = None  # what compaction of the index did, if it ran
     problems: list[Problem] = dataclasses.field(default_factory=list)
+    outcomes: list[Outcome] | None = None  # each row's result, when asked for (the catalog API)
+
+    def reject(self, row: int, item_id: int | None, reason: str, *, skipped: bool = False) -> None:
+        """A row that imports nothing: invalid (rejected) or without a readable image (skipped)."""
+        if skipped:
+            self.skipped += 1
+        else:
+            self.rejected += 1
+        self.problems.append(Problem(row, item_id, reason))
+        self.outcome(row, item_id, "rejected", reason)
+
+    def outcome(self, row: int, item_id: int | None, result: str, reason: str = "") -> None:
+        if self.outcomes is not None:
+            self.outcomes.append(Outcome(row, item_id, result, reason))
 
     @property
     def imported(self) -> int:
@@ -104,6 +131,7 @@ class _Loaded:
 
 
 Progress = Callable[[int, int], None]
+Checkpoint = Callable[[int, "IngestReport"], None]
 
 
 @dataclasses.dataclass
@@ -115,41 +143,38 @@ class _Scan:
     unreadable: int = 0
 
 
-def iter_rows(path: Path, report: IngestReport, scan: _Scan | None = None) -> Iterator[_Row]:
-    """Valid rows, streamed; problems go to the report. A repeated item_id: the later row wins."""
+def iter_rows(source: Source, report: IngestReport, scan: _Scan | None = None, start_after: int = 0) -> Iterator[_Row]:
+    """Valid rows after `start_after`, streamed; problems go to the report. A repeated item_id:
+    the later row wins."""
     scan = scan if scan is not None else _Scan()
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            report.rows += 1
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as exc:
+    for raw_row in source.rows():
+        if raw_row.number <= start_after:
+            continue
+        number, raw = raw_row.number, raw_row.data
+        report.rows += 1
+        if raw_row.error:
+            scan.unreadable += 1
+            report.reject(number, None, raw_row.error)
+            continue
+        item_id = raw.get("item_id") if isinstance(raw, dict) else None
+        item_id = item_id if isinstance(item_id, int) and not isinstance(item_id, bool) else None
+        try:
+            record = OfferRecord.model_validate(raw)
+        except ValidationError as exc:
+            if item_id is None:
                 scan.unreadable += 1
-                report.rejected += 1
-                report.problems.append(Problem(number, None, f"not valid JSON: {exc.msg} at column {exc.colno}"))
-                continue
-            item_id = raw.get("item_id") if isinstance(raw, dict) else None
-            item_id = item_id if isinstance(item_id, int) and not isinstance(item_id, bool) else None
-            try:
-                record = OfferRecord.model_validate(raw)
-            except ValidationError as exc:
-                report.rejected += 1
-                if item_id is None:
-                    scan.unreadable += 1
-                else:
-                    scan.protected.add(item_id)  # keep what we have for it; --delete-missing must not drop it
-                report.problems.append(Problem(number, item_id, _explain(exc)))
-                continue
-            if record.item_id in scan.seen:
-                report.problems.append(
-                    Problem(
-                        number, record.item_id, f"duplicate item_id (also on row {scan.seen[record.item_id]}); the later row wins"
-                    )
+            else:
+                scan.protected.add(item_id)  # keep what we have for it; --delete-missing must not drop it
+            report.reject(number, item_id, _explain(exc))
+            continue
+        if record.item_id in scan.seen:
+            report.problems.append(
+                Problem(
+                    number, record.item_id, f"duplicate item_id (also on row {scan.seen[record.item_id]}); the later row wins"
                 )
-            scan.seen[record.item_id] = number
-            yield _Row(number, record)
+            )
+        scan.seen[record.item_id] = number
+        yield _Row(number, record)
 
 
 def _batched(rows: Iterator[_Row], size: int) -> Iterator[list[_Row]]:
@@ -169,6 +194,19 @@ def _explain(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"]) or "row"
         parts.append(f"{where}: {err['msg']}")
     return "invalid offer: " + "; ".join(parts)
+
+
+def inline_image(uri: str, max_bytes: int) -> bytes:
+    """The bytes of a `data:[<type>];base64,<data>` image, within the image size cap."""
+    head, comma, payload = uri.partition(",")
+    if not comma or not head.endswith(";base64"):
+        raise images.ImageError("a data: URI image must be base64: data:image/jpeg;base64,<data>")
+    if len(payload) * 3 // 4 > max_bytes:
+        raise images.ImageError(f"larger than {max_bytes:,} bytes")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except binascii.Error as exc:
+        raise images.ImageError(f"the data: URI is not valid base64: {exc}") from None
 
 
 def local_path(source: str, base_dir: Path) -> Path:
@@ -234,16 +272,17 @@ class Plan:
 class _Reader:
     """Reads image references (catalog-relative paths or http(s) URLs) and prepares new ones."""
 
-    def __init__(self, resources: Resources, base_dir: Path, known: Callable[[str], bool], plan: Plan) -> None:
+    def __init__(self, resources: Resources, source: Source, known: Callable[[str], bool], plan: Plan) -> None:
         self.settings = resources.settings
         self.catalog = resources.catalog
         self.gpu_decode = plan.gpu_decode
-        self.base_dir = base_dir
+        self.base_dir = source.base_dir
         self.known = known
         self.limits = images.ImageLimits.of(self.settings)
-        # Catalog URLs are the operator's own (often an intranet image server): any address,
-        # the same caps, timeouts and redirect limit as user URLs.
-        self.fetcher = Fetcher(FetchPolicy.of(self.settings, guard=False))
+        # A file's URLs are the operator's own (often an intranet image server): any address.
+        # Offers sent over HTTP are fetched like a user's URL: public addresses and fetch_allow.
+        # Both with the same caps, timeouts and redirect limit as user URLs.
+        self.fetcher = Fetcher(FetchPolicy.of(self.settings, guard=not source.trusted))
         # spawned, not forked: the parent holds threads, onnxruntime's pools and perhaps a CUDA context
         self.decoders: Executor | None = (
             ProcessPoolExecutor(plan.decoders, mp_context=multiprocessing.get_context("spawn")) if plan.decoders else None
@@ -252,7 +291,18 @@ class _Reader:
     def fetch(self, source: str) -> bytes:
         if source.startswith(("http://", "https://")):
             return self.fetcher.fetch(source)
-        path = local_path(source, self.base_dir)
+        if source.startswith("data:"):
+            return inline_image(source, self.limits.max_bytes)
+        if source.startswith("/img/"):  # a photo stored already (an offer read back from the catalog API)
+            sha, _, ext = Path(source).name.partition(".")
+            path = self.catalog.image_file(sha, ext)
+        elif self.base_dir is None:
+            raise images.ImageError(
+                "a path on the server is read only from a catalog file given to `snapsource ingest`; "
+                "send an http(s) URL, a data: URI (base64) or /img/<name> of a stored photo"
+            )
+        else:
+            path = local_path(source, self.base_dir)
         if path.stat().st_size > self.limits.max_bytes:
             raise images.ImageError(f"larger than {self.limits.max_bytes:,} bytes")
         return path.read_bytes()
@@ -319,19 +369,45 @@ class _Reader:
 
 def ingest(
     resources: Resources,
-    catalog_file: Path,
+    source: Path | Source,
     *,
     delete_missing: bool = False,
     rebuild: bool = False,
     progress: Progress | None = None,
     plan: Plan | None = None,
+    outcomes: bool = False,
+    wait: float | None = None,
+    start_after: int = 0,
+    checkpoint: Checkpoint | None = None,
+) -> IngestReport:
+    """Import a catalog file (its format detected) or a Source's rows, one import at a time
+    (`wait`: seconds to wait for another, else TimeoutError). `outcomes`: keep each row's result;
+    `start_after`: skip rows up to this number (a resumed job); `checkpoint(row, report)` is told
+    after each chunk is written, with its last row."""
+    with resources.catalog.writer(timeout=wait):
+        resources.index.refresh()  # what the import before this one saved
+        return _ingest(resources, source, delete_missing, rebuild, progress, plan, outcomes, start_after, checkpoint)
+
+
+def _ingest(
+    resources: Resources,
+    source: Path | Source,
+    delete_missing: bool,
+    rebuild: bool,
+    progress: Progress | None,
+    plan: Plan | None,
+    outcomes: bool,
+    start_after: int,
+    checkpoint: Checkpoint | None,
 ) -> IngestReport:
     started = time.perf_counter()
     catalog, index = resources.catalog, resources.index
-    report = IngestReport()
+    report = IngestReport(outcomes=[] if outcomes else None)
     scan = _Scan()
     plan = plan or Plan.of(resources)
-    chunks = _batched(iter_rows(catalog_file, report, scan), plan.chunk_offers)
+    if isinstance(source, Path):
+        source = open_source(source)
+    chunks = _batched(iter_rows(source, report, scan, start_after), plan.chunk_offers)
 
     if rebuild:
         index.reset()
@@ -342,7 +418,7 @@ def ingest(
         return image is not None and image.id in indexed
 
     pending_vectors = 0
-    reader = _Reader(resources, catalog_file.parent, known, plan)
+    reader = _Reader(resources, source, known, plan)
     embedding = _Embedding(resources, reader, plan)
     with contextlib.closing(reader), contextlib.closing(embedding), ThreadPoolExecutor(max_workers=plan.threads) as pool:
 
@@ -357,9 +433,11 @@ def ingest(
             loaded = [[f.result() for f in row_futures] for row_futures in futures]
             upcoming = submit(next(chunks, None))  # read the next chunk while this one is embedded
             pending_vectors += _write_chunk(resources, chunk, loaded, indexed, report, embedding)
-            if pending_vectors >= CHECKPOINT_VECTORS:
-                index.save()
+            if pending_vectors >= CHECKPOINT_VECTORS or checkpoint:
+                index.save()  # a checkpoint promises the rows before it: their vectors are durable
                 pending_vectors = 0
+            if checkpoint:
+                checkpoint(chunk[-1].number, report)
             if progress:  # rows read so far: at most one chunk ahead of the rows written
                 progress(report.rows, report.images_embedded)
     if progress:
@@ -516,20 +594,22 @@ def _changed_offers(
     report: IngestReport,
 ) -> list[tuple[OfferRecord, list[tuple[str, StoredImage]]]]:
     """The chunk's offers that are new or differ from the catalog, with their readable images;
-    every image that failed and every offer left without one goes to the report."""
+    every image that failed and every offer left without one goes to the report. A row repeated
+    within the chunk: the later one is written, the earlier is reported as replaced."""
     first_use: set[str] = set()
-    upserts: list[tuple[OfferRecord, list[tuple[str, StoredImage]]]] = []
+    upserts: dict[int, tuple[int, OfferRecord, list[tuple[str, StoredImage]], str]] = {}
     for row, items in zip(chunk, loaded):
+        item_id = row.record.item_id
         good: list[tuple[str, StoredImage]] = []
         for item in items:
             error = item.error or failed.get(item.sha256, "")
             if error:
                 report.images_failed += 1
-                report.problems.append(Problem(row.number, row.record.item_id, f"image {item.source}: {error}"))
+                report.problems.append(Problem(row.number, item_id, f"image {shorten_ref(item.source)}: {error}"))
                 continue
             image = stored.get(item.sha256)
             if image is None:  # pragma: no cover - an image known at read time was deleted meanwhile
-                report.problems.append(Problem(row.number, row.record.item_id, f"image {item.source} vanished"))
+                report.problems.append(Problem(row.number, item_id, f"image {shorten_ref(item.source)} vanished"))
                 continue
             if item.sha256 in fresh and item.sha256 not in first_use:
                 first_use.add(item.sha256)
@@ -537,19 +617,50 @@ def _changed_offers(
                 report.images_reused += 1
             good.append((item.source, image))
         if not good:
-            report.skipped += 1
-            report.problems.append(Problem(row.number, row.record.item_id, "skipped: none of its images could be read"))
+            report.reject(row.number, item_id, "skipped: none of its images could be read", skipped=True)
             continue
-        before = resources.catalog.offer_state(row.record.item_id)
-        if before == (row.record.model_dump_json(), [image.id for _, image in good]):
+        record = _stored_refs(row.record, good)
+        good = [(_stored_ref(source, image), image) for source, image in good]
+        earlier = upserts.pop(item_id, None)
+        if earlier is not None:  # the same item_id earlier in this chunk: this row replaces it
+            setattr(report, earlier[3], getattr(report, earlier[3]) - 1)
+            report.rejected += 1
+            report.outcome(earlier[0], item_id, "rejected", f"replaced by row {row.number} (same item_id)")
+        before = resources.catalog.offer_state(item_id)
+        if before == (record.model_dump_json(), [image.id for _, image in good]):
             report.unchanged += 1
+            report.outcome(row.number, item_id, "unchanged")
             continue
-        upserts.append((row.record, good))
-        if before is None:
-            report.added += 1
-        else:
-            report.updated += 1
-    return upserts
+        result = "added" if before is None else "updated"
+        setattr(report, result, getattr(report, result) + 1)
+        upserts[item_id] = (row.number, record, good, result)
+    for number, record, _, result in upserts.values():
+        report.outcome(number, record.item_id, result)
+    return [(record, good) for _, record, good, _ in upserts.values()]
+
+
+def shorten_ref(source: str) -> str:
+    """An image reference for a message: a data: URI by its start only."""
+    return source if not source.startswith("data:") else source[: source.find(",") + 1] + "..."
+
+
+def _stored_ref(source: str, image: StoredImage) -> str:
+    """The reference kept for an image: as given, but a data: URI becomes the stored photo's path."""
+    return f"/img/{image.name}" if source.startswith("data:") else source
+
+
+def _stored_refs(record: OfferRecord, good: list[tuple[str, StoredImage]]) -> OfferRecord:
+    """The record with its inline (data:) photos replaced by their stored paths: the offer's
+    document stays small, and sending it back unchanged finds the same photos."""
+    names = {source: _stored_ref(source, image) for source, image in good if source.startswith("data:")}
+    if not names:
+        return record
+    return record.model_copy(
+        update={
+            "img": names.get(record.img, record.img),
+            "images": [names.get(ref, ref) for ref in record.images],
+        }
+    )
 
 
 def _drop_unused_images(resources: Resources) -> None:

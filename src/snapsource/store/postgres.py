@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import threading
 import urllib.parse
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -158,6 +158,22 @@ class PostgresDatabase:
         """One transaction on one pooled connection; committed on success, rolled back on error."""
         with self.pool.connection() as conn, conn.transaction():
             yield Session(conn)
+
+    @contextmanager
+    def writer_lock(self, key: int, wait: Callable[[Callable[[], bool]], None]) -> Iterator[None]:
+        """A session advisory lock, held by one pooled connection for the import: servers that
+        share this database but not a data dir take turns too."""
+        with self.pool.connection() as conn:
+
+            def attempt() -> bool:
+                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+                return bool(row and row[0])
+
+            wait(attempt)
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
     def lock(self, db: Session, key: int) -> None:
         """Serialise transactions that read and then write the same rows (token metering)."""

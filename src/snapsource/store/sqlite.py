@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -83,6 +83,11 @@ class Database:
 
     def lock(self, db: sqlite3.Connection, key: int) -> None:
         """Nothing to do: `BEGIN IMMEDIATE` already makes write transactions take turns."""
+
+    @contextmanager
+    def writer_lock(self, key: int, wait: Callable[[Callable[[], bool]], None]) -> Iterator[None]:
+        """Nothing more to hold: the catalog's lock file covers every process on this data dir."""
+        yield
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

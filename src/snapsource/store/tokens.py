@@ -33,9 +33,13 @@ class TokenInfo:
     qps: float | None
     concurrency: int | None
     expires_at: str | None
+    scopes: str = "search"  # space-separated: search, catalog
+
+    def may(self, scope: str) -> bool:
+        return self.revoked_at is None and scope in self.scopes.split()
 
     def wire(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "scopes": self.scopes.split()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +55,7 @@ class TokenLimits:
     expires_at: str | None
     bucket: float | None
     bucket_at: float | None
+    scopes: str = "search"
 
     @property
     def unlimited(self) -> bool:
@@ -130,11 +135,13 @@ class TokenTable:
         qps: float | None,
         concurrency: int | None,
         expires_at: str | None,
+        scopes: str = "search",
     ) -> None:
         with self.catalog.write() as db:
             db.execute(
-                "INSERT INTO tokens (name, hash, created_at, quota, qps, concurrency, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (name, digest, created_at, quota, qps, concurrency, expires_at),
+                "INSERT INTO tokens (name, hash, created_at, quota, qps, concurrency, expires_at, scopes) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, digest, created_at, quota, qps, concurrency, expires_at, scopes),
             )
 
     def revoke_name(self, name: str, at: str) -> int:

@@ -31,6 +31,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
 from snapsource import search
 from snapsource.ingest.pipeline import IngestReport, iter_rows, local_path
+from snapsource.ingest.rows import JsonLines
 from snapsource.resources import Resources
 from snapsource.search import categories, queries
 
@@ -228,7 +229,7 @@ def edits(resources: Resources, catalog_file: Path, seed: int = 0, limit: int | 
     rng = random.Random(seed)
 
     def cases():
-        for count, row in enumerate(iter_rows(catalog_file, IngestReport())):
+        for count, row in enumerate(iter_rows(JsonLines(catalog_file), IngestReport())):
             if limit is not None and count >= limit:
                 return
             data = local_path(row.record.img, catalog_file.parent).read_bytes()
@@ -255,7 +256,7 @@ def self_retrieval(resources: Resources, catalog_file: Path) -> dict[str, Any]:
     """Each offer's own main photo: is the offer (or a relisting with that photo) first?"""
 
     def cases():
-        for row in iter_rows(catalog_file, IngestReport()):
+        for row in iter_rows(JsonLines(catalog_file), IngestReport()):
             data = local_path(row.record.img, catalog_file.parent).read_bytes()
             image = resources.catalog.image_by_sha(hashlib.sha256(data).hexdigest())
             if image is not None:

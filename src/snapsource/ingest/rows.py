@@ -1,0 +1,87 @@
+"""Where an import's offers come from: a Source yields raw rows, each an offer in the catalog
+schema (a dict, not validated yet) or the reason it could not be read.
+
+A file's format (JSON Lines today; CSV, shop exports and saved TMAPI answers in formats.py) only
+changes how rows are read; validation, images and writes are the pipeline's, the same for
+`snapsource ingest` and the catalog API. A Source also says where its images may come from: a
+file on the server's own disk resolves relative paths from its folder and fetches any address (the
+operator's own catalog); offers sent over HTTP give http(s) URLs (fetched with the guarded fetcher,
+so `fetch_allow` decides which private networks), `data:` URIs, or `/img/...` of stored photos.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+
+@dataclasses.dataclass(frozen=True)
+class RawRow:
+    """One offer as read: `data` in the catalog schema, or None and `error` saying why not."""
+
+    number: int  # 1-based: the line, or the first line of a product spread over several
+    data: Any = None
+    error: str = ""
+
+
+class Source(Protocol):
+    """Rows of offers, and where their image references may point."""
+
+    name: str  # for messages: a file name, "request"
+    base_dir: Path | None  # relative image paths resolve here; None: none are read from disk
+    trusted: bool  # True: the operator's own file (any address); False: guarded like a user's URL
+
+    def rows(self) -> Iterator[RawRow]: ...
+
+    def count(self) -> int | None:
+        """The number of rows, when it is cheap to know (for progress)."""
+        ...
+
+
+class JsonLines:
+    """A JSON Lines file, one offer per line (blank lines skipped)."""
+
+    def __init__(self, path: Path, *, base_dir: Path | None = None, trusted: bool = True) -> None:
+        self.path = Path(path)
+        self.name = self.path.name
+        self.base_dir = base_dir if base_dir is not None or not trusted else self.path.parent
+        self.trusted = trusted
+
+    def rows(self) -> Iterator[RawRow]:
+        with open(self.path, encoding="utf-8", errors="replace") as fh:
+            yield from parse_lines(fh)
+
+    def count(self) -> int | None:
+        with open(self.path, encoding="utf-8", errors="replace") as fh:
+            return sum(1 for line in fh if line.strip())
+
+
+def parse_lines(lines: Iterable[str]) -> Iterator[RawRow]:
+    """Rows of JSON Lines text, numbered by line."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield RawRow(number, json.loads(line))
+        except json.JSONDecodeError as exc:
+            yield RawRow(number, None, f"not valid JSON: {exc.msg} at column {exc.colno}")
+
+
+class Records:
+    """Offers already parsed (a catalog API batch): numbered from 1 in the order given."""
+
+    def __init__(self, records: list[Any], *, name: str = "request", base_dir: Path | None = None, trusted: bool = False):
+        self.records = records
+        self.name = name
+        self.base_dir = base_dir
+        self.trusted = trusted
+
+    def rows(self) -> Iterator[RawRow]:
+        for number, data in enumerate(self.records, start=1):
+            yield RawRow(number, data)
+
+    def count(self) -> int | None:
+        return len(self.records)
