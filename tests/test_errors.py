@@ -6,6 +6,7 @@ documented for one, fails `test_every_documented_error_has_a_case` until it has 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -31,6 +32,7 @@ URL = {"json": {"url": "http://example.com/a.jpg"}}
 UNTESTABLE: dict[tuple[str, str, int], str] = {
     ("GET", "/img/{name}", 422): "FastAPI documents a 422 for any route with a parameter; `name` is any path segment",
     ("GET", "/admin/tokens", 422): "its only parameters are the optional admin key headers, always strings",
+    ("GET", "/catalog/imports", 422): "its only parameters are the optional key headers and apiToken, always strings",
 }
 # Starlette's answers for requests no route takes: not in the document, tested all the same
 UNDOCUMENTED = {("GET", "/no/such/path", 404), ("DELETE", "/1688/search/image", 405)}
@@ -53,6 +55,8 @@ class World:
     api: httpx.Client  # the luma catalog, with an admin key
     broken: httpx.Client  # the same, but every token lookup fails
     stale: httpx.Client  # an empty catalog whose index another model rebuilt
+    busy: httpx.Client  # the luma catalog with small catalog API limits and a 0.2 s write wait
+    writer: Callable[[], contextlib.AbstractContextManager[None]]  # holds the catalog's writer lock
     token: str
     expired: str
     limited: str  # its one call per 1000 s already spent
@@ -73,6 +77,24 @@ def _search(world: World, token: str, client: httpx.Client | None = None, **para
 def _post(path: str, token: str, client: str = "api", **kwargs: object) -> Callable[[World], httpx.Response]:
     """A POST with the World's token of that name (or that literal token) to the World's client of that name."""
     return lambda w: getattr(w, client).post(path, params={"apiToken": getattr(w, token, token)}, **kwargs)
+
+
+CATALOG_ROUTES = (
+    ("POST", "/catalog/offers"),
+    ("POST", "/catalog/offers/delete"),
+    ("DELETE", "/catalog/offers/{item_id}"),
+    ("GET", "/catalog/offers/{item_id}"),
+    ("GET", "/catalog/offers"),
+    ("POST", "/catalog/imports"),
+    ("GET", "/catalog/imports/{job_id}"),
+    ("GET", "/catalog/imports"),
+)
+
+
+def _busy(world: World, method: str, path: str, **kwargs: object) -> httpx.Response:
+    """A catalog write while another import holds the writer lock (the busy server waits 0.2 s)."""
+    with world.writer():
+        return world.busy.request(method, path, headers=ADMIN, **kwargs)
 
 
 CASES: dict[tuple[str, str, int], Case] = {
@@ -130,6 +152,52 @@ CASES: dict[tuple[str, str, int], Case] = {
     ),
     ("GET", "/admin/usage", 422): Case(lambda w: w.api.get("/admin/usage", headers=ADMIN, params={"days": 0}), "days"),
     ("GET", "/admin/usage", 500): Case(lambda w: w.broken.get("/admin/usage", headers=ADMIN), "Unexpected error"),
+    **{
+        (method, path, 401): Case(lambda w, m=method, p=path: w.api.request(m, p.format(item_id=1, job_id="x")), "catalog scope")
+        for method, path in CATALOG_ROUTES
+    },
+    **{
+        (method, path, 500): Case(
+            lambda w, m=method, p=path: w.broken.request(m, p.format(item_id=1, job_id="x"), params={"apiToken": "x"}),
+            "Unexpected error",
+        )
+        for method, path in CATALOG_ROUTES
+    },
+    ("POST", "/catalog/offers", 413): Case(
+        lambda w: w.busy.post("/catalog/offers", json=[{"item_id": 1}] * 2000, headers=ADMIN), "catalog_max"
+    ),
+    ("POST", "/catalog/offers", 422): Case(lambda w: w.api.post("/catalog/offers", json=[], headers=ADMIN), "no offers"),
+    ("POST", "/catalog/offers", 503): Case(
+        lambda w: _busy(w, "POST", "/catalog/offers", json=[{"item_id": 1}]), "Another import"
+    ),
+    ("POST", "/catalog/offers/delete", 422): Case(
+        lambda w: w.api.post("/catalog/offers/delete", json={"item_ids": []}, headers=ADMIN), "item_ids"
+    ),
+    ("POST", "/catalog/offers/delete", 503): Case(
+        lambda w: _busy(w, "POST", "/catalog/offers/delete", json={"item_ids": [1]}), "Another import"
+    ),
+    ("DELETE", "/catalog/offers/{item_id}", 404): Case(
+        lambda w: w.api.delete(f"/catalog/offers/{2**62}", headers=ADMIN), "no offer with item_id"
+    ),
+    ("DELETE", "/catalog/offers/{item_id}", 422): Case(lambda w: w.api.delete("/catalog/offers/0", headers=ADMIN), "item_id"),
+    ("DELETE", "/catalog/offers/{item_id}", 503): Case(lambda w: _busy(w, "DELETE", "/catalog/offers/1"), "Another import"),
+    ("GET", "/catalog/offers/{item_id}", 404): Case(
+        lambda w: w.api.get(f"/catalog/offers/{2**62}", headers=ADMIN), "no offer with item_id"
+    ),
+    ("GET", "/catalog/offers/{item_id}", 422): Case(lambda w: w.api.get("/catalog/offers/x", headers=ADMIN), "item_id"),
+    ("GET", "/catalog/offers", 422): Case(
+        lambda w: w.api.get("/catalog/offers", params={"updated_since": "soon"}, headers=ADMIN), "ISO 8601"
+    ),
+    ("POST", "/catalog/imports", 413): Case(
+        lambda w: w.busy.post("/catalog/imports", files={"file": ("c.jsonl", b"{}\n" * 1000)}, headers=ADMIN), "catalog_max_bytes"
+    ),
+    ("POST", "/catalog/imports", 422): Case(
+        lambda w: w.api.post("/catalog/imports", json={"url": "ftp://x"}, headers=ADMIN), "multipart"
+    ),
+    ("GET", "/catalog/imports/{job_id}", 404): Case(
+        lambda w: w.api.get("/catalog/imports/imp_0", headers=ADMIN), "no import job"
+    ),
+    ("GET", "/catalog/imports/{job_id}", 422): Case(lambda w: w.api.get("/catalog/imports/" + "x" * 65, headers=ADMIN), "job_id"),
     ("GET", "/no/such/path", 404): Case(lambda w: w.api.get("/no/such/path"), "Not Found"),
     ("DELETE", "/1688/search/image", 405): Case(lambda w: w.api.delete("/1688/search/image"), "Method Not Allowed"),
 }
@@ -175,6 +243,8 @@ def world(admin_resources, stale_resources, resources, token) -> Iterator[World]
         serve(create_app(resources=admin_resources)) as api_url,
         serve(create_app(resources=broken)) as broken_url,
         serve(create_app(resources=stale_resources)) as stale_url,
+        serve(create_app(resources=with_settings(admin_resources, catalog_write_wait=0.2, catalog_max_bytes=1000))) as busy_url,
+        httpx.Client(base_url=busy_url, timeout=30) as busy,
         httpx.Client(base_url=api_url, timeout=30) as api,
         httpx.Client(base_url=broken_url, timeout=30) as broken_client,
         httpx.Client(base_url=stale_url, timeout=30) as stale,
@@ -183,6 +253,8 @@ def world(admin_resources, stale_resources, resources, token) -> Iterator[World]
             api=api,
             broken=broken_client,
             stale=stale,
+            busy=busy,
+            writer=admin_resources.catalog.writer,
             token=token,
             expired=resources.tokens.create("errors-expired", expires=dt.date.today() - dt.timedelta(days=1)),
             limited=limited,
@@ -208,7 +280,7 @@ def test_error_answers_in_tmapi_envelope(world, key):
     assert isinstance(body["msg"], str) and CASES[key].needle in body["msg"], body["msg"]
     if status == 405:
         assert response.headers["Allow"] == "GET, POST"
-    if "concurrency" in CASES[key].needle:
+    if "concurrency" in CASES[key].needle or "Another import" in CASES[key].needle:
         assert int(response.headers["Retry-After"]) >= 1
 
 

@@ -109,6 +109,24 @@ SETTINGS: tuple[Setting, ...] = (
         "the best of them: the same product relisted by other shops.",
     ),
     Setting("admin_key", "", "Key of the admin API (/admin/...); empty: the admin API is off."),
+    Setting("catalog_max_offers", 1000, "Offers in one `POST /catalog/offers` batch at most (docs/catalog.md)."),
+    Setting(
+        "catalog_max_bytes",
+        64_000_000,
+        "Bytes of one catalog API request body at most: a batch (inline photos included) or an import file "
+        "upload; larger catalogs go as an import job from a URL.",
+    ),
+    Setting(
+        "catalog_import_max_bytes",
+        500_000_000,
+        "Bytes of a catalog file that `POST /catalog/imports` fetches from a URL at most.",
+    ),
+    Setting(
+        "catalog_write_wait",
+        30.0,
+        "Seconds a catalog API write waits while another import writes, before answering 503 (retry).",
+    ),
+    Setting("import_jobs", True, "Run queued import jobs in this server (each server claims jobs in turn)."),
     Setting("upload_cache_size", 4096, "Query images whose vectors are kept in memory (about 5 KB each)."),
     Setting("upload_keep_days", 30, "Uploaded and fetched query images unused for this many days are deleted."),
     Setting("model_path", "", "ONNX file of the embedding model; empty means the one `snapsource model export` wrote."),
@@ -196,6 +214,11 @@ class Settings:
     same_similarity: float = _DEFAULTS["same_similarity"]
     twin_similarity: float = _DEFAULTS["twin_similarity"]
     admin_key: str = _DEFAULTS["admin_key"]
+    catalog_max_offers: int = _DEFAULTS["catalog_max_offers"]
+    catalog_max_bytes: int = _DEFAULTS["catalog_max_bytes"]
+    catalog_import_max_bytes: int = _DEFAULTS["catalog_import_max_bytes"]
+    catalog_write_wait: float = _DEFAULTS["catalog_write_wait"]
+    import_jobs: bool = _DEFAULTS["import_jobs"]
     upload_cache_size: int = _DEFAULTS["upload_cache_size"]
     upload_keep_days: int = _DEFAULTS["upload_keep_days"]
 

@@ -94,7 +94,7 @@ class ShopInfo(_Model):
 class Item(_Model):
     """One offer as the search API returns it."""
 
-    item_id: int = Field(gt=0)
+    item_id: int = Field(gt=0, lt=2**63)  # the stores hold 64-bit signed integers
     product_url: str = ""
     title: str = Field(min_length=1)
     img: str = Field(min_length=1)

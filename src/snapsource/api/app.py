@@ -9,8 +9,9 @@ from fastapi import FastAPI
 from snapsource import __version__, metrics
 from snapsource.api import errors
 from snapsource.api.middleware import Measure, mask_access_log
-from snapsource.api.routes import admin, docs, health, images, search, uploads, web
+from snapsource.api.routes import admin, catalog, docs, health, images, search, uploads, web
 from snapsource.config import Settings
+from snapsource.ingest import jobs
 from snapsource.resources import Resources
 from snapsource.store.vectors.base import Compactor
 
@@ -23,7 +24,11 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         compactor = Compactor(resources.index, resources.settings.compact_interval).start()
+        runner = jobs.Runner(resources).start() if resources.settings.import_jobs else None
+        app.state.import_runner = runner
         yield
+        if runner is not None:
+            runner.stop()
         compactor.stop()
         resources.close()
 
@@ -44,6 +49,7 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     app.include_router(images.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(catalog.router)
     app.include_router(web.router)
     app.include_router(docs.router)
     app.mount("/static", web.static, name="static")

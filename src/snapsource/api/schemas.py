@@ -66,12 +66,13 @@ class ErrorResponse(BaseModel):
 
 ERRORS = {
     401: "Missing or invalid apiToken (or admin key)",
-    404: "No such image or token",
+    404: "No such image, token, offer or import job",
     405: "Method not allowed: the Allow header lists the methods this path takes",
+    413: "The request body, or the number of offers in it, is over the limit the message names",
     422: "Parameter error or unusable image: the message says which and why",
     439: "Subscription expired or insufficient balance (the token's quota or expiry date)",
     500: "Unexpected error",
-    503: "API request concurrency limit exceeded (see Retry-After), or the index is not loaded yet",
+    503: "API request concurrency limit exceeded, the index is not loaded yet, or another import is writing the catalog (see Retry-After)",
 }
 
 

@@ -220,8 +220,25 @@ def _doctor(resources, repair: bool):
 
 @app.command()
 def ingest(
-    catalog: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON Lines file of offers.")],
+    catalog: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            help="Catalog file: JSON Lines of offers, CSV/TSV, a Shopify or WooCommerce product export, or saved TMAPI answers.",
+        ),
+    ],
     data: DataOpt = DEFAULT_DATA,
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format", metavar="<format>", help="auto (from the content), jsonl, csv, tsv, shopify, woocommerce or tmapi."
+        ),
+    ] = "auto",
+    mapping: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="Mapping file (JSON or TOML) of a CSV/TSV's columns: docs/catalog.md."),
+    ] = None,
     delete_missing: Annotated[bool, typer.Option(help="Remove offers that are not in the file.")] = False,
     rebuild: Annotated[bool, typer.Option(help="Embed every image again (after a model change).")] = False,
     device: Annotated[
@@ -232,20 +249,25 @@ def ingest(
         int | None, typer.Option(help="Decoder processes; default: one per core on a GPU, none on the CPU.")
     ] = None,
 ) -> None:
-    """Import or update offers from a JSON Lines catalog (upsert by item_id)."""
+    """Import or update offers from a catalog file (upsert by item_id)."""
     import shutil
 
+    from snapsource.ingest.formats import FormatError, open_source
     from snapsource.ingest.pipeline import Plan
     from snapsource.ingest.pipeline import ingest as run_ingest
 
+    try:
+        source = open_source(catalog, format_, mapping)
+    except FormatError as exc:  # before the data dir is opened: nothing is made for a file that cannot be read
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
     existed = data.exists()
     if rebuild and (data / "index").exists():
         shutil.rmtree(data / "index")  # vectors of the old model are never compared with new ones
     resources = _resources(data, device=device, decoders=decoders)
     plan = Plan.of(resources)
     err.print(f"embedding on {resources.embedder.description} in {plan.describe()}")
-    with open(catalog, encoding="utf-8") as lines:
-        total = sum(1 for line in lines if line.strip())
+    total = source.count()
     started = time.perf_counter()
     columns = (
         TextColumn("[bold]importing"),
@@ -262,7 +284,7 @@ def ingest(
             rate = embedded / max(time.perf_counter() - started, 1e-9)
             progress.update(task, completed=rows, rate=f"{rate:,.0f} images/s")
 
-        report = run_ingest(resources, catalog, delete_missing=delete_missing, rebuild=rebuild, progress=update, plan=plan)
+        report = run_ingest(resources, source, delete_missing=delete_missing, rebuild=rebuild, progress=update, plan=plan)
     resources.close()
 
     if report.problems:
@@ -432,6 +454,12 @@ def token_create(
     qps: Annotated[float | None, typer.Option(min=0.001, help="Requests per second (over: 503).")] = None,
     concurrency: Annotated[int | None, typer.Option(min=1, help="Requests at the same time (over: 503).")] = None,
     expires: Annotated[str | None, typer.Option(help="Last day the token works, YYYY-MM-DD (then 439).")] = None,
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="What it may do: search (the TMAPI API, the default) and/or catalog (the catalog API); repeat for both."
+        ),
+    ] = None,
 ) -> None:
     """Create an API token; it is shown once and stored only as a digest."""
     import datetime as dt
@@ -443,7 +471,11 @@ def token_create(
     with _tokens(data) as tokens:
         if replace:
             tokens.revoke(name)
-        typer.echo(tokens.create(name, quota=quota, qps=qps, concurrency=concurrency, expires=until))
+        try:
+            secret = tokens.create(name, quota=quota, qps=qps, concurrency=concurrency, expires=until, scopes=scope or ["search"])
+        except ValueError as exc:
+            raise typer.BadParameter(f"--scope: {exc}") from None
+        typer.echo(secret)
 
 
 @token_app.command("revoke")

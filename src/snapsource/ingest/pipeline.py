@@ -59,6 +59,7 @@ class Outcome:
     item_id: int | None
     result: str
     reason: str = ""
+    skipped: bool = False  # rejected because none of its images could be read
 
 
 @dataclasses.dataclass
@@ -82,18 +83,15 @@ class IngestReport:
     problems: list[Problem] = dataclasses.field(default_factory=list)
     outcomes: list[Outcome] | None = None  # each row's result, when asked for (the catalog API)
 
-    def reject(self, row: int, item_id: int | None, reason: str, *, skipped: bool = False) -> None:
-        """A row that imports nothing: invalid (rejected) or without a readable image (skipped)."""
-        if skipped:
-            self.skipped += 1
-        else:
-            self.rejected += 1
+    def reject(self, row: int, item_id: int | None, reason: str) -> None:
+        """A row that imports nothing because it is invalid."""
+        self.rejected += 1
         self.problems.append(Problem(row, item_id, reason))
         self.outcome(row, item_id, "rejected", reason)
 
-    def outcome(self, row: int, item_id: int | None, result: str, reason: str = "") -> None:
+    def outcome(self, row: int, item_id: int | None, result: str, reason: str = "", *, skipped: bool = False) -> None:
         if self.outcomes is not None:
-            self.outcomes.append(Outcome(row, item_id, result, reason))
+            self.outcomes.append(Outcome(row, item_id, result, reason, skipped))
 
     @property
     def imported(self) -> int:
@@ -458,7 +456,7 @@ def _ingest(
             gone = catalog.offer_ids() - keep
             report.deleted = catalog.delete_offers(gone)
             index.offers_changed(gone)
-    _drop_unused_images(resources)
+    drop_unused_images(resources)
     index.save()
     if index.due():  # a catalog grown past its first IVF base, or a large delta: fold it in now
         report.compacted = index.compact()
@@ -601,11 +599,13 @@ def _changed_offers(
     for row, items in zip(chunk, loaded):
         item_id = row.record.item_id
         good: list[tuple[str, StoredImage]] = []
+        errors: list[str] = []
         for item in items:
             error = item.error or failed.get(item.sha256, "")
             if error:
                 report.images_failed += 1
-                report.problems.append(Problem(row.number, item_id, f"image {shorten_ref(item.source)}: {error}"))
+                errors.append(f"image {shorten_ref(item.source)}: {error}")
+                report.problems.append(Problem(row.number, item_id, errors[-1]))
                 continue
             image = stored.get(item.sha256)
             if image is None:  # pragma: no cover - an image known at read time was deleted meanwhile
@@ -617,7 +617,10 @@ def _changed_offers(
                 report.images_reused += 1
             good.append((item.source, image))
         if not good:
-            report.reject(row.number, item_id, "skipped: none of its images could be read", skipped=True)
+            report.skipped += 1
+            reason = "skipped: none of its images could be read"
+            report.problems.append(Problem(row.number, item_id, reason))
+            report.outcome(row.number, item_id, "rejected", f"{reason} ({'; '.join(errors)})", skipped=True)
             continue
         record = _stored_refs(row.record, good)
         good = [(_stored_ref(source, image), image) for source, image in good]
@@ -663,7 +666,7 @@ def _stored_refs(record: OfferRecord, good: list[tuple[str, StoredImage]]) -> Of
     )
 
 
-def _drop_unused_images(resources: Resources) -> None:
+def drop_unused_images(resources: Resources) -> None:
     """Images no offer shows any more: vectors first (saved), then rows and files."""
     unused = resources.catalog.unused_images()
     if not unused:

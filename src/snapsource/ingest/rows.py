@@ -51,11 +51,11 @@ class JsonLines:
         self.trusted = trusted
 
     def rows(self) -> Iterator[RawRow]:
-        with open(self.path, encoding="utf-8", errors="replace") as fh:
+        with open(self.path, encoding="utf-8-sig", errors="replace") as fh:
             yield from parse_lines(fh)
 
     def count(self) -> int | None:
-        with open(self.path, encoding="utf-8", errors="replace") as fh:
+        with open(self.path, encoding="utf-8-sig", errors="replace") as fh:
             return sum(1 for line in fh if line.strip())
 
 

@@ -73,6 +73,14 @@ class NewImage:
     data: bytes
 
 
+@dataclass(frozen=True)
+class StoredOffer:
+    item_id: int
+    doc: str  # the OfferRecord as imported (JSON)
+    updated_at: str
+    images: list[tuple[str, StoredImage]]  # (the reference it was imported with, the stored photo)
+
+
 def chunks(values: list[T]) -> Iterator[list[T]]:
     """Ids (or hashes) in runs short enough for one `IN (...)` list."""
     for start in range(0, len(values), _CHUNK):
@@ -219,7 +227,7 @@ class Catalog:
         """upsert_offer for many, in one transaction (an import's chunk)."""
         if not offers:
             return
-        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")  # updated_since: finer than a batch
         with self.write() as db:
             for record, images in offers:
                 self._upsert(db, record, images, now)
@@ -274,6 +282,38 @@ class Catalog:
             "SELECT i.id, i.sha256, i.ext FROM offers o JOIN images i ON i.id = o.main_image_id ORDER BY o.item_id LIMIT 1"
         ).fetchone()
         return StoredImage(*row) if row else None
+
+    def stored_offer(self, item_id: int) -> StoredOffer | None:
+        """An offer as the catalog API shows it: its document, when it last changed, its photos."""
+        row = self.db.execute("SELECT doc, updated_at FROM offers WHERE item_id = ?", (item_id,)).fetchone()
+        if row is None:
+            return None
+        images = self.db.execute(
+            """SELECT oi.source, i.id, i.sha256, i.ext FROM offer_images oi JOIN images i ON i.id = oi.image_id
+               WHERE oi.item_id = ? ORDER BY oi.position""",
+            (item_id,),
+        ).fetchall()
+        return StoredOffer(item_id, row[0], row[1], [(source, StoredImage(*rest)) for source, *rest in images])
+
+    def changed_offers(self, since: str | None, offset: int, limit: int) -> tuple[int, list[tuple[int, str, str]]]:
+        """(total, [(item_id, doc, updated_at)]): offers changed at or after `since` (all when None),
+        oldest change first, so a client that keeps the last updated_at it saw misses nothing."""
+        where, params = ("WHERE updated_at >= ?", [since]) if since else ("", [])
+        total = int(self.db.execute(f"SELECT count(*) FROM offers {where}", params).fetchone()[0])
+        rows = self.db.execute(
+            f"SELECT item_id, doc, updated_at FROM offers {where} ORDER BY updated_at, item_id LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        ).fetchall()
+        return total, [(r[0], r[1], r[2]) for r in rows]
+
+    def existing(self, item_ids: list[int]) -> set[int]:
+        found: set[int] = set()
+        for chunk in chunks(item_ids):
+            found.update(
+                r[0]
+                for r in self.db.execute(f"SELECT item_id FROM offers WHERE item_id IN ({','.join('?' * len(chunk))})", chunk)
+            )
+        return found
 
     def offer_ids(self) -> set[int]:
         return {row[0] for row in self.db.execute("SELECT item_id FROM offers")}

@@ -54,6 +54,10 @@ class VectorStore(Protocol):
         """The image ids that have a vector."""
         ...
 
+    def embedded(self, ids: list[int]) -> set[int]:
+        """Those of these image ids that have a vector (the catalog API shows it per photo)."""
+        ...
+
     def stats(self) -> dict[str, int]: ...
 
     def describe(self) -> str:

@@ -241,6 +241,10 @@ class FaissStore:
     def ids(self) -> np.ndarray:
         return np.flatnonzero(self.view().written > 0).astype(np.int64)
 
+    def embedded(self, ids: list[int]) -> set[int]:
+        written = self.view().written
+        return {i for i in ids if 0 <= i < len(written) and written[i] > 0}
+
     def stats(self) -> dict[str, int]:
         view = self.view()
         base = view.base

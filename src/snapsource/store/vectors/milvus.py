@@ -190,6 +190,15 @@ class MilvusStore:
         rows = self.catalog.db.execute("SELECT image_id FROM image_vectors").fetchall()
         return np.array([r[0] for r in rows], np.int64)
 
+    def embedded(self, ids: list[int]) -> set[int]:
+        found: set[int] = set()
+        for chunk in chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                r[0] for r in self.catalog.db.execute(f"SELECT image_id FROM image_vectors WHERE image_id IN ({marks})", chunk)
+            )
+        return found
+
     def entities(self) -> int:
         return int(self.client.query(self.address.collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
 

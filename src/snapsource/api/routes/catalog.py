@@ -1,0 +1,371 @@
+"""The catalog API: offers added, updated and deleted over HTTP, and large imports as jobs.
+
+Behind the admin key or a token with the `catalog` scope (`snapsource token create --scope
+catalog`), sent as `Authorization: Bearer ...` or `apiToken`. Every answer is TMAPI's envelope.
+A write is answered once it is durable and searchable (ingest/changes.py); images come by http(s)
+URL (fetched like a user's URL: public addresses, and the networks of `fetch_allow`), inline as
+`data:image/...;base64,...`, or as the `/img/...` path of a photo stored already.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from snapsource.api.deps import ResourcesDep
+from snapsource.api.schemas import errors
+from snapsource.errors import NotFound, ParameterError, PayloadTooLarge, Unauthorized, envelope
+from snapsource.ingest import changes, jobs
+from snapsource.ingest.formats import FORMATS, FormatError
+from snapsource.ingest.pipeline import IngestReport
+from snapsource.ingest.rows import parse_lines
+from snapsource.resources import Resources
+
+router = APIRouter(prefix="/catalog", tags=["catalog"], responses=errors(401, 422, 500))
+ITEM_ID = Path(ge=1, le=2**63 - 1, description="The offer's item_id")
+
+
+def require_catalog(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    x_admin_key: Annotated[str | None, Header()] = None,
+    apiToken: Annotated[str | None, Query(description="A token with the catalog scope")] = None,  # noqa: N803
+) -> None:
+    """The admin key, or a token with the catalog scope."""
+    resources: Resources = request.app.state.resources
+    bearer = authorization[7:].strip() if authorization and authorization.lower().startswith("bearer ") else ""
+    given = x_admin_key or bearer
+    key = resources.settings.admin_key
+    if key and given and hmac.compare_digest(given.encode(), key.encode()):
+        return
+    token = apiToken or bearer
+    if token and resources.tokens.allows(token, "catalog"):
+        return
+    if token and resources.tokens.valid(token):
+        raise Unauthorized("this token may not change the catalog: create one with `snapsource token create --scope catalog`")
+    raise Unauthorized(
+        "the catalog API needs the admin key or a token with the catalog scope, as `Authorization: Bearer <key or token>`"
+    )
+
+
+CatalogDep = Annotated[None, Depends(require_catalog)]
+
+OFFERS_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": 'Offers in the catalog schema (docs/catalog.md): a JSON array, {"offers": [...]}, or JSON Lines',
+        "content": {
+            "application/json": {
+                "schema": {"type": "array", "items": {"type": "object"}},
+                "example": [
+                    {
+                        "item_id": 610000000001,
+                        "title": "Yoga mat, TPE 6 mm",
+                        "img": "https://images.example.com/mat-main.jpg",
+                        "images": ["data:image/jpeg;base64,/9j/4AAQSkZJRg..."],
+                        "price": "18.50",
+                        "category_path": ["1046", "1052"],
+                        "shop_info": {"shop_name": "Example Sports Factory", "is_factory": True},
+                    }
+                ],
+            },
+            "application/x-ndjson": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the request body is {int(declared):,} bytes; at most {limit:,} (the catalog_max_bytes setting)")
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(f"the request body is over {limit:,} bytes (the catalog_max_bytes setting)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _offers(body: bytes, kind: str) -> list[Any]:
+    """The batch's offers: a JSON array, {"offers": [...]}, or JSON Lines (one offer per line)."""
+    text = body.decode("utf-8", errors="replace")
+    stripped = text.lstrip()
+    if kind in ("application/x-ndjson", "application/jsonl", "application/x-jsonlines", "text/plain") or (
+        stripped.startswith("{") and "\n" in stripped.strip() and not stripped.startswith('{"offers"')
+    ):
+        rows = list(parse_lines(text.splitlines()))
+        bad = [row for row in rows if row.error]
+        if bad:
+            raise ParameterError(f"line {bad[0].number} of the JSON Lines body: {bad[0].error}")
+        return [row.data for row in rows]
+    try:
+        payload = json.loads(text)
+    except ValueError as exc:
+        raise ParameterError(f"the body is not JSON: {exc}; send a JSON array of offers or JSON Lines") from None
+    if isinstance(payload, dict) and isinstance(payload.get("offers"), list):
+        return payload["offers"]
+    if isinstance(payload, dict):
+        return [payload]
+    if isinstance(payload, list):
+        return payload
+    raise ParameterError('the body must be a JSON array of offers, {"offers": [...]}, or JSON Lines')
+
+
+def _results(report: IngestReport) -> list[dict[str, Any]]:
+    """Each row's outcome in order, with the problems of its photos that did not stop it."""
+    assert report.outcomes is not None
+    notes: dict[int, list[str]] = {}
+    for problem in report.problems:
+        notes.setdefault(problem.row, []).append(problem.reason)
+    results = []
+    for outcome in sorted(report.outcomes, key=lambda o: o.row):
+        entry: dict[str, Any] = {"row": outcome.row, "item_id": outcome.item_id, "result": outcome.result}
+        if outcome.reason:
+            entry["reason"] = outcome.reason
+        warnings = [n for n in notes.get(outcome.row, []) if n not in outcome.reason]
+        if warnings:
+            entry["warnings"] = warnings
+        results.append(entry)
+    return results
+
+
+@router.post(
+    "/offers",
+    summary="Add or update a batch of offers",
+    responses=errors(413, 503),
+    openapi_extra=OFFERS_BODY,
+)
+async def upsert_offers(request: Request, resources: ResourcesDep, _auth: CatalogDep) -> JSONResponse:
+    """Upsert by item_id. Answers each row's result (added, updated, unchanged, or rejected with
+    the reason) once the batch is durable and searchable; a bad row or photo never fails the rest."""
+    settings = resources.settings
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    offers = _offers(await _body(request, settings.catalog_max_bytes), kind)
+    if not offers:
+        raise ParameterError("the batch has no offers")
+    if len(offers) > settings.catalog_max_offers:
+        raise PayloadTooLarge(
+            f"the batch has {len(offers):,} offers; at most {settings.catalog_max_offers:,} (catalog_max_offers): "
+            "split it, or send the file to POST /catalog/imports"
+        )
+    report = await run_in_threadpool(changes.upsert, resources, offers)
+    counts = {name: getattr(report, name) for name in ("added", "updated", "unchanged", "rejected", "skipped")}
+    counts["rejected"] += counts.pop("skipped")
+    data = {"counts": counts, "images_embedded": report.images_embedded, "results": _results(report)}
+    return JSONResponse(envelope(200, "success", data))
+
+
+class Deletion(BaseModel):
+    item_ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(min_length=1, max_length=100_000)
+
+
+@router.post("/offers/delete", summary="Delete a batch of offers", responses=errors(503))
+def delete_offers(body: Annotated[Deletion, Body()], resources: ResourcesDep, _auth: CatalogDep) -> JSONResponse:
+    """Deleted at once from search; `missing` lists ids the catalog did not have."""
+    deleted = changes.delete(resources, body.item_ids)
+    missing = sorted(set(body.item_ids) - set(deleted))
+    return JSONResponse(envelope(200, "success", {"deleted": deleted, "missing": missing}))
+
+
+@router.delete("/offers/{item_id}", summary="Delete one offer", responses=errors(404, 503))
+def delete_offer(item_id: Annotated[int, ITEM_ID], resources: ResourcesDep, _auth: CatalogDep) -> JSONResponse:
+    if not changes.delete(resources, [item_id]):
+        raise NotFound(f"no offer with item_id {item_id}")
+    return JSONResponse(envelope(200, "success", {"deleted": [item_id]}))
+
+
+def _wire_offer(resources: Resources, item_id: int) -> dict[str, Any]:
+    stored = resources.catalog.stored_offer(item_id)
+    if stored is None:
+        raise NotFound(f"no offer with item_id {item_id}")
+    embedded = resources.index.embedded([image.id for _, image in stored.images])
+    return {
+        "item_id": item_id,
+        "updated_at": stored.updated_at,
+        "offer": json.loads(stored.doc),
+        "images": [
+            {
+                "source": source if not source.startswith("data:") else "data:...",
+                "img": f"/img/{image.name}",
+                "embedded": image.id in embedded,
+            }
+            for source, image in stored.images
+        ],
+    }
+
+
+@router.get("/offers/{item_id}", summary="One offer as stored, with its photos", responses=errors(404))
+def get_offer(item_id: Annotated[int, ITEM_ID], resources: ResourcesDep, _auth: CatalogDep) -> JSONResponse:
+    """The offer in the catalog schema, when it last changed, and each photo: the reference it was
+    imported with, its stored path, and whether it has a vector (is searchable)."""
+    return JSONResponse(envelope(200, "success", _wire_offer(resources, item_id)))
+
+
+@router.get("/offers", summary="Offers, oldest change first")
+def list_offers(
+    resources: ResourcesDep,
+    _auth: CatalogDep,
+    updated_since: Annotated[
+        str | None,
+        Query(description="Only offers changed at or after this time (an updated_at of an earlier answer, ISO 8601)"),
+    ] = None,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> JSONResponse:
+    """For mirroring: keep the last `updated_at` you saw and ask again with it (offers changed in
+    that same instant come again). Deleted offers are not listed."""
+    if updated_since is not None:
+        _check_time(updated_since)
+    total, rows = resources.catalog.changed_offers(updated_since, (page - 1) * page_size, page_size)
+    items = [{"item_id": item_id, "updated_at": at, "offer": json.loads(doc)} for item_id, doc, at in rows]
+    data = {
+        "page": page,
+        "page_size": page_size,
+        "total_count": total,
+        "has_next_page": page * page_size < total,
+        "items": items,
+    }
+    return JSONResponse(envelope(200, "success", data))
+
+
+def _check_time(text: str) -> None:
+    try:
+        dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ParameterError(f"updated_since {text!r} is not an ISO 8601 time such as 2026-12-03T10:00:00+00:00") from None
+
+
+class UrlImport(BaseModel):
+    url: str = Field(min_length=8, pattern="^https?://", description="An http(s) URL of the catalog file")
+    format: str | None = Field(None, description="auto (detected), jsonl, csv, tsv, shopify, woocommerce or tmapi")
+    mapping: dict[str, Any] | None = Field(None, description="For csv/tsv: the column mapping (docs/catalog.md)")
+
+
+IMPORT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The catalog file (multipart `file`, with optional `format` and `mapping` fields) or a URL to fetch",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "format": {"type": "string"},
+                        "mapping": {"type": "string", "description": "JSON"},
+                    },
+                    "required": ["file"],
+                }
+            },
+            "application/json": {
+                "schema": UrlImport.model_json_schema(),
+                "example": {"url": "https://files.example.com/export/products.csv", "format": "shopify"},
+            },
+        },
+    }
+}
+
+
+def _format(value: str | None) -> str | None:
+    if value in (None, "", "auto"):
+        return None
+    if value not in FORMATS:
+        raise ParameterError(f"format {value!r} is not one of auto, {', '.join(FORMATS)}")
+    return value
+
+
+def _mapping(value: Any) -> dict[str, Any] | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ParameterError("mapping must be a JSON object (docs/catalog.md)") from None
+    if not isinstance(value, dict):
+        raise ParameterError("mapping must be a JSON object (docs/catalog.md)")
+    try:
+        jobs.check_mapping(value)
+    except FormatError as exc:
+        raise ParameterError(str(exc)) from None
+    return value
+
+
+@router.post("/imports", summary="Start an import job", responses=errors(413), openapi_extra=IMPORT_BODY)
+async def start_import(request: Request, resources: ResourcesDep, _auth: CatalogDep) -> JSONResponse:
+    """Answers the job at once; GET /catalog/imports/{id} follows it. The job outlives a restart."""
+    settings = resources.settings
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        name, data, fmt, mapping = await _upload(request, settings.catalog_max_bytes)
+        try:
+            job = await run_in_threadpool(jobs.submit_file, resources, name, data, _format(fmt), _mapping(mapping))
+        except FormatError as exc:
+            raise ParameterError(str(exc)) from None
+    else:
+        body = await _body(request, 1_000_000)
+        try:
+            spec = UrlImport.model_validate_json(body or b"{}")
+        except ValueError as exc:
+            raise ParameterError(
+                'send the file as multipart/form-data (field `file`) or JSON {"url": "https://..."}: ' + str(exc).splitlines()[0]
+            ) from None
+        job = await run_in_threadpool(jobs.submit_url, resources, spec.url, _format(spec.format), _mapping(spec.mapping))
+    runner = getattr(request.app.state, "import_runner", None)
+    if runner is not None:
+        runner.wake()
+    return JSONResponse(envelope(200, "success", job.wire()))
+
+
+async def _upload(request: Request, limit: int) -> tuple[str, bytes, str | None, str | None]:
+    async def capped() -> Any:
+        total = 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise PayloadTooLarge(f"the upload is over {limit:,} bytes (catalog_max_bytes): give a URL instead")
+            yield chunk
+
+    parser = MultiPartParser(request.headers, capped(), max_files=1, max_fields=8, max_part_size=1_000_000)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise ParameterError(f"the multipart body could not be read: {exc.message}") from None
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ParameterError("the multipart body has no file field named `file`")
+        fmt, mapping = form.get("format"), form.get("mapping")
+        return (
+            upload.filename or "catalog",
+            await upload.read(),
+            fmt if isinstance(fmt, str) else None,
+            mapping if isinstance(mapping, str) else None,
+        )
+    finally:
+        await form.close()
+
+
+@router.get("/imports/{job_id}", summary="An import job's progress", responses=errors(404))
+def get_import(job_id: Annotated[str, Path(max_length=64)], resources: ResourcesDep, _auth: CatalogDep) -> JSONResponse:
+    """Status (queued, running, done, failed), rows done of the total, counts, the first rejected rows."""
+    job = jobs.get(resources, job_id)
+    if job is None:
+        raise NotFound(f"no import job {job_id}")
+    return JSONResponse(envelope(200, "success", job.wire()))
+
+
+@router.get("/imports", summary="Recent import jobs")
+def list_imports(resources: ResourcesDep, _auth: CatalogDep) -> JSONResponse:
+    return JSONResponse(envelope(200, "success", {"jobs": [job.wire() for job in jobs.recent(resources)]}))

@@ -1,0 +1,92 @@
+"""Delimited text read record by record, each with the line it starts on: a quoted cell may hold
+line breaks (shop exports put HTML descriptions in them), so a record's number is not its index."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+
+from snapsource.ingest.formats.source import FormatError
+
+DELIMITERS = ",;\t|"
+# Shop exports carry whole HTML descriptions in one cell: the csv module's 128 KiB cap is too low.
+csv.field_size_limit(max(csv.field_size_limit(), 16 << 20))
+
+
+class TableError(Exception):
+    """The csv module gave up at `line`: nothing after it can be read reliably."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(reason)
+        self.line = line
+
+
+def open_text(path: Path):
+    """The file as text for the csv module: UTF-8 with or without a BOM, bad bytes replaced."""
+    return open(path, encoding="utf-8-sig", errors="replace", newline="")
+
+
+def header_line(path: Path, limit: int = 1 << 16) -> str:
+    with open_text(path) as fh:
+        return fh.readline(limit)
+
+
+def delimiter_of(line: str) -> str:
+    """The delimiter that splits the header line into the most columns (comma on a tie)."""
+    best, most = ",", 1
+    for candidate in DELIMITERS:
+        columns = len(next(csv.reader([line], delimiter=candidate), []))
+        if columns > most:
+            best, most = candidate, columns
+    return best
+
+
+def records(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """(first line, cells) of each record, the header first; blank lines skipped. Raises
+    TableError where the csv module cannot go on."""
+    with open_text(path) as fh:
+        # strict: an unclosed quote is an error at its line, not the rest of the file read as one cell
+        reader = csv.reader(fh, delimiter=delimiter, strict=True)
+        start = 1
+        try:
+            for cells in reader:
+                if any(cell.strip() for cell in cells):
+                    yield start, cells
+                start = reader.line_num + 1
+        except csv.Error as exc:
+            raise TableError(start, str(exc)) from None
+
+
+def read_header(path: Path, delimiter: str) -> Header:
+    """The first record's columns; FormatError when even that cannot be read."""
+    try:
+        return Header(next(records(path, delimiter), (1, []))[1])
+    except TableError as exc:
+        raise FormatError(f"{path.name}: its header cannot be read ({exc}): fix its quoting") from None
+
+
+class Header:
+    """A header's columns by name (surrounding spaces ignored; the first of repeated names wins)."""
+
+    def __init__(self, cells: list[str]) -> None:
+        self.names = [cell.strip() for cell in cells]
+        self.index: dict[str, int] = {}
+        for i, name in enumerate(self.names):
+            self.index.setdefault(name, i)
+
+    def find(self, *names: str) -> int | None:
+        """The first of `names` the header has."""
+        return next((self.index[n] for n in names if n in self.index), None)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.index
+
+
+def cell(cells: list[str], index: int | None) -> str:
+    """A record's cell, stripped; "" where the column is missing or the record short."""
+    return cells[index].strip() if index is not None and index < len(cells) else ""
+
+
+def broken(error: TableError) -> str:
+    return f"the file cannot be read from here on ({error}): fix its quoting; nothing after this line was imported"

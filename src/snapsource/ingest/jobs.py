@@ -1,0 +1,267 @@
+"""Import jobs: a catalog file sent to `POST /catalog/imports` (uploaded, or fetched from a URL) is
+imported in the background by one server, with its progress in the catalog database.
+
+A job survives its server: each chunk written is a checkpoint (rows done, counts, first problems)
+saved with the vectors it promises, and a server beats every few seconds while it runs a job. A
+job whose server stopped beating (killed, restarted) is claimed again by any server (the same one
+after a restart) and resumes after its last checkpoint; rows are upserts, so the chunk that was in
+flight is simply written again. The file itself is kept in the data dir until the job ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import secrets
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from snapsource.ingest.formats import FormatError, load_mapping, open_source
+from snapsource.ingest.pipeline import IngestReport, ingest
+from snapsource.resources import Resources
+from snapsource.store.jobs import JobRow, JobTable
+from snapsource.vision.fetch import Fetcher, FetchError, FetchPolicy, shorten
+
+log = logging.getLogger("snapsource.jobs")
+
+BEAT_SECONDS = 5.0
+STALE_SECONDS = 30.0  # a running job not heard of for this long lost its server
+IDLE_SECONDS = 1.0  # how often an idle server looks for a queued job
+MAX_PROBLEMS = 1000  # rejected rows kept with a job (the count is exact beyond them)
+COUNTS = ("rows", "added", "updated", "unchanged", "rejected", "skipped", "images_embedded", "images_failed")
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """A job as the API shows it."""
+
+    row: JobRow
+
+    def wire(self) -> dict[str, Any]:
+        r = self.row
+        total = r.rows_total
+        return {
+            "id": r.id,
+            "status": r.status,
+            "source": r.source,
+            "format": r.format,
+            "rows_done": r.rows_done,
+            "rows_total": total,
+            "progress": round(min(1.0, r.rows_done / total), 4) if total else (1.0 if r.status == "done" else 0.0),
+            "counts": {name: int(r.counts.get(name, 0)) for name in COUNTS},
+            "problems": r.problems,
+            "error": r.error,
+            "created_at": r.created_at,
+            "updated_at": r.updated_at,
+        }
+
+
+def _folder(resources: Resources, job_id: str) -> Path:
+    return resources.settings.data_dir / "imports" / job_id
+
+
+def _safe_name(name: str) -> str:
+    """A file name of the client's, made harmless: no folders, no odd characters."""
+    base = Path(name.replace("\\", "/")).name
+    kept = "".join(c if c.isalnum() or c in "._-" else "_" for c in base).lstrip(".")
+    return kept[:100] or "catalog"
+
+
+def check_mapping(mapping: dict | None) -> None:
+    """A mapping is checked when the job is asked for, not when it runs: FormatError says why."""
+    if mapping is not None:
+        load_mapping(mapping)
+
+
+def submit_file(resources: Resources, name: str, data: bytes, format: str | None, mapping: dict | None) -> Job:
+    """Queue an uploaded catalog file: written (and fsynced) before the job row that points at it."""
+    job_id = "imp_" + secrets.token_hex(8)
+    folder = _folder(resources, job_id)
+    folder.mkdir(parents=True)
+    path = folder / _safe_name(name)
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    try:  # a file that is no catalog at all is refused now, not when the job runs
+        open_source(path, format, mapping, trusted=False)
+    except FormatError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    table = JobTable(resources.catalog)
+    table.add(job_id, name, str(path), format, json.dumps(mapping) if mapping else None)
+    return Job(_must(table.get(job_id)))
+
+
+def submit_url(resources: Resources, url: str, format: str | None, mapping: dict | None) -> Job:
+    """Queue a catalog file at a URL: the job fetches it (guarded like a user's image URL)."""
+    job_id = "imp_" + secrets.token_hex(8)
+    path = _folder(resources, job_id) / _safe_name(url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "catalog")
+    table = JobTable(resources.catalog)
+    table.add(job_id, url, str(path), format, json.dumps(mapping) if mapping else None)
+    return Job(_must(table.get(job_id)))
+
+
+def _must(row: JobRow | None) -> JobRow:
+    assert row is not None  # written just before
+    return row
+
+
+def get(resources: Resources, job_id: str) -> Job | None:
+    row = JobTable(resources.catalog).get(job_id)
+    return Job(row) if row else None
+
+
+def recent(resources: Resources, limit: int = 50) -> list[Job]:
+    return [Job(r) for r in JobTable(resources.catalog).recent(limit)]
+
+
+class Runner:
+    """Runs queued jobs one at a time in a thread of this process."""
+
+    def __init__(self, resources: Resources) -> None:
+        self.resources = resources
+        self.table = JobTable(resources.catalog)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Runner:
+        self._thread = threading.Thread(target=self._loop, name="snapsource-imports", daemon=True)
+        self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        """A job was queued here: look now rather than at the next idle tick."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                ran = self.run_one()
+            except Exception:  # noqa: BLE001 - a broken job must not end the loop
+                log.exception("import job runner")
+                ran = False
+            if not ran:
+                self._wake.wait(IDLE_SECONDS)
+                self._wake.clear()
+
+    def run_one(self) -> bool:
+        """Claim and run one job; False when none was waiting."""
+        now = time.time()
+        job = self.table.claim(self.owner, now, now - STALE_SECONDS)
+        if job is None:
+            return False
+        beating = threading.Event()
+        beat = threading.Thread(target=self._beat, args=(job.id, beating), daemon=True)
+        beat.start()
+        try:
+            self._run(job)
+        except _Stopped:  # the server stops: the job waits, from its last checkpoint, for the next one
+            self.table.release(job.id, self.owner)
+        except Exception as exc:  # noqa: BLE001 - the job fails with the reason; the server goes on
+            log.exception("import job %s failed", job.id)
+            self.table.finish(job.id, self.owner, "failed", f"{type(exc).__name__}: {exc}")
+        finally:
+            beating.set()
+            beat.join()
+        return True
+
+    def _beat(self, job_id: str, done: threading.Event) -> None:
+        while not done.wait(BEAT_SECONDS):
+            if not self.table.beat(job_id, self.owner, time.time()):
+                return
+
+    def _run(self, job: JobRow) -> None:
+        resources = self.resources
+        path = Path(job.path)
+        if not path.exists():
+            if not job.source.startswith(("http://", "https://")):
+                self.table.finish(job.id, self.owner, "failed", "the uploaded file is gone from the data dir")
+                return
+            try:
+                self._download(job.source, path)
+            except FetchError as exc:
+                self.table.finish(job.id, self.owner, "failed", f"could not fetch {shorten(job.source)}: {exc.msg}")
+                return
+        mapping = json.loads(job.mapping) if job.mapping else None
+        try:
+            source = open_source(path, job.format, mapping, trusted=False)
+        except ValueError as exc:
+            self.table.finish(job.id, self.owner, "failed", str(exc))
+            return
+        total = source.count()
+        tally = _Tally(job)
+
+        def checkpoint(row: int, report: IngestReport) -> None:
+            tally.take(report, row)
+            self.table.progress(job.id, self.owner, row, total, tally.counts, tally.problems)
+            if self._stop.is_set():
+                raise _Stopped
+
+        report = ingest(resources, source, outcomes=True, start_after=job.rows_done, checkpoint=checkpoint)
+        tally.take(report, None)
+        self.table.progress(job.id, self.owner, max(job.rows_done, tally.last_row), total, tally.counts, tally.problems)
+        self.table.finish(job.id, self.owner, "done")
+        shutil.rmtree(path.parent, ignore_errors=True)
+        log.info("import job %s done: %s", job.id, tally.counts)
+
+    def _download(self, url: str, path: Path) -> None:
+        settings = self.resources.settings
+        policy = dataclasses.replace(FetchPolicy.of(settings), max_bytes=settings.catalog_import_max_bytes, timeout=600.0)
+        fetcher = Fetcher(policy)
+        try:
+            data = fetcher.fetch(url)
+        finally:
+            fetcher.close()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+
+
+class _Stopped(Exception):
+    """The server is stopping: leave the job at its last checkpoint."""
+
+
+class _Tally:
+    """A job's counts across runs: each checkpoint adds the rows it covers, once."""
+
+    def __init__(self, job: JobRow) -> None:
+        self.counts = {name: int(job.counts.get(name, 0)) for name in COUNTS}
+        self.problems = list(job.problems)
+        self.last_row = job.rows_done
+        self._images = {"images_embedded": 0, "images_failed": 0}
+
+    def take(self, report: IngestReport, up_to: int | None) -> None:
+        """Count the outcomes of rows up to `up_to` (all when None) not counted yet."""
+        assert report.outcomes is not None
+        keep = []
+        for outcome in report.outcomes:
+            if up_to is not None and outcome.row > up_to:
+                keep.append(outcome)
+                continue
+            self.counts["rows"] += 1
+            key = "skipped" if outcome.skipped else outcome.result
+            self.counts[key] += 1
+            if outcome.result == "rejected" and len(self.problems) < MAX_PROBLEMS:
+                self.problems.append({"row": outcome.row, "item_id": outcome.item_id, "reason": outcome.reason})
+            self.last_row = max(self.last_row, outcome.row)
+        report.outcomes[:] = keep
+        for name in self._images:  # written with the chunks before this checkpoint
+            value = getattr(report, name)
+            self.counts[name] += value - self._images[name]
+            self._images[name] = value

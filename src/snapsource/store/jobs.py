@@ -1,0 +1,116 @@
+"""The import_jobs table, read and written for ingest/jobs.py, which decides what to run.
+
+A job is claimed by one server at a time: `claim` takes a queued job, or a running one whose
+server stopped beating (died), in one statement that re-checks the row it updates, so two
+servers never both win it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from typing import Any
+
+from snapsource.store.catalog import Catalog
+
+_COLUMNS = (
+    "id, status, source, path, format, mapping, rows_done, rows_total, counts, problems, error, "
+    "owner, heartbeat, created_at, updated_at"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobRow:
+    id: str
+    status: str  # queued, running, done, failed
+    source: str
+    path: str
+    format: str | None
+    mapping: str | None
+    rows_done: int
+    rows_total: int | None
+    counts: dict[str, int]
+    problems: list[dict[str, Any]]
+    error: str | None
+    owner: str | None
+    heartbeat: float | None
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def of(cls, row: tuple) -> JobRow:
+        values = list(row)
+        values[8], values[9] = json.loads(values[8]), json.loads(values[9])
+        return cls(*values)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+class JobTable:
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def add(self, job_id: str, source: str, path: str, format: str | None, mapping: str | None) -> None:
+        now = _now()
+        with self.catalog.write() as db:
+            db.execute(
+                "INSERT INTO import_jobs (id, status, source, path, format, mapping, created_at, updated_at) "
+                "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
+                (job_id, source, path, format, mapping, now, now),
+            )
+
+    def get(self, job_id: str) -> JobRow | None:
+        row = self.catalog.db.execute(f"SELECT {_COLUMNS} FROM import_jobs WHERE id = ?", (job_id,)).fetchone()
+        return JobRow.of(row) if row else None
+
+    def recent(self, limit: int) -> list[JobRow]:
+        rows = self.catalog.db.execute(f"SELECT {_COLUMNS} FROM import_jobs ORDER BY created_at DESC, id LIMIT ?", (limit,))
+        return [JobRow.of(r) for r in rows.fetchall()]
+
+    def claim(self, owner: str, now: float, stale_before: float) -> JobRow | None:
+        """The oldest job that is queued or whose server died, now ours; None when there is none."""
+        free = "(status = 'queued' OR (status = 'running' AND (heartbeat IS NULL OR heartbeat < ?)))"
+        with self.catalog.write() as db:
+            row = db.execute(
+                f"SELECT id FROM import_jobs WHERE {free} ORDER BY created_at, id LIMIT 1", (stale_before,)
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                f"UPDATE import_jobs SET status = 'running', owner = ?, heartbeat = ?, updated_at = ? WHERE id = ? AND {free}",
+                (owner, now, _now(), row[0], stale_before),
+            )
+        job = self.get(row[0])
+        return job if job is not None and job.owner == owner and job.status == "running" else None
+
+    def beat(self, job_id: str, owner: str, now: float) -> bool:
+        """Still ours: False when another server took the job over (this one was thought dead)."""
+        with self.catalog.write() as db:
+            db.execute(
+                "UPDATE import_jobs SET heartbeat = ? WHERE id = ? AND owner = ? AND status = 'running'", (now, job_id, owner)
+            )
+        job = self.get(job_id)
+        return job is not None and job.owner == owner
+
+    def progress(self, job_id: str, owner: str, rows_done: int, rows_total: int | None, counts: dict, problems: list) -> None:
+        with self.catalog.write() as db:
+            db.execute(
+                "UPDATE import_jobs SET rows_done = ?, rows_total = ?, counts = ?, problems = ?, updated_at = ? "
+                "WHERE id = ? AND owner = ?",
+                (rows_done, rows_total, json.dumps(counts), json.dumps(problems), _now(), job_id, owner),
+            )
+
+    def release(self, job_id: str, owner: str) -> None:
+        """Give a running job back (this server stops): any server may claim it at once."""
+        with self.catalog.write() as db:
+            db.execute("UPDATE import_jobs SET heartbeat = NULL, owner = NULL WHERE id = ? AND owner = ?", (job_id, owner))
+
+    def finish(self, job_id: str, owner: str, status: str, error: str | None = None) -> None:
+        with self.catalog.write() as db:
+            db.execute(
+                "UPDATE import_jobs SET status = ?, error = ?, heartbeat = NULL, updated_at = ? WHERE id = ? AND owner = ?",
+                (status, error, _now(), job_id, owner),
+            )

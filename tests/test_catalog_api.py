@@ -1,0 +1,210 @@
+"""The catalog API over real HTTP: batches answered row by row and searchable at once, offers read,
+listed and deleted, import jobs from an upload and from a URL, and who may call it.
+
+Photos come from a loopback server that serves the luma catalog's folder (`fetch_allow` lets the
+guarded fetcher reach it), inline as data: URIs, or as /img/ paths of stored photos.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import http.server
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from conftest import LUMA, luma_offers, open_resources
+from snapsource.api.app import create_app
+from snapsource.ingest import jobs
+from snapsource.tools.loopback import serve
+
+pytestmark = pytest.mark.profiles
+ADMIN = {"Authorization": "Bearer catalog-admin-key"}
+
+
+@contextmanager
+def photo_server() -> Iterator[str]:
+    """The luma folder over HTTP on loopback; yields its base URL (ending in /)."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(LUMA.parent))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}/"
+    finally:
+        httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """An empty catalog behind a real server with an import runner, and the photo server."""
+    resources = open_resources(tmp_path_factory.mktemp("catalog-api"), admin_key="catalog-admin-key", fetch_allow="127.0.0.1")
+    app = create_app(resources=resources)
+    runner = jobs.Runner(resources).start()
+    app.state.import_runner = runner
+    with photo_server() as photos, serve(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        yield resources, client, photos
+    runner.stop()
+
+
+def by_url(offer: dict, photos: str) -> dict:
+    return dict(offer, img=photos + offer["img"], images=[photos + ref for ref in offer["images"][:1]])
+
+
+def found_first(client: httpx.Client, token: str, img: str) -> int | None:
+    body = client.get("/1688/search/image", params={"apiToken": token, "img_url": img, "page_size": 3}).json()
+    items = body["data"]["items"] if body["code"] == 200 else []
+    return items[0]["item_id"] if items else None
+
+
+def test_who_may_change_the_catalog(world):
+    resources, client, _ = world
+    searching = resources.tokens.create("searching")
+    cataloguing = resources.tokens.create("cataloguing", scopes=["catalog"])
+    nobody = client.get("/catalog/offers")
+    assert nobody.status_code == 401 and "admin key or a token with the catalog scope" in nobody.json()["msg"]
+    wrong = client.get("/catalog/offers", params={"apiToken": searching})
+    assert wrong.status_code == 401 and "--scope catalog" in wrong.json()["msg"]
+    assert client.get("/catalog/offers", params={"apiToken": cataloguing}).status_code == 200
+    assert client.get("/catalog/offers", headers={"Authorization": f"Bearer {cataloguing}"}).status_code == 200
+    assert client.get("/catalog/offers", headers=ADMIN).status_code == 200
+    # a catalog-only token does not search
+    refused = client.get("/1688/search/image", params={"apiToken": cataloguing, "img_url": "/img/x.jpg"})
+    assert refused.status_code == 401 and "catalog API only" in refused.json()["msg"]
+
+
+def test_a_batch_is_answered_row_by_row_and_searchable_at_once(world):
+    resources, client, photos = world
+    token = resources.tokens.create("batch")
+    offers = luma_offers()[20:24]
+    inline = "data:image/jpeg;base64," + base64.b64encode((LUMA.parent / offers[1]["img"]).read_bytes()).decode()
+    batch = [
+        by_url(offers[0], photos),
+        dict(offers[1], img=inline, images=[]),
+        dict(offers[2], img="/etc/passwd", images=[]),  # a path on the server: never read
+        dict(offers[3], price="cheap"),
+        dict(by_url(offers[3], photos), images=[photos + "no-such-photo.jpg"]),  # one photo of two fails
+    ]
+    answer = client.post("/catalog/offers", json=batch, headers=ADMIN).json()
+    assert answer["code"] == 200
+    results = answer["data"]["results"]
+    assert [(r["row"], r["result"]) for r in results] == [
+        (1, "added"),
+        (2, "added"),
+        (3, "rejected"),
+        (4, "rejected"),
+        (5, "added"),
+    ]
+    assert "a path on the server is read only" in results[2]["reason"]
+    assert "price" in results[3]["reason"]
+    assert "no-such-photo.jpg" in results[4]["warnings"][0]
+    assert answer["data"]["counts"] == {"added": 3, "updated": 0, "unchanged": 0, "rejected": 2}
+
+    # searchable as soon as answered
+    assert found_first(client, token, photos + offers[0]["img"]) == offers[0]["item_id"]
+    assert found_first(client, token, photos + offers[1]["img"]) == offers[1]["item_id"]
+
+    # the stored offer: the inline photo became its stored path, and every photo has a vector
+    stored = client.get(f"/catalog/offers/{offers[1]['item_id']}", headers=ADMIN).json()["data"]
+    assert stored["offer"]["img"].startswith("/img/") and stored["images"][0]["embedded"] is True
+    # sent back as it was read: unchanged; a new price: updated
+    again = client.post("/catalog/offers", json=[stored["offer"], dict(batch[0], price="9.99")], headers=ADMIN).json()
+    assert [r["result"] for r in again["data"]["results"]] == ["unchanged", "updated"]
+
+
+def test_offers_listed_by_change_and_deleted(world):
+    resources, client, photos = world
+    token = resources.tokens.create("listing")
+    offers = luma_offers()[30:33]
+    client.post("/catalog/offers", json=[by_url(o, photos) for o in offers[:2]], headers=ADMIN)
+    listed = client.get("/catalog/offers", params={"page_size": 1000}, headers=ADMIN).json()["data"]
+    last = listed["items"][-1]["updated_at"]
+    assert {o["item_id"] for o in offers[:2]} <= {i["item_id"] for i in listed["items"]}
+    assert [i["updated_at"] for i in listed["items"]] == sorted(i["updated_at"] for i in listed["items"])
+    client.post("/catalog/offers", json=[by_url(offers[2], photos)], headers=ADMIN)
+    newer = client.get("/catalog/offers", params={"updated_since": last}, headers=ADMIN).json()["data"]
+    # at or after: the batch that set `last` comes again (one instant), then the newer offer
+    assert [i["item_id"] for i in newer["items"]] == [*sorted(o["item_id"] for o in offers[:2]), offers[2]["item_id"]]
+    bad = client.get("/catalog/offers", params={"updated_since": "yesterday"}, headers=ADMIN)
+    assert bad.status_code == 422 and "ISO 8601" in bad.json()["msg"]
+
+    gone = client.delete(f"/catalog/offers/{offers[0]['item_id']}", headers=ADMIN)
+    assert gone.json()["data"] == {"deleted": [offers[0]["item_id"]]}
+    assert found_first(client, token, photos + offers[0]["img"]) != offers[0]["item_id"]
+    assert client.get(f"/catalog/offers/{offers[0]['item_id']}", headers=ADMIN).status_code == 404
+    assert client.delete(f"/catalog/offers/{offers[0]['item_id']}", headers=ADMIN).status_code == 404
+    both = client.post("/catalog/offers/delete", json={"item_ids": [offers[1]["item_id"], 123]}, headers=ADMIN).json()
+    assert both["data"] == {"deleted": [offers[1]["item_id"]], "missing": [123]}
+
+
+def test_json_lines_bodies_and_limits(world, tmp_path):
+    resources, client, photos = world
+    offers = luma_offers()[40:42]
+    lines = "\n".join(json.dumps(by_url(o, photos)) for o in offers)
+    answer = client.post("/catalog/offers", content=lines, headers={**ADMIN, "Content-Type": "application/x-ndjson"})
+    assert answer.json()["data"]["counts"]["added"] == 2
+    broken = client.post("/catalog/offers", content="[{", headers={**ADMIN, "Content-Type": "application/json"})
+    assert broken.status_code == 422 and "not JSON" in broken.json()["msg"]
+    empty = client.post("/catalog/offers", json=[], headers=ADMIN)
+    assert empty.status_code == 422 and "no offers" in empty.json()["msg"]
+    limit = resources.settings.catalog_max_offers
+    many = client.post("/catalog/offers", json=[{"item_id": i} for i in range(1, limit + 2)], headers=ADMIN)
+    assert many.status_code == 413 and "POST /catalog/imports" in many.json()["msg"]
+    huge = client.post(
+        "/catalog/offers",
+        content=b"[" + b" " * (resources.settings.catalog_max_bytes + 1) + b"]",
+        headers={**ADMIN, "Content-Type": "application/json"},
+    )
+    assert huge.status_code == 413 and "catalog_max_bytes" in huge.json()["msg"]
+
+
+def wait_for_job(client: httpx.Client, job_id: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get(f"/catalog/imports/{job_id}", headers=ADMIN).json()["data"]
+        if job["status"] in ("done", "failed") or time.monotonic() > deadline:
+            return job
+        time.sleep(0.3)
+
+
+def test_import_jobs_from_an_upload_and_a_url(world, tmp_path):
+    resources, client, photos = world
+    token = resources.tokens.create("jobs")
+    offers = luma_offers()[50:56]
+    lines = [json.dumps(by_url(o, photos)) for o in offers[:4]] + ["{not json", json.dumps(dict(offers[4], img="a.jpg"))]
+    started = client.post("/catalog/imports", files={"file": ("offers.jsonl", "\n".join(lines).encode())}, headers=ADMIN)
+    assert started.status_code == 200 and started.json()["data"]["status"] in ("queued", "running", "done")
+    job = wait_for_job(client, started.json()["data"]["id"])
+    assert job["status"] == "done", job
+    assert job["counts"]["rows"] == 6 and job["counts"]["added"] == 4 and job["counts"]["rejected"] == 1
+    assert job["counts"]["skipped"] == 1 and job["rows_done"] == job["rows_total"] == 6 and job["progress"] == 1.0
+    assert [p["row"] for p in job["problems"]] == [5, 6] and "a path on the server" in job["problems"][1]["reason"]
+    assert found_first(client, token, photos + offers[2]["img"]) == offers[2]["item_id"]
+    listed = client.get("/catalog/imports", headers=ADMIN).json()["data"]["jobs"]
+    assert job["id"] in [j["id"] for j in listed]
+
+    # a URL: the job fetches the file (here the demo catalog's own JSON Lines: its local paths are refused)
+    by_link = client.post("/catalog/imports", json={"url": photos + "catalog.jsonl", "format": "jsonl"}, headers=ADMIN)
+    job = wait_for_job(client, by_link.json()["data"]["id"])
+    assert job["status"] == "done" and job["counts"]["rows"] == len(luma_offers()) and job["counts"]["added"] == 0
+    missing = client.post("/catalog/imports", json={"url": photos + "nothing.jsonl"}, headers=ADMIN)
+    job = wait_for_job(client, missing.json()["data"]["id"])
+    assert job["status"] == "failed" and "404" in job["error"]
+
+    assert client.get("/catalog/imports/imp_nope", headers=ADMIN).status_code == 404
+    bad_format = client.post("/catalog/imports", json={"url": photos + "x.csv", "format": "xml"}, headers=ADMIN)
+    assert bad_format.status_code == 422 and "shopify" in bad_format.json()["msg"]
+    not_a_catalog = client.post("/catalog/imports", files={"file": ("x.bin", b"\x00\x01\x02")}, headers=ADMIN)
+    assert not_a_catalog.status_code == 422
+    no_body = client.post("/catalog/imports", json={}, headers=ADMIN)
+    assert no_body.status_code == 422 and "multipart" in no_body.json()["msg"]
