@@ -19,7 +19,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from conftest import LUMA, luma_offers, open_resources
+from conftest import LUMA, luma_offers, open_resources, profile_settings, serve_workers
 from snapsource.api.app import create_app
 from snapsource.ingest import jobs
 from snapsource.tools.loopback import serve
@@ -43,6 +43,7 @@ def photo_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{httpd.server_port}/"
     finally:
         httpd.shutdown()
+        httpd.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -208,3 +209,42 @@ def test_import_jobs_from_an_upload_and_a_url(world, tmp_path):
     assert not_a_catalog.status_code == 422
     no_body = client.post("/catalog/imports", json={}, headers=ADMIN)
     assert no_body.status_code == 422 and "multipart" in no_body.json()["msg"]
+
+
+def wait_found(url: str, token: str, img: str, item_id: int, present: bool, timeout: float = 15.0) -> float:
+    """Seconds until 6 searches in a row (spread over the server's workers) agree that `item_id` is
+    (or is no longer) the best match; fails after `timeout`."""
+    started = time.monotonic()
+    streak = 0
+    with httpx.Client(base_url=url, timeout=30) as client:
+        while streak < 6:
+            assert time.monotonic() - started < timeout, f"{url} did not see the change in {timeout} s"
+            streak = streak + 1 if (found_first(client, token, img) == item_id) == present else 0
+            if not streak:
+                time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def test_two_servers_see_each_others_changes(tmp_path):
+    """Two servers of two workers each on one catalog (one data dir, or PostgreSQL + Milvus): a
+    change through one is searchable through the other, without a restart."""
+    settings = {**profile_settings(), "admin_key": "catalog-admin-key", "fetch_allow": "127.0.0.1"}
+    data = tmp_path / "shared"
+    resources = open_resources(data, **settings)
+    token = resources.tokens.create("two-servers")
+    offer = luma_offers()[60]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with (
+        photo_server() as photos,
+        serve_workers(data, tmp_path / "a", workers=2, **settings) as a,
+        serve_workers(data, tmp_path / "b", workers=2, **settings) as b,
+    ):
+        img = photos + offer["img"]
+        added = httpx.post(f"{a}/catalog/offers", json=[by_url(offer, photos)], headers=ADMIN, timeout=60).json()
+        assert added["data"]["counts"]["added"] == 1, added
+        wait_found(b, token, img, offer["item_id"], present=True)
+        gone = httpx.delete(f"{b}/catalog/offers/{offer['item_id']}", headers=ADMIN, timeout=60).json()
+        assert gone["data"] == {"deleted": [offer["item_id"]]}
+        wait_found(a, token, img, offer["item_id"], present=False)
+    resources.close()

@@ -161,6 +161,7 @@ class Runner:
 
     def run_one(self) -> bool:
         """Claim and run one job; False when none was waiting."""
+        self._release_orphans()
         now = time.time()
         job = self.table.claim(self.owner, now, now - STALE_SECONDS)
         if job is None:
@@ -179,6 +180,17 @@ class Runner:
             beating.set()
             beat.join()
         return True
+
+    def _release_orphans(self) -> None:
+        """Jobs of a process of this machine that is gone (killed, restarted) are free after two
+        missed beats, rather than after STALE_SECONDS (a live owner elsewhere with this host name
+        and pid would still be beating)."""
+        host = socket.gethostname()
+        for job_id, owner in self.table.owners(time.time() - 2 * BEAT_SECONDS):
+            name, _, rest = owner.partition(":")
+            pid = rest.partition(":")[0]
+            if name == host and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                self.table.release(job_id, owner)
 
     def _beat(self, job_id: str, done: threading.Event) -> None:
         while not done.wait(BEAT_SECONDS):
@@ -231,6 +243,16 @@ class Runner:
         tmp = path.with_suffix(path.suffix + ".part")
         tmp.write_bytes(data)
         tmp.replace(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 class _Stopped(Exception):

@@ -34,6 +34,7 @@ from snapsource.offer import OfferRecord
 from snapsource.resources import Resources
 from snapsource.store.catalog import NewImage, StoredImage
 from snapsource.store.sqlite import write_file
+from snapsource.store.writer import Writer
 from snapsource.vision import gpu_images, images, verify
 from snapsource.vision.embed_torch import TorchEmbedder
 from snapsource.vision.fetch import Fetcher, FetchPolicy
@@ -382,9 +383,9 @@ def ingest(
     (`wait`: seconds to wait for another, else TimeoutError). `outcomes`: keep each row's result;
     `start_after`: skip rows up to this number (a resumed job); `checkpoint(row, report)` is told
     after each chunk is written, with its last row."""
-    with resources.catalog.writer(timeout=wait):
+    with resources.catalog.writer(timeout=wait) as turn:
         resources.index.refresh()  # what the import before this one saved
-        return _ingest(resources, source, delete_missing, rebuild, progress, plan, outcomes, start_after, checkpoint)
+        return _ingest(resources, source, delete_missing, rebuild, progress, plan, outcomes, start_after, checkpoint, turn)
 
 
 def _ingest(
@@ -397,6 +398,7 @@ def _ingest(
     outcomes: bool,
     start_after: int,
     checkpoint: Checkpoint | None,
+    turn: Writer,
 ) -> IngestReport:
     started = time.perf_counter()
     catalog, index = resources.catalog, resources.index
@@ -436,6 +438,13 @@ def _ingest(
                 pending_vectors = 0
             if checkpoint:
                 checkpoint(chunk[-1].number, report)
+            if turn.wanted() and not rebuild:  # a catalog API batch waits: let it in between chunks
+                index.save()
+                pending_vectors = 0
+                turn.pass_turn()
+                index.refresh()  # what it wrote, and which vectors exist now
+                indexed.clear()
+                indexed.update(index.ids().tolist())
             if progress:  # rows read so far: at most one chunk ahead of the rows written
                 progress(report.rows, report.images_embedded)
     if progress:

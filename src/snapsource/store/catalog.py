@@ -11,10 +11,7 @@ and ingest workers share the catalog. The SQL here is written once for both.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
-import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from snapsource.offer import OfferRecord
 from snapsource.store.sqlite import Database, write_file
+from snapsource.store.writer import Writer
 
 if TYPE_CHECKING:
     from snapsource.store.postgres import PostgresDatabase
@@ -112,24 +110,6 @@ def open_sqlite(path: Path) -> Database:
     return database
 
 
-WRITER_LOCK = 0x77726974  # PostgreSQL advisory lock of imports: "writ"
-
-
-def _try_flock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-
-
-def _wait_for(attempt: Callable[[], bool], deadline: float | None) -> None:
-    while not attempt():
-        if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError("another import is writing the catalog")
-        time.sleep(0.05)
-
-
 class Catalog:
     def __init__(self, data_dir: Path, url: str = "") -> None:
         self.data_dir = Path(data_dir)
@@ -147,21 +127,9 @@ class Catalog:
     def lock(self, db, key: int) -> None:  # noqa: ANN001
         self.database.lock(db, key)
 
-    @contextmanager
-    def writer(self, timeout: float | None = None) -> Iterator[None]:
-        """One import at a time, across threads, processes and servers: the faiss files have one
-        writer, and concurrent imports of the same new photo would race for its row. A lock file
-        in the data dir (shared by servers on one volume) and, on PostgreSQL, an advisory lock
-        held by one connection. `timeout`: seconds to wait, else raise TimeoutError."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.data_dir / "write.lock", "a+b") as fh:
-            _wait_for(lambda: _try_flock(fh.fileno()), deadline)
-            try:
-                with self.database.writer_lock(WRITER_LOCK, lambda try_lock: _wait_for(try_lock, deadline)):
-                    yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    def writer(self, timeout: float | None = None) -> Writer:
+        """The writer lock (store/writer.py): one import at a time, taken in turns."""
+        return Writer(self.data_dir, self.database, timeout)
 
     def close(self) -> None:
         self.database.close()

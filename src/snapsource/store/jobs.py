@@ -86,6 +86,13 @@ class JobTable:
         job = self.get(row[0])
         return job if job is not None and job.owner == owner and job.status == "running" else None
 
+    def owners(self, beat_before: float) -> list[tuple[str, str]]:
+        """(job id, owner) of the running jobs not heard of since `beat_before`."""
+        rows = self.catalog.db.execute(
+            "SELECT id, owner FROM import_jobs WHERE status = 'running' AND owner IS NOT NULL AND heartbeat < ?", (beat_before,)
+        )
+        return [(r[0], r[1]) for r in rows.fetchall()]
+
     def beat(self, job_id: str, owner: str, now: float) -> bool:
         """Still ours: False when another server took the job over (this one was thought dead)."""
         with self.catalog.write() as db:

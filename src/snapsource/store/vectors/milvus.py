@@ -15,8 +15,8 @@ every list below PROBE_ALL. Growing segments must be searched exactly: the serve
 `queryNode.segcore.interimIndex.enableIndex=false` (scripts/scaleout-env).
 
 Consistency: searches read at Milvus's "Bounded" level, so an offer written through one server
-is found through any other within Milvus's graceful time (5 s by default); "Strong" costs about
-300 ms a search.
+is found through any other within Milvus's graceful time (`common.gracefulTime`, 5 s by default;
+1 s in scripts/scaleout-env and docs/scale-out.md); "Strong" costs about 300 ms a search.
 """
 
 from __future__ import annotations
