@@ -156,6 +156,8 @@ def test_json_lines_bodies_and_limits(world, tmp_path):
     assert answer.json()["data"]["counts"]["added"] == 2
     broken = client.post("/catalog/offers", content="[{", headers={**ADMIN, "Content-Type": "application/json"})
     assert broken.status_code == 422 and "not JSON" in broken.json()["msg"]
+    shapeless = client.post("/catalog/offers", json=[{"item_id": 1}, [None]], headers=ADMIN)
+    assert shapeless.status_code == 422 and "offer 2 of the batch is not a JSON object" in shapeless.json()["msg"]
     empty = client.post("/catalog/offers", json=[], headers=ADMIN)
     assert empty.status_code == 422 and "no offers" in empty.json()["msg"]
     limit = resources.settings.catalog_max_offers

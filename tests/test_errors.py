@@ -184,7 +184,7 @@ CASES: dict[tuple[str, str, int], Case] = {
     ("GET", "/catalog/offers/{item_id}", 404): Case(
         lambda w: w.api.get(f"/catalog/offers/{2**62}", headers=ADMIN), "no offer with item_id"
     ),
-    ("GET", "/catalog/offers/{item_id}", 422): Case(lambda w: w.api.get("/catalog/offers/x", headers=ADMIN), "item_id"),
+    ("GET", "/catalog/offers/{item_id}", 422): Case(lambda w: w.api.get("/catalog/offers/0", headers=ADMIN), "item_id"),
     ("GET", "/catalog/offers", 422): Case(
         lambda w: w.api.get("/catalog/offers", params={"updated_since": "soon"}, headers=ADMIN), "ISO 8601"
     ),

@@ -69,7 +69,7 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
         return error_response(422, f"Parameter error: the request body could not be read ({exc.detail})")
     headers = exc.headers
     if exc.status_code == 405:  # Starlette's Allow names one route's methods; a path may have several
-        headers = {**(headers or {}), "Allow": ", ".join(_methods(request.app, request.url.path))}
+        headers = {**(headers or {}), "Allow": ", ".join(_methods(request))}
     return error_response(exc.status_code, str(exc.detail), headers)
 
 
@@ -89,10 +89,22 @@ def _describe(exc: RequestValidationError) -> str:
     return "Parameter error: " + "; ".join(parts)
 
 
-def _methods(app: FastAPI, path: str) -> list[str]:
-    """The methods the OpenAPI document lists for this path (its templates as patterns)."""
+def _methods(request: Request) -> list[str]:
+    """The methods the OpenAPI document lists for this path: its templates as patterns, an integer
+    parameter as digits (/catalog/offers/delete is not /catalog/offers/{item_id})."""
     found: set[str] = set()
-    for template, operations in app.openapi()["paths"].items():
-        if re.fullmatch(re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)), path):
+    for template, operations in request.app.openapi()["paths"].items():
+        if re.fullmatch(_pattern(template, operations), request.url.path):
             found |= {method.upper() for method in operations}
     return sorted(found)
+
+
+def _pattern(template: str, operations: dict) -> str:
+    integers = {
+        p["name"]
+        for operation in operations.values()
+        for p in operation.get("parameters", [])
+        if p.get("in") == "path" and p.get("schema", {}).get("type") == "integer"
+    }
+    parts = re.split(r"\{([^}]+)\}", template)
+    return "".join(re.escape(part) if i % 2 == 0 else ("[0-9]+" if part in integers else "[^/]+") for i, part in enumerate(parts))

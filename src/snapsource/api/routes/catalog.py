@@ -65,7 +65,16 @@ OFFERS_BODY: dict[str, Any] = {
         "description": 'Offers in the catalog schema (docs/catalog.md): a JSON array, {"offers": [...]}, or JSON Lines',
         "content": {
             "application/json": {
-                "schema": {"type": "array", "items": {"type": "object"}},
+                "schema": {
+                    "oneOf": [
+                        {"type": "array", "items": {"type": "object"}, "minItems": 1},
+                        {
+                            "type": "object",
+                            "properties": {"offers": {"type": "array", "items": {"type": "object"}, "minItems": 1}},
+                            "required": ["offers"],
+                        },
+                    ]
+                },
                 "example": [
                     {
                         "item_id": 610000000001,
@@ -115,8 +124,6 @@ def _offers(body: bytes, kind: str) -> list[Any]:
         raise ParameterError(f"the body is not JSON: {exc}; send a JSON array of offers or JSON Lines") from None
     if isinstance(payload, dict) and isinstance(payload.get("offers"), list):
         return payload["offers"]
-    if isinstance(payload, dict):
-        return [payload]
     if isinstance(payload, list):
         return payload
     raise ParameterError('the body must be a JSON array of offers, {"offers": [...]}, or JSON Lines')
@@ -154,6 +161,9 @@ async def upsert_offers(request: Request, resources: ResourcesDep, _auth: Catalo
     offers = _offers(await _body(request, settings.catalog_max_bytes), kind)
     if not offers:
         raise ParameterError("the batch has no offers")
+    for number, offer in enumerate(offers, start=1):  # the batch's shape; each offer's fields are the row's
+        if not isinstance(offer, dict):
+            raise ParameterError(f"offer {number} of the batch is not a JSON object: each offer is one, in the catalog schema")
     if len(offers) > settings.catalog_max_offers:
         raise PayloadTooLarge(
             f"the batch has {len(offers):,} offers; at most {settings.catalog_max_offers:,} (catalog_max_offers): "
@@ -178,7 +188,7 @@ def delete_offers(body: Annotated[Deletion, Body()], resources: ResourcesDep, _a
     return JSONResponse(envelope(200, "success", {"deleted": deleted, "missing": missing}))
 
 
-@router.delete("/offers/{item_id}", summary="Delete one offer", responses=errors(404, 503))
+@router.delete("/offers/{item_id:int}", summary="Delete one offer", responses=errors(404, 503))
 def delete_offer(item_id: Annotated[int, ITEM_ID], resources: ResourcesDep, _auth: CatalogDep) -> JSONResponse:
     if not changes.delete(resources, [item_id]):
         raise NotFound(f"no offer with item_id {item_id}")
@@ -205,7 +215,7 @@ def _wire_offer(resources: Resources, item_id: int) -> dict[str, Any]:
     }
 
 
-@router.get("/offers/{item_id}", summary="One offer as stored, with its photos", responses=errors(404))
+@router.get("/offers/{item_id:int}", summary="One offer as stored, with its photos", responses=errors(404))
 def get_offer(item_id: Annotated[int, ITEM_ID], resources: ResourcesDep, _auth: CatalogDep) -> JSONResponse:
     """The offer in the catalog schema, when it last changed, and each photo: the reference it was
     imported with, its stored path, and whether it has a vector (is searchable)."""
