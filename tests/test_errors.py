@@ -246,7 +246,8 @@ def world(admin_resources, stale_resources, resources, token) -> Iterator[World]
         serve(create_app(resources=with_settings(admin_resources, catalog_write_wait=0.2, catalog_max_bytes=1000))) as busy_url,
         httpx.Client(base_url=busy_url, timeout=30) as busy,
         httpx.Client(base_url=api_url, timeout=30) as api,
-        httpx.Client(base_url=broken_url, timeout=30) as broken_client,
+        # a fresh connection each call: a 500 may close the one before (uvicorn logs the exception)
+        httpx.Client(base_url=broken_url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0)) as broken_client,
         httpx.Client(base_url=stale_url, timeout=30) as stale,
     ):
         yield World(
