@@ -13,7 +13,7 @@ CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
 
-.PHONY: install model demo serve ingest lint test test-scaleout eval eval-ablation calibrate latency pages load fuzz bench bench-scaleout bench-gpu-ingest bench-memory clean
+.PHONY: install model demo serve ingest lint test test-scaleout eval eval-ablation calibrate latency pages load fuzz bench bench-scaleout bench-gpu-ingest bench-memory bench-catalog clean
 
 $(BIN)/snapsource: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -108,6 +108,15 @@ bench-scaleout: model
 # registries: scripts/device-bundle here, then scripts/device-gpu-ingest there.
 bench-gpu-ingest: model
 	$(BIN)/python benchmarks/gpu_ingest.py --out build/gpu-ingest.json
+
+# The catalog API against `serve --workers 2` (docs/catalog.md, "Measured"): batches of 500 against
+# `snapsource ingest` of the same offers, how soon every worker finds an upsert, and an import job of
+# CATALOG_JOB_OFFERS offers (one photo per 5 offers) with searches meanwhile; long on 2 cores.
+CATALOG_OFFERS ?= 2000
+CATALOG_JOB_OFFERS ?= 100000
+bench-catalog: model
+	$(BIN)/snapsource bench catalog --offers $(CATALOG_OFFERS) --job-offers $(CATALOG_JOB_OFFERS) \
+		--luma $(dir $(CATALOG)) --output build/bench-catalog.json
 
 # serve --workers 2 on the bench's million offers inside a 3 GB memory cgroup (root; after make bench).
 bench-memory: model

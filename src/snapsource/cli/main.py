@@ -601,12 +601,24 @@ def _parse_set(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+CATALOG_PANEL = "bench catalog"
+
+
 @app.command()
 def bench(
+    suite: Annotated[
+        str, typer.Argument(help="search: the synthetic catalog's searches; catalog: the catalog API (docs/catalog.md).")
+    ] = "search",
     n: Annotated[int, typer.Option("--n", min=1000, help="Offers in the synthetic catalog.")] = 1_000_000,
-    data: Annotated[Path, typer.Option("--data", help="Where to build it (replaced).")] = Path("build/bench-data"),
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Where to build it (replaced); default build/bench-data, for catalog build/bench-catalog."),
+    ] = None,
     queries: Annotated[int, typer.Option(min=10, help="Queries per case.")] = 200,
-    output: Annotated[Path, typer.Option(help="Write the results as JSON here.")] = Path("build/bench.json"),
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Write the results as JSON here; default build/bench.json, for catalog build/bench-catalog.json."),
+    ] = None,
     http_seconds: Annotated[float, typer.Option(help="Seconds of HTTP load against serve --workers 2; 0 skips it.")] = 30,
     concurrency: Annotated[int, typer.Option(min=1, help="Concurrent HTTP clients.")] = 16,
     reuse: Annotated[bool, typer.Option(help="Measure the catalog a previous run built in --data (same --n) again.")] = False,
@@ -618,12 +630,70 @@ def bench(
     vectors: Annotated[
         str, typer.Option(help="scaleout: a Milvus collection that does not exist yet (milvus://host:port/name).")
     ] = "",
+    offers: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Offers sent through the API and `ingest` (a quarter with 2 photos).", rich_help_panel=CATALOG_PANEL
+        ),
+    ] = 2000,
+    batch: Annotated[int, typer.Option(min=1, help="Offers a POST /catalog/offers.", rich_help_panel=CATALOG_PANEL)] = 500,
+    repeats: Annotated[
+        int, typer.Option(min=1, help="API and ingest runs, each on a fresh data dir.", rich_help_panel=CATALOG_PANEL)
+    ] = 3,
+    freshness: Annotated[
+        int, typer.Option(min=1, help="Single-offer upserts timed until every worker finds them.", rich_help_panel=CATALOG_PANEL)
+    ] = 50,
+    job_offers: Annotated[int, typer.Option(min=1, help="Offers of the import job.", rich_help_panel=CATALOG_PANEL)] = 100_000,
+    job_images: Annotated[
+        int, typer.Option(min=0, help="Distinct photos of the job's offers; 0: one per 5 offers.", rich_help_panel=CATALOG_PANEL)
+    ] = 0,
+    searches: Annotated[
+        int, typer.Option(min=2, help="Searches while idle, before and after the job.", rich_help_panel=CATALOG_PANEL)
+    ] = 200,
+    parts: Annotated[
+        str, typer.Option(help="Comma-separated: throughput, freshness, job.", rich_help_panel=CATALOG_PANEL)
+    ] = "throughput,freshness,job",
+    luma: Annotated[Path, typer.Option(help="The luma catalog (photos and offers).", rich_help_panel=CATALOG_PANEL)] = Path(
+        "../shared/catalogs/luma"
+    ),
 ) -> None:
     """Build a synthetic catalog of N offers and time filtered searches at every selectivity
     (docs/performance.md): latency p50/p99, recall@100, build time, memory, disk; then the
     same data dir served over HTTP under a bounded loopback load. With `--profile scaleout`, the
-    same catalog in PostgreSQL + Milvus, measured side by side (docs/scale-out.md)."""
+    same catalog in PostgreSQL + Milvus, measured side by side (docs/scale-out.md).
+
+    `bench catalog`: the catalog API against `serve --workers 2` on fresh data dirs: batches
+    against `snapsource ingest` of the same offers, how soon every worker finds an upserted
+    offer, and an import job with searches meanwhile (docs/catalog.md, "Measured")."""
     import shutil
+
+    if suite == "catalog":
+        from snapsource.tools import bench_catalog
+
+        chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
+        if not chosen or set(chosen) - set(bench_catalog.PARTS):
+            raise typer.BadParameter(f"expected some of {', '.join(bench_catalog.PARTS)}", param_hint="--parts")
+        options = bench_catalog.Options(
+            luma=luma,
+            work=data or Path("build/bench-catalog"),
+            output=output or Path("build/bench-catalog.json"),
+            offers=offers,
+            batch=batch,
+            repeats=repeats,
+            freshness=freshness,
+            job_offers=job_offers,
+            job_images=job_images,
+            searches=searches,
+            parts=chosen,
+        )
+        report = bench_catalog.run(options, say=err.print)
+        typer.echo(bench_catalog.table(report))
+        err.print(f"written: {options.output}")
+        return
+    if suite != "search":
+        raise typer.BadParameter("expected search or catalog", param_hint="SUITE")
+    data = data or Path("build/bench-data")
+    output = output or Path("build/bench.json")
 
     from snapsource.tools import bench as benchmark
 
