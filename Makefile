@@ -13,15 +13,23 @@ CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
 
-.PHONY: install model demo serve ingest lint test test-scaleout eval eval-ablation calibrate latency pages load fuzz bench bench-scaleout bench-gpu-ingest bench-memory bench-catalog clean
+.PHONY: install dev model demo serve ingest lint test test-scaleout eval eval-ablation calibrate latency pages load fuzz bench bench-scaleout bench-gpu-ingest bench-memory bench-catalog clean
 
 $(BIN)/snapsource: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# the demo needs only the package; the tests add pytest, ruff, mypy, Playwright, the Milvus server,
+# the PostgreSQL driver and torch (the GPU ingest path, run on the CPU) in the same venv
+$(VENV)/.dev: $(BIN)/snapsource pyproject.toml
 	$(BIN)/pip install -q -e '.[test,scaleout,gpu]'
 	touch $@
 
 install: $(BIN)/snapsource
+
+dev: $(VENV)/.dev
 
 # torch is a build-time tool only: it lives in its own venv and converts the PyPI weights to ONNX once.
 $(MODEL):
@@ -53,7 +61,7 @@ $(CHROMIUM):
 	$(SUDO) sh -c '$(APT) || (apt-get update -q && $(APT))'
 
 # ruff (lint and format) over the code, mypy over src/ (pyproject.toml): part of make test, so of CI
-lint: install
+lint: dev
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
@@ -61,11 +69,11 @@ lint: install
 # Lint, then both profiles: everything on SQLite + faiss (and PostgreSQL on 127.0.0.1:5432 for its
 # own tests), then the tests marked `profiles` and `scaleout` against a throwaway PostgreSQL and
 # Milvus standalone in a loopback-only network namespace (scripts/scaleout-env; root or sudo).
-test: lint model $(CHROMIUM)
+test: lint dev model $(CHROMIUM)
 	SNAPSOURCE_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q -m "not scaleout"
 	$(MAKE) test-scaleout
 
-test-scaleout: model
+test-scaleout: dev model
 	$(SUDO) unshare -n scripts/scaleout-env env SNAPSOURCE_TEST_PROFILE=scaleout \
 		$(BIN)/pytest -q -m "profiles or scaleout" -p no:cacheprovider
 
@@ -98,7 +106,7 @@ SCALEOUT_N ?= 100000
 SCALEOUT_HTTP ?= 30
 SCALEOUT_INDEX ?= IVF_SQ8
 SCALEOUT_DATA ?= build/bench-scaleout-data
-bench-scaleout: model
+bench-scaleout: dev model
 	$(SUDO) unshare -n scripts/scaleout-env sh -c '$(BIN)/snapsource bench --profile scaleout --n $(SCALEOUT_N) \
 		--data $(SCALEOUT_DATA) --http-seconds $(SCALEOUT_HTTP) --output build/bench-scaleout.json \
 		--catalog "$$SNAPSOURCE_TEST_POSTGRES" --vectors "$$SNAPSOURCE_TEST_MILVUS/bench?index=$(SCALEOUT_INDEX)"'
@@ -106,7 +114,7 @@ bench-scaleout: model
 # Ingest's stages in images/s on this machine (a GPU when torch sees one, else the CPU), and how
 # closely the GPU's vectors match the CPU's (docs/gpu-ingest.md). On a lent GPU machine without
 # registries: scripts/device-bundle here, then scripts/device-gpu-ingest there.
-bench-gpu-ingest: model
+bench-gpu-ingest: dev model
 	$(BIN)/python benchmarks/gpu_ingest.py --out build/gpu-ingest.json
 
 # The catalog API against `serve --workers 2` (docs/catalog.md, "Measured"): batches of 500 against
@@ -123,7 +131,7 @@ bench-memory: model
 	$(BIN)/python benchmarks/memory_limit.py --data build/bench-data --limit 3G
 
 # Schema fuzzing of every route with 1000 examples per operation (CI sends 30); output in build/fuzz/.
-fuzz: model
+fuzz: dev model
 	SNAPSOURCE_FUZZ_EXAMPLES=1000 $(BIN)/pytest -q -s tests/test_fuzz.py
 
 clean:

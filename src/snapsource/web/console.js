@@ -1,5 +1,6 @@
-// The console: tokens and their usage, on the admin API. The admin key lives in this tab's
-// sessionStorage only and travels as `Authorization: Bearer`, never in an address.
+// The console: tokens and their usage (the admin API), and the catalog (the catalog API: import
+// jobs, one offer looked up and deleted). The admin key lives in this tab's sessionStorage only and
+// travels as `Authorization: Bearer`, never in an address.
 "use strict";
 
 const KEY = "snapsource.admin";
@@ -18,6 +19,7 @@ async function signIn() {
   }
   showSignedIn(true);
   showStatus("");
+  showView();
   await loadUsage();
 }
 
@@ -25,6 +27,19 @@ function showSignedIn(yes) {
   $("sign-in").hidden = yes;
   $("signed-in").hidden = !yes;
   $("sign-out").hidden = !yes;
+  if (!yes) stopFollowing();
+}
+
+/** The address's #/tokens or #/catalog picks the part shown; tokens when it names neither. */
+function showView() {
+  const wanted = location.hash.replace(/^#\/?/, "");
+  const view = ["tokens", "catalog"].includes(wanted) ? wanted : "tokens";
+  for (const part of document.querySelectorAll("#signed-in > [data-view]")) part.hidden = part.dataset.view !== view;
+  for (const link of document.querySelectorAll(".tabs a")) {
+    if (link.dataset.view === view) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  if (view === "catalog" && !$("signed-in").hidden) loadJobs().catch((error) => say("import-message", error.message, true));
 }
 
 const orDash = (value) => (value === null || value === undefined || value === "" ? "–" : value);
@@ -143,6 +158,295 @@ function drawChart(days) {
   svg.replaceChildren(...parts);
 }
 
+// catalog -----------------------------------------------------------------------------------------
+
+/** A panel's own message line: `kind` is true (an error), "ok" or nothing. */
+function say(id, text, kind) {
+  const line = $(id);
+  line.textContent = text;
+  line.classList.toggle("error", kind === true);
+  line.classList.toggle("ok", kind === "ok");
+}
+
+const plural = (n, word) => `${n.toLocaleString("en")} ${word}${n === 1 ? "" : "s"}`;
+
+/** "2026-12-03 10:04" in the browser's time zone, from an ISO time. */
+function when(iso) {
+  const date = new Date(iso || "");
+  if (Number.isNaN(date.getTime())) return iso || "–";
+  const two = (n) => String(n).padStart(2, "0");
+  return `${date.getFullYear()}-${two(date.getMonth() + 1)}-${two(date.getDate())} ${two(date.getHours())}:${two(date.getMinutes())}`;
+}
+
+const FINISHED = new Set(["done", "failed"]);
+let following = null; // {id, timer} of the job being polled
+
+function stopFollowing() {
+  if (following) clearTimeout(following.timer);
+  following = null;
+}
+
+async function startImport(event) {
+  event.preventDefault();
+  const form = event.target;
+  const file = form.elements.file.files[0];
+  if (!file) return;
+  const body = new FormData();
+  body.append("file", file, file.name);
+  body.append("format", form.elements.format.value);
+  const mapping = form.elements.mapping.value.trim();
+  if (mapping) body.append("mapping", mapping);
+  const button = form.querySelector("button[type=submit]");
+  button.disabled = true;
+  say("import-message", `Sending ${file.name} (${plural(file.size, "byte")})…`);
+  try {
+    const job = await admin("POST", "/catalog/imports", { form: body });
+    say("import-message", `${file.name} was accepted as job ${job.id}.`, "ok");
+    form.elements.file.value = "";
+    follow(job);
+    loadJobs().catch(() => {});
+  } catch (error) {
+    say("import-message", `The import was refused: ${error.message}`, true);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+/** Show a job and, until it is done or failed, ask for it again about every second. */
+function follow(job) {
+  stopFollowing();
+  const mine = { id: job.id, timer: 0 };
+  following = mine;
+  renderJob(job);
+  const poll = async (misses) => {
+    if (following !== mine) return;
+    let next = 1000;
+    try {
+      const fresh = await admin("GET", `/catalog/imports/${encodeURIComponent(mine.id)}`);
+      if (following !== mine) return;
+      renderJob(fresh);
+      if (FINISHED.has(fresh.status)) {
+        following = null;
+        loadJobs().catch(() => {});
+        return;
+      }
+      misses = 0;
+    } catch (error) {
+      if (following !== mine) return;
+      say("import-message", `Could not follow job ${mine.id}: ${error.message}`, true);
+      if (error.code === 401 || error.code === 404 || misses >= 30) {
+        following = null;
+        return;
+      }
+      misses += 1;
+      next = 2000;
+    }
+    mine.timer = setTimeout(() => poll(misses), next);
+  };
+  if (!FINISHED.has(job.status)) mine.timer = setTimeout(() => poll(0), 1000);
+}
+
+const COUNT_NAMES = [
+  ["added", "added"],
+  ["updated", "updated"],
+  ["unchanged", "unchanged"],
+  ["rejected", "rejected"],
+  ["skipped", "skipped"],
+  ["images_embedded", "images embedded"],
+  ["images_failed", "images failed"],
+];
+
+function renderJob(job) {
+  $("job").hidden = false;
+  $("job").dataset.status = job.status;
+  $("job-id").textContent = job.id;
+  const badge = $("job-status");
+  badge.textContent = job.status;
+  badge.className = `job-status ${job.status}`;
+  $("job-source").textContent = `${job.source}${job.format ? ` · ${job.format}` : ""} · started ${when(job.created_at)}`;
+
+  const bar = $("job-progress");
+  const total = job.rows_total;
+  if (total) {
+    bar.value = Math.min(1, job.rows_done / total);
+  } else if (job.status === "done") {
+    bar.value = 1;
+  } else {
+    bar.removeAttribute("value"); // not counted yet: indeterminate
+  }
+  const percent = total ? Math.round((100 * Math.min(job.rows_done, total)) / total) : null;
+  const rows = total ? `${job.rows_done.toLocaleString("en")} of ${plural(total, "row")} (${percent}%)` : `${plural(job.rows_done, "row")} so far`;
+  const text = {
+    queued: "Queued: waiting for the server to start it.",
+    running: total || job.rows_done ? `Running: ${rows}.` : "Running: reading the file…",
+    done: `Done: ${rows}.`,
+    failed: `Failed after ${rows}.`,
+  }[job.status] || `${job.status}: ${rows}.`;
+  $("job-progress-text").textContent = text;
+
+  const error = $("job-error");
+  error.hidden = !job.error;
+  error.textContent = job.error ? `The job failed: ${job.error}` : "";
+
+  $("job-counts").replaceChildren(
+    ...COUNT_NAMES.map(([key, label]) => {
+      const n = job.counts[key] ?? 0;
+      return el("div", { class: `count ${key}${n ? "" : " zero"}`, "data-count": key }, el("dt", {}, label), el("dd", {}, n.toLocaleString("en")));
+    }),
+  );
+
+  const problems = job.problems || [];
+  $("job-problems").hidden = problems.length === 0;
+  $("problems").tBodies[0].replaceChildren(
+    ...problems.map((p) => el("tr", {}, el("td", {}, p.row), el("td", {}, orDash(p.item_id)), el("td", { class: "reason" }, p.reason))),
+  );
+  const rejected = (job.counts.rejected ?? 0) + (job.counts.skipped ?? 0);
+  const more = $("job-problems-more");
+  more.hidden = rejected <= problems.length;
+  more.textContent = `The first ${problems.length.toLocaleString("en")} of ${plural(rejected, "rejected row")} are shown.`;
+}
+
+async function loadJobs() {
+  const { jobs } = await admin("GET", "/catalog/imports");
+  const rows = jobs.map((job) => {
+    const c = job.counts;
+    return el(
+      "tr",
+      { "data-job-id": job.id, class: job.status },
+      el("td", { "data-label": "Job", class: "job-id" }, el("button", { type: "button", class: "link", onclick: () => showJob(job.id), "aria-label": `Show job ${job.id}` }, job.id)),
+      el("td", { "data-label": "Source", class: "source", title: job.source }, job.source),
+      el("td", { "data-label": "Status" }, el("span", { class: `job-status ${job.status}` }, job.status)),
+      el("td", { "data-label": "Rows" }, job.rows_total ? `${job.rows_done} / ${job.rows_total}` : job.rows_done),
+      el("td", { "data-label": "Added" }, c.added),
+      el("td", { "data-label": "Updated" }, c.updated),
+      el("td", { "data-label": "Rejected" }, (c.rejected ?? 0) + (c.skipped ?? 0)),
+      el("td", { "data-label": "Started" }, when(job.created_at)),
+    );
+  });
+  $("jobs").tBodies[0].replaceChildren(...rows);
+  $("jobs-empty").hidden = jobs.length > 0;
+  const followed = following && jobs.find((job) => job.id === following.id);
+  if (followed) renderJob(followed); // the job shown and its row say the same
+}
+
+async function showJob(id) {
+  try {
+    follow(await admin("GET", `/catalog/imports/${encodeURIComponent(id)}`));
+    say("import-message", "");
+    $("job").scrollIntoView({ behavior: "smooth", block: "start" });
+  } catch (error) {
+    say("import-message", error.message, true);
+  }
+}
+
+// one offer ---------------------------------------------------------------------------------------
+
+let shown = null; // the offer on screen: {item_id, offer, images}
+
+async function lookUp(itemId, { afterDelete = false } = {}) {
+  hideConfirm();
+  if (!/^[0-9]{1,19}$/.test(itemId) || /^0+$/.test(itemId)) {
+    say("lookup-message", "An item_id is a positive whole number.", true);
+    return;
+  }
+  if (!afterDelete) say("lookup-message", `Looking up ${itemId}…`);
+  try {
+    const found = await admin("GET", `/catalog/offers/${itemId}`);
+    renderOffer(found);
+    say("lookup-message", "");
+  } catch (error) {
+    shown = null;
+    $("offer").hidden = true;
+    if (afterDelete && error.code === 404) say("lookup-message", `Offer ${itemId} deleted. Looked up again: ${error.message}.`, "ok");
+    else say("lookup-message", error.message, true);
+  }
+}
+
+function renderOffer(found) {
+  shown = found;
+  const offer = found.offer || {};
+  const title = offer.title || `Offer ${found.item_id}`;
+  $("offer").hidden = false;
+  $("offer").dataset.itemId = found.item_id;
+  const link = safeUrl(offer.product_url);
+  $("offer-title").replaceChildren(link ? el("a", { href: link, target: "_blank", rel: "noopener noreferrer" }, title) : title);
+  $("offer-id").textContent = found.item_id;
+  const original = offer.price_info?.origin_price;
+  $("offer-price").replaceChildren(offer.price ? `¥${offer.price}` : "–");
+  if (original && original !== offer.price) $("offer-price").append(el("s", {}, `¥${original}`));
+  const path = offer.category_path || [];
+  $("offer-category").textContent = path.length ? path.join(" › ") : "–";
+  const shop = offer.shop_info || {};
+  $("offer-shop").textContent = shop.company_name || shop.shop_name || shop.login_id || "–";
+  $("offer-updated").textContent = when(found.updated_at);
+
+  const images = found.images || [];
+  const embedded = images.filter((i) => i.embedded).length;
+  $("offer-photos-heading").textContent = `Photos: ${images.length}, ${embedded} embedded (searchable)`;
+  $("offer-photos").replaceChildren(
+    ...images.map((image, i) => {
+      const main = image.source === offer.img || image.img === offer.img;
+      const src = safeUrl(image.img);
+      return el(
+        "li",
+        { class: `photo-item${image.embedded ? "" : " unembedded"}` },
+        el(
+          "a",
+          { href: src, target: "_blank", rel: "noopener", class: "thumb" },
+          el("img", { src, alt: `Photo ${i + 1} of ${title}${main ? " (main)" : ""}`, loading: "lazy" }),
+        ),
+        el(
+          "div",
+          { class: "photo-facts" },
+          el("span", { class: `badge ${image.embedded ? "embedded" : "not-embedded"}` }, image.embedded ? "embedded" : "not embedded"),
+          main ? el("span", { class: "badge main" }, "main") : null,
+        ),
+        el("div", { class: "photo-source", title: image.source }, shortSource(image.source)),
+      );
+    }),
+  );
+}
+
+/** A photo's reference, short enough for its card: the file name of a URL. */
+function shortSource(source) {
+  if (!/^https?:/.test(source || "")) return source;
+  try {
+    const url = new URL(source);
+    return decodeURIComponent(url.pathname.split("/").filter(Boolean).pop() || url.host);
+  } catch {
+    return source;
+  }
+}
+
+function askDelete() {
+  if (!shown) return;
+  const title = shown.offer?.title;
+  $("delete-question").textContent = `Delete offer ${shown.item_id}${title ? ` (${title})` : ""}? It leaves search at once; its photos' files stay.`;
+  $("delete-confirm").hidden = false;
+  $("delete").hidden = true;
+  $("delete-no").focus();
+}
+
+function hideConfirm() {
+  $("delete-confirm").hidden = true;
+  $("delete").hidden = false;
+}
+
+async function deleteShown() {
+  if (!shown) return;
+  const itemId = String(shown.item_id);
+  $("delete-yes").disabled = true;
+  try {
+    await admin("DELETE", `/catalog/offers/${itemId}`);
+    await lookUp(itemId, { afterDelete: true });
+    $("lookup-id").focus();
+  } catch (error) {
+    say("lookup-message", `Not deleted: ${error.message}`, true);
+  } finally {
+    $("delete-yes").disabled = false;
+  }
+}
+
 // wiring ------------------------------------------------------------------------------------------
 
 $("sign-in-form").addEventListener("submit", (event) => {
@@ -160,5 +464,18 @@ $("create-form").addEventListener("submit", create);
 $("usage-form").addEventListener("change", () =>
   Promise.all([loadUsage(), loadTokens()]).catch((error) => showStatus(error.message, true)),
 );
+$("import-form").addEventListener("submit", startImport);
+$("jobs-refresh").addEventListener("click", () => loadJobs().catch((error) => say("import-message", error.message, true)));
+$("lookup-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  lookUp($("lookup-id").value.trim());
+});
+$("delete").addEventListener("click", askDelete);
+$("delete-no").addEventListener("click", () => {
+  hideConfirm();
+  $("delete").focus();
+});
+$("delete-yes").addEventListener("click", deleteShown);
+window.addEventListener("hashchange", showView);
 $("copy").addEventListener("click", () => navigator.clipboard?.writeText($("secret-value").textContent));
 if (adminKey()) signIn();
