@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import threading
 import time
 from decimal import Decimal
 
 import numpy as np
+import pytest
 
 from conftest import luma_offers, main_image_url, with_settings
 from snapsource import search
@@ -82,3 +84,27 @@ def test_a_large_catalog_reloads_its_columns_in_the_background(resources, monkey
         assert int(offers.current().sales[0]) == old_sales + 1000
     finally:
         resources.catalog.db.execute("UPDATE offers SET sales = sales - 1000 WHERE item_id = ?", (item_id,))
+
+
+@pytest.mark.profiles
+def test_columns_read_one_state_of_the_catalog(resources):
+    """The columns' reads share a snapshot: a change committed between two of them (an import's
+    chunk) shows in neither, else images pair with offers the first read did not see (HTTP 500s
+    in `bench catalog` during a 100,000-offer job, before)."""
+    catalog = resources.catalog
+    item_id = luma_offers()[0]["item_id"]
+
+    def change() -> None:
+        catalog.db.execute("UPDATE offers SET sales = sales WHERE item_id = ?", (item_id,))
+
+    with catalog.snapshot() as db:
+        seen = int(db.execute("SELECT n FROM catalog_version").fetchone()[0])
+        writer = threading.Thread(target=change)  # its own connection, as another request's
+        writer.start()
+        writer.join(30)
+        assert not writer.is_alive()
+        assert int(db.execute("SELECT n FROM catalog_version").fetchone()[0]) == seen
+    assert catalog.version() > seen
+    columns = resources.columns.current()
+    stored = {tuple(pair) for pair in catalog.db.execute("SELECT item_id, image_id FROM offer_images").fetchall()}
+    assert set(zip(columns.item_id[columns.pair_offer].tolist(), columns.pair_image.tolist())) == stored

@@ -124,6 +124,9 @@ class Catalog:
     def write(self):  # noqa: ANN201 - a context manager giving one transaction
         return self.database.write()
 
+    def snapshot(self):  # noqa: ANN201 - a context manager: reads that all see one state
+        return self.database.snapshot()
+
     def lock(self, db, key: int) -> None:  # noqa: ANN001
         self.database.lock(db, key)
 

@@ -223,8 +223,7 @@ class OfferColumns:
 
     def _install(self) -> None:
         started = time.monotonic()
-        version = self.catalog.version()  # read first: a change during the load brings another
-        columns = self._load()
+        version, columns = self._load()
         with self._lock:
             self._columns, self._version = columns, version
             self._masks.clear()
@@ -258,18 +257,22 @@ class OfferColumns:
                 self._masks.popitem(last=False)
         return found
 
-    def _load(self) -> Columns:
-        db = self.catalog.db
-        rows = db.execute(f"SELECT {FACTS} FROM offers ORDER BY item_id").fetchall()
+    def _load(self) -> tuple[int, Columns]:
+        """The columns and the catalog version they are, read in one snapshot: offers and their
+        images read apart would, during an import, pair images with offers the first read did not
+        see (rows past the end, or a neighbour's row)."""
+        with self.catalog.snapshot() as db:
+            version = int(db.execute("SELECT n FROM catalog_version").fetchone()[0])
+            rows = db.execute(f"SELECT {FACTS} FROM offers ORDER BY item_id").fetchall()
+            pairs = np.array(db.execute("SELECT item_id, image_id FROM offer_images").fetchall() or np.zeros((0, 2)), np.int64)
         if not rows:
-            return Columns.empty()
+            return version, Columns.empty()
         table = np.array([r[:9] for r in rows], dtype=np.float64)
         table[np.isnan(table)] = 0  # NULL flags read as not true
         item_id = np.array([r[0] for r in rows], np.int64)  # exact: float64 rounds ids over 2**53
-        pairs = np.array(db.execute("SELECT item_id, image_id FROM offer_images").fetchall() or np.zeros((0, 2)), np.int64)
         pair_offer = np.searchsorted(item_id, pairs[:, 0])
         images = int(pairs[:, 1].max()) + 1 if len(pairs) else 0
-        return Columns(
+        return version, Columns(
             item_id=item_id,
             price=table[:, 1],
             sales=table[:, 2].astype(np.int64),

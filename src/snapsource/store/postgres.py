@@ -160,6 +160,13 @@ class PostgresDatabase:
             yield Session(conn)
 
     @contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """Reads that see one state of the database: a REPEATABLE READ transaction (read only)."""
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield Session(conn)
+
+    @contextmanager
     def writer_lock(self, key: int, wait: Callable[[Callable[[], bool]], None]) -> Iterator[None]:
         """A session advisory lock, held by one pooled connection for the import: servers that
         share this database but not a data dir take turns too."""

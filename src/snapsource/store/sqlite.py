@@ -81,6 +81,20 @@ class Database:
                 raise
             db.execute("COMMIT")
 
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """Reads that see one state of the database: a read transaction (WAL keeps its snapshot
+        from the first read), so a commit between two SELECTs cannot show in the second only."""
+        db = self.db
+        if db.in_transaction:  # inside this thread's write: that transaction already is one state
+            yield db
+            return
+        db.execute("BEGIN")
+        try:
+            yield db
+        finally:
+            db.execute("COMMIT")
+
     def lock(self, db: sqlite3.Connection, key: int) -> None:
         """Nothing to do: `BEGIN IMMEDIATE` already makes write transactions take turns."""
 
