@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 MODEL_VENV ?= .venv-model
 DATA ?= data
 CATALOG ?= ../shared/catalogs/luma/catalog.jsonl
+# names for the category ids on the search page's chip (the `categories` setting): the catalog's own, if any
+CATEGORIES ?= $(or $(SNAPSOURCE_CATEGORIES),$(wildcard $(dir $(CATALOG))categories.json))
 HOST ?= 127.0.0.1
 PORT ?= 8000
 MODEL := src/snapsource/_model/efficientnet-lite0.onnx
@@ -52,10 +54,10 @@ demo: ingest
 	admin=$${SNAPSOURCE_ADMIN_KEY:-$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(18))')}; \
 	$(BIN)/snapsource info --data $(DATA) --token $$token --url http://$(HOST):$$port; \
 	echo "console admin key: $$admin"; \
-	SNAPSOURCE_ADMIN_KEY=$$admin $(BIN)/snapsource serve --data $(DATA) --host $(HOST) --port $$port
+	SNAPSOURCE_ADMIN_KEY=$$admin SNAPSOURCE_CATEGORIES=$(CATEGORIES) $(BIN)/snapsource serve --data $(DATA) --host $(HOST) --port $$port
 
 serve: model
-	$(BIN)/snapsource serve --data $(DATA) --host $(HOST) --port $(PORT)
+	SNAPSOURCE_CATEGORIES=$(CATEGORIES) $(BIN)/snapsource serve --data $(DATA) --host $(HOST) --port $(PORT)
 
 $(CHROMIUM):
 	$(SUDO) sh -c '$(APT) || (apt-get update -q && $(APT))'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import httpx
 
 from conftest import ROOT
 from snapsource.api.middleware import MaskToken
+from snapsource.api.routes.search import search_params as server_search_params
 
 
 def test_access_log_masks_the_token():
@@ -147,6 +149,14 @@ API_FLAGS = (
     "--sort",
     "--page",
     "--page-size",
+    "--cat-id",
+    "--keyword",
+    "--region",
+    "--regions",
+    "--group-same",
+    "--match",
+    "--score-threshold",
+    "--explain",
 )
 
 
@@ -160,6 +170,9 @@ def test_search_commands_take_the_apis_parameter_names(resources, base_url, clie
         for old in ("--factory", "--max-price", "--min-price", "--verified ", "--new ", "--dropshipping", "--no-is-factory"):
             assert old not in shown.stdout, (command, old)
         assert "<bool>" not in shown.stdout and "{" not in shown.stdout
+        # every parameter of the API's search is a flag, under the API's name
+        for name in inspect.signature(server_search_params).parameters:
+            assert re.search(rf"--{name.replace('_', '-')}\s", shown.stdout), (command, name)
 
     # a run of each with the same flags finds the same offers as the API
     from conftest import luma_offers, main_image_url
@@ -271,3 +284,106 @@ def test_make_demo_prints_the_port_it_serves(tmp_path):
         refused = subprocess.run([*make, f"PORT={port}"], capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "search page" not in refused.stdout and "SERVE" not in refused.stdout
     assert f"127.0.0.1:{port}" in refused.stderr
+
+
+def api_items(client, token: str, img_url: str, **params) -> dict:
+    """`data` of GET /1688/search/image for these parameters."""
+    answer = client.get("/1688/search/image", params={"apiToken": token, "img_url": img_url, **params})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["data"]
+
+
+def json_lines(run: subprocess.CompletedProcess) -> list[dict]:
+    assert run.returncode == 0, run.stderr
+    return [json.loads(line) for line in run.stdout.splitlines()]
+
+
+def test_search_commands_pass_snapsources_parameters(resources, base_url, client, token):
+    """--explain, --match, --score-threshold, --cat-id, --keyword, --group-same, --region and
+    --regions reach the search: both commands answer what the API answers for the same parameters."""
+    from conftest import luma_offers, main_image_url
+
+    img_url = main_image_url(resources, luma_offers()[0])  # a photo two offers share: group_same folds them
+    photo = str(resources.catalog.image_file(*img_url.removeprefix("/img/").split(".")))
+    data = str(resources.settings.data_dir)
+    remote = ("client", "search", img_url, "--url", base_url, "--token", token, "--json")
+    local = ("search", photo, "--data", data, "--json")
+    cases = (
+        (
+            ("--explain", "--match", "same", "--cat-id", "1028", "--keyword", "bra", "--group-same"),
+            {"explain": "true", "match": "same", "cat_id": "1028", "keyword": "bra", "group_same": "true"},
+        ),
+        (
+            ("--explain", "--score-threshold", "0.7", "--region", "0,600,0,900"),
+            {"explain": "1", "score_threshold": "0.7", "region": "0,600,0,900"},
+        ),
+    )
+    for flags, params in cases:
+        api = api_items(client, token, img_url, **params)["items"]
+        assert api and all(0 <= item["similarity"] <= 1 for item in api), params
+        for command in (remote, local):
+            got = json_lines(snapsource(*command, *flags))
+            assert [(i["item_id"], i["similarity"], i["match"]) for i in got] == [
+                (i["item_id"], i["similarity"], i["match"]) for i in api
+            ], (command[0], flags)
+            assert [i.get("same_product") for i in got] == [i.get("same_product") for i in api], (command[0], flags)
+    assert any(item.get("same_product") for item in api_items(client, token, img_url, group_same="true")["items"])
+
+    # explain's fields only when asked of the server; `search` explains unless --no-explain
+    assert "similarity" not in json_lines(snapsource(*remote, "--page-size", "1"))[0]
+    assert "similarity" not in json_lines(snapsource(*local, "--page-size", "1", "--no-explain"))[0]
+
+    # regions=all: one line per box, as data.groups
+    groups = api_items(client, token, img_url, regions="all", page_size=3)["groups"]
+    for command in (remote, local):
+        got = json_lines(snapsource(*command, "--regions", "all", "--page-size", "3", "--no-explain"))
+        assert [(g["region"], g["total_count"], [i["item_id"] for i in g["items"]]) for g in got] == [
+            (g["region"], g["total_count"], [i["item_id"] for i in g["items"]]) for g in groups
+        ], command[0]
+    for command in (remote, local):
+        bad = snapsource(*command, "--match", "maybe")
+        assert bad.returncode == 2 and "match" in bad.stderr, bad.stderr
+
+
+def test_search_takes_a_region_of_a_new_photo(resources, client, token):
+    """`search --region` on a photo from outside the catalog (which it does not keep) searches that
+    box as POST /1688/search/image?region= does."""
+    from imageserver import grocery_photo
+
+    photo = grocery_photo(7)
+    data = str(resources.settings.data_dir)
+    run = snapsource("search", str(photo), "--data", data, "--json", "--region", "0,300,0,300", "--no-explain")
+    answer = client.post(
+        "/1688/search/image",
+        params={"apiToken": token, "region": "0,300,0,300"},
+        files={"file": (photo.name, photo.read_bytes())},
+    )
+    assert answer.status_code == 200, answer.text
+    assert [i["item_id"] for i in json_lines(run)] == [i["item_id"] for i in answer.json()["data"]["items"]]
+
+
+def test_tables_keep_item_id_and_price_whole_at_80_columns(resources, base_url, token):
+    """At 80 columns, with explain's and group_same's columns too, every row shows its item_id and
+    price whole and no line is wider than the terminal: the title and shop give way."""
+    from rich.cells import cell_len
+
+    from conftest import luma_offers, main_image_url
+
+    img_url = main_image_url(resources, luma_offers()[0])
+    photo = str(resources.catalog.image_file(*img_url.removeprefix("/img/").split(".")))
+    data = str(resources.settings.data_dir)
+    for command in (
+        ("search", photo, "--data", data, "--group-same"),
+        ("client", "search", img_url, "--url", base_url, "--token", token, "--explain", "--group-same"),
+    ):
+        items = json_lines(snapsource(*command, "--json", "--page-size", "10"))
+        table = snapsource(*command, "--page-size", "10", env={"COLUMNS": "80"})
+        assert table.returncode == 0, table.stderr
+        lines = table.stdout.splitlines()
+        assert max(cell_len(line) for line in lines) <= 80, table.stdout
+        assert len(items) >= 5 and any(item.get("same_product") for item in items)
+        for item in items:
+            row = next((line for line in lines if f" {item['item_id']} " in line), None)
+            assert row is not None and re.search(rf" {re.escape(item['price'])} ", row), (item["item_id"], table.stdout)
+        header = next(line for line in lines if "item_id" in line)
+        assert all(name in header for name in ("similarity", "match", "title", "price", "shop")), header

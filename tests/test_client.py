@@ -18,6 +18,8 @@ from snapsource.client import AsyncClient, Busy, Client, InvalidRequest, QuotaEx
 from snapsource.offer import Item
 from snapsource.tools.loopback import serve
 
+seen_params: list[dict[str, str]] = []  # the query of each search the fake TMAPI answered
+
 
 def fake_tmapi() -> tuple[FastAPI, collections.Counter]:
     """TMAPI as its documentation describes it (../shared/spec): envelopes, codes, hosted images only."""
@@ -31,6 +33,7 @@ def fake_tmapi() -> tuple[FastAPI, collections.Counter]:
     @app.get("/1688/search/image")
     def search(request: Request) -> JSONResponse:
         q = request.query_params
+        seen_params.append(dict(q))
         img = q.get("img_url", "")
         calls[img] += 1
         if q.get("apiToken") == "tm_broke":
@@ -142,3 +145,148 @@ def test_cli_client_search(base_url, token):
     assert offer["title"] in table.stdout  # the photo's own offer is listed, not just a header
     bad = subprocess.run([*cli[:-1], "ss_wrong"], capture_output=True, text=True)
     assert bad.returncode == 2 and "401" in bad.stderr
+
+
+def test_client_takes_every_search_parameter_of_the_server():
+    """The client's search parameters are the server's, under the same names, so none can go missing."""
+    import inspect
+
+    from snapsource.api.routes.search import search_params as server_params
+    from snapsource.client import SearchOptions, search_params
+
+    server = list(inspect.signature(server_params).parameters)
+    assert list(SearchOptions.__annotations__) == server
+    assert list(inspect.signature(search_params).parameters) == server
+    every = search_params(
+        cat_id=1028,
+        keyword="bra",
+        region="0,600,0,900",
+        group_same=True,
+        match="same",
+        score_threshold=0.5,
+        explain=True,
+        regions="all",
+        is_factory=True,
+    )
+    assert every == {
+        "page": 1,
+        "page_size": 20,
+        "sort": "default",
+        "is_factory": "true",  # the server's booleans: true/false/1/0
+        "cat_id": "1028",
+        "keyword": "bra",
+        "region": "0,600,0,900",
+        "match": "same",
+        "score_threshold": "0.5",
+        "regions": "all",
+        "group_same": "true",
+        "explain": "true",
+    }
+    assert search_params() == {"page": 1, "page_size": 20, "sort": "default"}  # a TMAPI server sees only its own
+    with pytest.raises(TypeError):
+        search_params(explian=True)  # type: ignore[call-arg]
+
+
+def raw_search(client, token: str, img_url: str, **params) -> dict:
+    """`data` of GET /1688/search/image as it is on the wire, booleans as the server takes them."""
+    wire = {k: "true" if v is True else v for k, v in params.items()}
+    response = client.get("/1688/search/image", params={"apiToken": token, "img_url": img_url, **wire})
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+SNAPSOURCE_OPTIONS = (
+    {"explain": True, "group_same": True, "page_size": 10},
+    {"explain": True, "match": "same", "cat_id": 1028, "keyword": "bra", "score_threshold": 0.3},
+    {"regions": "all", "region": "0,600,0,900", "explain": True, "page_size": 3},
+    {"cat_id": "1027", "sort": "price_up", "is_factory": True, "price_end": 150},
+)
+
+
+def test_client_passes_every_parameter_and_types_the_answer(base_url, token, resources, client):
+    """Each of snapsource's parameters reaches the server (the answer is the one a raw request gets),
+    and the answer is typed as sent: a dump of the typed page is the wire's JSON again."""
+    from snapsource.client import CategoryVote, SameProduct, SearchGroup, SearchItem
+
+    offer = luma_offers()[0]  # its main photo is shared by two offers: group_same folds them
+    img_url = main_image_url(resources, offer)
+    with Client(base_url, token) as api:
+        for options in SNAPSOURCE_OPTIONS:
+            raw = raw_search(client, token, img_url, **options)
+            page = api.search_image(img_url, **options)
+            assert page.model_dump(mode="json") == raw, options
+            assert all(isinstance(item, SearchItem) for item in page.items)
+        grouped = api.search_image(img_url, explain=True, group_same=True)
+        first = grouped.items[0]
+        assert isinstance(first.same_product, list) and isinstance(first.same_product[0], SameProduct)
+        assert first.similarity is not None and 0 <= first.similarity <= 1 and first.match == "same"
+        assert first.matched_img and "/img/" in first.matched_img
+        assert isinstance(grouped.cat_id, int) and grouped.cat_id == int(offer["category_path"][-1])  # a numeric id
+        assert grouped.categories and all(isinstance(v, CategoryVote) for v in grouped.categories)
+        assert isinstance(grouped.region, list) and isinstance(grouped.regions, list)
+        plain = api.search_image(img_url, page_size=3)
+        assert plain.categories is None and plain.groups is None and plain.items[0].similarity is None
+        assert "similarity" not in plain.items[0].model_dump() and "categories" not in plain.model_dump()
+        narrowed = api.search_image(img_url, cat_id=1028, keyword="bra", match="same")
+        assert narrowed.cat_id == 1028 and narrowed.keyword == "bra" and narrowed.items
+        assert all("1028" in item.category_path and "bra" in item.title.lower() for item in narrowed.items)
+        boxes = api.search_image(img_url, regions="all", page_size=2)
+        assert boxes.groups and all(isinstance(g, SearchGroup) for g in boxes.groups)
+        assert [g.region for g in boxes.groups] == boxes.regions
+
+        # by upload (POST) and over every page, the parameters travel too
+        photo = (LUMA.parent / offer["img"]).read_bytes()
+        posted = api.search_image(file=photo, explain=True, match="same", page_size=1)
+        assert posted.image_url and posted.items[0].match == "same" and posted.categories
+        walked = list(api.iter_search(file=photo, explain=True, match="same", page_size=1))
+        assert len(walked) == posted.total_count >= 2 and all(item.match == "same" for item in walked)
+        with pytest.raises(InvalidRequest) as caught:
+            api.search_image(img_url, match="maybe")
+        assert "match" in caught.value.msg
+
+    async def run():
+        async with AsyncClient(base_url, token) as api:
+            page = await api.search_image(img_url, explain=True, group_same=True, keyword="bra")
+            items = [item async for item in api.iter_search(file=photo, explain=True, match="same", page_size=1)]
+            return page, items
+
+    page, items = asyncio.run(run())
+    assert page.model_dump(mode="json") == raw_search(client, token, img_url, explain=True, group_same=True, keyword="bra")
+    assert [i.item_id for i in items] == [i.item_id for i in walked]
+
+
+def test_answer_types_follow_the_server():
+    """cat_id is a number for 1688's numeric ids, text for a catalog's named categories, null when
+    nothing is predicted (the spec's example); snapsource's fields are optional for TMAPI's answers."""
+    from snapsource.client import SearchPage
+
+    example = json.loads((SPEC / "search-image-response-example.json").read_text())["data"]
+    tmapi_page = SearchPage.model_validate(example)
+    assert tmapi_page.cat_id is None and tmapi_page.region is None and tmapi_page.groups is None
+    assert tmapi_page.model_dump(mode="json") == example  # TMAPI's answer dumps as TMAPI's answer
+    named = SearchPage.model_validate(
+        {
+            **example,
+            "cat_id": "Clothing",
+            "categories": [{"cat_id": "Clothing", "share": 0.8}],
+            "filters": {"price_end": "50", "is_factory": True},
+        }
+    )
+    assert named.cat_id == "Clothing" and named.categories and named.categories[0].cat_id == "Clothing"
+    assert named.filters == {"price_end": "50", "is_factory": True}
+    assert SearchPage.model_validate({**example, "cat_id": 1031887}).cat_id == 1031887
+
+
+def test_tmapi_gets_only_its_parameters(tmapi):
+    url, _ = tmapi
+    with Client(url, "tm_ok") as api:
+        api.search_image("/search/imgextra/params.jpg", is_factory=True, price_end=50)
+    assert seen_params[-1] == {
+        "apiToken": "tm_ok",
+        "page": "1",
+        "page_size": "20",
+        "sort": "default",
+        "price_end": "50",
+        "is_factory": "true",
+        "img_url": "/search/imgextra/params.jpg",
+    }

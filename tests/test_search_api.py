@@ -178,7 +178,20 @@ def test_absolute_img_url_of_this_service(search, base_url):
         ({"price_start": "abc"}, "price_start"),
         ({"price_end": "-1"}, "price_end"),
         ({"price_start": "50", "price_end": "10"}, "price_start"),
-        ({"is_factory": "maybe"}, "is_factory"),
+        ({"is_factory": "maybe"}, "is_factory: must be true or false in any case, or 1 or 0"),
+        ({"explain": "yes"}, "explain: must be true or false"),
+        ({"group_same": "on"}, "group_same: must be true or false"),
+        ({"new_arrival": "ture"}, "new_arrival: must be true or false"),
+        ({"cat_id": "abc"}, "cat_id must be a category id, a whole number such as 1"),
+        ({"cat_id": "-5"}, "got '-5'"),
+        ({"cat_id": "1.5"}, "cat_id must be a category id"),
+        ({"cat_id": "0"}, "cat_id must be a category id"),
+        ({"match": "exact"}, "match: must be all or same"),
+        ({"regions": "every"}, "regions: must be all, or left out"),
+        ({"score_threshold": "nan"}, "score_threshold: must be a number between 0 and 1"),
+        ({"score_threshold": "inf"}, "score_threshold: must be a number between 0 and 1"),
+        ({"score_threshold": "-0.1"}, "score_threshold: must be a number between 0 and 1"),
+        ({"score_threshold": "high"}, "score_threshold: must be a number between 0 and 1"),
         ({"img_url": ""}, "img_url"),
         ({"img_url": "http://10.0.0.5/img/O1CN01.jpg"}, "address 10.0.0.5 is private"),
         ({"img_url": "/img/" + "0" * 64 + ".jpg"}, "is not an image of this service"),
@@ -194,6 +207,64 @@ def test_bad_parameters_get_a_422_envelope(client, token, resources, params, nee
     body = response.json()
     assert body["code"] == 422 and body["data"] is None
     assert needle in body["msg"]
+    assert "pattern" not in body["msg"] and "^" not in body["msg"]  # what to send, not a regex
+
+
+FLAG_PARAMS = ("support_dropshipping", "is_factory", "verified_supplier", "free_shipping", "new_arrival", "group_same", "explain")
+
+
+@pytest.mark.parametrize("name", FLAG_PARAMS)
+def test_every_boolean_takes_one_rule(search, name):
+    """true/false in any case or 1/0, as clients send TMAPI's booleans; empty is left out (false)."""
+    default = search(QUERY, page_size=20)["data"]
+    on = search(QUERY, page_size=20, **{name: "true"})["data"]
+    assert on != default, "the flag should change the answer"
+    for value in ("TRUE", "True", "1"):
+        assert search(QUERY, page_size=20, **{name: value})["data"] == on, value
+    for value in ("false", "FALSE", "0", ""):
+        assert search(QUERY, page_size=20, **{name: value})["data"] == default, value
+    for value in ("yes", "no", "on", "t", "2", " true"):
+        body = search(QUERY, **{name: value})
+        assert body["code"] == 422 and f"{name}: must be true or false" in body["msg"], (value, body)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "page",
+        "page_size",
+        "sort",
+        "price_start",
+        "price_end",
+        "cat_id",
+        "keyword",
+        "region",
+        "match",
+        "score_threshold",
+        "regions",
+    ],
+)
+def test_an_empty_value_is_the_parameter_left_out(client, token, resources, name):
+    from conftest import main_image_url
+
+    query = {"apiToken": token, "img_url": main_image_url(resources, QUERY)}
+    left_out = client.get("/1688/search/image", params=query).json()
+    blank = client.get("/1688/search/image", params={**query, name: ""}).json()
+    assert blank["code"] == 200 and blank == left_out
+
+
+def test_post_takes_the_same_rules(client, token):
+    photo = (LUMA.parent / QUERY["img"]).read_bytes()
+
+    def post(**params):
+        files = {"file": ("photo.jpg", photo, "image/jpeg")}
+        return client.post("/1688/search/image", params={"apiToken": token, **params}, files=files).json()
+
+    assert post(explain="", is_factory="1", page="")["code"] == 200
+    refused = post(explain="yes")
+    assert refused["code"] == 422 and "explain: must be true or false" in refused["msg"]
+    refused = post(cat_id="abc")
+    assert refused["code"] == 422 and "cat_id must be a category id" in refused["msg"]
 
 
 def test_missing_img_url(client, token):

@@ -5,6 +5,8 @@ Screenshots are kept in build/web/ (ignored by git) as the test's artifacts.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -20,17 +22,24 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from conftest import LUMA, ROOT, luma_offers, main_image_url, with_settings
 from imageserver import ImageServer, grocery_photo
 from snapsource.api.app import create_app
+from snapsource.store.category_names import CategoryNames
+from snapsource.tools import composites
 from snapsource.tools.loopback import serve
+from snapsource.vision import objects
+from snapsource.vision.localise import Box
 
 CHROMIUM = Path(os.environ.get("SNAPSOURCE_CHROMIUM", "/usr/bin/chromium"))
 SHOTS = ROOT / "build" / "web"
 ADMIN_KEY = "web-console-key-9c2e"
+CATEGORIES = LUMA.parent / "categories.json"
 
 
 @pytest.fixture(scope="module")
 def site(resources) -> Iterator[str]:
-    """The catalog served with the admin API on and loopback image URLs allowed (the URL box)."""
-    opened = with_settings(resources, admin_key=ADMIN_KEY, fetch_allow="127.0.0.0/8")
+    """The catalog served with the admin API on, loopback image URLs allowed (the URL box) and
+    luma's category names."""
+    opened = with_settings(resources, admin_key=ADMIN_KEY, fetch_allow="127.0.0.0/8", categories=str(CATEGORIES))
+    opened = dataclasses.replace(opened, category_names=CategoryNames.load(CATEGORIES))
     with serve(create_app(resources=opened)) as url:
         yield url
     opened.fetcher.close()
@@ -363,12 +372,14 @@ def test_cards_show_the_evidence_and_the_category_chip_filters(page: Page, resou
     everything = offers_shown(page)
     page.screenshot(path="/tmp/part6-cards.png", full_page=True)
 
-    # the chip: the predicted category, on the query's own path
+    # the chip: the predicted category, on the query's own path, by name with its path as the tooltip
     chip = page.locator("#category")
     expect(chip).to_be_visible()
     predicted = chip.get_attribute("data-cat-id")
     assert predicted in query["category_path"], (predicted, query["category_path"])
-    expect(chip).to_contain_text(predicted)
+    named = json.loads(CATEGORIES.read_text())[predicted]
+    expect(chip.locator("#category-name")).to_have_text(named["name"])
+    expect(chip).to_have_attribute("title", re.compile("^" + re.escape(f"{named['path']} (cat_id {predicted})")))
     expect(chip).to_have_attribute("aria-pressed", "false")
     chip.click()
     expect(page).to_have_url(re.compile(rf"cat_id={predicted}"))
@@ -435,3 +446,77 @@ def test_a_card_shows_the_photo_that_matched(page: Page, resources, tmp_path):
     shown = first.locator(".thumb img").get_attribute("src")
     assert not shown.endswith(main_image_url(resources, query))  # not the main photo
     page.screenshot(path="/tmp/part6-matched.png", full_page=True)
+
+
+def test_clicking_a_product_box_searches_that_box(page: Page, tmp_path):
+    """A photo of three products: a click on one product's box searches that box, not the box
+    searched before (drawn under the products' boxes, and never clicked)."""
+    comp = composites.compose(luma_offers(), LUMA.parent, 0, "plain", count=3, size=(1200, 900))
+    photo = tmp_path / "three.jpg"
+    photo.write_bytes(comp.jpeg())
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/1688/search/image" in r.url else None)
+    page.set_input_files("#file", str(photo))
+    expect(cards(page).first).to_be_visible(timeout=30_000)
+    settled(page)
+    products = page.locator("#boxes rect.found")
+    expect(products.first).to_be_visible()
+    assert products.count() >= 2, products.count()  # several products, besides the box searched
+    first_search = page.locator("#boxes rect.used").get_attribute("data-region")
+    target = products.last  # drawn last: the smallest product box
+    region = target.get_attribute("data-region")
+    assert region != first_search
+    bounds = target.bounding_box()
+    asked.clear()
+    page.mouse.click(bounds["x"] + bounds["width"] / 2, bounds["y"] + bounds["height"] / 2)
+    expect(page).to_have_url(re.compile("region=" + re.escape(quote(region, safe=""))))
+    settled(page)
+    assert asked and all(f"region={quote(region, safe='')}" in url for url in asked), asked
+    expect(page.locator("#boxes rect.used")).to_have_attribute("data-region", region)  # the answer's data.region
+    x1, x2, y1, y2 = map(int, region.split(","))
+    truth = max(range(3), key=lambda i: objects.iou(Box(x1, y1, x2, y2), comp.boxes[i]))
+    assert objects.iou(Box(x1, y1, x2, y2), comp.boxes[truth]) >= 0.5
+    expect(cards(page).first).to_have_attribute("data-item-id", str(comp.item_ids[truth]))  # that product first
+    page.screenshot(path=SHOTS / "search-box.png", full_page=True)
+
+
+def test_nothing_found_names_the_filters_and_clears_them(page: Page, resources):
+    """A bra's photo among watches only finds nothing: the message names the category (and the
+    other filters) as the likely reason, and its buttons clear the category, or every filter."""
+    query = luma_offers()[0]
+    watches = "1007"  # Gear/Watches: nothing there looks like a bra
+    filtered = f"/?img_url={quote(main_image_url(resources, query), safe='')}&cat_id={watches}"
+    page.goto(filtered)
+    settled(page)
+    expect(page.locator("#status")).to_have_text(re.compile(r"^No offers match with this filter on: category “Watches”\."))
+    expect(page.locator("#category")).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#clear-category")).to_be_visible()
+    expect(page.locator("#clear-filters")).to_be_hidden()  # one filter: one button
+    expect(page.locator("#pager")).to_be_hidden()
+
+    page.goto(filtered + "&keyword=Bra&is_factory=true&price_end=100")
+    settled(page)
+    status = page.locator("#status")
+    for words in ("category “Watches”", "title words “Bra”", "price up to ¥100", "factories only", "likely reason"):
+        expect(status).to_contain_text(words)
+    page.screenshot(path=SHOTS / "search-empty.png", full_page=True)
+    page.click("#clear-category")
+    expect(page).not_to_have_url(re.compile(r"cat_id="))
+    expect(page).to_have_url(re.compile(r"keyword=Bra"))  # the other filters stay
+    settled(page)
+    expect(page.locator("#empty")).to_be_hidden()
+    assert offers_shown(page) > 0
+    assert str(query["item_id"]) in card_ids(page)
+
+    page.goto(filtered + "&keyword=Bra")
+    settled(page)
+    page.click("#clear-filters")
+    expect(page).not_to_have_url(re.compile(r"cat_id=|keyword="))
+    settled(page)
+    expect(cards(page).first).to_have_attribute("data-item-id", str(query["item_id"]))
+
+
+def test_category_names_for_the_page(site):
+    named = httpx.get(f"{site}/categories/1029").json()
+    assert named == {"cat_id": "1029", "name": "Bras & Tanks", "path": "Women/Tops/Bras & Tanks"}
+    assert httpx.get(f"{site}/categories/nope").json() == {"cat_id": "nope", "name": None, "path": None}

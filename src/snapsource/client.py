@@ -7,6 +7,11 @@
         for item in page.items:
             print(item.title, item.price, item.product_url)
 
+`search_image` and `iter_search` take every search parameter of the server under its name
+(`SearchOptions`: TMAPI's filters and sorts, and snapsource's keyword, cat_id, region, regions,
+group_same, match, score_threshold, explain); the answer is typed as the server sends it
+(`SearchPage`, `SearchItem`).
+
 Errors come back as exceptions carrying TMAPI's `code` and `msg`. 503 (too many requests) and 499
 (took too long) are retried with exponential backoff and jitter, honouring `Retry-After`; 401, 422
 and 439 are not, since asking again changes nothing. `AsyncClient` has the same methods.
@@ -19,10 +24,10 @@ import random
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal, TypedDict, Unpack
 
 import httpx
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from snapsource.offer import Item
 
@@ -63,30 +68,110 @@ class TimedOut(ApiError):
 _ERRORS: dict[int, type[ApiError]] = {401: Unauthorized, 422: InvalidRequest, 439: QuotaExceeded, 503: Busy, 499: TimedOut}
 
 
-class SearchPage(BaseModel):
-    """`data` of a search answer; snapsource's extra fields are optional, others are kept."""
+class SameProduct(BaseModel):
+    """One relisting folded into an item by `group_same=true`."""
 
     model_config = ConfigDict(extra="allow")
+
+    item_id: int
+    price: str
+    shop_name: str | None = None
+
+
+class _AsSent(BaseModel):
+    """Dumped as the server sent it: the fields named in `sent_only` only when the answer had them,
+    so a dump of a TMAPI answer, or of one without explain, has TMAPI's shape."""
+
+    sent_only: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _as_sent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        return {k: v for k, v in data.items() if k not in self.sent_only or k in self.model_fields_set}
+
+
+class SearchItem(Item, _AsSent):
+    """An item of a search answer: TMAPI's schema, then what `group_same` and `explain` add. Fields
+    the server sends beyond these are kept, so nothing of an answer is lost."""
+
+    model_config = ConfigDict(extra="allow")
+    sent_only = ("same_product", "similarity", "match", "matched_img")
+
+    same_product: list[SameProduct] | None = None  # group_same=true: the relistings folded into it
+    similarity: float | None = None  # explain=true: cosine of the query and the photo that matched, 0-1
+    match: str | None = None  # explain=true: "same" (the same product) or "similar"
+    matched_img: str | None = None  # explain=true: the offer's photo that matched
+
+
+class CategoryVote(BaseModel):
+    """explain=true: one level of the predicted category and its share of the votes."""
+
+    cat_id: int | str  # 1688's ids are numbers; a catalog's own category names stay text
+    share: float
+
+
+class SearchGroup(BaseModel):
+    """regions=all: the first page of one product box of the photo."""
+
+    region: list[int]  # [x1, y1, x2, y2] in the photo's pixels
+    items: list[SearchItem]
+    total_count: int
+
+
+class SearchPage(_AsSent):
+    """`data` of a search answer, typed as the server sends it: TMAPI's fields, then snapsource's
+    (absent from TMAPI's answers, hence optional); fields neither names are kept."""
+
+    model_config = ConfigDict(extra="allow")
+    sent_only = ("region", "regions", "categories", "groups", "image_url")
 
     page: int
     page_size: int
     total_count: int
     keyword: str = ""
     sort: str = "default"
-    cat_id: int | None = None
-    filters: dict[str, Any] = {}
-    items: list[Item]
+    cat_id: int | str | None = None  # numeric ids as numbers, a catalog's category names as text
+    filters: dict[str, str | bool] = {}  # prices as decimal strings, flags as true
+    items: list[SearchItem]
     has_next_page: bool
-    region: list[int] | None = None
-    regions: list[list[int]] | None = None
-    image_url: str | None = None
+    region: list[int] | None = None  # the box searched, [x1, y1, x2, y2]
+    regions: list[list[int]] | None = None  # the products found in the photo, as boxes
+    categories: list[CategoryVote] | None = None  # explain=true: the category vote, top level first
+    groups: list[SearchGroup] | None = None  # regions=all: each box's first page, in the order of regions
+    image_url: str | None = None  # a POSTed photo's path: later pages name it as img_url
+
+
+Sort = Literal["default", "sales", "price_up", "price_down"]
+
+
+class SearchOptions(TypedDict, total=False):
+    """Every parameter of `GET /1688/search/image` besides img_url, under its name (`search_params`)."""
+
+    page: int
+    page_size: int
+    sort: Sort
+    price_start: str | float | None
+    price_end: str | float | None
+    support_dropshipping: bool
+    is_factory: bool
+    verified_supplier: bool
+    free_shipping: bool
+    new_arrival: bool
+    cat_id: int | str | None
+    keyword: str | None
+    region: str | None
+    group_same: bool
+    match: Literal["all", "same"] | None
+    score_threshold: float | None
+    explain: bool
+    regions: Literal["all"] | None
 
 
 def search_params(
     *,
     page: int = 1,
     page_size: int = 20,
-    sort: str = "default",
+    sort: Sort = "default",
     price_start: str | float | None = None,
     price_end: str | float | None = None,
     support_dropshipping: bool = False,
@@ -94,11 +179,31 @@ def search_params(
     verified_supplier: bool = False,
     free_shipping: bool = False,
     new_arrival: bool = False,
+    cat_id: int | str | None = None,
+    keyword: str | None = None,
     region: str | None = None,
+    group_same: bool = False,
+    match: Literal["all", "same"] | None = None,
+    score_threshold: float | None = None,
+    explain: bool = False,
+    regions: Literal["all"] | None = None,
 ) -> dict[str, Any]:
-    """The query parameters of a search, as TMAPI names them; unset filters are left out."""
+    """The query parameters of a search, as the server names them. Unset ones are left out, so a
+    TMAPI server sees only its own; a flag is sent as `true` (false is the server's default).
+
+    `region` is "x1,x2,y1,y2" (1688's order, unlike the [x1, y1, x2, y2] of `data.region`);
+    `regions="all"` also searches every product found in the photo (`data.groups`)."""
     params: dict[str, Any] = {"page": page, "page_size": page_size, "sort": sort}
-    for name, value in (("price_start", price_start), ("price_end", price_end), ("region", region)):
+    for name, value in (
+        ("price_start", price_start),
+        ("price_end", price_end),
+        ("cat_id", cat_id),
+        ("keyword", keyword),
+        ("region", region),
+        ("match", match),
+        ("score_threshold", score_threshold),
+        ("regions", regions),
+    ):
         if value is not None:
             params[name] = str(value)
     for name, flag in (
@@ -107,6 +212,8 @@ def search_params(
         ("verified_supplier", verified_supplier),
         ("free_shipping", free_shipping),
         ("new_arrival", new_arrival),
+        ("group_same", group_same),
+        ("explain", explain),
     ):
         if flag:
             params[name] = "true"
@@ -134,7 +241,7 @@ def _data(response: httpx.Response) -> Any:
 
 
 def _search_request(
-    img_url: str | None, file: str | Path | bytes | None, options: dict[str, Any]
+    img_url: str | None, file: str | Path | bytes | None, options: SearchOptions
 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """(method, params, body) of a search: the photo in a POST, or img_url in a GET."""
     params = search_params(**options)
@@ -201,14 +308,17 @@ class Client:
             time.sleep(self.retry.delay(attempt, response))
         raise AssertionError("unreachable")
 
-    def search_image(self, img_url: str | None = None, *, file: str | Path | bytes | None = None, **options: Any) -> SearchPage:
-        """One page of offers for an image URL, or for a photo (`file`: a path or bytes)."""
+    def search_image(
+        self, img_url: str | None = None, *, file: str | Path | bytes | None = None, **options: Unpack[SearchOptions]
+    ) -> SearchPage:
+        """One page of offers for an image URL, or for a photo (`file`: a path or bytes, POSTed);
+        `options` are the server's search parameters under its names (`SearchOptions`)."""
         method, params, body = _search_request(img_url, file, options)
         return SearchPage.model_validate(self._call(method, SEARCH, params, **body))
 
     def iter_search(
-        self, img_url: str | None = None, *, file: str | Path | bytes | None = None, **options: Any
-    ) -> Iterator[Item]:
+        self, img_url: str | None = None, *, file: str | Path | bytes | None = None, **options: Unpack[SearchOptions]
+    ) -> Iterator[SearchItem]:
         """Every offer of every page, until `has_next_page` is false. A photo is sent once; later
         pages name it by the `image_url` the first answer gave."""
         page = self.search_image(img_url, file=file, **options)
@@ -265,14 +375,16 @@ class AsyncClient:
         raise AssertionError("unreachable")
 
     async def search_image(
-        self, img_url: str | None = None, *, file: str | Path | bytes | None = None, **options: Any
+        self, img_url: str | None = None, *, file: str | Path | bytes | None = None, **options: Unpack[SearchOptions]
     ) -> SearchPage:
+        """`Client.search_image`, awaited."""
         method, params, body = _search_request(img_url, file, options)
         return SearchPage.model_validate(await self._call(method, SEARCH, params, **body))
 
     async def iter_search(
-        self, img_url: str | None = None, *, file: str | Path | bytes | None = None, **options: Any
-    ) -> AsyncIterator[Item]:
+        self, img_url: str | None = None, *, file: str | Path | bytes | None = None, **options: Unpack[SearchOptions]
+    ) -> AsyncIterator[SearchItem]:
+        """`Client.iter_search`, awaited: every offer of every page, the photo sent once."""
         page = await self.search_image(img_url, file=file, **options)
         img_url = page.image_url or img_url
         while True:

@@ -37,6 +37,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("public_url", "", "Base URL used to build absolute `img` URLs; empty means the request's own."),
     Setting(
+        "categories",
+        "",
+        'JSON file of category names, `{"id": {"name": ..., "path": ...}}` (luma\'s categories.json), '
+        "so that the search page names the category ids of offers' `category_path`; empty: ids only.",
+    ),
+    Setting(
         "similarity_threshold",
         0.28,
         "Minimum cosine similarity between the query and an offer's best image for the offer to be a "
@@ -107,6 +113,19 @@ SETTINGS: tuple[Setting, ...] = (
         0.97,
         "`group_same=true` folds offers whose main photos are at least this similar (cosine) into "
         "the best of them: the same product relisted by other shops.",
+    ),
+    Setting(
+        "category_vote_floor",
+        0.35,
+        "The query's category (`data.cat_id`) is voted by its best matches, each with its similarity "
+        "above this much (cosine): what the best match of a photo the catalog does not carry reaches; "
+        "calibrated in docs/search.md.",
+    ),
+    Setting(
+        "category_min_evidence",
+        0.3,
+        "A predicted category's matches must add up to at least this much similarity above "
+        "`category_vote_floor` (one match at 0.65, two at 0.5); less: no prediction (null).",
     ),
     Setting("admin_key", "", "Key of the admin API (/admin/...); empty: the admin API is off."),
     Setting("catalog_max_offers", 1000, "Offers in one `POST /catalog/offers` batch at most (docs/catalog.md)."),
@@ -182,6 +201,7 @@ class Settings:
     catalog: str = _DEFAULTS["catalog"]
     vectors: str = _DEFAULTS["vectors"]
     public_url: str = _DEFAULTS["public_url"]
+    categories: str = _DEFAULTS["categories"]
     similarity_threshold: float = _DEFAULTS["similarity_threshold"]
     similarity_margin: float = _DEFAULTS["similarity_margin"]
     candidate_cap: int = _DEFAULTS["candidate_cap"]
@@ -213,6 +233,8 @@ class Settings:
     same_min_inliers: int = _DEFAULTS["same_min_inliers"]
     same_similarity: float = _DEFAULTS["same_similarity"]
     twin_similarity: float = _DEFAULTS["twin_similarity"]
+    category_vote_floor: float = _DEFAULTS["category_vote_floor"]
+    category_min_evidence: float = _DEFAULTS["category_min_evidence"]
     admin_key: str = _DEFAULTS["admin_key"]
     catalog_max_offers: int = _DEFAULTS["catalog_max_offers"]
     catalog_max_bytes: int = _DEFAULTS["catalog_max_bytes"]

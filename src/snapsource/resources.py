@@ -1,6 +1,6 @@
 """What a server or a command loads once for a data dir: catalog, tokens, embedder, vector store,
-query images, kept rankings, the URL fetcher and the filter columns. The one place that picks
-backends (by the settings' URLs); everything above it uses them through their protocols."""
+query images, kept rankings, the URL fetcher, the filter columns and the category names. The one
+place that picks backends (by the settings' URLs); everything above it uses them through their protocols."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import dataclasses
 from snapsource.accounts.tokens import Tokens
 from snapsource.config import Settings
 from snapsource.store.catalog import Catalog
+from snapsource.store.category_names import CategoryNames
 from snapsource.store.columns import OfferColumns
 from snapsource.store.rankings import Rankings
 from snapsource.store.uploads import Uploads
@@ -29,9 +30,11 @@ class Resources:
     fetcher: Fetcher
     columns: OfferColumns
     rankings: Rankings = dataclasses.field(default_factory=Rankings)
+    category_names: CategoryNames = dataclasses.field(default_factory=CategoryNames)
 
     @classmethod
     def open(cls, settings: Settings) -> Resources:
+        names = CategoryNames.of(settings.categories)  # first: a bad file leaves nothing open
         catalog = Catalog(settings.data_dir, settings.catalog)
         embedder = open_embedder(settings.device, settings.model_path or None, threads=settings.threads)
         index = open_vectors(settings, catalog, model_identity(embedder, settings), embedder.dim)
@@ -42,7 +45,8 @@ class Resources:
             keep_days=settings.upload_keep_days,
         )
         fetcher = Fetcher(FetchPolicy.of(settings))
-        return cls(settings, catalog, Tokens(catalog), embedder, index, uploads, fetcher, OfferColumns(catalog))
+        columns = OfferColumns(catalog)
+        return cls(settings, catalog, Tokens(catalog), embedder, index, uploads, fetcher, columns, category_names=names)
 
     def close(self) -> None:
         self.tokens.flush()

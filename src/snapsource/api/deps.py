@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import math
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Query, Request, Response
+from fastapi.routing import APIRoute
+from pydantic import BeforeValidator
+from pydantic_core import PydanticCustomError
 
 from snapsource.errors import Unauthorized
 from snapsource.resources import Resources
@@ -46,3 +51,67 @@ def own_hosts(request: Request) -> set[str]:
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 TokenDep = Annotated[str, Depends(require_token)]
+
+
+class BlankIsAbsent(APIRoute):
+    """One rule for every query parameter of a route: an empty value (`explain=`, `page=`, as a
+    form sends an unfilled field) is the same as leaving the parameter out, so it takes its default.
+    Without it a typed parameter refuses the empty string while a text one takes it as absent."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def without_blanks(request: Request) -> Response:
+            raw: bytes = request.scope.get("query_string", b"")
+            if raw:  # before anything reads query_params, which Request keeps once parsed
+                request.scope["query_string"] = b"&".join(p for p in raw.split(b"&") if p.partition(b"=")[2])
+            return await handler(request)
+
+        return without_blanks
+
+
+FLAG_VALUES = "true or false in any case, or 1 or 0"
+
+
+def _flag(value: object) -> object:
+    """TMAPI's booleans as clients send them (JavaScript `true`, Python `True`, PHP `1`); nothing
+    looser, so that a typo (`ture`, `yes`) is an error rather than a silent false or true."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower()
+    if text in ("true", "1"):
+        return True
+    if text in ("false", "0"):
+        return False
+    raise PydanticCustomError("flag", f"must be {FLAG_VALUES}")
+
+
+def one_of(*allowed: str) -> BeforeValidator:
+    """A check that names the allowed values, where a pattern's error would show the regex."""
+    listed = " or ".join(allowed) if len(allowed) > 1 else f"{allowed[0]}, or left out"
+
+    def check(value: object) -> object:
+        if value not in allowed:
+            raise PydanticCustomError("one_of", f"must be {listed}")
+        return value
+
+    return BeforeValidator(check)
+
+
+def fraction() -> BeforeValidator:
+    """A number from 0 to 1: `nan` and `inf` parse as floats, and would otherwise meet only a
+    bound's error ("less than or equal to 1") that does not say what is wrong."""
+
+    def check(value: object) -> object:
+        try:
+            number = float(value) if isinstance(value, str | int | float) else math.nan
+        except ValueError:
+            number = math.nan
+        if not 0 <= number <= 1:  # false for nan as well
+            raise PydanticCustomError("fraction", "must be a number between 0 and 1, such as 0.5")
+        return number
+
+    return BeforeValidator(check)
+
+
+Flag = Annotated[bool, BeforeValidator(_flag)]

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -87,6 +87,54 @@ FactoryOpt = Annotated[bool, typer.Option("--is-factory", help="Only offers from
 VerifiedOpt = Annotated[bool, typer.Option("--verified-supplier", help="Only verified suppliers.")]
 FreeShippingOpt = Annotated[bool, typer.Option("--free-shipping", help="Only offers with free shipping.")]
 NewArrivalOpt = Annotated[bool, typer.Option("--new-arrival", help="Only new offers.")]
+CatIdOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--cat-id",
+        help="Only offers in this category or below it: an id of their category_path (a whole number), or a "
+        "category name where the catalog's paths hold names.",
+    ),
+]
+KeywordOpt = Annotated[
+    str | None,
+    typer.Option("--keyword", help="Only offers whose title holds every word of this, in any case (the API's keyword)."),
+]
+RegionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--region",
+        help="Search only this box of the photo: x1,x2,y1,y2 in its pixels (1688's order). "
+        "Without it, the main product found is searched.",
+    ),
+]
+GroupSameOpt = Annotated[
+    bool,
+    typer.Option("--group-same", help="Fold the same product relisted by other shops into the best-placed offer."),
+]
+MatchOpt = Annotated[
+    str,
+    typer.Option("--match", help="all: every offer over the threshold; same: only offers that are the same product."),
+]
+ScoreThresholdOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--score-threshold",
+        help="Only offers whose photo is at least this similar to the query (0-1); replaces the server's "
+        "threshold for this search.",
+    ),
+]
+RegionsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--regions",
+        help="all: also search every product found in the photo, a first page per box (the API's data.groups); "
+        "with --json, one line per box (region, items, total_count) instead of one per offer.",
+    ),
+]
+EXPLAIN_HELP = (
+    "Each offer's similarity (0-1), match (same/similar) and matched_img (its photo that matched), "
+    "and the predicted category's vote (the API's explain=true)."
+)
 
 
 def _resources(data: Path, **overrides):
@@ -345,14 +393,7 @@ def compact(
 def search_cmd(
     image: PhotoArg,
     data: DataOpt = DEFAULT_DATA,
-    as_json: Annotated[
-        bool,
-        typer.Option(
-            "--json",
-            help="One JSON object per offer, best first (the API's item schema with explain=true: "
-            "similarity 0-1, match same/similar, matched_img).",
-        ),
-    ] = False,
+    as_json: JsonOpt = False,
     page: PageOpt = 1,
     page_size: PageSizeOpt = 20,
     sort: SortOpt = "default",
@@ -363,52 +404,171 @@ def search_cmd(
     verified_supplier: VerifiedOpt = False,
     free_shipping: FreeShippingOpt = False,
     new_arrival: NewArrivalOpt = False,
+    cat_id: CatIdOpt = None,
+    keyword: KeywordOpt = None,
+    region: RegionOpt = None,
+    group_same: GroupSameOpt = False,
+    match: MatchOpt = "all",
+    score_threshold: ScoreThresholdOpt = None,
+    explain: Annotated[
+        bool, typer.Option("--explain/--no-explain", help=EXPLAIN_HELP + " On by default here: it costs nothing locally.")
+    ] = True,
+    regions: RegionsOpt = None,
 ) -> None:
     """Search the catalog with a local image or an image URL: the API's search, without HTTP."""
     from snapsource import search
-    from snapsource.errors import ApiError
-    from snapsource.search import queries
+    from snapsource.client import SearchGroup, SearchItem
+    from snapsource.errors import ApiError, ParameterError
+    from snapsource.search import categories, queries
 
     resources = _resources(data)
     try:
+        if regions not in (None, "all"):
+            raise ParameterError(f"--regions takes only all; got {regions!r}")
         filters = search.Filters.from_params(
             price_start,
             price_end,
+            keyword,
+            cat_id,
             support_dropshipping=support_dropshipping,
             is_factory=is_factory,
             verified_supplier=verified_supplier,
             free_shipping=free_shipping,
             new_arrival=new_arrival,
         )
+        options: dict[str, Any] = dict(
+            page_size=page_size,
+            sort=search.Sort(sort),
+            filters=filters,
+            group_same=group_same,
+            match=match,
+            score_threshold=score_threshold,
+        )
         # the API's path: a catalog photo is its indexed vector, a new photo is analysed (not kept)
-        query = queries.from_bytes(resources, _read_photo(resources, image), keep=False)
-        result = search.find(resources, query, page=page, page_size=page_size, sort=search.Sort(sort), filters=filters)
+        photo_bytes = _read_photo(resources, image)
+        photo = query = queries.from_bytes(resources, photo_bytes, keep=False)
+        if region:
+            query = _in_box(resources, photo, photo_bytes, region)
+        result = search.find(resources, query, page=page, **options)
+        base = resources.settings.public_url.rstrip("/")
+        rows = [hit.wire(base, explain) for hit in result.hits]  # data.items, as the API sends them
+        groups = []  # regions=all: data.groups, each box of the photo searched as region= searches it
+        for box in photo.analysis.regions if regions else ():
+            found = search.find(resources, _in_box(resources, photo, photo_bytes, box), page=1, **options)
+            hits = [hit.wire(base, explain) for hit in found.hits]
+            groups.append({"region": box.wire(), "items": hits, "total_count": found.total_count})
     except (ApiError, ValueError, ArithmeticError, OSError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
-    base = resources.settings.public_url.rstrip("/")
     if as_json:
-        for hit in result.hits:
-            # the API's item with explain=true: similarity (0-1), match (same/similar), matched_img
-            sys.stdout.write(json.dumps(hit.wire(base, explain=True), ensure_ascii=False) + "\n")
+        _write_lines(groups if regions else rows)
         return
-    table = Table(
-        "#", "similarity", "match", "item_id", "title", "price", "moq", "sales", "shop", title=f"{result.total_count} offers"
+    _print_tables(
+        [SearchItem.model_validate(row) for row in rows],
+        total=result.total_count,
+        start=(page - 1) * page_size + 1,
+        explain=explain,
+        cat_id=categories.wire_id(result.cat_id),
+        votes=[(categories.wire_id(v.cat_id), v.share) for v in result.categories],
+        groups=[SearchGroup.model_validate(group) for group in groups],
     )
-    for rank, hit in enumerate(result.hits, start=(page - 1) * page_size + 1):
-        item = hit.item
-        table.add_row(
-            str(rank),
-            f"{hit.similarity:.3f}",  # 0-1, as the API's explain; not the ranking score (re-ranking may pass 1)
-            hit.match,
-            str(item.item_id),
-            item.title,
-            item.price,
-            str(item.moq),
-            item.sale_info.sale_quantity,
-            item.shop_info.company_name or item.shop_info.login_id or "",
-        )
-    console.print(table)
+
+
+def _in_box(resources, photo, photo_bytes: bytes, box):
+    """`photo` searched in a box ("x1,x2,y1,y2" as --region takes it, or a Box found in it), as the
+    API's region= searches it; analysed from the bytes at hand, since the command keeps no photo."""
+    import dataclasses
+
+    from snapsource.errors import ParameterError
+    from snapsource.search import queries
+    from snapsource.vision import images
+    from snapsource.vision.localise import Box
+
+    if not isinstance(box, Box):
+        try:
+            box = Box.parse(box, *photo.analysis.size)
+        except ValueError as exc:
+            raise ParameterError(str(exc)) from None
+    img = images.decode(photo_bytes, images.ImageLimits.of(resources.settings))
+    return dataclasses.replace(photo, analysis=queries.analyse(resources, img, box))
+
+
+def _write_lines(rows: Sequence[Any]) -> None:
+    """JSON lines in the API's schemas: the answer's dicts, or the client's models as dumped."""
+    for row in rows:
+        line = json.dumps(row, ensure_ascii=False) if isinstance(row, dict) else row.model_dump_json()
+        sys.stdout.write(line + "\n")
+
+
+def _print_tables(
+    items: list,
+    *,
+    total: int | None,
+    start: int,
+    explain: bool,
+    cat_id: int | str | None = None,
+    votes: Sequence[tuple[int | str | None, float]] = (),
+    groups: Sequence[Any] = (),
+) -> None:
+    """The tables of `search` and `client search`: the page's offers, then each box's (--regions all)."""
+    title = f"{total if total is not None else len(items)} offers"
+    if cat_id is not None:
+        title += f", category {cat_id}"
+    caption = "category vote: " + " > ".join(f"{c} {share:.0%}" for c, share in votes) if explain and votes else None
+    console.print(_offers_table(items, title, start, explain, caption))
+    for group in groups:
+        box = ",".join(str(v) for v in group.region)
+        console.print(_offers_table(group.items, f"box [{box}]: {group.total_count} offers", 1, explain))
+
+
+URL_COLUMN_WIDTH = 140  # a terminal this wide has room for the offer's URL beside its title
+
+
+def _offers_table(items: list, title: str, start: int, explain: bool, caption: str | None = None) -> Table:
+    """Offers at any terminal width (80 included): #, item_id, price and the explain columns are
+    never cut (no_wrap, min_width); title and shop give way (one line, ellipsised). The title links
+    to the offer; the URL has its own column only where the terminal has room for it."""
+    from rich import box
+    from rich.style import Style
+    from rich.text import Text
+
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+
+    def whole(name: str, values: list[str], justify: Any = "left") -> None:
+        table.add_column(name, no_wrap=True, min_width=max([len(name), *map(len, values)]), justify=justify)
+
+    whole("#", [str(start + len(items))], "right")
+    if explain:
+        whole("similarity", [])
+        whole("match", ["similar"])
+    whole("item_id", [str(item.item_id) for item in items])
+    table.add_column("title", overflow="ellipsis")
+    whole("price", [item.price for item in items], "right")
+    table.add_column("moq", justify="right", no_wrap=True)
+    table.add_column("sales", justify="right", no_wrap=True)
+    grouped = any(item.same_product for item in items)
+    if grouped:
+        table.add_column("+shops", justify="right", no_wrap=True)  # group_same: the relistings folded in
+    table.add_column("shop", overflow="ellipsis", max_width=24)
+    url = console.width >= URL_COLUMN_WIDTH
+    if url:
+        table.add_column("url", overflow="fold")
+    for rank, item in enumerate(items, start=start):
+        row: list[Any] = [str(rank)]
+        if explain:
+            # 0-1, as the API's explain; not the ranking score (re-ranking may pass 1)
+            row += [f"{item.similarity:.3f}" if item.similarity is not None else "", item.match or ""]
+        link = Style(link=item.product_url) if item.product_url else ""
+        row += [str(item.item_id), Text(item.title, style=link, no_wrap=True, overflow="ellipsis"), item.price]
+        row += [str(item.moq), item.sale_info.sale_quantity]
+        if grouped:
+            row.append(f"+{len(item.same_product)}" if item.same_product else "")
+        shop = item.shop_info.company_name or item.shop_info.login_id or ""
+        row.append(Text(shop, no_wrap=True, overflow="ellipsis"))
+        if url:
+            row.append(item.product_url)
+        table.add_row(*row)
+    return table
 
 
 @app.command()
@@ -883,17 +1043,34 @@ def client_search(
     verified_supplier: VerifiedOpt = False,
     free_shipping: FreeShippingOpt = False,
     new_arrival: NewArrivalOpt = False,
+    cat_id: CatIdOpt = None,
+    keyword: KeywordOpt = None,
+    region: RegionOpt = None,
+    group_same: GroupSameOpt = False,
+    match: Annotated[
+        str | None,
+        typer.Option("--match", help="all (the server's default): every offer over the threshold; same: only the same product."),
+    ] = None,
+    score_threshold: ScoreThresholdOpt = None,
+    explain: Annotated[
+        bool, typer.Option("--explain/--no-explain", help=EXPLAIN_HELP + " Off by default: TMAPI's answer unless asked.")
+    ] = False,
+    regions: RegionsOpt = None,
     all_pages: Annotated[bool, typer.Option("--all-pages", help="Walk every page.")] = False,
 ) -> None:
-    """Search a server by image: a table, or JSON lines."""
+    """Search a server by image: a table, or JSON lines. Parameters left unset are not sent, so a
+    TMAPI server sees only its own."""
     import httpx
 
     from snapsource.client import SEARCH, ApiError, Client
 
+    if all_pages and regions:
+        err.print("[red]error:[/] --all-pages walks one list of offers; --regions all answers a first page per box")
+        raise typer.Exit(2)
     local = Path(photo)
     file = local if not photo.startswith(("http://", "https://", "/img/")) and local.is_file() else None
     img_url = None if file is not None else photo
-    options: dict[str, Any] = dict(
+    options: dict[str, Any] = dict(  # checked by the server, which names a bad value
         page=page,
         page_size=page_size,
         sort=sort,
@@ -904,14 +1081,22 @@ def client_search(
         verified_supplier=verified_supplier,
         free_shipping=free_shipping,
         new_arrival=new_arrival,
+        cat_id=cat_id,
+        keyword=keyword,
+        region=region,
+        group_same=group_same,
+        match=match,
+        score_threshold=score_threshold,
+        explain=explain,
+        regions=regions,
     )
     try:
         with Client(url, token) as api:
             if all_pages:
-                items, total = list(api.iter_search(img_url, file=file, **options)), None
+                items, result = list(api.iter_search(img_url, file=file, **options)), None
             else:
                 result = api.search_image(img_url, file=file, **options)
-                items, total = result.items, result.total_count
+                items = result.items
     except httpx.TransportError as exc:  # refused, unknown host, timed out: name where (never the token)
         where = url.rstrip("/") + SEARCH
         err.print(f"[red]error:[/] cannot reach {escape(where)}: {escape(str(exc) or type(exc).__name__)}")
@@ -920,21 +1105,17 @@ def client_search(
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
     if as_json:
-        for item in items:
-            sys.stdout.write(item.model_dump_json() + "\n")
+        _write_lines((result.groups or []) if result and regions else items)
         return
-    title = f"{total} offers" if total is not None else f"{len(items)} offers"
-    table = Table("title", "price", "moq", "sales", "shop", "url", title=title)
-    for item in items:
-        table.add_row(
-            item.title,
-            item.price,
-            str(item.moq),
-            str(item.sale_info.sale_quantity_int),
-            item.shop_info.company_name or item.shop_info.login_id or "",
-            item.product_url,
-        )
-    console.print(table)
+    _print_tables(
+        items,
+        total=result.total_count if result else None,
+        start=(page - 1) * page_size + 1 if result else 1,
+        explain=explain,
+        cat_id=result.cat_id if result else None,
+        votes=[(v.cat_id, v.share) for v in result.categories or ()] if result else [],
+        groups=(result.groups or []) if result else [],
+    )
 
 
 def main() -> None:

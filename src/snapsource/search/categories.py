@@ -1,10 +1,15 @@
 """The query's category: a weighted vote of its best matches' category paths.
 
 Alibaba's image search answers a predicted category with every query, and 1688 takes one to
-search within. Here the best `TOP` matches vote with their similarity as weight, down the tree:
-at each level the heaviest child of the category chosen so far wins if it holds more than
-`MAJORITY` of all the votes, and the prediction is the deepest category that did. No majority at
-the first level: no prediction (null), rather than a guess.
+search within. Here the best `TOP` matches vote down the tree: at each level the heaviest child of
+the category chosen so far wins if it holds more than `MAJORITY` of all the votes and at least
+`min_evidence` of them, and the prediction is the deepest category that did. Otherwise no
+prediction (null), rather than a guess.
+
+A match weighs its similarity above `floor` (the `category_vote_floor` setting): a photo the
+catalog does not carry still has best matches, at about that similarity, and a majority of those is
+a majority of chance. So an apple photo against a clothing catalog, whose best match is a jacket at
+0.30, predicts nothing, where a plain weighted vote gave that one jacket's category all of it.
 """
 
 from __future__ import annotations
@@ -25,9 +30,13 @@ class Vote:
         return {"cat_id": wire_id(self.cat_id), "share": round(self.share, 3)}
 
 
-def vote(paths: Sequence[Sequence[str]], weights: Sequence[float]) -> list[Vote]:
-    """The winner of each level, from the top, while it holds a clear majority."""
-    total = sum(max(0.0, w) for w in weights)
+def vote(
+    paths: Sequence[Sequence[str]], similarities: Sequence[float], floor: float = 0.0, min_evidence: float = 0.0
+) -> list[Vote]:
+    """The winner of each level, from the top, while it holds a clear majority of the weight (each
+    match's similarity above `floor`) and at least `min_evidence` of it."""
+    weights = [max(0.0, s - floor) for s in similarities]
+    total = sum(weights)
     if total <= 0:
         return []
     chosen: list[Vote] = []
@@ -35,12 +44,12 @@ def vote(paths: Sequence[Sequence[str]], weights: Sequence[float]) -> list[Vote]
     while True:
         tally: dict[str, float] = {}
         for path, weight in zip(paths, weights):
-            if len(path) > level and all(path[i] == chosen[i].cat_id for i in range(level)):
-                tally[path[level]] = tally.get(path[level], 0.0) + max(0.0, weight)
+            if weight > 0 and len(path) > level and all(path[i] == chosen[i].cat_id for i in range(level)):
+                tally[path[level]] = tally.get(path[level], 0.0) + weight
         if not tally:
             return chosen
         winner, weight = max(tally.items(), key=lambda kv: (kv[1], kv[0]))
-        if weight / total <= MAJORITY:
+        if weight / total <= MAJORITY or weight < min_evidence:
             return chosen
         chosen.append(Vote(winner, weight / total))
         level += 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
+from collections.abc import Collection
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
@@ -20,6 +22,7 @@ class Sort(StrEnum):
 
 
 MAX_KEYWORD = 200
+CATEGORY_ID = re.compile(r"[1-9][0-9]*")  # 1688's category ids: whole numbers
 FLAGS = ("support_dropshipping", "is_factory", "verified_supplier", "free_shipping", "new_arrival")
 
 
@@ -113,3 +116,19 @@ def _decimal(name: str, value: str | None) -> Decimal | None:
         return Decimal(value.strip())
     except InvalidOperation:
         raise ParameterError(f'{name} must be a decimal number such as "19.90"; got {value!r}') from None
+
+
+def check_category(cat_id: str, known: Collection[str]) -> None:
+    """`cat_id` is a category id (a whole number, 1688's form, whether or not this catalog has it
+    yet: then no offer matches) or one of the catalog's own category names (`known`, for paths
+    imported as names). Anything else (`abc`, `-5`, `1.5`) is a mistake, answered as one rather
+    than as an empty page."""
+    if not cat_id or CATEGORY_ID.fullmatch(cat_id) or cat_id in known:
+        return
+    numbers = [c for c in known if CATEGORY_ID.fullmatch(c)]
+    example = min(numbers, key=lambda c: (len(c), c)) if numbers else "1031887"
+    names = " or one of this catalog's category names," if len(numbers) < len(known) else ""
+    raise ParameterError(
+        f"cat_id must be a category id, a whole number such as {example},{names} as data.cat_id and items' "
+        f"category_path show them; got {cat_id!r}"
+    )

@@ -21,7 +21,7 @@ from snapsource.errors import ParameterError
 from snapsource.offer import Item, wire_item
 from snapsource.resources import Resources
 from snapsource.search import categories
-from snapsource.search.filters import Filters, Sort
+from snapsource.search.filters import Filters, Sort, check_category
 from snapsource.store.catalog import StoredImage
 from snapsource.store.columns import Columns, Selection
 from snapsource.store.rankings import Ranking
@@ -263,6 +263,7 @@ def run(
     _check_page(page, page_size)
     _check_match(match, score_threshold)
     columns = resources.columns.current()  # one snapshot of the offers' facts for the whole search
+    check_category(filters.cat_id, columns.categories)
     where = filters.where(today or dt.date.today(), resources.settings.new_arrival_days)
     selection = resources.columns.select(where, columns)
     ranking = _ranking(resources, vectors, local, selection, columns, key, score_threshold)
@@ -284,7 +285,13 @@ def _categories(resources: Resources, ranking: Ranking) -> list[categories.Vote]
     best = [int(i) for i in ranking.item_ids[: categories.TOP]]
     docs = resources.catalog.documents(best)
     paths = [json.loads(docs[i][0]).get("category_path") or [] if i in docs else [] for i in best]
-    return categories.vote([[str(c) for c in p] for p in paths], [float(s) for s in ranking.similarity[: len(best)]])
+    settings = resources.settings
+    return categories.vote(
+        [[str(c) for c in p] for p in paths],
+        [float(s) for s in ranking.similarity[: len(best)]],
+        settings.category_vote_floor,
+        settings.category_min_evidence,
+    )
 
 
 def _check_page(page: int, page_size: int) -> None:

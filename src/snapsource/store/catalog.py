@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from snapsource.offer import OfferRecord
+from snapsource.store import titles
 from snapsource.store.sqlite import Database, write_file
 from snapsource.store.writer import Writer
 
@@ -314,19 +315,21 @@ class Catalog:
         return pairs
 
     def titled(self, keyword: str) -> list[int]:
-        """The item_ids of offers whose title holds every word of `keyword` (any case, any script,
-        anywhere in the title), sorted: SQLite's trigram index (offer_titles) or PostgreSQL's."""
-        words = keyword.split()
-        if not words:
+        """The item_ids of offers whose title holds every word of `keyword` as a word (any case, any
+        script: titles.py), sorted. LIKE narrows first (SQLite's trigram index offer_titles, or
+        PostgreSQL's pg_trgm); the word check is the same Python for both databases."""
+        if not keyword.split():
             return []
-        patterns = ["%" + w.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" for w in words]
+        patterns = [
+            "%" + w.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" for w in titles.narrowing(keyword)
+        ]
         if self.dialect == "postgresql":
-            where = " AND ".join("(doc::json ->> 'title') ILIKE ? ESCAPE '\\'" for _ in words)
-            query = f"SELECT item_id FROM offers WHERE {where} ORDER BY item_id"
+            where = " AND ".join("(doc::json ->> 'title') ILIKE ? ESCAPE '\\'" for _ in patterns) or "TRUE"
+            query = f"SELECT item_id, doc::json ->> 'title' FROM offers WHERE {where} ORDER BY item_id"
         else:
-            where = " AND ".join("title LIKE ? ESCAPE '\\'" for _ in words)
-            query = f"SELECT rowid FROM offer_titles WHERE {where} ORDER BY rowid"
-        return [row[0] for row in self.db.execute(query, patterns)]
+            where = " AND ".join("title LIKE ? ESCAPE '\\'" for _ in patterns) or "1"
+            query = f"SELECT rowid, title FROM offer_titles WHERE {where} ORDER BY rowid"
+        return [row[0] for row in self.db.execute(query, patterns) if titles.holds(row[1], keyword)]
 
     def facts(self, item_ids: list[int]) -> dict[int, OfferFacts]:
         out: dict[int, OfferFacts] = {}

@@ -51,7 +51,9 @@ def _search(resources: Resources, data: bytes) -> tuple[list[int], list[int], st
     paths = [
         [str(x) for x in json.loads(docs[c.item_id][0]).get("category_path") or []] if c.item_id in docs else [] for c in best
     ]
-    predicted = categories.predicted(categories.vote(paths, [c.similarity for c in best]))
+    settings = resources.settings
+    votes = categories.vote(paths, [c.similarity for c in best], settings.category_vote_floor, settings.category_min_evidence)
+    predicted = categories.predicted(votes)
     return [c.item_id for c in ranked], same, predicted, time.perf_counter() - started
 
 

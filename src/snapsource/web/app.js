@@ -1,10 +1,18 @@
 // The search page: a photo in (drop, paste, pick, URL), the API's own parameters as controls, offers out.
 // The page's address holds the search (never the token), so it can be shared and the Back button works.
 // Every search asks with explain=true: each card shows how alike it is, whether it is the same product,
-// and the offer's photo that matched; the predicted category is a chip that filters to it.
+// and the offer's photo that matched; the predicted category is a chip, named where the server has
+// names (GET /categories/{id}), that filters to it.
 "use strict";
 
 const FLAGS = ["is_factory", "verified_supplier", "support_dropshipping", "free_shipping", "new_arrival"];
+const FLAG_NAMES = {
+  is_factory: "factories only",
+  verified_supplier: "verified suppliers only",
+  support_dropshipping: "dropshipping only",
+  free_shipping: "free shipping only",
+  new_arrival: "new offers only",
+};
 const SORTS = ["default", "sales", "price_up", "price_down"];
 const PAGE_SIZE = 20;
 const TOKEN_KEY = "snapsource.token";
@@ -12,6 +20,7 @@ const TOKEN_KEY = "snapsource.token";
 const token = () => localStorage.getItem(TOKEN_KEY) || "";
 let current = null; // the state on screen
 let found = { regions: [], region: null }; // boxes of the last answer, [x1, y1, x2, y2] in photo pixels
+const categoryNames = new Map(); // cat_id -> {name, path}, or null when the server has no name for it
 
 // state <-> address -------------------------------------------------------------------------------
 
@@ -89,6 +98,7 @@ async function render(state) {
     $("results").replaceChildren();
     $("pager").hidden = true;
     $("category").hidden = true;
+    $("empty").hidden = true;
     showStatus(token() ? "" : "Enter your API token above (`snapsource token create`), then drop a photo.");
     return;
   }
@@ -105,6 +115,8 @@ async function render(state) {
       params: { apiToken: token(), page_size: String(PAGE_SIZE), explain: "true", ...params(state) },
     });
     if (state !== current) return; // a newer search started meanwhile
+    await categoryName(catId(data)); // the chip and the empty-state message name it
+    if (state !== current) return;
     found = { regions: data.regions || [], region: data.region || null };
     drawBoxes();
     showResults(data);
@@ -113,6 +125,7 @@ async function render(state) {
     $("results").replaceChildren();
     $("pager").hidden = true;
     $("category").hidden = true;
+    $("empty").hidden = true;
     showStatus(error.code === 401 ? `${error.message}. Set your API token above.` : error.message, true);
   } finally {
     document.body.removeAttribute("aria-busy");
@@ -121,11 +134,11 @@ async function render(state) {
 
 function showResults(data) {
   const pages = Math.max(1, Math.ceil(data.total_count / data.page_size));
-  showStatus(
-    data.total_count === 0
-      ? "No offers match: widen the price range, clear the title words or untick a filter."
-      : `${data.total_count} offers · page ${data.page} of ${pages}`,
-  );
+  if (data.total_count === 0) showEmpty();
+  else {
+    showStatus(`${data.total_count} offers · page ${data.page} of ${pages}`);
+    $("empty").hidden = true;
+  }
   showCategory(data);
   $("results").replaceChildren(...data.items.map(card));
   $("pager").hidden = data.total_count === 0;
@@ -134,22 +147,77 @@ function showResults(data) {
   $("page-info").textContent = `Page ${data.page} of ${pages}`;
 }
 
-/** The chip: the category asked for (a filter on: click to drop it), else the one predicted (click to filter). */
+/** Nothing found: name the filters that are on, the likely reason, with buttons that clear them. */
+function showEmpty() {
+  const filters = activeFilters(current);
+  showStatus(
+    filters.length === 0
+      ? "No offers look like this photo: click or draw a box around the product, or try another photo."
+      : filters.length === 1
+        ? `No offers match with this filter on: ${filters[0]}. It is the likely reason: clear it to see every offer like this photo.`
+        : `No offers match with these filters on: ${filters.join(", ")}. They are the likely reason: clear them to see every offer like this photo.`,
+  );
+  $("empty").hidden = filters.length === 0;
+  $("clear-category").hidden = !current.cat_id;
+  $("clear-filters").hidden = filters.length <= (current.cat_id ? 1 : 0); // the category alone: one button
+}
+
+/** The filters a state has on, in words ("category “Tees”", "price up to ¥20"); sort and box are not filters. */
+function activeFilters(state) {
+  const on = [];
+  if (state.cat_id) on.push(`category “${categoryNames.get(state.cat_id)?.name || state.cat_id}”`);
+  if (state.keyword) on.push(`title words “${state.keyword}”`);
+  if (state.price_start && state.price_end) on.push(`price ${money(state.price_start)}–${money(state.price_end)}`);
+  else if (state.price_start) on.push(`price from ${money(state.price_start)}`);
+  else if (state.price_end) on.push(`price up to ${money(state.price_end)}`);
+  for (const f of FLAGS) if (state.flags[f]) on.push(FLAG_NAMES[f]);
+  if (state.match === "same") on.push("same product only");
+  return on;
+}
+
+/** A state with every filter off (the photo, its box and the sort kept). */
+const unfiltered = (state) => ({
+  ...state, cat_id: "", keyword: "", price_start: "", price_end: "", match: "all",
+  flags: Object.fromEntries(FLAGS.map((f) => [f, false])), page: 1,
+});
+
+const catId = (data) => (data.cat_id === null || data.cat_id === undefined ? "" : String(data.cat_id));
+
+/** A category's {name, path} from the server (the `categories` setting), once per id; null: none known. */
+async function categoryName(id) {
+  if (!id) return null;
+  if (!categoryNames.has(id)) {
+    try {
+      const response = await fetch(`/categories/${encodeURIComponent(id)}`);
+      if (!response.ok) return null; // asked again next time
+      const body = await response.json();
+      categoryNames.set(id, body.name ? { name: body.name, path: body.path || body.name } : null);
+    } catch {
+      return null; // the chip shows the id
+    }
+  }
+  return categoryNames.get(id);
+}
+
+/** The chip: the category asked for (a filter on: click to drop it), else the one predicted (click to filter).
+ * It shows the category's name where the server knows it, with its path and id in the tooltip. */
 function showCategory(data) {
   const chip = $("category");
-  const id = data.cat_id === null || data.cat_id === undefined ? "" : String(data.cat_id);
+  const id = catId(data);
   const on = Boolean(current.cat_id);
   chip.hidden = !id;
   if (!id) return;
   const vote = (data.categories || []).find((v) => String(v.cat_id) === id);
+  const named = categoryNames.get(id);
   chip.dataset.catId = id;
   chip.classList.toggle("on", on);
   chip.setAttribute("aria-pressed", String(on));
-  chip.title = on
+  const action = on
     ? "Showing only this category: click to show every category"
     : `Predicted from the best matches${vote ? ` (${Math.round(vote.share * 100)}% of the vote)` : ""}: click to show only this category`;
+  chip.title = named ? `${named.path} (cat_id ${id})\n${action}` : action;
   $("category-label").textContent = on ? "Category" : "Looks like category";
-  $("category-id").textContent = id;
+  $("category-name").textContent = named ? named.name : id;
   $("category-x").hidden = !on;
 }
 
@@ -232,14 +300,20 @@ function svgRect(box, cls) {
 const regionParam = (box) => `${box[0]},${box[2]},${box[1]},${box[3]}`;
 const sameBox = (a, b) => a && b && a.every((v, i) => v === b[i]);
 
+const area = (box) => (box[2] - box[0]) * (box[3] - box[1]);
+
+/** The box searched ("used", never clicked: style.css) under the products found, the larger of
+ * those under the smaller: whatever overlaps, a click on a product's box reaches that box. */
 function drawBoxes() {
   const svg = $("boxes");
   const img = $("photo-img");
   if (!img.naturalWidth) return; // drawn again once the photo has loaded
   svg.setAttribute("viewBox", `0 0 ${img.naturalWidth} ${img.naturalHeight}`);
   svg.setAttribute("preserveAspectRatio", "none");
-  const boxes = found.regions.filter((b) => b[2] - b[0] < img.naturalWidth || b[3] - b[1] < img.naturalHeight);
-  if (found.region && !boxes.some((b) => sameBox(b, found.region))) boxes.push(found.region);
+  const boxes = found.regions
+    .filter((b) => b[2] - b[0] < img.naturalWidth || b[3] - b[1] < img.naturalHeight)
+    .sort((a, b) => area(b) - area(a));
+  if (found.region && !boxes.some((b) => sameBox(b, found.region))) boxes.unshift(found.region);
   svg.replaceChildren(
     ...boxes.map((box) => {
       const rect = svgRect(box, sameBox(box, found.region) ? "used" : "found");
@@ -417,6 +491,8 @@ function setUp() {
   $("prev").addEventListener("click", () => go({ ...current, page: Math.max(1, current.page - 1) }));
   $("next").addEventListener("click", () => go({ ...current, page: current.page + 1 }));
   $("whole").addEventListener("click", () => go({ ...current, region: "", page: 1 }));
+  $("clear-category").addEventListener("click", () => go({ ...current, cat_id: "", page: 1 }));
+  $("clear-filters").addEventListener("click", () => go(unfiltered(current)));
   $("again").addEventListener("click", () => go({ ...current, img_url: "", region: "", page: 1 }));
   $("photo-img").addEventListener("load", drawBoxes);
   window.addEventListener("popstate", () => render(stateFromUrl()));

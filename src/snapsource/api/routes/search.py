@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from snapsource import search
-from snapsource.api.deps import ResourcesDep, TokenDep, own_hosts, public_base
+from snapsource.api.deps import FLAG_VALUES, BlankIsAbsent, Flag, ResourcesDep, TokenDep, fraction, one_of, own_hosts, public_base
 from snapsource.api.routes.uploads import IMAGE_BODY, read_image
 from snapsource.api.schemas import ERROR_RESPONSES, SearchResponse, UploadSearchResponse
 from snapsource.errors import envelope
 from snapsource.resources import Resources
 from snapsource.search import queries
 
-router = APIRouter()
+router = APIRouter(route_class=BlankIsAbsent)  # `name=` is `name` left out, for every parameter here
+
+ONLY = f"({FLAG_VALUES}; false, empty or left out: any offer)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,21 +42,26 @@ async def search_params(  # async: validation only, no thread hop
     sort: Annotated[search.Sort, Query(description="default (similarity), sales, price_up, price_down")] = search.Sort.default,
     price_start: Annotated[str | None, Query(description="Minimum price (decimal string)")] = None,
     price_end: Annotated[str | None, Query(description="Maximum price (decimal string)")] = None,
-    support_dropshipping: Annotated[bool, Query(description="Only offers that support dropshipping")] = False,
-    is_factory: Annotated[bool, Query(description="Only offers from factories")] = False,
-    verified_supplier: Annotated[bool, Query(description="Only verified suppliers")] = False,
-    free_shipping: Annotated[bool, Query(description="Only offers with free shipping")] = False,
-    new_arrival: Annotated[bool, Query(description="Only new offers")] = False,
+    support_dropshipping: Annotated[Flag, Query(description=f"Only offers that support dropshipping {ONLY}")] = False,
+    is_factory: Annotated[Flag, Query(description=f"Only offers from factories {ONLY}")] = False,
+    verified_supplier: Annotated[Flag, Query(description=f"Only verified suppliers {ONLY}")] = False,
+    free_shipping: Annotated[Flag, Query(description=f"Only offers with free shipping {ONLY}")] = False,
+    new_arrival: Annotated[Flag, Query(description=f"Only new offers {ONLY}")] = False,
     cat_id: Annotated[
         str | None,
-        Query(max_length=64, description="Keep offers in this category or below it (an id of their category_path)"),
+        Query(
+            max_length=64,
+            description="Keep offers in this category or below it: a category id, a whole number such as 1031887 "
+            "(an id of their category_path), or a category name where the catalog's paths hold names",
+        ),
     ] = None,
     keyword: Annotated[
         str | None,
         Query(
             max_length=search.filters.MAX_KEYWORD,
-            description="Keep offers whose title holds every word of this (any case; Chinese and Latin alike), "
-            "as 1688's search within image results; echoed in data.keyword",
+            description="Keep offers whose title holds every word of this as a whole word, in any case (in Chinese, "
+            "Japanese and other scripts written without spaces: anywhere), as 1688's search within image results; "
+            "echoed in data.keyword",
         ),
     ] = None,
     region: Annotated[
@@ -65,28 +72,33 @@ async def search_params(  # async: validation only, no thread hop
         ),
     ] = None,
     group_same: Annotated[
-        bool, Query(description="Fold offers with near-identical main photos (relistings) into the best one")
+        Flag,
+        Query(description=f"Fold offers with near-identical main photos (relistings) into the best one ({FLAG_VALUES})"),
     ] = False,
     match: Annotated[
-        str,
+        Literal["all", "same"],
+        one_of("all", "same"),
         Query(
-            pattern="^(all|same)$",
             description="all: every offer over the threshold; same: only offers that are the same product "
             "(a geometric match with the photo, or a near-copy of one of their photos)",
         ),
     ] = "all",
     score_threshold: Annotated[
         float | None,
+        fraction(),
         Query(ge=0, le=1, description="Keep offers whose photo is at least this similar to the query (cosine, 0-1)"),
     ] = None,
     explain: Annotated[
-        bool,
-        Query(description="Add each item's similarity (0-1), match (same or similar) and matched_img (its photo that matched)"),
+        Flag,
+        Query(
+            description="Add each item's similarity (0-1), match (same or similar) and matched_img (its photo that matched), "
+            f"and data.categories ({FLAG_VALUES})"
+        ),
     ] = False,
     regions: Annotated[
-        str | None,
+        Literal["all"] | None,
+        one_of("all"),
         Query(
-            pattern="^all$",
             description="all: also search every product found in the photo (data.regions), each box as region= "
             "would, and answer their first pages in data.groups",
         ),
@@ -133,6 +145,7 @@ def search_image(
     ],
     params: ParamsDep,
 ) -> JSONResponse:
+    _check_category(resources, params)
     resources.index.refresh()
     photo = query = queries.from_img_url(resources, img_url, own_hosts(request))
     if params.region:
@@ -150,6 +163,7 @@ def search_image(
 )
 async def search_image_upload(request: Request, resources: ResourcesDep, _token: TokenDep, params: ParamsDep) -> JSONResponse:
     """The photo is kept like an upload: `data.image_url` searches it again (later pages) with GET."""
+    await run_in_threadpool(_check_category, resources, params)
     data = await read_image(request, resources.settings.max_image_bytes)
     resources.index.refresh()
     photo = query = await run_in_threadpool(queries.from_bytes, resources, data)
@@ -157,6 +171,12 @@ async def search_image_upload(request: Request, resources: ResourcesDep, _token:
         query = await run_in_threadpool(queries.in_region, resources, query, params.region)
     page = await run_in_threadpool(_answer, request, resources, photo, query, params)
     return JSONResponse(envelope(200, "success", {**page, "image_url": query.image_url}))
+
+
+def _check_category(resources: Resources, params: SearchParams) -> None:
+    """A bad cat_id is refused before the photo is fetched or stored (ranking.run checks it again,
+    for every caller): it needs the catalog's category names, so not in search_params."""
+    search.filters.check_category(params.filters.cat_id, resources.columns.current().categories)
 
 
 def _answer(

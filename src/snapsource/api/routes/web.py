@@ -36,6 +36,14 @@ def sample_photo(resources: ResourcesDep) -> dict[str, str | None]:
     return {"img_url": f"/img/{image.name}" if image else None}
 
 
+@router.get("/categories/{cat_id}")
+def category_name(cat_id: str, resources: ResourcesDep) -> dict[str, str | None]:
+    """A category id's name and path for the search page's chip (the `categories` setting's file),
+    public as /sample is; unknown ids answer nulls and the page shows the id."""
+    found = resources.category_names.get(cat_id)
+    return {"cat_id": cat_id, "name": found.name if found else None, "path": found.path if found else None}
+
+
 @router.get("/console")
 def console_page() -> FileResponse:
     return FileResponse(WEB / "console.html", headers=HEADERS)
