@@ -6,6 +6,7 @@ The limits live in SQLite, so they are tested across two worker processes as wel
 from __future__ import annotations
 
 import datetime as dt
+import os
 import subprocess
 import sys
 import time
@@ -68,7 +69,8 @@ def test_expired_and_revoked_tokens(api, resources):
     revoked = resources.tokens.create("to-revoke")
     assert call(revoked).status_code == 200
     assert resources.tokens.revoke("to-revoke") == 1
-    envelope(call(revoked), 401, "not valid")
+    envelope(call(revoked), 401, "was revoked on")
+    envelope(call("ss_never-made"), 401, "not valid")
 
 
 def test_rate_limit_answers_503_with_retry_after(api, resources):
@@ -141,6 +143,25 @@ def test_admin_api_creates_lists_revokes_and_reports(api, resources):
     envelope(api.post("/admin/tokens", headers=headers, json={"name": "bad", "quota": 0}), 422, "quota")
 
 
+def test_admin_api_creates_tokens_with_scopes(api, resources):
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    made = envelope(api.post("/admin/tokens", headers=headers, json={"name": "cat", "scopes": ["catalog"]}), 200)["data"]
+    assert made["scopes"] == ["catalog"]
+    assert api.get("/catalog/offers", params={"apiToken": made["token"]}).status_code == 200
+    envelope(searcher(api, resources)(made["token"]), 401, "catalog API only")
+    both = envelope(
+        api.post("/admin/tokens", headers=headers, json={"name": "both", "scopes": ["search", "catalog", "search"]}), 200
+    )
+    assert both["data"]["scopes"] == ["search", "catalog"]
+    plain = envelope(api.post("/admin/tokens", headers=headers, json={"name": "plain"}), 200)["data"]
+    assert plain["scopes"] == ["search"]
+    listed = envelope(api.get("/admin/tokens", headers=headers), 200)["data"]["tokens"]
+    assert next(t for t in listed if t["id"] == made["id"])["scopes"] == ["catalog"]
+    envelope(api.post("/admin/tokens", headers=headers, json={"name": "x", "scopes": ["admin"]}), 422, "unknown scope 'admin'")
+    envelope(api.post("/admin/tokens", headers=headers, json={"name": "x", "scopes": []}), 422, "scopes")
+    envelope(api.post("/admin/tokens", headers=headers, json={"name": "x", "scopes": "catalog"}), 422, "scopes")
+
+
 def test_admin_api_refuses_what_it_cannot_store(api):
     """Found by the schema fuzzer: each of these was a 500 or was taken as something else."""
     headers = {"X-Admin-Key": ADMIN_KEY}
@@ -172,6 +193,10 @@ def test_cli_token_options_list_and_usage(tmp_path):
             "3",
             "--expires",
             "2030-01-31",
+            "--scope",
+            "catalog",
+            "--scope",
+            "search",
             "--data",
             str(tmp_path),
         ],
@@ -182,6 +207,11 @@ def test_cli_token_options_list_and_usage(tmp_path):
     listed = subprocess.run([*cli, "list", "--json", "--data", str(tmp_path)], capture_output=True, text=True)
     assert '"quota": 100' in listed.stdout and '"expires_at": "2030-01-31"' in listed.stdout
     assert made.stdout.strip() not in listed.stdout
+    assert '"scopes": ["catalog", "search"]' in listed.stdout
+    table = subprocess.run(
+        [*cli, "list", "--data", str(tmp_path)], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}
+    )
+    assert "scopes" in table.stdout and "catalog,search" in table.stdout
     usage = subprocess.run([*cli, "usage", "--data", str(tmp_path)], capture_output=True, text=True)
     assert usage.returncode == 0
     bad = subprocess.run(

@@ -8,6 +8,7 @@ guarded fetcher reach it), inline as data: URIs, or as /img/ paths of stored pho
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import functools
 import http.server
 import json
@@ -22,6 +23,8 @@ import pytest
 from conftest import LUMA, luma_offers, open_resources, profile_settings, serve_workers
 from snapsource.api.app import create_app
 from snapsource.ingest import jobs
+from snapsource.ingest.pipeline import ingest
+from snapsource.ingest.rows import JsonLines
 from snapsource.tools.loopback import serve
 
 pytestmark = pytest.mark.profiles
@@ -74,14 +77,57 @@ def test_who_may_change_the_catalog(world):
     cataloguing = resources.tokens.create("cataloguing", scopes=["catalog"])
     nobody = client.get("/catalog/offers")
     assert nobody.status_code == 401 and "admin key or a token with the catalog scope" in nobody.json()["msg"]
-    wrong = client.get("/catalog/offers", params={"apiToken": searching})
-    assert wrong.status_code == 401 and "--scope catalog" in wrong.json()["msg"]
+    wrong = client.get("/catalog/offers", params={"apiToken": searching})  # a read as well as a write
+    assert (
+        wrong.status_code == 403 and "lacks the catalog scope" in wrong.json()["msg"] and "--scope catalog" in wrong.json()["msg"]
+    )
+    unknown = client.get("/catalog/offers", params={"apiToken": "ss_never-made"})
+    assert unknown.status_code == 401 and "not valid" in unknown.json()["msg"]
     assert client.get("/catalog/offers", params={"apiToken": cataloguing}).status_code == 200
     assert client.get("/catalog/offers", headers={"Authorization": f"Bearer {cataloguing}"}).status_code == 200
     assert client.get("/catalog/offers", headers=ADMIN).status_code == 200
     # a catalog-only token does not search
     refused = client.get("/1688/search/image", params={"apiToken": cataloguing, "img_url": "/img/x.jpg"})
     assert refused.status_code == 401 and "catalog API only" in refused.json()["msg"]
+    revoked = resources.tokens.create("cataloguing-revoked", scopes=["catalog"])
+    resources.tokens.revoke("cataloguing-revoked")
+    gone = client.get("/catalog/offers", headers={"Authorization": f"Bearer {revoked}"})
+    assert gone.status_code == 401 and "was revoked on" in gone.json()["msg"]
+
+
+def test_catalog_tokens_have_the_limits_and_metering_of_search(world):
+    """Expiry, quota and rate as on search (439, 439, 503 with Retry-After), and every call counted."""
+    resources, client, _ = world
+    offer = luma_offers()[30]
+    item_id = offer["item_id"]
+    expired = resources.tokens.create("catalog-expired", scopes=["catalog"], expires=dt.date(2020, 1, 1))
+    refused = client.post("/catalog/offers/delete", json={"item_ids": [item_id]}, params={"apiToken": expired})
+    assert refused.status_code == 439 and "expired on 2020-01-01" in refused.json()["msg"], refused.text
+    assert refused.json()["data"] is None
+
+    quota = resources.tokens.create("catalog-quota", scopes=["catalog"], quota=2)
+    assert [client.get("/catalog/offers", params={"apiToken": quota}).status_code for _ in range(2)] == [200, 200]
+    over = client.get("/catalog/offers", params={"apiToken": quota})
+    assert over.status_code == 439 and "all 2 calls are used" in over.json()["msg"]
+    assert resources.tokens.info(quota).calls_used == 2
+
+    slow = resources.tokens.create("catalog-qps", scopes=["catalog"], qps=0.5)
+    assert client.get("/catalog/offers", params={"apiToken": slow}).status_code == 200
+    limited = client.get("/catalog/offers", params={"apiToken": slow})
+    assert limited.status_code == 503 and "concurrency limit exceeded" in limited.json()["msg"]
+    assert int(limited.headers["Retry-After"]) >= 1
+
+    plain = resources.tokens.create("catalog-metered", scopes=["catalog"])  # no limits: counted all the same
+    assert client.get("/catalog/offers", headers={"Authorization": f"Bearer {plain}"}).status_code == 200
+    assert client.get(f"/catalog/offers/{2**62}", params={"apiToken": plain}).status_code == 404
+    assert resources.tokens.info(plain).calls_used == 2
+    usage = {(u["endpoint"], u["calls"], u["errors"]) for u in resources.tokens.usage(name="catalog-metered")}
+    assert usage == {("/catalog/offers", 1, 0), ("/catalog/offers/{item_id:int}", 1, 1)}
+
+    before = {t.id: t.calls_used for t in resources.tokens.list()}
+    for _ in range(3):  # the admin key: unlimited and not a token
+        assert client.get("/catalog/offers", headers=ADMIN).status_code == 200
+    assert {t.id: t.calls_used for t in resources.tokens.list()} == before
 
 
 def test_a_batch_is_answered_row_by_row_and_searchable_at_once(world):
@@ -118,9 +164,33 @@ def test_a_batch_is_answered_row_by_row_and_searchable_at_once(world):
     # the stored offer: the inline photo became its stored path, and every photo has a vector
     stored = client.get(f"/catalog/offers/{offers[1]['item_id']}", headers=ADMIN).json()["data"]
     assert stored["offer"]["img"].startswith("/img/") and stored["images"][0]["embedded"] is True
+    # every photo of the offer is listed, the one that failed too (not embedded)
+    failing = client.get(f"/catalog/offers/{offers[3]['item_id']}", headers=ADMIN).json()["data"]
+    assert [(p["source"], p["embedded"]) for p in failing["images"]] == [
+        (photos + offers[3]["img"], True),
+        (photos + "no-such-photo.jpg", False),
+    ]
+    assert failing["images"][1]["img"] is None
     # sent back as it was read: unchanged; a new price: updated
     again = client.post("/catalog/offers", json=[stored["offer"], dict(batch[0], price="9.99")], headers=ADMIN).json()
     assert [r["result"] for r in again["data"]["results"]] == ["unchanged", "updated"]
+
+
+def test_an_offer_of_snapsource_ingest_is_sent_back_unchanged(world, tmp_path):
+    """Photos of a catalog file are paths on the server's disk: the stored offer names them by
+    their /img/ paths, which the API takes back."""
+    resources, client, _ = world
+    offers = luma_offers()[70:72]
+    path = tmp_path / "catalog.jsonl"
+    path.write_text("\n".join(json.dumps(o) for o in offers) + "\n")
+    report = ingest(resources, JsonLines(path, base_dir=LUMA.parent))
+    assert report.added == 2
+    stored = client.get(f"/catalog/offers/{offers[0]['item_id']}", headers=ADMIN).json()["data"]
+    assert stored["offer"]["img"].startswith("/img/")
+    assert all(p["embedded"] and p["img"] for p in stored["images"])
+    assert ingest(resources, JsonLines(path, base_dir=LUMA.parent)).unchanged == 2  # the file again: unchanged
+    again = client.post("/catalog/offers", json=[stored["offer"]], headers=ADMIN).json()
+    assert [r["result"] for r in again["data"]["results"]] == ["unchanged"]
 
 
 def test_offers_listed_by_change_and_deleted(world):
@@ -156,8 +226,17 @@ def test_json_lines_bodies_and_limits(world, tmp_path):
     assert answer.json()["data"]["counts"]["added"] == 2
     broken = client.post("/catalog/offers", content="[{", headers={**ADMIN, "Content-Type": "application/json"})
     assert broken.status_code == 422 and "not JSON" in broken.json()["msg"]
-    shapeless = client.post("/catalog/offers", json=[{"item_id": 1}, [None]], headers=ADMIN)
-    assert shapeless.status_code == 422 and "offer 2 of the batch is not a JSON object" in shapeless.json()["msg"]
+    # a row that cannot be an offer is rejected with the reason; the others go on
+    shapeless = client.post("/catalog/offers", json=[by_url(offers[0], photos), 42], headers=ADMIN).json()
+    assert [(r["row"], r["result"]) for r in shapeless["data"]["results"]] == [(1, "unchanged"), (2, "rejected")]
+    assert "offer 2 of the batch is not a JSON object" in shapeless["data"]["results"][1]["reason"]
+    bad_line = lines.replace("\n", "\n{not json\n", 1)
+    answer = client.post("/catalog/offers", content=bad_line, headers={**ADMIN, "Content-Type": "application/x-ndjson"})
+    results = answer.json()["data"]["results"]
+    assert [r["result"] for r in results] == ["unchanged", "rejected", "unchanged"]
+    assert "line 2 of the JSON Lines body: not valid JSON" in results[1]["reason"]
+    nothing = client.post("/catalog/offers", content="hello\nworld", headers={**ADMIN, "Content-Type": "application/x-ndjson"})
+    assert nothing.status_code == 422 and "not JSON Lines" in nothing.json()["msg"]
     empty = client.post("/catalog/offers", json=[], headers=ADMIN)
     assert empty.status_code == 422 and "no offers" in empty.json()["msg"]
     limit = resources.settings.catalog_max_offers
@@ -192,6 +271,7 @@ def test_import_jobs_from_an_upload_and_a_url(world, tmp_path):
     assert job["counts"]["rows"] == 6 and job["counts"]["added"] == 4 and job["counts"]["rejected"] == 1
     assert job["counts"]["skipped"] == 1 and job["rows_done"] == job["rows_total"] == 6 and job["progress"] == 1.0
     assert [p["row"] for p in job["problems"]] == [5, 6] and "a path on the server" in job["problems"][1]["reason"]
+    assert job["format"] == "jsonl"  # found from the content, and kept
     assert found_first(client, token, photos + offers[2]["img"]) == offers[2]["item_id"]
     listed = client.get("/catalog/imports", headers=ADMIN).json()["data"]["jobs"]
     assert job["id"] in [j["id"] for j in listed]
@@ -211,6 +291,50 @@ def test_import_jobs_from_an_upload_and_a_url(world, tmp_path):
     assert not_a_catalog.status_code == 422
     no_body = client.post("/catalog/imports", json={}, headers=ADMIN)
     assert no_body.status_code == 422 and "multipart" in no_body.json()["msg"]
+    assert "`url` is required" in no_body.json()["msg"] and "validation error" not in no_body.json()["msg"]
+    ftp = client.post("/catalog/imports", json={"url": "ftp://files.example.com/x.csv"}, headers=ADMIN)
+    assert ftp.status_code == 422 and "`url` must be an http(s) URL" in ftp.json()["msg"]
+    unknown = client.post("/catalog/imports", files={"file": ("x.txt", b"hello there\nworld\n")}, headers=ADMIN)
+    assert (
+        unknown.status_code == 422 and "the `format` field" in unknown.json()["msg"] and "--format" not in unknown.json()["msg"]
+    )
+
+
+def test_a_shop_export_job_counts_products(world):
+    """rows_done and rows_total both count products (rows of the catalog), not the file's lines;
+    the format found from the content is the job's."""
+    resources, client, photos = world
+    from test_formats import shopify_classic
+
+    export = shopify_classic(photos + "images/").encode()
+    started = client.post("/catalog/imports", files={"file": ("products_export.csv", export)}, headers=ADMIN)
+    assert started.status_code == 200 and started.json()["data"]["format"] == "shopify"
+    job = wait_for_job(client, started.json()["data"]["id"])
+    assert job["status"] == "done", job
+    assert job["rows_done"] == job["rows_total"] == job["counts"]["rows"] == 3 and job["progress"] == 1.0
+    assert job["counts"]["added"] + job["counts"]["unchanged"] == 2 and job["format"] == "shopify"
+
+
+def test_an_upload_without_offers_is_refused(world):
+    _, client, _ = world
+    empty = client.post("/catalog/imports", files={"file": ("empty.csv", b"")}, headers=ADMIN)
+    assert empty.status_code == 422 and empty.json()["code"] == 422 and "empty" in empty.json()["msg"]
+    header = client.post("/catalog/imports", files={"file": ("offers.csv", b"item_id,title,img,price\n")}, headers=ADMIN)
+    assert header.status_code == 422 and "has no offers" in header.json()["msg"]
+    listed = client.get("/catalog/imports", headers=ADMIN).json()["data"]["jobs"]
+    assert not [j for j in listed if j["source"] in ("empty.csv", "offers.csv")]  # no job was made
+
+
+def test_messages_say_what_the_body_must_be(world):
+    _, client, photos = world
+    for body in (b"[1, 2]", b"not json", b'{"ids": [1]}', b'{"item_ids": ["x"]}'):
+        answer = client.post("/catalog/offers/delete", content=body, headers={**ADMIN, "Content-Type": "application/json"})
+        assert answer.status_code == 422 and answer.json()["code"] == 422
+        assert '{"item_ids": [<item_id>, ...]}' in answer.json()["msg"], answer.json()
+    blob = "QUJD" * 3000  # a raw base64 photo without its data: head, 12 KB
+    offer = dict(luma_offers()[80], img=blob, images=[], price="cheap")
+    answer = client.post("/catalog/offers", json=[offer, dict(luma_offers()[81], img=blob, images=[])], headers=ADMIN).json()
+    assert all(len(r["reason"]) < 400 for r in answer["data"]["results"]), answer
 
 
 def wait_found(url: str, token: str, img: str, item_id: int, present: bool, timeout: float = 15.0) -> float:

@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, Page, expect
 from conftest import luma_offers, open_resources
 from snapsource.api.app import create_app
 from snapsource.ingest import jobs
+from snapsource.ingest.formats.mapping import load_mapping
 from snapsource.tools.loopback import serve
 from test_catalog_api import photo_server
 from test_web import browser  # noqa: F401 - the headless Chromium fixture
@@ -82,6 +83,12 @@ def test_import_look_up_and_delete(browser: Browser, world, tmp_path):  # noqa: 
     expect(page.locator(".tabs a[data-view=catalog]")).to_have_attribute("aria-current", "page")
     expect(page.locator("#jobs-empty")).to_be_visible()  # an empty catalog: no imports yet
 
+    # the mapping's placeholder is a real mapping: {"columns": {column: field}}, as the importer reads it
+    placeholder = json.loads(page.locator("#import-mapping").get_attribute("placeholder"))
+    assert placeholder["columns"]["SKU"] == "item_id", placeholder
+    assert set(placeholder["columns"].values()) >= {"item_id", "title", "price", "img"}
+    load_mapping(placeholder)  # the importer takes it as it is
+
     # a file that is no catalog: the envelope's msg, shown as an error
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"\x00\x01\x02")
@@ -116,6 +123,10 @@ def test_import_look_up_and_delete(browser: Browser, world, tmp_path):  # noqa: 
     listed = page.locator(f"#jobs tr[data-job-id='{job_id}']")  # the recent jobs, read again when it ended
     expect(listed).to_contain_text("done")
     expect(listed.locator("td").nth(3)).to_have_text("3 / 3")
+    headers = page.locator("#jobs thead th").all_text_contents()
+    assert headers[4:9] == ["Added", "Updated", "Unchanged", "Rejected", "Skipped"], headers
+    for name, n in {"added": "2", "updated": "0", "unchanged": "0", "rejected": "1", "skipped": "0"}.items():
+        expect(listed.locator(f"td[data-count={name}]")).to_have_text(n)
     expect(page.locator("#jobs-empty")).to_be_hidden()
 
     # the lookup: title, price, category and the photos, each embedded
@@ -124,7 +135,8 @@ def test_import_look_up_and_delete(browser: Browser, world, tmp_path):  # noqa: 
     page.press("#lookup-id", "Enter")
     expect(page.locator("#offer")).to_be_visible()
     expect(page.locator("#offer-title")).to_have_text(first["title"])
-    expect(page.locator("#offer-price")).to_contain_text(f"¥{first['price']}")
+    expect(page.locator("#offer-price")).to_contain_text(first["price"])  # no currency in the schema: no symbol
+    assert "¥" not in page.locator("#offer-price").text_content()
     expect(page.locator("#offer-category")).to_have_text(" › ".join(first["category_path"]))
     photos_shown = page.locator("#offer-photos li")
     expect(photos_shown).to_have_count(len(distinct[0]))

@@ -60,6 +60,8 @@ class World:
     token: str
     expired: str
     limited: str  # its one call per 1000 s already spent
+    catalog_expired: str  # the same two with the catalog scope
+    catalog_limited: str
     img_url: str
 
 
@@ -157,6 +159,27 @@ CASES: dict[tuple[str, str, int], Case] = {
         for method, path in CATALOG_ROUTES
     },
     **{
+        (method, path, 403): Case(
+            lambda w, m=method, p=path: w.api.request(m, p.format(item_id=1, job_id="x"), params={"apiToken": w.token}),
+            "lacks the catalog scope",
+        )
+        for method, path in CATALOG_ROUTES
+    },
+    **{
+        (method, path, 439): Case(
+            lambda w, m=method, p=path: w.api.request(m, p.format(item_id=1, job_id="x"), params={"apiToken": w.catalog_expired}),
+            "expired on",
+        )
+        for method, path in CATALOG_ROUTES
+    },
+    **{  # the routes that write answer 503 for a busy writer too: those cases come below
+        (method, path, 503): Case(
+            lambda w, m=method, p=path: w.api.request(m, p.format(item_id=1, job_id="x"), params={"apiToken": w.catalog_limited}),
+            "concurrency limit exceeded",
+        )
+        for method, path in CATALOG_ROUTES
+    },
+    **{
         (method, path, 500): Case(
             lambda w, m=method, p=path: w.broken.request(m, p.format(item_id=1, job_id="x"), params={"apiToken": "x"}),
             "Unexpected error",
@@ -238,6 +261,8 @@ def stale_resources(tmp_path_factory):
 def world(admin_resources, stale_resources, resources, token) -> Iterator[World]:
     limited = resources.tokens.create("errors-limited", qps=0.001)
     resources.tokens.admit(limited)  # spends the bucket: the next call is refused for 1000 s
+    catalog_limited = resources.tokens.create("errors-catalog-limited", qps=0.001, scopes=["catalog"])
+    resources.tokens.admit(catalog_limited, "catalog")
     broken = dataclasses.replace(admin_resources, tokens=FailingTokens())
     with (
         serve(create_app(resources=admin_resources)) as api_url,
@@ -259,6 +284,10 @@ def world(admin_resources, stale_resources, resources, token) -> Iterator[World]
             token=token,
             expired=resources.tokens.create("errors-expired", expires=dt.date.today() - dt.timedelta(days=1)),
             limited=limited,
+            catalog_expired=resources.tokens.create(
+                "errors-catalog-expired", expires=dt.date.today() - dt.timedelta(days=1), scopes=["catalog"]
+            ),
+            catalog_limited=catalog_limited,
             img_url=main_image_url(resources, luma_offers()[0]),
         )
 

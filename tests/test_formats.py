@@ -180,6 +180,7 @@ def test_csv_with_catalog_field_headers(tmp_path, photos):
     assert report.added == 2 and report.rejected == 1, report.problems
     assert list(problems(report)) == [5]  # line 1 header, 2-4 the first row, 5 the second
     assert "column 'price' = 'cheap': not a price" in problems(report)[5]
+    assert [p.item_id for p in report.problems if p.row == 5] == [502]  # its item_id was readable: kept
     doc, shown = stored(resources, 501)
     assert doc["price"] == "60.20" and doc["price_info"] == {"sale_price": "60.20", "origin_price": "63.99"}
     assert doc["category_path"] == ["Women", "Tops", "Bras"] and doc["shop_info"]["company_name"] == "Luma"
@@ -449,3 +450,17 @@ def test_cli_ingest_takes_format_and_mapping(tmp_path, photos):
     unmapped = subprocess.run([*cli, "--data", str(tmp_path / "new")], capture_output=True, text=True, env=env)
     assert unmapped.returncode == 2 and "no column for item_id" in unmapped.stderr and "--mapping" in unmapped.stderr
     assert not (tmp_path / "new").exists()
+    found = subprocess.run(
+        [*cli, "--mapping", str(mapping), "--data", str(tmp_path / "d2")], capture_output=True, text=True, env=env
+    )
+    assert found.returncode == 0 and "format: csv (found from the content" in found.stderr, found.stderr
+
+    header_only = tmp_path / "empty.csv"
+    header_only.write_text("item_id,title,img,price\n")
+    empty = subprocess.run(
+        [sys.executable, "-m", "snapsource", "ingest", str(header_only), "--data", str(tmp_path / "e")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert empty.returncode != 0 and "nothing imported" in empty.stderr, empty.stderr

@@ -268,6 +268,7 @@ def test_console_creates_and_revokes_a_token(browser, site):
     assert secret.startswith("ss_")
     row = console.locator("#tokens tbody tr", has_text="web-console")
     expect(row).to_have_count(1)
+    expect(row.locator("td.scopes")).to_have_text("search")  # the form's default scope
     token_id = row.get_attribute("data-token-id")
 
     # the new token works
@@ -285,7 +286,15 @@ def test_console_creates_and_revokes_a_token(browser, site):
     console.locator(f"#tokens tr[data-token-id='{token_id}'] button.revoke").click()
     expect(console.locator(f"#tokens tr[data-token-id='{token_id}']")).to_have_class("revoked")
     refused = httpx.post(f"{site}/1688/tools/image/upload", params={"apiToken": secret}, files={"file": ("p.jpg", b"x")})
-    assert refused.status_code == 401
+    assert refused.status_code == 401 and "revoked" in refused.json()["msg"]
+
+    # a token for the catalog API only, by the form's scope choice
+    console.fill("#create-form [name=name]", "web-catalog")
+    console.select_option("#create-form [name=scopes]", "catalog")
+    console.click("#create-form button")
+    expect(console.locator("#tokens tbody tr", has_text="web-catalog").locator("td.scopes")).to_have_text("catalog")
+    catalog_secret = console.locator("#secret-value").text_content()
+    assert httpx.get(f"{site}/catalog/offers", params={"apiToken": catalog_secret}).status_code == 200
     context.close()
 
 

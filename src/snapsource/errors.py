@@ -3,7 +3,8 @@
 TMAPI reports failures with the HTTP status and the same number in ``code``; ``data`` is null.
 
     ApiError (500)
-    ├── Unauthorized (401)       missing or wrong apiToken (or admin key)
+    ├── Unauthorized (401)       missing, unknown or revoked apiToken (or admin key)
+    ├── Forbidden (403)          a valid token without the scope the API needs
     ├── NotFound (404)           no such image or token
     ├── ParameterError (422)     bad query parameter or image
     ├── QuotaExceeded (439)      subscription expired or balance insufficient
@@ -37,6 +38,11 @@ class ApiError(Exception):
 class Unauthorized(ApiError):
     status = 401
     default_msg = "Invalid apiToken: pass a valid token as the apiToken query parameter"
+
+
+class Forbidden(ApiError):
+    status = 403
+    default_msg = "This token lacks the scope this API needs"
 
 
 class NotFound(ApiError):

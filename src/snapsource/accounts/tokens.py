@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from snapsource.errors import ConcurrencyLimit, QuotaExceeded, Unauthorized
+from snapsource.errors import ConcurrencyLimit, Forbidden, QuotaExceeded, Unauthorized
 from snapsource.store.catalog import Catalog
 from snapsource.store.tokens import Metering, TokenInfo, TokenTable
 
@@ -154,7 +154,7 @@ class Tokens:
 
     # calls ---------------------------------------------------------------------------------------
     def allows(self, token: str | None, scope: str) -> bool:
-        """An active token with this scope (the catalog API's check; it is not metered)."""
+        """An active token with this scope (limits aside; calls are checked by `admit`)."""
         if not token:
             return False
         found = self.table.info(self.digest(token))
@@ -164,23 +164,40 @@ class Tokens:
         """Known and not revoked (limits aside): the check that comes before any other."""
         return self._find(token) is not None
 
-    def admit(self, token: str | None) -> Lease:
-        """Check the token and its limits and count the call, in one transaction shared by all
-        processes; raise the TMAPI error (401, 439, 503) that says why not."""
+    def refusal(self, token: str | None) -> Unauthorized:
+        """Why this token is not valid: missing, revoked (when the store knows it) or unknown."""
+        if not token:
+            return Unauthorized("apiToken is missing")
+        known = self.table.info(self.digest(token))
+        if known is not None and known.revoked_at:
+            return Unauthorized(f"this apiToken was revoked on {known.revoked_at[:10]}: create a new one")
+        return Unauthorized("apiToken is not valid: check it or create one with `snapsource token create`")
+
+    def admit(self, token: str | None, scope: str = "search") -> Lease:
+        """Check the token, its scope and its limits and count the call, in one transaction shared
+        by all processes; raise the TMAPI error (401, 403, 439, 503) that says why not. The search
+        API answers a token without the search scope with 401, as TMAPI knows no 403."""
         if not token:
             raise Unauthorized("apiToken is missing")
         digest = self.digest(token)
         found = self.table.active(digest)
-        if found is not None and hmac.compare_digest(found.hash, digest) and "search" not in found.scopes.split():
-            raise Unauthorized("this apiToken is for the catalog API only: create one with the search scope")
-        if found is not None and hmac.compare_digest(found.hash, digest) and found.unlimited:
+        if found is None or not hmac.compare_digest(found.hash, digest):
+            raise self.refusal(token)
+        if scope not in found.scopes.split():
+            if scope == "search":
+                raise Unauthorized("this apiToken is for the catalog API only: create one with the search scope")
+            raise Forbidden(
+                f"this token lacks the {scope} scope (it has {', '.join(found.scopes.split())}): "
+                f"create one with `snapsource token create --scope {scope}`"
+            )
+        if found.unlimited:
             _check_expiry(found.expires_at)
             return Lease(found.id, None, counted=False)  # no limit to check: nothing to write now
         now = time.time()
         with self.table.admission(digest) as call:  # raising refuses the call and undoes its writes
             limits = call.token
             if limits is None or not hmac.compare_digest(limits.hash, digest):
-                raise Unauthorized("apiToken is not valid: check it or create one with `snapsource token create`")
+                raise self.refusal(token)  # revoked since it was read
             _check_expiry(limits.expires_at)
             if limits.quota is not None and limits.calls_used >= limits.quota:
                 raise QuotaExceeded(f"Subscription expired or insufficient balance: all {limits.quota} calls are used")

@@ -12,7 +12,6 @@ from fastapi.routing import APIRoute
 from pydantic import BeforeValidator
 from pydantic_core import PydanticCustomError
 
-from snapsource.errors import Unauthorized
 from snapsource.resources import Resources
 
 
@@ -22,10 +21,9 @@ async def get_resources(request: Request) -> Resources:  # async: no thread hop 
 
 def check_token(request: Request, token: str | None) -> None:
     """TMAPI's first check: a known, unrevoked `apiToken` (limits aside), else 401."""
-    if not request.app.state.resources.tokens.valid(token):
-        raise Unauthorized(
-            "apiToken is missing" if not token else "apiToken is not valid: check it or create one with `snapsource token create`"
-        )
+    tokens = request.app.state.resources.tokens
+    if not tokens.valid(token):
+        raise tokens.refusal(token)
 
 
 def require_token(request: Request, apiToken: Annotated[str | None, Query()] = None) -> str:  # noqa: N803

@@ -66,6 +66,7 @@ class ErrorResponse(BaseModel):
 
 ERRORS = {
     401: "Missing or invalid apiToken (or admin key)",
+    403: "A valid token without the scope this API needs (the catalog scope for /catalog/*)",
     404: "No such image, token, offer or import job",
     405: "Method not allowed: the Allow header lists the methods this path takes",
     413: "The request body, or the number of offers in it, is over the limit the message names",

@@ -300,7 +300,7 @@ def ingest(
     """Import or update offers from a catalog file (upsert by item_id)."""
     import shutil
 
-    from snapsource.ingest.formats import FormatError, open_source
+    from snapsource.ingest.formats import FormatError, format_of, open_source
     from snapsource.ingest.pipeline import Plan
     from snapsource.ingest.pipeline import ingest as run_ingest
 
@@ -309,6 +309,8 @@ def ingest(
     except FormatError as exc:  # before the data dir is opened: nothing is made for a file that cannot be read
         err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
+    named = format_ not in (None, "", "auto")
+    err.print(f"format: {format_of(source)}{'' if named else ' (found from the content; name another with --format)'}")
     existed = data.exists()
     if rebuild and (data / "index").exists():
         shutil.rmtree(data / "index")  # vectors of the old model are never compared with new ones
@@ -356,7 +358,7 @@ def ingest(
         )
         if not existed:  # this run made the data dir: leave nothing half-made behind
             shutil.rmtree(data, ignore_errors=True)
-    if report.imported == 0 and report.rows > 0:
+    if report.imported == 0 and (report.rows > 0 or report.deleted == 0):
         raise typer.Exit(1)
 
 
@@ -662,7 +664,7 @@ def token_list(
         for info in infos:
             sys.stdout.write(json.dumps(info.wire()) + "\n")
         return
-    table = Table("id", "name", "created", "state", "calls used", "quota", "qps", "concurrency", "expires")
+    table = Table("id", "name", "created", "state", "scopes", "calls used", "quota", "qps", "concurrency", "expires")
     for t in infos:
         state = "revoked" if t.revoked_at else "active"
         table.add_row(
@@ -670,6 +672,7 @@ def token_list(
             t.name,
             t.created_at[:10],
             state,
+            ",".join(t.scopes.split()),
             str(t.calls_used),
             _or_dash(t.quota),
             _or_dash(t.qps),

@@ -16,10 +16,12 @@ from snapsource.ingest.rows import Records
 from snapsource.resources import Resources
 
 
-def upsert(resources: Resources, offers: list[Any]) -> IngestReport:
-    """Add or update each offer (the later of two with one item_id wins); each row's outcome."""
+def upsert(resources: Resources, offers: list[Any], errors: dict[int, str] | None = None) -> IngestReport:
+    """Add or update each offer (the later of two with one item_id wins); each row's outcome.
+    `errors`: rows (numbered from 1) that could not be read, rejected with that reason."""
     try:
-        return ingest(resources, Records(offers), outcomes=True, wait=resources.settings.catalog_write_wait)
+        source = Records(offers, errors=errors)
+        return ingest(resources, source, outcomes=True, wait=resources.settings.catalog_write_wait)
     except TimeoutError:
         raise CatalogBusy(retry_after=5) from None
 

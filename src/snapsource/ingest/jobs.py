@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from snapsource.ingest.formats import FormatError, load_mapping, open_source
+from snapsource.ingest.formats import FormatError, for_api, format_of, load_mapping, open_source
 from snapsource.ingest.pipeline import IngestReport, ingest
+from snapsource.ingest.rows import Source
 from snapsource.resources import Resources
 from snapsource.store.jobs import JobRow, JobTable
 from snapsource.vision.fetch import Fetcher, FetchError, FetchPolicy, shorten
@@ -45,15 +46,18 @@ class Job:
 
     def wire(self) -> dict[str, Any]:
         r = self.row
-        total = r.rows_total
+        # rows of the catalog (offers, or rows that could not be read), the unit of rows_total; the
+        # table's rows_done is the file's line to resume after, which is not (a product of a shop
+        # export spans several lines)
+        done, total = int(r.counts.get("rows", 0)), r.rows_total
         return {
             "id": r.id,
             "status": r.status,
             "source": r.source,
             "format": r.format,
-            "rows_done": r.rows_done,
+            "rows_done": done,
             "rows_total": total,
-            "progress": round(min(1.0, r.rows_done / total), 4) if total else (1.0 if r.status == "done" else 0.0),
+            "progress": round(min(1.0, done / total), 4) if total else (1.0 if r.status == "done" else 0.0),
             "counts": {name: int(r.counts.get(name, 0)) for name in COUNTS},
             "problems": r.problems,
             "error": r.error,
@@ -79,6 +83,12 @@ def check_mapping(mapping: dict | None) -> None:
         load_mapping(mapping)
 
 
+def check_rows(source: Source) -> None:
+    """FormatError when the file has no row of offers at all (empty, or a header only)."""
+    if next(iter(source.rows()), None) is None:
+        raise FormatError(f"{source.name} has no offers: it is empty, or only a header; nothing to import")
+
+
 def submit_file(resources: Resources, name: str, data: bytes, format: str | None, mapping: dict | None) -> Job:
     """Queue an uploaded catalog file: written (and fsynced) before the job row that points at it."""
     job_id = "imp_" + secrets.token_hex(8)
@@ -90,12 +100,13 @@ def submit_file(resources: Resources, name: str, data: bytes, format: str | None
         fh.flush()
         os.fsync(fh.fileno())
     try:  # a file that is no catalog at all is refused now, not when the job runs
-        open_source(path, format, mapping, trusted=False)
+        source = open_source(path, format, mapping, trusted=False)
+        check_rows(source)
     except FormatError:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     table = JobTable(resources.catalog)
-    table.add(job_id, name, str(path), format, json.dumps(mapping) if mapping else None)
+    table.add(job_id, name, str(path), format_of(source) or format, json.dumps(mapping) if mapping else None)
     return Job(_must(table.get(job_id)))
 
 
@@ -213,8 +224,10 @@ class Runner:
         try:
             source = open_source(path, job.format, mapping, trusted=False)
         except ValueError as exc:
-            self.table.finish(job.id, self.owner, "failed", str(exc))
+            self.table.finish(job.id, self.owner, "failed", for_api(str(exc)))
             return
+        if job.format is None and (found := format_of(source)):
+            self.table.set_format(job.id, found)
         total = source.count()
         tally = _Tally(job)
 

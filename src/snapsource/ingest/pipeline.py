@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from snapsource.ingest.formats import open_source
-from snapsource.ingest.rows import Source
+from snapsource.ingest.rows import Source, clip
 from snapsource.offer import OfferRecord
 from snapsource.resources import Resources
 from snapsource.store.catalog import NewImage, StoredImage
@@ -152,8 +152,11 @@ def iter_rows(source: Source, report: IngestReport, scan: _Scan | None = None, s
         number, raw = raw_row.number, raw_row.data
         report.rows += 1
         if raw_row.error:
-            scan.unreadable += 1
-            report.reject(number, None, raw_row.error)
+            if raw_row.item_id is None:
+                scan.unreadable += 1
+            else:
+                scan.protected.add(raw_row.item_id)  # keep what we have for it; --delete-missing must not drop it
+            report.reject(number, raw_row.item_id, raw_row.error)
             continue
         item_id = raw.get("item_id") if isinstance(raw, dict) else None
         item_id = item_id if isinstance(item_id, int) and not isinstance(item_id, bool) else None
@@ -191,7 +194,7 @@ def _explain(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:3]:
         where = ".".join(str(p) for p in err["loc"]) or "row"
-        parts.append(f"{where}: {err['msg']}")
+        parts.append(f"{clip(where)}: {clip(err['msg'], 200)}")
     return "invalid offer: " + "; ".join(parts)
 
 
@@ -312,7 +315,7 @@ class _Reader:
             item.data = self.fetch(source)
             item.sha256 = hashlib.sha256(item.data).hexdigest()
         except (OSError, images.ImageError) as exc:
-            item.error = str(exc) if not isinstance(exc, OSError) else f"{exc.strerror or exc}: {source}"
+            item.error = str(exc) if not isinstance(exc, OSError) else f"{exc.strerror or exc}: {shorten_ref(source)}"
             return item
         if self.known(item.sha256):
             item.data = b""  # stored already; only its hash is needed
@@ -652,8 +655,8 @@ def _changed_offers(
 
 
 def shorten_ref(source: str) -> str:
-    """An image reference for a message: a data: URI by its start only."""
-    return source if not source.startswith("data:") else source[: source.find(",") + 1] + "..."
+    """An image reference for a message: a data: URI by its start only, a long one cut short."""
+    return clip(source) if not source.startswith("data:") else clip(source[: source.find(",") + 1], 40) + "..."
 
 
 def _stored_ref(source: str, image: StoredImage) -> str:
@@ -661,10 +664,16 @@ def _stored_ref(source: str, image: StoredImage) -> str:
     return f"/img/{image.name}" if source.startswith("data:") else source
 
 
+def _on_server(source: str) -> bool:
+    """An inline photo, or a path on the server's disk: references the catalog API cannot take back."""
+    return not source.startswith(("http://", "https://", "/img/"))
+
+
 def _stored_refs(record: OfferRecord, good: list[tuple[str, StoredImage]]) -> OfferRecord:
-    """The record with its inline (data:) photos replaced by their stored paths: the offer's
-    document stays small, and sending it back unchanged finds the same photos."""
-    names = {source: _stored_ref(source, image) for source, image in good if source.startswith("data:")}
+    """The record with its inline (data:) photos and its paths on the server's disk replaced by
+    their stored `/img/` paths: the offer's document stays small, and sending it back unchanged
+    over the catalog API finds the same photos."""
+    names = {source: f"/img/{image.name}" for source, image in good if _on_server(source)}
     if not names:
         return record
     return record.model_copy(

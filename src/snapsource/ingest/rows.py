@@ -25,6 +25,12 @@ class RawRow:
     number: int  # 1-based: the line, or the first line of a product spread over several
     data: Any = None
     error: str = ""
+    item_id: int | None = None  # of a row with an error, when it could be read: its problem names it
+
+
+def clip(text: str, limit: int = 80) -> str:
+    """A value for a message: long ones (a whole base64 photo, an HTML description) cut short."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class Source(Protocol):
@@ -43,6 +49,8 @@ class Source(Protocol):
 
 class JsonLines:
     """A JSON Lines file, one offer per line (blank lines skipped)."""
+
+    format = "jsonl"
 
     def __init__(self, path: Path, *, base_dir: Path | None = None, trusted: bool = True) -> None:
         self.path = Path(path)
@@ -73,15 +81,25 @@ def parse_lines(lines: Iterable[str]) -> Iterator[RawRow]:
 class Records:
     """Offers already parsed (a catalog API batch): numbered from 1 in the order given."""
 
-    def __init__(self, records: list[Any], *, name: str = "request", base_dir: Path | None = None, trusted: bool = False):
+    def __init__(
+        self,
+        records: list[Any],
+        *,
+        name: str = "request",
+        base_dir: Path | None = None,
+        trusted: bool = False,
+        errors: dict[int, str] | None = None,
+    ):
         self.records = records
         self.name = name
         self.base_dir = base_dir
         self.trusted = trusted
+        self.errors = errors or {}  # by number: rows that could not be read (rejected with the reason)
 
     def rows(self) -> Iterator[RawRow]:
         for number, data in enumerate(self.records, start=1):
-            yield RawRow(number, data)
+            error = self.errors.get(number)
+            yield RawRow(number, None, error) if error else RawRow(number, data)
 
     def count(self) -> int | None:
         return len(self.records)

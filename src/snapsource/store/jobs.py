@@ -102,6 +102,11 @@ class JobTable:
         job = self.get(job_id)
         return job is not None and job.owner == owner
 
+    def set_format(self, job_id: str, format: str) -> None:
+        """The format found from the content, for a job that named none."""
+        with self.catalog.write() as db:
+            db.execute("UPDATE import_jobs SET format = ? WHERE id = ? AND format IS NULL", (format, job_id))
+
     def progress(self, job_id: str, owner: str, rows_done: int, rows_total: int | None, counts: dict, problems: list) -> None:
         with self.catalog.write() as db:
             db.execute(

@@ -58,6 +58,7 @@ async function loadTokens() {
       el("td", {}, orDash(t.qps)),
       el("td", {}, orDash(t.concurrency)),
       el("td", {}, orDash(t.expires_at)),
+      el("td", { class: "scopes" }, (t.scopes || ["search"]).join(", ")),
       el("td", {}, t.revoked_at
         ? `revoked ${t.revoked_at.slice(0, 10)}`
         : el("button", { type: "button", class: "revoke", onclick: () => revoke(t) }, "Revoke")),
@@ -92,6 +93,7 @@ async function create(event) {
     qps: number(form.qps),
     concurrency: number(form.concurrency),
     expires: form.expires.value || null,
+    scopes: form.scopes.value.split(" "),
   };
   try {
     const made = await admin("POST", "/admin/tokens", { json: body });
@@ -300,10 +302,11 @@ function renderJob(job) {
   $("problems").tBodies[0].replaceChildren(
     ...problems.map((p) => el("tr", {}, el("td", {}, p.row), el("td", {}, orDash(p.item_id)), el("td", { class: "reason" }, p.reason))),
   );
-  const rejected = (job.counts.rejected ?? 0) + (job.counts.skipped ?? 0);
+  // problems lists rejected and skipped rows alike (a skipped row is one whose photos all failed)
+  const notImported = (job.counts.rejected ?? 0) + (job.counts.skipped ?? 0);
   const more = $("job-problems-more");
-  more.hidden = rejected <= problems.length;
-  more.textContent = `The first ${problems.length.toLocaleString("en")} of ${plural(rejected, "rejected row")} are shown.`;
+  more.hidden = notImported <= problems.length;
+  more.textContent = `The first ${problems.length.toLocaleString("en")} of ${plural(notImported, "rejected or skipped row")} are shown.`;
 }
 
 async function loadJobs() {
@@ -317,9 +320,11 @@ async function loadJobs() {
       el("td", { "data-label": "Source", class: "source", title: job.source }, job.source),
       el("td", { "data-label": "Status" }, el("span", { class: `job-status ${job.status}` }, job.status)),
       el("td", { "data-label": "Rows" }, job.rows_total ? `${job.rows_done} / ${job.rows_total}` : job.rows_done),
-      el("td", { "data-label": "Added" }, c.added),
-      el("td", { "data-label": "Updated" }, c.updated),
-      el("td", { "data-label": "Rejected" }, (c.rejected ?? 0) + (c.skipped ?? 0)),
+      el("td", { "data-label": "Added", "data-count": "added" }, c.added ?? 0),
+      el("td", { "data-label": "Updated", "data-count": "updated" }, c.updated ?? 0),
+      el("td", { "data-label": "Unchanged", "data-count": "unchanged" }, c.unchanged ?? 0),
+      el("td", { "data-label": "Rejected", "data-count": "rejected" }, c.rejected ?? 0),
+      el("td", { "data-label": "Skipped", "data-count": "skipped" }, c.skipped ?? 0),
       el("td", { "data-label": "Started" }, when(job.created_at)),
     );
   });
@@ -362,6 +367,23 @@ async function lookUp(itemId, { afterDelete = false } = {}) {
   }
 }
 
+/** A price as the offer gives it: with its currency where the offer names one (the catalog schema has
+ * no currency field, so usually none: the bare number, never a guessed symbol such as ¥). */
+function money(amount, currency) {
+  const code = typeof currency === "string" ? currency.trim().toUpperCase() : "";
+  if (!code) return String(amount);
+  const number = Number(amount);
+  if (/^[A-Z]{3}$/.test(code) && Number.isFinite(number)) {
+    try {
+      const digits = (String(amount).split(".")[1] || "").length;
+      return new Intl.NumberFormat("en", { style: "currency", currency: code, minimumFractionDigits: digits, maximumFractionDigits: Math.max(digits, 2) }).format(number);
+    } catch {
+      // an unknown code: shown as text below
+    }
+  }
+  return `${amount} ${currency}`;
+}
+
 function renderOffer(found) {
   shown = found;
   const offer = found.offer || {};
@@ -372,8 +394,9 @@ function renderOffer(found) {
   $("offer-title").replaceChildren(link ? el("a", { href: link, target: "_blank", rel: "noopener noreferrer" }, title) : title);
   $("offer-id").textContent = found.item_id;
   const original = offer.price_info?.origin_price;
-  $("offer-price").replaceChildren(offer.price ? `¥${offer.price}` : "–");
-  if (original && original !== offer.price) $("offer-price").append(el("s", {}, `¥${original}`));
+  const currency = offer.currency || offer.price_info?.currency;
+  $("offer-price").replaceChildren(offer.price ? money(offer.price, currency) : "–");
+  if (original && original !== offer.price) $("offer-price").append(el("s", {}, money(original, currency)));
   const path = offer.category_path || [];
   $("offer-category").textContent = path.length ? path.join(" › ") : "–";
   const shop = offer.shop_info || {};
@@ -390,11 +413,13 @@ function renderOffer(found) {
       return el(
         "li",
         { class: `photo-item${image.embedded ? "" : " unembedded"}` },
-        el(
-          "a",
-          { href: src, target: "_blank", rel: "noopener", class: "thumb" },
-          el("img", { src, alt: `Photo ${i + 1} of ${title}${main ? " (main)" : ""}`, loading: "lazy" }),
-        ),
+        src // a photo that could not be fetched or read has no stored copy to show
+          ? el(
+              "a",
+              { href: src, target: "_blank", rel: "noopener", class: "thumb" },
+              el("img", { src, alt: `Photo ${i + 1} of ${title}${main ? " (main)" : ""}`, loading: "lazy" }),
+            )
+          : el("div", { class: "thumb missing" }, "not stored"),
         el(
           "div",
           { class: "photo-facts" },

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictInt, field_validator
 
+from snapsource.accounts.tokens import SCOPES
 from snapsource.api.deps import ResourcesDep
 from snapsource.api.schemas import errors
 from snapsource.errors import NotFound, Unauthorized, envelope
@@ -45,6 +46,21 @@ class NewToken(BaseModel):
     qps: float | None = Field(None, gt=0, le=1e6, description="Requests per second; none: unlimited")
     concurrency: StrictInt | None = Field(None, gt=0, le=10_000, description="Requests at the same time; none: unlimited")
     expires: dt.date | None = Field(None, description="Last day the token works")
+    scopes: list[str] = Field(
+        default_factory=lambda: ["search"],
+        min_length=1,
+        max_length=10,
+        description="What the token may call: search (the TMAPI API) and/or catalog (the catalog API)",
+        json_schema_extra={"items": {"enum": list(SCOPES)}},
+    )
+
+    @field_validator("scopes")
+    @classmethod
+    def _known_scopes(cls, value: list[str]) -> list[str]:
+        unknown = [scope for scope in value if scope not in SCOPES]
+        if unknown:
+            raise ValueError(f"unknown scope {', '.join(map(repr, unknown))}: the scopes are {' and '.join(SCOPES)}")
+        return list(dict.fromkeys(value))
 
     @field_validator("expires", mode="before")
     @classmethod
@@ -62,7 +78,7 @@ def list_tokens(resources: ResourcesDep, _admin: AdminDep) -> JSONResponse:
 @router.post("/tokens", summary="Create a token; the secret is in this answer only")
 def create_token(body: NewToken, resources: ResourcesDep, _admin: AdminDep) -> JSONResponse:
     secret = resources.tokens.create(
-        body.name, quota=body.quota, qps=body.qps, concurrency=body.concurrency, expires=body.expires
+        body.name, quota=body.quota, qps=body.qps, concurrency=body.concurrency, expires=body.expires, scopes=body.scopes
     )
     info = resources.tokens.info(secret)
     return JSONResponse(envelope(200, "success", {"token": secret, **info.wire()}))

@@ -14,10 +14,10 @@ import hmac
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -25,12 +25,14 @@ from snapsource.api.deps import ResourcesDep
 from snapsource.api.schemas import errors
 from snapsource.errors import NotFound, ParameterError, PayloadTooLarge, Unauthorized, envelope
 from snapsource.ingest import changes, jobs
-from snapsource.ingest.formats import FORMATS, FormatError
+from snapsource.ingest.formats import FORMATS, FormatError, for_api
 from snapsource.ingest.pipeline import IngestReport
 from snapsource.ingest.rows import parse_lines
 from snapsource.resources import Resources
+from snapsource.store.catalog import StoredImage
+from snapsource.vision.fetch import shorten
 
-router = APIRouter(prefix="/catalog", tags=["catalog"], responses=errors(401, 422, 500))
+router = APIRouter(prefix="/catalog", tags=["catalog"], responses=errors(401, 403, 422, 439, 500, 503))
 ITEM_ID = Path(ge=1, le=2**63 - 1, description="The offer's item_id")
 
 
@@ -40,7 +42,7 @@ def require_catalog(
     x_admin_key: Annotated[str | None, Header()] = None,
     apiToken: Annotated[str | None, Query(description="A token with the catalog scope")] = None,  # noqa: N803
 ) -> None:
-    """The admin key, or a token with the catalog scope."""
+    """The admin key (unlimited), or a token with the catalog scope, admitted like a search."""
     resources: Resources = request.app.state.resources
     bearer = authorization[7:].strip() if authorization and authorization.lower().startswith("bearer ") else ""
     given = x_admin_key or bearer
@@ -48,17 +50,21 @@ def require_catalog(
     if key and given and hmac.compare_digest(given.encode(), key.encode()):
         return
     token = apiToken or bearer
-    if token and resources.tokens.allows(token, "catalog"):
-        return
-    if token and resources.tokens.valid(token):
-        raise Unauthorized("this token may not change the catalog: create one with `snapsource token create --scope catalog`")
-    raise Unauthorized(
-        "the catalog API needs the admin key or a token with the catalog scope, as `Authorization: Bearer <key or token>`"
-    )
+    if not token:
+        raise Unauthorized(
+            "the catalog API needs the admin key or a token with the catalog scope, as `Authorization: Bearer <key or token>`"
+        )
+    # the token's checks and limits as on search: 401, 403 (no catalog scope), 439, 503; the app's
+    # middleware releases and meters the call
+    request.state.lease = resources.tokens.admit(token, "catalog")
 
 
 CatalogDep = Annotated[None, Depends(require_catalog)]
 
+# an element that is no object is that row's problem (rejected with the reason), not the batch's
+OFFER_ITEM: dict[str, Any] = {
+    "description": "An offer: a JSON object in the catalog schema (anything else is rejected as its row)"
+}
 OFFERS_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -67,10 +73,10 @@ OFFERS_BODY: dict[str, Any] = {
             "application/json": {
                 "schema": {
                     "oneOf": [
-                        {"type": "array", "items": {"type": "object"}, "minItems": 1},
+                        {"type": "array", "items": OFFER_ITEM, "minItems": 1},
                         {
                             "type": "object",
-                            "properties": {"offers": {"type": "array", "items": {"type": "object"}, "minItems": 1}},
+                            "properties": {"offers": {"type": "array", "items": OFFER_ITEM, "minItems": 1}},
                             "required": ["offers"],
                         },
                     ]
@@ -106,27 +112,39 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _offers(body: bytes, kind: str) -> list[Any]:
-    """The batch's offers: a JSON array, {"offers": [...]}, or JSON Lines (one offer per line)."""
+def _offers(body: bytes, kind: str) -> tuple[list[Any], dict[int, str]]:
+    """The batch's offers: a JSON array, {"offers": [...]}, or JSON Lines (one offer per line);
+    and the rows that cannot be offers (a line that is not JSON, an element that is not an object),
+    by their number in the batch with the reason: they are rejected, the others go on."""
     text = body.decode("utf-8", errors="replace")
     stripped = text.lstrip()
     if kind in ("application/x-ndjson", "application/jsonl", "application/x-jsonlines", "text/plain") or (
         stripped.startswith("{") and "\n" in stripped.strip() and not stripped.startswith('{"offers"')
     ):
         rows = list(parse_lines(text.splitlines()))
-        bad = [row for row in rows if row.error]
-        if bad:
-            raise ParameterError(f"line {bad[0].number} of the JSON Lines body: {bad[0].error}")
-        return [row.data for row in rows]
+        if rows and all(row.error for row in rows):
+            raise ParameterError(f"the body is not JSON Lines: line {rows[0].number}: {rows[0].error}")
+        errors: dict[int, str] = {}
+        for position, row in enumerate(rows, start=1):
+            if row.error:
+                errors[position] = f"line {row.number} of the JSON Lines body: {row.error}"
+            elif not isinstance(row.data, dict):
+                errors[position] = f"line {row.number} of the JSON Lines body is not a JSON object: each offer is one"
+        return [row.data for row in rows], errors
     try:
         payload = json.loads(text)
     except ValueError as exc:
         raise ParameterError(f"the body is not JSON: {exc}; send a JSON array of offers or JSON Lines") from None
     if isinstance(payload, dict) and isinstance(payload.get("offers"), list):
-        return payload["offers"]
-    if isinstance(payload, list):
-        return payload
-    raise ParameterError('the body must be a JSON array of offers, {"offers": [...]}, or JSON Lines')
+        payload = payload["offers"]
+    if not isinstance(payload, list):
+        raise ParameterError('the body must be a JSON array of offers, {"offers": [...]}, or JSON Lines')
+    shapeless = {
+        number: f"offer {number} of the batch is not a JSON object: each offer is one, in the catalog schema"
+        for number, offer in enumerate(payload, start=1)
+        if not isinstance(offer, dict)
+    }
+    return payload, shapeless
 
 
 def _results(report: IngestReport) -> list[dict[str, Any]]:
@@ -158,18 +176,15 @@ async def upsert_offers(request: Request, resources: ResourcesDep, _auth: Catalo
     the reason) once the batch is durable and searchable; a bad row or photo never fails the rest."""
     settings = resources.settings
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    offers = _offers(await _body(request, settings.catalog_max_bytes), kind)
+    offers, unreadable = _offers(await _body(request, settings.catalog_max_bytes), kind)
     if not offers:
         raise ParameterError("the batch has no offers")
-    for number, offer in enumerate(offers, start=1):  # the batch's shape; each offer's fields are the row's
-        if not isinstance(offer, dict):
-            raise ParameterError(f"offer {number} of the batch is not a JSON object: each offer is one, in the catalog schema")
     if len(offers) > settings.catalog_max_offers:
         raise PayloadTooLarge(
             f"the batch has {len(offers):,} offers; at most {settings.catalog_max_offers:,} (catalog_max_offers): "
             "split it, or send the file to POST /catalog/imports"
         )
-    report = await run_in_threadpool(changes.upsert, resources, offers)
+    report = await run_in_threadpool(changes.upsert, resources, offers, unreadable)
     counts = {name: getattr(report, name) for name in ("added", "updated", "unchanged", "rejected", "skipped")}
     counts["rejected"] += counts.pop("skipped")
     data = {"counts": counts, "images_embedded": report.images_embedded, "results": _results(report)}
@@ -180,10 +195,35 @@ class Deletion(BaseModel):
     item_ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(min_length=1, max_length=100_000)
 
 
-@router.post("/offers/delete", summary="Delete a batch of offers", responses=errors(503))
-def delete_offers(body: Annotated[Deletion, Body()], resources: ResourcesDep, _auth: CatalogDep) -> JSONResponse:
+DELETION_HOW = 'the body must be {"item_ids": [<item_id>, ...]}: 1 to 100,000 item_ids, each from 1 to 2^63-1'
+DELETION_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": Deletion.model_json_schema(), "example": {"item_ids": [610000000001]}}},
+    }
+}
+
+
+async def _deletion(request: Request) -> Deletion:
+    body = await _body(request, 10_000_000)
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise ParameterError(f"the body is not JSON: {DELETION_HOW}") from None
+    try:
+        return Deletion.model_validate(payload)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        detail = f"{where}: {err['msg']}" if where else "not a JSON object"
+        raise ParameterError(f"{DELETION_HOW} ({shorten(detail, 80)})") from None
+
+
+@router.post("/offers/delete", summary="Delete a batch of offers", responses=errors(503), openapi_extra=DELETION_BODY)
+async def delete_offers(request: Request, resources: ResourcesDep, _auth: CatalogDep) -> JSONResponse:
     """Deleted at once from search; `missing` lists ids the catalog did not have."""
-    deleted = changes.delete(resources, body.item_ids)
+    body = await _deletion(request)
+    deleted = await run_in_threadpool(changes.delete, resources, body.item_ids)
     missing = sorted(set(body.item_ids) - set(deleted))
     return JSONResponse(envelope(200, "success", {"deleted": deleted, "missing": missing}))
 
@@ -200,19 +240,23 @@ def _wire_offer(resources: Resources, item_id: int) -> dict[str, Any]:
     if stored is None:
         raise NotFound(f"no offer with item_id {item_id}")
     embedded = resources.index.embedded([image.id for _, image in stored.images])
-    return {
-        "item_id": item_id,
-        "updated_at": stored.updated_at,
-        "offer": json.loads(stored.doc),
-        "images": [
+    offer = json.loads(stored.doc)
+    by_ref: dict[str, StoredImage] = {}
+    for source, image in stored.images:
+        by_ref.setdefault(source, image)
+        by_ref.setdefault(f"/img/{image.name}", image)
+    refs = [offer.get("img"), *(offer.get("images") or [])]
+    photos: list[dict[str, Any]] = []
+    for ref in dict.fromkeys(r for r in refs if isinstance(r, str) and r):
+        found = by_ref.get(ref)
+        photos.append(
             {
-                "source": source if not source.startswith("data:") else "data:...",
-                "img": f"/img/{image.name}",
-                "embedded": image.id in embedded,
+                "source": ref if not ref.startswith("data:") else "data:...",
+                "img": f"/img/{found.name}" if found is not None else None,
+                "embedded": found is not None and found.id in embedded,
             }
-            for source, image in stored.images
-        ],
-    }
+        )
+    return {"item_id": item_id, "updated_at": stored.updated_at, "offer": offer, "images": photos}
 
 
 @router.get("/offers/{item_id:int}", summary="One offer as stored, with its photos", responses=errors(404))
@@ -287,6 +331,32 @@ IMPORT_BODY: dict[str, Any] = {
 }
 
 
+URL_IMPORT_HOW = 'send the file as multipart/form-data (field `file`) or JSON {"url": "https://..."}'
+
+
+def _url_import(body: bytes) -> UrlImport:
+    """The JSON body of an import from a URL; ParameterError names each field that is wrong."""
+    try:
+        payload = json.loads(body or b"{}")
+    except ValueError:
+        raise ParameterError(f"the body is not JSON: {URL_IMPORT_HOW}") from None
+    if not isinstance(payload, dict):
+        raise ParameterError(f"the body must be a JSON object: {URL_IMPORT_HOW}")
+    try:
+        return UrlImport.model_validate(payload)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors()[:3]:
+            field = ".".join(str(p) for p in err["loc"]) or "body"
+            if err["type"] == "missing":
+                parts.append(f"`{field}` is required")
+            elif field == "url":
+                parts.append(f"`url` must be an http(s) URL of the catalog file, not {shorten(str(err.get('input')))!r}")
+            else:
+                parts.append(f"`{field}`: {err['msg']}")
+        raise ParameterError(f"{'; '.join(parts)}: {URL_IMPORT_HOW}") from None
+
+
 def _format(value: str | None) -> str | None:
     if value in (None, "", "auto"):
         return None
@@ -319,18 +389,14 @@ async def start_import(request: Request, resources: ResourcesDep, _auth: Catalog
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "multipart/form-data":
         name, data, fmt, mapping = await _upload(request, settings.catalog_max_bytes)
+        if not data.strip():
+            raise ParameterError(f"the uploaded file {name!r} is empty: send a catalog file with offers")
         try:
             job = await run_in_threadpool(jobs.submit_file, resources, name, data, _format(fmt), _mapping(mapping))
         except FormatError as exc:
-            raise ParameterError(str(exc)) from None
+            raise ParameterError(for_api(str(exc))) from None
     else:
-        body = await _body(request, 1_000_000)
-        try:
-            spec = UrlImport.model_validate_json(body or b"{}")
-        except ValueError as exc:
-            raise ParameterError(
-                'send the file as multipart/form-data (field `file`) or JSON {"url": "https://..."}: ' + str(exc).splitlines()[0]
-            ) from None
+        spec = _url_import(await _body(request, 1_000_000))
         job = await run_in_threadpool(jobs.submit_url, resources, spec.url, _format(spec.format), _mapping(spec.mapping))
     runner = getattr(request.app.state, "import_runner", None)
     if runner is not None:

@@ -20,12 +20,12 @@ from snapsource.ingest.formats.delimited import Delimited
 from snapsource.ingest.formats.detect import detect
 from snapsource.ingest.formats.mapping import Mapping, load_mapping
 from snapsource.ingest.formats.shopify import ShopifyProducts
-from snapsource.ingest.formats.source import FORMATS, FormatError, names, stable_id
+from snapsource.ingest.formats.source import FORMATS, FileSource, FormatError, for_api, names, stable_id
 from snapsource.ingest.formats.tmapi import TmapiAnswers
 from snapsource.ingest.formats.woocommerce import WooCommerceProducts
 from snapsource.ingest.rows import JsonLines, Source
 
-__all__ = ["FORMATS", "FormatError", "Mapping", "detect", "load_mapping", "open_source", "stable_id"]
+__all__ = ["FORMATS", "FormatError", "Mapping", "detect", "for_api", "format_of", "load_mapping", "open_source", "stable_id"]
 
 MAPPED = ("csv", "tsv", "shopify", "woocommerce")  # the formats a mapping applies to
 
@@ -57,12 +57,21 @@ def open_source(
             f"a {name} export has its own columns: its mapping takes only constants and prices (or read it with --format csv)"
         )
     where: dict[str, Any] = {"base_dir": base_dir, "trusted": trusted}
+    source: JsonLines | FileSource
     if name == "jsonl":
-        return JsonLines(path, **where)
-    if name in ("csv", "tsv"):
-        return Delimited(path, tab=name == "tsv", mapping=rules, **where)
-    if name == "shopify":
-        return ShopifyProducts(path, mapping=rules, **where)
-    if name == "woocommerce":
-        return WooCommerceProducts(path, mapping=rules, **where)
-    return TmapiAnswers(path, **where)
+        source = JsonLines(path, **where)
+    elif name in ("csv", "tsv"):
+        source = Delimited(path, tab=name == "tsv", mapping=rules, **where)
+    elif name == "shopify":
+        source = ShopifyProducts(path, mapping=rules, **where)
+    elif name == "woocommerce":
+        source = WooCommerceProducts(path, mapping=rules, **where)
+    else:
+        source = TmapiAnswers(path, **where)
+    source.format = name  # the format named, or the one found
+    return source
+
+
+def format_of(source: Source) -> str | None:
+    """The format a Source of open_source reads (found from the content when not named)."""
+    return getattr(source, "format", None) or None

@@ -10,7 +10,7 @@ from typing import Any
 from snapsource.ingest.formats import table
 from snapsource.ingest.formats.mapping import FIELDS, REQUIRED, Mapping, add_constants, cell_value, complete_prices, put
 from snapsource.ingest.formats.source import FileSource, FormatError
-from snapsource.ingest.rows import RawRow
+from snapsource.ingest.rows import RawRow, clip
 
 
 class Delimited(FileSource):
@@ -76,7 +76,9 @@ class Delimited(FileSource):
                 try:
                     put(data, path, cell_value(path, text, self.rules))
                 except ValueError as exc:
-                    problems.append(f"column {column!r} = {text!r}: {exc}")
+                    problems.append(f"column {column!r} = {clip(text)!r}: {exc}")
         if problems:
-            return RawRow(number, None, "; ".join(problems))
+            item_id = data.get("item_id")
+            item_id = item_id if isinstance(item_id, int) and not isinstance(item_id, bool) else None
+            return RawRow(number, None, "; ".join(problems), item_id)
         return RawRow(number, complete_prices(add_constants(data, self.rules.constants)))

@@ -16,7 +16,7 @@ from typing import Any
 from snapsource.ingest.formats import table
 from snapsource.ingest.formats.mapping import Mapping, Prices, add_constants, parse_price
 from snapsource.ingest.formats.source import FileSource, FormatError, numeric_id, stable_id
-from snapsource.ingest.rows import RawRow
+from snapsource.ingest.rows import RawRow, clip
 
 # each column under its name in the classic export, then in the newer one
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -102,7 +102,7 @@ class ShopifyProducts(FileSource):
                     try:
                         read[key] = parse_price(text, self.prices)
                     except ValueError as exc:
-                        problems.append(f"line {line}: {names[key]} {text!r}: {exc}")
+                        problems.append(f"line {line}: {names[key]} {clip(text)!r}: {exc}")
             if "price" in read:
                 sale, origin = read["price"], read.get("compare_at", read["price"])
                 variants.append((sale, origin if Decimal(origin) >= Decimal(sale) else sale))
@@ -118,7 +118,7 @@ class ShopifyProducts(FileSource):
         if not images:
             problems.append(f"product {handle!r}: no {names['image']} or {names['variant_image']}: an offer needs a photo")
         if problems:
-            return RawRow(number, None, "; ".join(problems))
+            return RawRow(number, None, "; ".join(problems), numeric_id(first("id")) or stable_id(handle))
 
         price, origin = min(variants, key=lambda v: Decimal(v[0]))
         data: dict[str, Any] = {

@@ -4,6 +4,7 @@ read at all, and the item_id of a product that is keyed by text."""
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,12 @@ FORMATS = ("jsonl", "csv", "tsv", "shopify", "woocommerce", "tmapi")
 class FormatError(ValueError):
     """The file as a whole cannot be read as the format named or found (not one bad row: those
     are RawRows with an error). The message says what to change."""
+
+
+def for_api(message: str) -> str:
+    """A format's message as the catalog API says it: the `format` field, not the CLI's --format."""
+    message = re.sub(r"--format (\w+)", r'the `format` field "\1"', message)
+    return message.replace("--format", "the `format` field")
 
 
 def names() -> str:
@@ -38,6 +45,8 @@ def numeric_id(text: str) -> int | None:
 class FileSource:
     """A catalog file read by one of the formats: `rows()` is theirs; `count()` reads it once more,
     which costs a parse and never an image, so progress can show a total."""
+
+    format = ""  # its name in FORMATS, set by open_source
 
     def __init__(self, path: Path, *, base_dir: Path | None = None, trusted: bool = True) -> None:
         self.path = Path(path)

@@ -19,7 +19,7 @@ from typing import Any
 from snapsource.ingest.formats import table
 from snapsource.ingest.formats.mapping import Mapping, Prices, add_constants, parse_price
 from snapsource.ingest.formats.source import FileSource, FormatError, numeric_id, stable_id
-from snapsource.ingest.rows import RawRow
+from snapsource.ingest.rows import RawRow, clip
 
 COLUMNS = {
     "id": "ID",
@@ -116,7 +116,7 @@ class WooCommerceProducts(FileSource):
                 try:
                     read[key] = parse_price(text, self.prices)
                 except ValueError as exc:
-                    problems.append(f"line {line}: {column} {text!r}: {exc}")
+                    problems.append(f"line {line}: {column} {clip(text)!r}: {exc}")
         origin = read.get("regular")
         price = read["sale"] if "sale" in read and self._on_sale(cells) else origin
         if price is None:
@@ -156,7 +156,7 @@ class WooCommerceProducts(FileSource):
         if not images:
             problems.append("no Images: an offer needs a photo")
         if problems:
-            return RawRow(number, None, "; ".join(problems))
+            return RawRow(number, None, "; ".join(problems), numeric_id(ident) or (stable_id(sku) if sku else None))
 
         price, origin = min(prices, key=lambda p: Decimal(p[0]))
         data: dict[str, Any] = {
