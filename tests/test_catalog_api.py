@@ -206,6 +206,9 @@ def test_offers_listed_by_change_and_deleted(world):
     newer = client.get("/catalog/offers", params={"updated_since": last}, headers=ADMIN).json()["data"]
     # at or after: the batch that set `last` comes again (one instant), then the newer offer
     assert [i["item_id"] for i in newer["items"]] == [*sorted(o["item_id"] for o in offers[:2]), offers[2]["item_id"]]
+    # pasted into a URL unencoded, as the docs' "ask again with it" invites: "+00:00" arrives as " 00:00"
+    pasted = client.get(f"/catalog/offers?updated_since={last}", headers=ADMIN).json()["data"]
+    assert pasted["items"] == newer["items"]
     bad = client.get("/catalog/offers", params={"updated_since": "yesterday"}, headers=ADMIN)
     assert bad.status_code == 422 and "ISO 8601" in bad.json()["msg"]
 
@@ -374,3 +377,14 @@ def test_two_servers_see_each_others_changes(tmp_path):
         assert gone["data"] == {"deleted": [offer["item_id"]]}
         wait_found(a, token, img, offer["item_id"], present=False)
     resources.close()
+
+
+def test_the_openapi_document_shows_each_catalog_answer(world):
+    """Swagger shows an example of every catalog route's 200 answer, in TMAPI's envelope."""
+    _, client, _ = world
+    paths = client.get("/openapi.json").json()["paths"]
+    routes = [(path, method, op) for path, ops in paths.items() if path.startswith("/catalog") for method, op in ops.items()]
+    assert len(routes) == 8
+    for path, method, op in routes:
+        example = op["responses"]["200"]["content"]["application/json"]["example"]
+        assert example["code"] == 200 and example["msg"] == "success" and example["data"], (method, path)

@@ -464,3 +464,16 @@ def test_cli_ingest_takes_format_and_mapping(tmp_path, photos):
         env=env,
     )
     assert empty.returncode != 0 and "nothing imported" in empty.stderr, empty.stderr
+
+    # the problem table prints reasons as they are: "[prices]" is not console markup
+    dotted = tmp_path / "dotted.csv"
+    dotted.write_text(
+        table("sku,name,picture,cost", [{"sku": "9002", "name": "W", "picture": photos + "wg03-gr-0.jpg", "cost": "54.00"}])
+    )
+    hint = subprocess.run(
+        [sys.executable, "-m", "snapsource", "ingest", str(dotted), "--mapping", str(mapping), "--data", str(tmp_path / "h")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert "set decimal_comma = false under [prices] in the mapping" in hint.stderr, hint.stderr

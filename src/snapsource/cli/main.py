@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperCommand, TyperGroup, TyperOption
 from typer.models import CommandFunctionType
 
@@ -340,7 +341,7 @@ def ingest(
     if report.problems:
         table = Table("row", "item_id", "problem", title=f"{len(report.problems)} problem(s)", title_justify="left")
         for p in sorted(report.problems, key=lambda p: p.row):
-            table.add_row(str(p.row) if p.row else "-", str(p.item_id or "-"), p.reason)
+            table.add_row(str(p.row) if p.row else "-", str(p.item_id or "-"), Text(p.reason))  # not markup: "[prices]"
         err.print(table)
     err.print(
         f"rows {report.rows}: added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
@@ -532,7 +533,6 @@ def _offers_table(items: list, title: str, start: int, explain: bool, caption: s
     to the offer; the URL has its own column only where the terminal has room for it."""
     from rich import box
     from rich.style import Style
-    from rich.text import Text
 
     table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
 

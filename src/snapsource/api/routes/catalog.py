@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import json
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
@@ -33,6 +34,47 @@ from snapsource.store.catalog import StoredImage
 from snapsource.vision.fetch import shorten
 
 router = APIRouter(prefix="/catalog", tags=["catalog"], responses=errors(401, 403, 422, 439, 500, 503))
+
+
+def answered(description: str, data: dict[str, Any], *statuses: int) -> dict[int | str, dict[str, Any]]:
+    """A route's documented answers: its 200 in TMAPI's envelope with an example (Swagger shows
+    it), and its own error statuses."""
+    example = {"code": 200, "msg": "success", "data": data}
+    ok = {"description": description, "content": {"application/json": {"example": example}}}
+    return {200: ok, **errors(*statuses)}
+
+
+_OFFER = {
+    "item_id": 610000000001,
+    "title": "Yoga mat 6 mm, TPE",
+    "img": "/img/3f5a0c1e9b2d4e6f8a7b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f.jpg",
+    "images": ["/img/3f5a0c1e9b2d4e6f8a7b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f.jpg"],
+    "price": "27.00",
+    "category_path": ["1000", "1001"],
+}
+_JOB = {
+    "id": "imp_c578ddccca01e794",
+    "status": "running",
+    "source": "products_export.csv",
+    "format": "shopify",
+    "rows_done": 1200,
+    "rows_total": 5000,
+    "progress": 0.24,
+    "counts": {
+        "rows": 1200,
+        "added": 1150,
+        "updated": 30,
+        "unchanged": 0,
+        "rejected": 20,
+        "skipped": 0,
+        "images_embedded": 1410,
+        "images_failed": 12,
+    },
+    "problems": [{"row": 17, "item_id": None, "reason": "price: 'call us' is not a price such as 12.50"}],
+    "error": None,
+    "created_at": "2026-12-04T16:27:01.123456+00:00",
+    "updated_at": "2026-12-04T16:29:44.654321+00:00",
+}
 ITEM_ID = Path(ge=1, le=2**63 - 1, description="The offer's item_id")
 
 
@@ -168,7 +210,24 @@ def _results(report: IngestReport) -> list[dict[str, Any]]:
 @router.post(
     "/offers",
     summary="Add or update a batch of offers",
-    responses=errors(413, 503),
+    responses=answered(
+        "Each row's result, once the batch is durable and searchable",
+        {
+            "counts": {"added": 1, "updated": 0, "unchanged": 0, "rejected": 1},
+            "images_embedded": 2,
+            "results": [
+                {"row": 1, "item_id": 610000000001, "result": "added"},
+                {
+                    "row": 2,
+                    "item_id": 610000000002,
+                    "result": "rejected",
+                    "reason": "price: 'cheap' is not a price such as 12.50",
+                },
+            ],
+        },
+        413,
+        503,
+    ),
     openapi_extra=OFFERS_BODY,
 )
 async def upsert_offers(request: Request, resources: ResourcesDep, _auth: CatalogDep) -> JSONResponse:
@@ -219,7 +278,12 @@ async def _deletion(request: Request) -> Deletion:
         raise ParameterError(f"{DELETION_HOW} ({shorten(detail, 80)})") from None
 
 
-@router.post("/offers/delete", summary="Delete a batch of offers", responses=errors(503), openapi_extra=DELETION_BODY)
+@router.post(
+    "/offers/delete",
+    summary="Delete a batch of offers",
+    responses=answered("The offers deleted, and those the catalog did not have", {"deleted": [610000000001], "missing": []}, 503),
+    openapi_extra=DELETION_BODY,
+)
 async def delete_offers(request: Request, resources: ResourcesDep, _auth: CatalogDep) -> JSONResponse:
     """Deleted at once from search; `missing` lists ids the catalog did not have."""
     body = await _deletion(request)
@@ -228,7 +292,11 @@ async def delete_offers(request: Request, resources: ResourcesDep, _auth: Catalo
     return JSONResponse(envelope(200, "success", {"deleted": deleted, "missing": missing}))
 
 
-@router.delete("/offers/{item_id:int}", summary="Delete one offer", responses=errors(404, 503))
+@router.delete(
+    "/offers/{item_id:int}",
+    summary="Delete one offer",
+    responses=answered("Deleted: gone from search at once", {"deleted": [610000000001]}, 404, 503),
+)
 def delete_offer(item_id: Annotated[int, ITEM_ID], resources: ResourcesDep, _auth: CatalogDep) -> JSONResponse:
     if not changes.delete(resources, [item_id]):
         raise NotFound(f"no offer with item_id {item_id}")
@@ -259,14 +327,40 @@ def _wire_offer(resources: Resources, item_id: int) -> dict[str, Any]:
     return {"item_id": item_id, "updated_at": stored.updated_at, "offer": offer, "images": photos}
 
 
-@router.get("/offers/{item_id:int}", summary="One offer as stored, with its photos", responses=errors(404))
+@router.get(
+    "/offers/{item_id:int}",
+    summary="One offer as stored, with its photos",
+    responses=answered(
+        "The offer, when it last changed, and each photo (null img, not embedded: it could not be fetched or read)",
+        {
+            "item_id": 610000000001,
+            "updated_at": "2026-12-04T16:27:03.402114+00:00",
+            "offer": _OFFER,
+            "images": [{"source": _OFFER["img"], "img": _OFFER["img"], "embedded": True}],
+        },
+        404,
+    ),
+)
 def get_offer(item_id: Annotated[int, ITEM_ID], resources: ResourcesDep, _auth: CatalogDep) -> JSONResponse:
     """The offer in the catalog schema, when it last changed, and each photo: the reference it was
     imported with, its stored path, and whether it has a vector (is searchable)."""
     return JSONResponse(envelope(200, "success", _wire_offer(resources, item_id)))
 
 
-@router.get("/offers", summary="Offers, oldest change first")
+@router.get(
+    "/offers",
+    summary="Offers, oldest change first",
+    responses=answered(
+        "A page of offers",
+        {
+            "page": 1,
+            "page_size": 100,
+            "total_count": 1,
+            "has_next_page": False,
+            "items": [{"item_id": 610000000001, "updated_at": "2026-12-04T16:27:03.402114+00:00", "offer": _OFFER}],
+        },
+    ),
+)
 def list_offers(
     resources: ResourcesDep,
     _auth: CatalogDep,
@@ -280,6 +374,8 @@ def list_offers(
     """For mirroring: keep the last `updated_at` you saw and ask again with it (offers changed in
     that same instant come again). Deleted offers are not listed."""
     if updated_since is not None:
+        # a "+00:00" pasted into a URL unencoded arrives as " 00:00": read it as meant
+        updated_since = re.sub(r" (\d\d:?\d\d)$", r"+\1", updated_since)
         _check_time(updated_since)
     total, rows = resources.catalog.changed_offers(updated_since, (page - 1) * page_size, page_size)
     items = [{"item_id": item_id, "updated_at": at, "offer": json.loads(doc)} for item_id, doc, at in rows]
@@ -382,7 +478,16 @@ def _mapping(value: Any) -> dict[str, Any] | None:
     return value
 
 
-@router.post("/imports", summary="Start an import job", responses=errors(413), openapi_extra=IMPORT_BODY)
+@router.post(
+    "/imports",
+    summary="Start an import job",
+    responses=answered(
+        "The job, accepted: follow it with GET /catalog/imports/{job_id}",
+        {**_JOB, "status": "queued", "rows_done": 0, "progress": 0.0},
+        413,
+    ),
+    openapi_extra=IMPORT_BODY,
+)
 async def start_import(request: Request, resources: ResourcesDep, _auth: CatalogDep) -> JSONResponse:
     """Answers the job at once; GET /catalog/imports/{id} follows it. The job outlives a restart."""
     settings = resources.settings
@@ -433,7 +538,11 @@ async def _upload(request: Request, limit: int) -> tuple[str, bytes, str | None,
         await form.close()
 
 
-@router.get("/imports/{job_id}", summary="An import job's progress", responses=errors(404))
+@router.get(
+    "/imports/{job_id}",
+    summary="An import job's progress",
+    responses=answered("The job's status, progress, counts and first problem rows", _JOB, 404),
+)
 def get_import(job_id: Annotated[str, Path(max_length=64)], resources: ResourcesDep, _auth: CatalogDep) -> JSONResponse:
     """Status (queued, running, done, failed), rows done of the total, counts, the first rejected rows."""
     job = jobs.get(resources, job_id)
@@ -442,6 +551,6 @@ def get_import(job_id: Annotated[str, Path(max_length=64)], resources: Resources
     return JSONResponse(envelope(200, "success", job.wire()))
 
 
-@router.get("/imports", summary="Recent import jobs")
+@router.get("/imports", summary="Recent import jobs", responses=answered("The most recent jobs, newest first", {"jobs": [_JOB]}))
 def list_imports(resources: ResourcesDep, _auth: CatalogDep) -> JSONResponse:
     return JSONResponse(envelope(200, "success", {"jobs": [job.wire() for job in jobs.recent(resources)]}))
