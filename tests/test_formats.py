@@ -477,3 +477,17 @@ def test_cli_ingest_takes_format_and_mapping(tmp_path, photos):
         env=env,
     )
     assert "set decimal_comma = false under [prices] in the mapping" in hint.stderr, hint.stderr
+
+
+def test_a_windows_1252_csv_is_refused_not_garbled(tmp_path, photos):
+    """Excel's plain "CSV" is Windows-1252: read as UTF-8 its é would become a replacement character
+    in every title, silently; the file is refused with how to save it instead."""
+    path = tmp_path / "latin.csv"
+    path.write_bytes(
+        table(
+            "item_id,title,img,price",
+            [{"item_id": "705", "title": "Latin1 café", "img": photos + "wg03-gr-0.jpg", "price": "9.00"}],
+        ).encode("cp1252")
+    )
+    with pytest.raises(FormatError, match=r'latin.csv: not UTF-8 text \(line 2, .*"CSV UTF-8"'):
+        open_source(path)

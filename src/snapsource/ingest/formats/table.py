@@ -3,6 +3,7 @@ line breaks (shop exports put HTML descriptions in them), so a record's number i
 
 from __future__ import annotations
 
+import codecs
 import csv
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +29,32 @@ def open_text(path: Path):
 
 
 def header_line(path: Path, limit: int = 1 << 16) -> str:
+    """The first line, once the whole file is known to be UTF-8 (FormatError otherwise)."""
+    check_utf8(path)
     with open_text(path) as fh:
         return fh.readline(limit)
+
+
+def check_utf8(path: Path, chunk: int = 1 << 20) -> None:
+    """Refuse a file that is not UTF-8: a spreadsheet's plain "CSV" is often Windows-1252, whose
+    accented letters would otherwise be imported as replacement characters, silently."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines, at = 1, 0
+    with open(path, "rb") as fh:
+        while True:
+            data = fh.read(chunk)
+            try:
+                decoder.decode(data, final=not data)
+            except UnicodeDecodeError as exc:
+                line = lines + data[: max(0, exc.start)].count(b"\n")
+                raise FormatError(
+                    f"{path.name}: not UTF-8 text (line {line}, byte {at + exc.start + 1}): save it as "
+                    '"CSV UTF-8" (Excel) or convert it, e.g. iconv -f WINDOWS-1252 -t UTF-8'
+                ) from None
+            if not data:
+                return
+            lines += data.count(b"\n")
+            at += len(data)
 
 
 def delimiter_of(line: str) -> str:
