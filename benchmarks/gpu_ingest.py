@@ -37,11 +37,12 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageEnhance
+from PIL import Image
 
 from snapsource.config import Settings
 from snapsource.ingest.pipeline import Plan, decode_for_model, ingest
 from snapsource.resources import Resources
+from snapsource.tools.bench_catalog import reshot
 from snapsource.vision import gpu_images, images
 from snapsource.vision.embed import OnnxEmbedder, open_embedder
 
@@ -60,15 +61,7 @@ def synthetic(args: tuple[bytes, int]) -> bytes:
     """A realistic catalog JPEG: a luma photo cropped, maybe flipped, recoloured, 800 px, quality 85."""
     data, seed = args
     rng = random.Random(seed)
-    img = Image.open(io.BytesIO(data)).convert("RGB")
-    w, h = img.size
-    cw, ch = int(w * rng.uniform(0.7, 1.0)), int(h * rng.uniform(0.7, 1.0))
-    x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
-    img = img.crop((x, y, x + cw, y + ch))
-    if rng.random() < 0.5:
-        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    img = ImageEnhance.Color(img).enhance(rng.uniform(0.6, 1.4))
-    img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.85, 1.15))
+    img = reshot(Image.open(io.BytesIO(data)).convert("RGB"), rng, smallest=0.7)
     scale = 800 / max(img.size)
     img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS)
     out = io.BytesIO()

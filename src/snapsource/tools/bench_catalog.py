@@ -41,9 +41,12 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 ADMIN_KEY = "bench-catalog-admin-key"
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -80,23 +83,30 @@ class Options:
 # images and offers -------------------------------------------------------------------------------
 
 
-def _synthetic(args: tuple[str, str, str]) -> None:
-    """One catalog JPEG made from a luma photo: cropped, maybe flipped, recoloured, maybe marked
-    with a price label or a colour patch, resized to 640-1000 px, quality 80-92."""
-    from PIL import Image, ImageDraw, ImageEnhance
+def reshot(img: Image.Image, rng: random.Random, smallest: float) -> Image.Image:
+    """Another shot of a product photo, as a second shop would list it: cropped to at least
+    `smallest` of each side, maybe flipped, recoloured and lit differently (seeded by `rng`)."""
+    from PIL import Image, ImageEnhance
 
-    source, target, seed = args
-    rng = random.Random(seed)
-    with Image.open(source) as opened:
-        img = opened.convert("RGB")
     w, h = img.size
-    cw, ch = int(w * rng.uniform(0.6, 1.0)), int(h * rng.uniform(0.6, 1.0))
+    cw, ch = int(w * rng.uniform(smallest, 1.0)), int(h * rng.uniform(smallest, 1.0))
     x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
     img = img.crop((x, y, x + cw, y + ch))
     if rng.random() < 0.5:
         img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     img = ImageEnhance.Color(img).enhance(rng.uniform(0.6, 1.4))
-    img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.85, 1.15))
+    return ImageEnhance.Brightness(img).enhance(rng.uniform(0.85, 1.15))
+
+
+def _synthetic(args: tuple[str, str, str]) -> None:
+    """One catalog JPEG made from a luma photo: cropped, maybe flipped, recoloured, maybe marked
+    with a price label or a colour patch, resized to 640-1000 px, quality 80-92."""
+    from PIL import Image, ImageDraw
+
+    source, target, seed = args
+    rng = random.Random(seed)
+    with Image.open(source) as opened:
+        img = reshot(opened.convert("RGB"), rng, smallest=0.6)
     size = rng.randint(640, 1000)
     scale = size / max(img.size)
     img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BILINEAR)
