@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import math
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
@@ -31,6 +32,17 @@ def require_token(request: Request, apiToken: Annotated[str | None, Query()] = N
     concurrency) or refused with 401, 439 or 503; the app's middleware releases and meters it."""
     request.state.lease = request.app.state.resources.tokens.admit(apiToken)
     return apiToken or ""
+
+
+def bearer(authorization: str | None) -> str:
+    """What follows `Bearer ` in an Authorization header, else ''."""
+    return authorization[7:] if authorization and authorization.lower().startswith("bearer ") else ""
+
+
+def is_admin_key(resources: Resources, given: str) -> bool:
+    """Whether `given` is the admin key (never when the server has none), in constant time."""
+    key = resources.settings.admin_key
+    return bool(key and given) and hmac.compare_digest(given.encode(), key.encode())
 
 
 def public_base(request: Request) -> str:

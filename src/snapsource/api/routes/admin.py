@@ -8,7 +8,6 @@ stays out of access logs.
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
@@ -16,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictInt, field_validator
 
 from snapsource.accounts.tokens import SCOPES
-from snapsource.api.deps import ResourcesDep
+from snapsource.api.deps import ResourcesDep, bearer, is_admin_key
 from snapsource.api.schemas import errors
 from snapsource.errors import NotFound, Unauthorized, envelope
 
@@ -32,8 +31,7 @@ def require_admin(
     key = request.app.state.resources.settings.admin_key
     if not key:
         raise Unauthorized("the admin API is off: start the server with SNAPSOURCE_ADMIN_KEY set")
-    given = x_admin_key or (authorization[7:] if authorization and authorization.lower().startswith("bearer ") else "")
-    if not given or not hmac.compare_digest(given.encode(), key.encode()):
+    if not is_admin_key(request.app.state.resources, x_admin_key or bearer(authorization)):
         raise Unauthorized("admin key missing or wrong: send it as `Authorization: Bearer <key>`")
 
 

@@ -10,7 +10,6 @@ URL (fetched like a user's URL: public addresses, and the networks of `fetch_all
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import json
 import re
 from typing import Annotated, Any
@@ -22,7 +21,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from snapsource.api.deps import ResourcesDep
+from snapsource.api.deps import ResourcesDep, bearer, is_admin_key
 from snapsource.api.schemas import errors
 from snapsource.errors import NotFound, ParameterError, PayloadTooLarge, Unauthorized, envelope
 from snapsource.ingest import changes, jobs
@@ -86,12 +85,10 @@ def require_catalog(
 ) -> None:
     """The admin key (unlimited), or a token with the catalog scope, admitted like a search."""
     resources: Resources = request.app.state.resources
-    bearer = authorization[7:].strip() if authorization and authorization.lower().startswith("bearer ") else ""
-    given = x_admin_key or bearer
-    key = resources.settings.admin_key
-    if key and given and hmac.compare_digest(given.encode(), key.encode()):
+    credential = bearer(authorization).strip()
+    if is_admin_key(resources, x_admin_key or credential):
         return
-    token = apiToken or bearer
+    token = apiToken or credential
     if not token:
         raise Unauthorized(
             "the catalog API needs the admin key or a token with the catalog scope, as `Authorization: Bearer <key or token>`"
