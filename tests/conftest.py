@@ -105,13 +105,13 @@ def token(resources) -> str:
 
 
 @contextlib.contextmanager
-def serve_workers(data_dir: Path, workdir: Path, workers: int = 2, **settings: str) -> Iterator[str]:
+def serve_workers(data_dir: Path, workdir: Path, workers: int = 2, port: int | None = None, **settings: str) -> Iterator[str]:
     """`snapsource serve --workers N` as a real subprocess, its output in workdir/serve.log and its
     Prometheus files in workdir/metrics; yields its base URL."""
     (workdir / "metrics").mkdir(exist_ok=True)
     env = {"PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics")}
     env.update({f"SNAPSOURCE_{name.upper()}": value for name, value in settings.items()})
-    with open(workdir / "serve.log", "wb") as log, loopback.serve_workers(data_dir, workers, env, log) as (url, _):
+    with open(workdir / "serve.log", "wb") as log, loopback.serve_workers(data_dir, workers, env, log, port=port) as (url, _):
         yield url
 
 

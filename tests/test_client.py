@@ -1,71 +1,33 @@
-"""The Python client against a real snapsource server and against a local fake of TMAPI."""
+"""The Python client against a real snapsource server and against the TMAPI stand-in (snapsource.tools.tmapi_standin)."""
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import hashlib
 import json
 import subprocess
 import sys
 
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
 from conftest import LUMA, SPEC, luma_offers, main_image_url
 from snapsource.client import AsyncClient, Busy, Client, InvalidRequest, QuotaExceeded, TimedOut, Unauthorized
 from snapsource.offer import Item
 from snapsource.tools.loopback import serve
-
-seen_params: list[dict[str, str]] = []  # the query of each search the fake TMAPI answered
-
-
-def fake_tmapi() -> tuple[FastAPI, collections.Counter]:
-    """TMAPI as its documentation describes it (../shared/spec): envelopes, codes, hosted images only."""
-    app = FastAPI()
-    calls: collections.Counter = collections.Counter()
-    example = json.loads((SPEC / "search-image-response-example.json").read_text())
-
-    def fail(code: int, msg: str) -> JSONResponse:
-        return JSONResponse({"code": code, "msg": msg, "data": None}, status_code=code)
-
-    @app.get("/1688/search/image")
-    def search(request: Request) -> JSONResponse:
-        q = request.query_params
-        seen_params.append(dict(q))
-        img = q.get("img_url", "")
-        calls[img] += 1
-        if q.get("apiToken") == "tm_broke":
-            return fail(439, "Subscription expired or insufficient balance")
-        if q.get("apiToken") != "tm_ok":
-            return fail(401, "Invalid apiToken")
-        if "busy" in img and calls[img] == 1 or "always-busy" in img:
-            return fail(503, "API request concurrency limit exceeded")
-        if "slow" in img and calls[img] == 1:
-            return fail(499, "Request timed out")
-        if not img.startswith("/search/imgextra/"):
-            return fail(422, "img_url must be converted with convert_url")
-        page = int(q.get("page", "1"))
-        data = {**example["data"], "page": page, "has_next_page": page < 3}
-        return JSONResponse({"code": 200, "msg": "success", "data": data})
-
-    @app.post("/1688/tools/image/convert_url")
-    async def convert(request: Request) -> JSONResponse:
-        body = await request.json()
-        calls["convert"] += 1
-        return JSONResponse(
-            {"code": 200, "msg": "success", "data": {"image_url": f"/search/imgextra/1692942898123_{len(body['url'])}.jpg"}}
-        )
-
-    return app, calls
+from snapsource.tools.tmapi_standin import Standin, luma_standin
 
 
 @pytest.fixture(scope="module")
 def tmapi():
-    app, calls = fake_tmapi()
-    with serve(app) as url:
-        yield url, calls
+    """TMAPI as its documentation describes it (../shared/spec): the loopback stand-in."""
+    stand = luma_standin(limit=40)
+    with serve(stand.app) as url:
+        yield url, stand
+
+
+def photo_url(url: str, stand: Standin, at: int = 0) -> str:
+    """A photo on loopback for convert_url to fetch: one of the stand-in's own."""
+    return f"{url}/photos/{stand.items[at].item['item_id']}.jpg"
 
 
 def test_against_snapsource(base_url, token, resources):
@@ -92,42 +54,59 @@ def test_against_snapsource(base_url, token, resources):
 
 
 def test_against_tmapi(tmapi):
-    url, calls = tmapi
+    url, stand = tmapi
+    calls = stand.calls
+    converts = calls["convert"]
     with Client(url, "tm_ok", backoff=0.01) as api:
-        path = api.convert_url("https://shop.example/photo.jpg")
-        assert path.startswith("/search/imgextra/")
-        page = api.search_image(path)
+        path = api.convert_url(photo_url(url, stand))
+        assert path.startswith("/search/imgextra/") and calls["convert"] == converts + 1
+        page = api.search_image(path, page_size=15)
         assert page.total_count >= 1 and page.items and page.items[0].title
-        assert [i.item_id for i in api.iter_search(path)] == [i.item_id for i in page.items] * 3  # 3 pages
-        busy = "/search/imgextra/busy.jpg"
-        assert api.search_image(busy).items and calls[busy] == 2  # 503 once, retried
-        slow = "/search/imgextra/slow.jpg"
-        assert api.search_image(slow).items and calls[slow] == 2  # 499 once, retried
+        assert page.items[0].item_id == stand.items[0].item["item_id"]  # the photo's own item first
+        before = calls[path]
+        walked = [i.item_id for i in api.iter_search(path, page_size=15)]
+        assert calls[path] == before + 3  # 3 pages
+        assert walked[:15] == [i.item_id for i in page.items] and len(set(walked)) == len(walked) == page.total_count
+        stand.fail(503)
+        before = calls[path]
+        assert api.search_image(path).items and calls[path] == before + 2  # 503 once, retried
+        stand.fail(499)
+        before = calls[path]
+        assert api.search_image(path).items and calls[path] == before + 2  # 499 once, retried
         with pytest.raises(InvalidRequest):
             api.search_image("https://shop.example/not-converted.jpg")
         assert calls["https://shop.example/not-converted.jpg"] == 1  # 422 is not retried
-        with pytest.raises(Busy) as caught:
-            api.search_image("/search/imgextra/always-busy.jpg")
-        assert caught.value.code == 503 and calls["/search/imgextra/always-busy.jpg"] == 4  # 1 + 3 retries
+        stand.fail(503, times=-1)
+        before = calls[path]
+        try:
+            with pytest.raises(Busy) as caught:
+                api.search_image(path)
+        finally:
+            stand.clear()
+        assert caught.value.code == 503 and calls[path] == before + 4  # 1 + 3 retries
     with Client(url, "tm_broke") as api, pytest.raises(QuotaExceeded) as caught:
         api.search_image("/search/imgextra/a.jpg")
     assert caught.value.code == 439 and calls["/search/imgextra/a.jpg"] == 1
 
 
 def test_async_client(tmapi):
-    url, _ = tmapi
+    url, stand = tmapi
 
     async def run():
         async with AsyncClient(url, "tm_ok", backoff=0.01) as api:
-            path = await api.convert_url("https://shop.example/b.jpg")
-            items = [item async for item in api.iter_search(path)]
+            path = await api.convert_url(photo_url(url, stand, 1))
+            before = stand.calls[path]
+            items = [item async for item in api.iter_search(path, page_size=15)]
+            assert stand.calls[path] == before + 3  # three pages walked
+            stand.fail(499)
             with pytest.raises(TimedOut):
                 async with AsyncClient(url, "tm_ok", retries=0) as once:
-                    await once.search_image("/search/imgextra/slow-async.jpg")
+                    await once.search_image(path)
             return items
 
-    per_page = len(json.loads((SPEC / "search-image-response-example.json").read_text())["data"]["items"])
-    assert len(asyncio.run(run())) == 3 * per_page  # three pages walked
+    items = asyncio.run(run())
+    assert len(items) == len({i.item_id for i in items}) == len(stand.items)
+    assert items[0].item_id == stand.items[1].item["item_id"]
 
 
 def test_cli_client_search(base_url, token):
@@ -278,15 +257,16 @@ def test_answer_types_follow_the_server():
 
 
 def test_tmapi_gets_only_its_parameters(tmapi):
-    url, _ = tmapi
+    url, stand = tmapi
     with Client(url, "tm_ok") as api:
-        api.search_image("/search/imgextra/params.jpg", is_factory=True, price_end=50)
-    assert seen_params[-1] == {
+        path = api.convert_url(photo_url(url, stand, 2))
+        api.search_image(path, is_factory=True, price_end=50)
+    assert stand.seen[-1] == {
         "apiToken": "tm_ok",
         "page": "1",
         "page_size": "20",
         "sort": "default",
         "price_end": "50",
         "is_factory": "true",
-        "img_url": "/search/imgextra/params.jpg",
+        "img_url": path,
     }

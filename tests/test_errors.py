@@ -33,6 +33,12 @@ UNTESTABLE: dict[tuple[str, str, int], str] = {
     ("GET", "/img/{name}", 422): "FastAPI documents a 422 for any route with a parameter; `name` is any path segment",
     ("GET", "/admin/tokens", 422): "its only parameters are the optional admin key headers, always strings",
     ("GET", "/catalog/imports", 422): "its only parameters are the optional key headers and apiToken, always strings",
+    **{
+        (method, "/1688/search/image", status): "answered only by a server with an upstream; tests/test_upstream.py "
+        "gets each in TMAPI's envelope"
+        for method in ("GET", "POST")
+        for status in (417, 499)
+    },
 }
 # Starlette's answers for requests no route takes: not in the document, tested all the same
 UNDOCUMENTED = {("GET", "/no/such/path", 404), ("DELETE", "/1688/search/image", 405)}
@@ -154,6 +160,18 @@ CASES: dict[tuple[str, str, int], Case] = {
     ),
     ("GET", "/admin/usage", 422): Case(lambda w: w.api.get("/admin/usage", headers=ADMIN, params={"days": 0}), "days"),
     ("GET", "/admin/usage", 500): Case(lambda w: w.broken.get("/admin/usage", headers=ADMIN), "Unexpected error"),
+    ("GET", "/admin/upstream", 401): Case(
+        lambda w: w.api.get("/admin/upstream", headers={"Authorization": "Bearer wrong"}), "admin key"
+    ),
+    ("GET", "/admin/upstream", 422): Case(lambda w: w.api.get("/admin/upstream", headers=ADMIN, params={"days": 0}), "days"),
+    ("GET", "/admin/upstream", 500): Case(lambda w: w.broken.get("/admin/upstream", headers=ADMIN), "Unexpected error"),
+    ("GET", "/1688/search/image", 403): Case(lambda w: _search(w, w.token, source="local"), "upstream scope"),
+    ("POST", "/1688/search/image", 403): Case(
+        lambda w: w.api.post(
+            "/1688/search/image", params={"apiToken": w.token, "source": "auto"}, files={"file": ("a.jpg", b"x")}
+        ),
+        "upstream scope",
+    ),
     **{
         (method, path, 401): Case(lambda w, m=method, p=path: w.api.request(m, p.format(item_id=1, job_id="x")), "catalog scope")
         for method, path in CATALOG_ROUTES

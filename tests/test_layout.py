@@ -26,10 +26,11 @@ FLOORS = {
     "resources": 3,
     "search": 4,
     "ingest": 4,
-    "api": 5,
-    "tools": 6,
-    "cli": 7,
-    "__main__": 8,
+    "upstream": 5,
+    "api": 6,
+    "tools": 7,
+    "cli": 8,
+    "__main__": 9,
 }
 
 

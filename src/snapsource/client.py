@@ -45,6 +45,11 @@ class ApiError(Exception):
         self.code, self.msg = code, msg
 
 
+class NotTmapi(ApiError):
+    """The answer is not TMAPI's envelope (a proxy's error page, say): `code` is the HTTP status,
+    500 for a 200."""
+
+
 class Unauthorized(ApiError):
     """401: missing or invalid apiToken."""
 
@@ -123,7 +128,7 @@ class SearchPage(_AsSent):
     (absent from TMAPI's answers, hence optional); fields neither names are kept."""
 
     model_config = ConfigDict(extra="allow")
-    sent_only = ("region", "regions", "categories", "groups", "image_url")
+    sent_only = ("region", "regions", "categories", "groups", "image_url", "source", "upstream_error")
 
     page: int
     page_size: int
@@ -139,6 +144,8 @@ class SearchPage(_AsSent):
     categories: list[CategoryVote] | None = None  # explain=true: the category vote, top level first
     groups: list[SearchGroup] | None = None  # regions=all: each box's first page, in the order of regions
     image_url: str | None = None  # a POSTed photo's path: later pages name it as img_url
+    source: str | None = None  # with an upstream: local, upstream or upstream_cache (docs/upstream.md)
+    upstream_error: dict[str, Any] | None = None  # the upstream failed and the local answer stood in: its code, msg
 
 
 Sort = Literal["default", "sales", "price_up", "price_down"]
@@ -165,6 +172,7 @@ class SearchOptions(TypedDict, total=False):
     score_threshold: float | None
     explain: bool
     regions: Literal["all"] | None
+    source: Literal["local", "upstream", "auto"] | None
 
 
 def search_params(
@@ -187,12 +195,14 @@ def search_params(
     score_threshold: float | None = None,
     explain: bool = False,
     regions: Literal["all"] | None = None,
+    source: Literal["local", "upstream", "auto"] | None = None,
 ) -> dict[str, Any]:
     """The query parameters of a search, as the server names them. Unset ones are left out, so a
     TMAPI server sees only its own; a flag is sent as `true` (false is the server's default).
 
     `region` is "x1,x2,y1,y2" (1688's order, unlike the [x1, y1, x2, y2] of `data.region`);
-    `regions="all"` also searches every product found in the photo (`data.groups`)."""
+    `regions="all"` also searches every product found in the photo (`data.groups`); `source`
+    picks the local catalog or the upstream on a server with one (docs/upstream.md)."""
     params: dict[str, Any] = {"page": page, "page_size": page_size, "sort": sort}
     for name, value in (
         ("price_start", price_start),
@@ -203,6 +213,7 @@ def search_params(
         ("match", match),
         ("score_threshold", score_threshold),
         ("regions", regions),
+        ("source", source),
     ):
         if value is not None:
             params[name] = str(value)
@@ -225,17 +236,21 @@ def _image_bytes(file: str | Path | bytes) -> bytes:
 
 
 def _data(response: httpx.Response) -> Any:
-    """The envelope's `data`, or the matching ApiError."""
+    """The envelope's `data`, or the matching ApiError (an answer that is not TMAPI's envelope,
+    such as a proxy's HTML page, is an ApiError with the HTTP status, 500 for a 200)."""
     try:
         body = response.json()
     except ValueError:
         body = None
-    if isinstance(body, dict) and "code" in body:
-        code, msg = int(body["code"]), str(body.get("msg", ""))
-    else:
-        code, msg = response.status_code, response.reason_phrase or "no TMAPI envelope in the answer"
+    code = body.get("code") if isinstance(body, dict) else None
+    if not isinstance(code, int) or isinstance(code, bool):
+        kind = response.headers.get("content-type", "no content type").split(";")[0]
+        status = response.status_code if response.status_code != 200 else 500
+        raise NotTmapi(status, f"the answer is not TMAPI's envelope (HTTP {response.status_code}, {kind})")
+    assert isinstance(body, dict)
     if response.status_code == 200 and code == 200:
         return body.get("data")
+    msg = str(body.get("msg", ""))
     status = code if code in _ERRORS else response.status_code
     raise _ERRORS.get(status, ApiError)(status, msg)
 
@@ -263,14 +278,13 @@ def _upload_body(file: str | Path | bytes) -> dict[str, Any]:
 class _Retrying:
     """Backoff shared by both clients: attempt n waits base * 2**n with full jitter, or Retry-After."""
 
-    def __init__(self, retries: int, backoff: float) -> None:
-        self.retries, self.backoff = retries, backoff
+    def __init__(self, retries: int, backoff: float, retried: tuple[int, ...] = RETRIED, longest: float | None = None) -> None:
+        self.retries, self.backoff, self.retried, self.longest = retries, backoff, retried, longest
 
     def delay(self, attempt: int, response: httpx.Response) -> float:
         after = response.headers.get("Retry-After", "")
-        if after.isdigit():
-            return float(after)
-        return random.uniform(0, self.backoff * 2**attempt)
+        wait = float(after) if after.isdigit() else random.uniform(0, self.backoff * 2**attempt)
+        return wait if self.longest is None else min(wait, self.longest)
 
 
 class Client:
@@ -285,9 +299,13 @@ class Client:
         retries: int = 3,
         backoff: float = 0.5,
         transport: httpx.BaseTransport | None = None,
+        retried: tuple[int, ...] = RETRIED,
+        longest_wait: float | None = None,
     ) -> None:
+        """`retried`: the statuses asked again (503 and 499); `longest_wait`: at most this many
+        seconds between tries, whatever Retry-After says (None: as it says)."""
         self.token = token
-        self.retry = _Retrying(retries, backoff)
+        self.retry = _Retrying(retries, backoff, retried, longest_wait)
         self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport)
 
     def __enter__(self) -> Client:
@@ -299,11 +317,12 @@ class Client:
     def close(self) -> None:
         self.http.close()
 
-    def _call(self, method: str, path: str, params: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    def call(self, method: str, path: str, params: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        """One call of any TMAPI path, retried as the others are: the envelope's `data`, as sent."""
         params = {"apiToken": self.token, **(params or {})}
         for attempt in range(self.retry.retries + 1):
             response = self.http.request(method, path, params=params, **kwargs)
-            if response.status_code not in RETRIED or attempt == self.retry.retries:
+            if response.status_code not in self.retry.retried or attempt == self.retry.retries:
                 return _data(response)
             time.sleep(self.retry.delay(attempt, response))
         raise AssertionError("unreachable")
@@ -314,7 +333,7 @@ class Client:
         """One page of offers for an image URL, or for a photo (`file`: a path or bytes, POSTed);
         `options` are the server's search parameters under its names (`SearchOptions`)."""
         method, params, body = _search_request(img_url, file, options)
-        return SearchPage.model_validate(self._call(method, SEARCH, params, **body))
+        return SearchPage.model_validate(self.call(method, SEARCH, params, **body))
 
     def iter_search(
         self, img_url: str | None = None, *, file: str | Path | bytes | None = None, **options: Unpack[SearchOptions]
@@ -332,11 +351,11 @@ class Client:
 
     def convert_url(self, url: str, search_api_endpoint: str = "/search/image") -> str:
         """TMAPI's conversion: any image URL -> the path to pass as img_url."""
-        return str(self._call("POST", CONVERT, **_convert_body(url, search_api_endpoint))["image_url"])
+        return str(self.call("POST", CONVERT, **_convert_body(url, search_api_endpoint))["image_url"])
 
     def upload(self, file: str | Path | bytes) -> str:
         """snapsource's upload: a photo -> the path to pass as img_url."""
-        return str(self._call("POST", UPLOAD, **_upload_body(file))["image_url"])
+        return str(self.call("POST", UPLOAD, **_upload_body(file))["image_url"])
 
 
 class AsyncClient:
@@ -351,9 +370,13 @@ class AsyncClient:
         retries: int = 3,
         backoff: float = 0.5,
         transport: httpx.AsyncBaseTransport | None = None,
+        retried: tuple[int, ...] = RETRIED,
+        longest_wait: float | None = None,
     ) -> None:
+        """`retried`: the statuses asked again (503 and 499); `longest_wait`: at most this many
+        seconds between tries, whatever Retry-After says (None: as it says)."""
         self.token = token
-        self.retry = _Retrying(retries, backoff)
+        self.retry = _Retrying(retries, backoff, retried, longest_wait)
         self.http = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport)
 
     async def __aenter__(self) -> AsyncClient:
@@ -365,11 +388,12 @@ class AsyncClient:
     async def aclose(self) -> None:
         await self.http.aclose()
 
-    async def _call(self, method: str, path: str, params: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    async def call(self, method: str, path: str, params: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        """`Client.call`, awaited."""
         params = {"apiToken": self.token, **(params or {})}
         for attempt in range(self.retry.retries + 1):
             response = await self.http.request(method, path, params=params, **kwargs)
-            if response.status_code not in RETRIED or attempt == self.retry.retries:
+            if response.status_code not in self.retry.retried or attempt == self.retry.retries:
                 return _data(response)
             await asyncio.sleep(self.retry.delay(attempt, response))
         raise AssertionError("unreachable")
@@ -379,7 +403,7 @@ class AsyncClient:
     ) -> SearchPage:
         """`Client.search_image`, awaited."""
         method, params, body = _search_request(img_url, file, options)
-        return SearchPage.model_validate(await self._call(method, SEARCH, params, **body))
+        return SearchPage.model_validate(await self.call(method, SEARCH, params, **body))
 
     async def iter_search(
         self, img_url: str | None = None, *, file: str | Path | bytes | None = None, **options: Unpack[SearchOptions]
@@ -396,7 +420,7 @@ class AsyncClient:
             page = await self.search_image(img_url, **options)
 
     async def convert_url(self, url: str, search_api_endpoint: str = "/search/image") -> str:
-        return str((await self._call("POST", CONVERT, **_convert_body(url, search_api_endpoint)))["image_url"])
+        return str((await self.call("POST", CONVERT, **_convert_body(url, search_api_endpoint)))["image_url"])
 
     async def upload(self, file: str | Path | bytes) -> str:
-        return str((await self._call("POST", UPLOAD, **_upload_body(file)))["image_url"])
+        return str((await self.call("POST", UPLOAD, **_upload_body(file)))["image_url"])

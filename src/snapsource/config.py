@@ -128,6 +128,42 @@ SETTINGS: tuple[Setting, ...] = (
         "`category_vote_floor` (one match at 0.65, two at 0.5); less: no prediction (null).",
     ),
     Setting("admin_key", "", "Key of the admin API (/admin/...); empty: the admin API is off."),
+    Setting(
+        "upstream",
+        "",
+        "Base URL of a TMAPI-compatible service behind this one (https://api.tmapi.io), asked for what the "
+        "local catalog cannot answer; its offers are kept locally (docs/upstream.md). Empty: none.",
+    ),
+    Setting("upstream_token", "", "The upstream's apiToken: never logged, never shown in an error, /metrics or the console."),
+    Setting(
+        "upstream_mode",
+        "off",
+        "off: search the local catalog only; fallback: answer locally when the local answer is good enough "
+        "(upstream_min_similarity), else ask the upstream; always: every search asks the upstream (cached), "
+        "the local catalog still grows. Needs `public_url` (the upstream fetches query photos there).",
+    ),
+    Setting(
+        "upstream_min_similarity",
+        0.6,
+        "fallback: the local answer is good enough with a `same` match on its first page, or when its whole "
+        "first page (page_size offers) is at least this similar (cosine) to the photo; docs/upstream.md.",
+    ),
+    Setting(
+        "upstream_cache_days", 7, "The same photo and parameters within this many days: the upstream's stored page, no call."
+    ),
+    Setting("upstream_timeout", 30.0, "Seconds an upstream call may take (TMAPI asks clients to allow 60)."),
+    Setting("upstream_retries", 2, "Times an upstream 503 (too many requests) is asked again, with backoff."),
+    Setting(
+        "upstream_breaker",
+        5,
+        "Upstream failures in a row that open the circuit breaker: no calls for `upstream_breaker_seconds`.",
+    ),
+    Setting("upstream_breaker_seconds", 30.0, "Seconds the open breaker keeps the upstream uncalled, before one trial call."),
+    Setting(
+        "upstream_price_per_call",
+        0.0,
+        "What one upstream call costs you (any currency): the console estimates the saving of calls not made.",
+    ),
     Setting("catalog_max_offers", 1000, "Offers in one `POST /catalog/offers` batch at most (docs/catalog.md)."),
     Setting(
         "catalog_max_bytes",
@@ -236,6 +272,16 @@ class Settings:
     category_vote_floor: float = _DEFAULTS["category_vote_floor"]
     category_min_evidence: float = _DEFAULTS["category_min_evidence"]
     admin_key: str = _DEFAULTS["admin_key"]
+    upstream: str = _DEFAULTS["upstream"]
+    upstream_token: str = _DEFAULTS["upstream_token"]
+    upstream_mode: str = _DEFAULTS["upstream_mode"]
+    upstream_min_similarity: float = _DEFAULTS["upstream_min_similarity"]
+    upstream_cache_days: int = _DEFAULTS["upstream_cache_days"]
+    upstream_timeout: float = _DEFAULTS["upstream_timeout"]
+    upstream_retries: int = _DEFAULTS["upstream_retries"]
+    upstream_breaker: int = _DEFAULTS["upstream_breaker"]
+    upstream_breaker_seconds: float = _DEFAULTS["upstream_breaker_seconds"]
+    upstream_price_per_call: float = _DEFAULTS["upstream_price_per_call"]
     catalog_max_offers: int = _DEFAULTS["catalog_max_offers"]
     catalog_max_bytes: int = _DEFAULTS["catalog_max_bytes"]
     catalog_import_max_bytes: int = _DEFAULTS["catalog_import_max_bytes"]
@@ -258,7 +304,30 @@ class Settings:
             values["data_dir"] = Path(values["data_dir"])
         return cls(**values)
 
+    def check(self) -> None:
+        """Settings that cannot work together: ValueError saying which and what to set."""
+        if self.upstream_mode not in UPSTREAM_MODES:
+            raise ValueError(f"upstream_mode is off, fallback or always; not {self.upstream_mode!r}")
+        if self.upstream_mode == "off":
+            return
+        needs = [
+            f"{name} (SNAPSOURCE_{name.upper()}: {why})"
+            for name, value, why in (
+                ("upstream", self.upstream, "the base URL of TMAPI or a service like it"),
+                ("upstream_token", self.upstream_token, "its apiToken"),
+                (
+                    "public_url",
+                    self.public_url,
+                    "this server's address as the upstream reaches it: it fetches query photos there",
+                ),
+            )
+            if not value
+        ]
+        if needs:
+            raise ValueError(f"upstream_mode={self.upstream_mode} needs " + "; ".join(needs) + " (docs/upstream.md)")
 
+
+UPSTREAM_MODES = ("off", "fallback", "always")
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 
 

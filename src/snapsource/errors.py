@@ -9,7 +9,8 @@ TMAPI reports failures with the HTTP status and the same number in ``code``; ``d
     ├── ParameterError (422)     bad query parameter or image
     ├── QuotaExceeded (439)      subscription expired or balance insufficient
     ├── ConcurrencyLimit (503)   too many concurrent requests for this token
-    └── ServiceNotReady (503)    index or model not loaded yet
+    ├── ServiceNotReady (503)    index or model not loaded yet
+    └── UpstreamError (its code) the upstream (TMAPI behind us) failed and nothing local answers
 """
 
 from __future__ import annotations
@@ -78,6 +79,14 @@ class CatalogBusy(ApiError):
 class PayloadTooLarge(ApiError):
     status = 413
     default_msg = "The request body is too large"
+
+
+class UpstreamError(ApiError):
+    """The upstream's failure, passed on with its own TMAPI code (417, 439, 499, 503, ...)."""
+
+    def __init__(self, status: int, msg: str, *, retry_after: float | None = None) -> None:
+        super().__init__(msg, retry_after=retry_after)
+        self.status = status
 
 
 def envelope(code: int, msg: str, data: Any = None) -> dict[str, Any]:

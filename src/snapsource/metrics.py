@@ -24,6 +24,12 @@ QUERY_PHOTOS = Counter(
     "Query photos by how they were obtained: cached (analysis kept) or analysed (decoded and embedded).",
     ["result"],
 )
+UPSTREAM = Counter(
+    "snapsource_upstream",
+    "Searches with an upstream (docs/upstream.md), by what happened: local (answered locally), cached "
+    "(the stored upstream page), called and converted (upstream calls made), failed (an upstream call failed).",
+    ["outcome"],
+)
 OFFERS = Gauge("snapsource_offers", "Offers in the catalog.", multiprocess_mode="max")
 VECTORS = Gauge("snapsource_index_vectors", "Image vectors in the index.", multiprocess_mode="max")
 

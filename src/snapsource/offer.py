@@ -130,6 +130,8 @@ class OfferRecord(Item):
     verified_supplier: bool | None = None
     new_arrival: bool | None = None
     created_at: dt.date | None = None
+    source: str | None = None  # where the offer came from when not the operator's own: "upstream" (docs/upstream.md)
+    seen_at: dt.datetime | None = None  # when that source last showed it
 
     @model_validator(mode="before")
     @classmethod

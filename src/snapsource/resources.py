@@ -34,7 +34,8 @@ class Resources:
 
     @classmethod
     def open(cls, settings: Settings) -> Resources:
-        names = CategoryNames.of(settings.categories)  # first: a bad file leaves nothing open
+        settings.check()  # first: settings that cannot work together leave nothing open
+        names = CategoryNames.of(settings.categories)
         catalog = Catalog(settings.data_dir, settings.catalog)
         embedder = open_embedder(settings.device, settings.model_path or None, threads=settings.threads)
         index = open_vectors(settings, catalog, model_identity(embedder, settings), embedder.dim)

@@ -34,7 +34,8 @@ from snapsource.errors import ConcurrencyLimit, Forbidden, QuotaExceeded, Unauth
 from snapsource.store.catalog import Catalog
 from snapsource.store.tokens import Metering, TokenInfo, TokenTable
 
-SCOPES = ("search", "catalog")  # the TMAPI search API; the catalog API (offers and imports)
+# the TMAPI search API; the catalog API (offers and imports); choosing `source=` of a search (docs/upstream.md)
+SCOPES = ("search", "catalog", "upstream")
 FLUSH_SECONDS = 1.0  # metering is written at most this long after the call
 STALE_SECONDS = 300.0  # an in-flight call older than this was lost with its process
 LATENCY_EDGES_MS = (5, 10, 25, 50, 100, 150, 250, 500, 1000, 2500, 5000, 15000)
@@ -225,11 +226,19 @@ class Tokens:
         bucket = next((i for i, edge in enumerate(LATENCY_EDGES_MS) if seconds * 1000 <= edge), len(LATENCY_EDGES_MS))
         histogram = [0] * (len(LATENCY_EDGES_MS) + 1)
         histogram[bucket] = 1
+        self._meter(
+            {(lease.token_id, day, endpoint): [1, int(status >= 400), histogram]}, {} if lease.counted else {lease.token_id: 1}
+        )
+
+    def count(self, token_id: int, what: str) -> None:
+        """One event of a call that is not a call of ours (an upstream call made, one saved), in
+        the token's usage for the day under `what`, written with the metering."""
+        day = dt.date.today().isoformat()
+        self._meter({(token_id, day, what): [1, 0, [0] * (len(LATENCY_EDGES_MS) + 1)]}, {})
+
+    def _meter(self, pending: Metering, uncounted: dict[int, int]) -> None:
         with self._metering:
-            self._gather(
-                {(lease.token_id, day, endpoint): [1, int(status >= 400), histogram]},
-                {} if lease.counted else {lease.token_id: 1},
-            )
+            self._gather(pending, uncounted)
             if self._timer is None:
                 self._timer = threading.Timer(FLUSH_SECONDS, self._flush_later)
                 self._timer.daemon = True

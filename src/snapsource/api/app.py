@@ -14,6 +14,7 @@ from snapsource.config import Settings
 from snapsource.ingest import jobs
 from snapsource.resources import Resources
 from snapsource.store.vectors.base import Compactor
+from snapsource.upstream.proxy import Upstream
 
 
 def create_app(settings: Settings | None = None, resources: Resources | None = None) -> FastAPI:
@@ -30,6 +31,8 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
         if runner is not None:
             runner.stop()
         compactor.stop()
+        if app.state.upstream is not None:
+            app.state.upstream.close()
         resources.close()
 
     app = FastAPI(
@@ -41,6 +44,14 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
         redoc_url=None,  # ReDoc's page reaches a CDN whatever it is given
     )
     app.state.resources = resources
+    app.state.import_runner = None
+
+    def landed() -> None:
+        """The upstream queued offers to import: this server's runner looks now."""
+        if app.state.import_runner is not None:
+            app.state.import_runner.wake()
+
+    app.state.upstream = Upstream.open(resources, on_landing=landed)
     metrics.VECTORS.set(len(resources.index))  # each worker shows up in /metrics from its start
 
     app.add_middleware(Measure, resources=resources)

@@ -66,12 +66,14 @@ class ErrorResponse(BaseModel):
 
 ERRORS = {
     401: "Missing or invalid apiToken (or admin key)",
-    403: "A valid token without the scope this API needs (the catalog scope for /catalog/*)",
+    403: "A valid token without the scope this API needs (the catalog scope for /catalog/*, the upstream scope for source=)",
     404: "No such image, token, offer or import job",
     405: "Method not allowed: the Allow header lists the methods this path takes",
     413: "The request body, or the number of offers in it, is over the limit the message names",
     422: "Parameter error or unusable image: the message says which and why",
-    439: "Subscription expired or insufficient balance (the token's quota or expiry date)",
+    417: "The upstream (docs/upstream.md) could not be reached, answered no TMAPI page, or is paused after failures; nothing local answers",
+    439: "Subscription expired or insufficient balance (the token's quota or expiry date; or the upstream's, with nothing local to answer)",
+    499: "The upstream took too long (upstream_timeout) and nothing local answers",
     500: "Unexpected error",
     503: "API request concurrency limit exceeded, the index is not loaded yet, or another import is writing the catalog (see Retry-After)",
 }
@@ -84,3 +86,5 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 # what every token-checked /1688 route may answer besides 200
 ERROR_RESPONSES = errors(401, 422, 439, 500, 503)
+# and a search's: source= without the upstream scope, the upstream's failures with no local answer
+SEARCH_ERRORS = {**errors(401, 403, 417, 422, 439, 499), **ERROR_RESPONSES}

@@ -132,6 +132,14 @@ RegionsOpt = Annotated[
         "with --json, one line per box (region, items, total_count) instead of one per offer.",
     ),
 ]
+SourceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--source",
+        help="On a server with an upstream (docs/upstream.md), for a token with the upstream scope: local, upstream "
+        "or auto; left out: the server's upstream_mode.",
+    ),
+]
 EXPLAIN_HELP = (
     "Each offer's similarity (0-1), match (same/similar) and matched_img (its photo that matched), "
     "and the predicted category's vote (the API's explain=true)."
@@ -417,6 +425,14 @@ def search_cmd(
         bool, typer.Option("--explain/--no-explain", help=EXPLAIN_HELP + " On by default here: it costs nothing locally.")
     ] = True,
     regions: RegionsOpt = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--source",
+            help="local only: this command searches the data dir's catalog; the upstream is asked through a "
+            "server (snapsource client search --source upstream).",
+        ),
+    ] = None,
 ) -> None:
     """Search the catalog with a local image or an image URL: the API's search, without HTTP."""
     from snapsource import search
@@ -428,6 +444,11 @@ def search_cmd(
     try:
         if regions not in (None, "all"):
             raise ParameterError(f"--regions takes only all; got {regions!r}")
+        if source not in (None, "local"):
+            raise ParameterError(
+                f"--source {source}: this command searches the local catalog only; ask a server with an upstream "
+                "with `snapsource client search --source upstream`"
+            )
         filters = search.Filters.from_params(
             price_start,
             price_end,
@@ -1059,6 +1080,7 @@ def client_search(
         bool, typer.Option("--explain/--no-explain", help=EXPLAIN_HELP + " Off by default: TMAPI's answer unless asked.")
     ] = False,
     regions: RegionsOpt = None,
+    source: SourceOpt = None,
     all_pages: Annotated[bool, typer.Option("--all-pages", help="Walk every page.")] = False,
 ) -> None:
     """Search a server by image: a table, or JSON lines. Parameters left unset are not sent, so a
@@ -1092,6 +1114,7 @@ def client_search(
         score_threshold=score_threshold,
         explain=explain,
         regions=regions,
+        source=source,
     )
     try:
         with Client(url, token) as api:

@@ -81,6 +81,10 @@ class Filters:
                 out[name] = True
         return out
 
+    def tmapi(self) -> dict[str, str]:
+        """TMAPI's filter parameters as a TMAPI server is sent them: prices as given, flags as true."""
+        return {name: "true" if value is True else str(value) for name, value in self.echo().items()}
+
     def where(self, today: dt.date, new_days: int) -> Where | None:
         """The store's condition for these filters (None: no filter), `new_arrival` as of `today`."""
         since = (today - dt.date(1970, 1, 1)).days - new_days if self.new_arrival else None

@@ -39,22 +39,33 @@ def serve(app, timeout: float = 20.0) -> Iterator[str]:
         sock.close()
 
 
+def free_port() -> int:
+    """A loopback port free now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @contextlib.contextmanager
 def serve_workers(
-    data_dir, workers: int = 2, env: dict[str, str] | None = None, log=None, timeout: float = 60.0, prefix: tuple[str, ...] = ()
+    data_dir,
+    workers: int = 2,
+    env: dict[str, str] | None = None,
+    log=None,
+    timeout: float = 60.0,
+    prefix: tuple[str, ...] = (),
+    port: int | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`snapsource serve --workers N` as a subprocess on a free loopback port, ready (`/readyz`)
-    when the block starts and stopped with SIGTERM when it ends; yields its URL and process.
-    `prefix` runs it through another command first (one that ends by exec-ing its arguments)."""
+    """`snapsource serve --workers N` as a subprocess on a free loopback port (or `port`, from
+    free_port(), when its settings must name it), ready (`/readyz`) when the block starts and
+    stopped with SIGTERM when it ends; yields its URL and process. `prefix` runs it through
+    another command first (one that ends by exec-ing its arguments)."""
     import os
     import sys
 
     import httpx
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    port = port or free_port()
     server = subprocess.Popen(
         [
             *prefix,

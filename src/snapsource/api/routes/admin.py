@@ -97,3 +97,49 @@ def usage(
     name: Annotated[str | None, Query(description="Only tokens with this name")] = None,
 ) -> JSONResponse:
     return JSONResponse(envelope(200, "success", {"usage": resources.tokens.usage(days, name)}))
+
+
+UPSTREAM_COUNTS = {  # token usage rows (endpoint) -> the upstream report's names
+    "upstream:call": "calls",
+    "upstream:convert": "conversions",
+    "upstream:cached": "cached",
+    "upstream:local": "local",
+}
+
+
+@router.get("/upstream", summary="The upstream (TMAPI behind this server): calls made and saved, per token and day")
+def upstream(
+    request: Request,
+    resources: ResourcesDep,
+    _admin: AdminDep,
+    days: Annotated[int, Query(ge=1, le=366)] = 30,
+) -> JSONResponse:
+    """Per token and day: upstream searches and conversions made, searches answered from a stored
+    upstream page (cached) and locally where the upstream was an option; the saving is the calls not
+    made (cached + local) at `upstream_price_per_call`. The upstream's token is never shown."""
+    upstream = request.app.state.upstream
+    days_rows: dict[tuple[str, str], dict[str, object]] = {}
+    for row in resources.tokens.usage(days):
+        name = UPSTREAM_COUNTS.get(str(row["endpoint"]))
+        if name is None:
+            continue
+        entry = days_rows.setdefault(
+            (str(row["day"]), str(row["token"])),
+            {"day": row["day"], "token": row["token"], "token_id": row["token_id"], **dict.fromkeys(UPSTREAM_COUNTS.values(), 0)},
+        )
+        entry[name] = int(row["calls"])  # type: ignore[call-overload]
+    rows = sorted(days_rows.values(), key=lambda r: (str(r["day"]), str(r["token"])), reverse=True)
+    totals = {name: sum(int(r[name]) for r in rows) for name in UPSTREAM_COUNTS.values()}  # type: ignore[call-overload]
+    price = resources.settings.upstream_price_per_call
+    saved = totals["cached"] + totals["local"]
+    answered = saved + totals["calls"]
+    summary = {
+        **totals,
+        "saved_calls": saved,
+        "local_share": round(totals["local"] / answered, 4) if answered else None,
+        "estimated_cost": round((totals["calls"] + totals["conversions"]) * price, 2),
+        "estimated_saving": round(saved * price, 2),
+    }
+    state = {"configured": True, **upstream.state(), "token": "***"} if upstream is not None else {"configured": False}
+    data = {**state, "days": days, "totals": summary, "usage": rows}
+    return JSONResponse(envelope(200, "success", data))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -12,10 +13,12 @@ from fastapi.responses import JSONResponse
 from snapsource import search
 from snapsource.api.deps import FLAG_VALUES, BlankIsAbsent, Flag, ResourcesDep, TokenDep, fraction, one_of, own_hosts, public_base
 from snapsource.api.routes.uploads import IMAGE_BODY, read_image
-from snapsource.api.schemas import ERROR_RESPONSES, SearchResponse, UploadSearchResponse
-from snapsource.errors import envelope
+from snapsource.api.schemas import SEARCH_ERRORS, SearchResponse, UploadSearchResponse
+from snapsource.errors import Forbidden, ParameterError, envelope
 from snapsource.resources import Resources
 from snapsource.search import queries
+from snapsource.upstream import proxy
+from snapsource.upstream.connector import is_upstream_path
 
 router = APIRouter(route_class=BlankIsAbsent)  # `name=` is `name` left out, for every parameter here
 
@@ -34,6 +37,26 @@ class SearchParams:
     score_threshold: float | None = None
     explain: bool = False
     regions: bool = False
+    source: str | None = None
+
+    def tmapi(self, page: int | None = None) -> dict[str, str]:
+        """TMAPI's parameters of this search, as the upstream is sent them (flags only when set)."""
+        params = {"page": str(page or self.page), "page_size": str(self.page_size), "sort": self.sort.value}
+        params.update(self.filters.tmapi())
+        return params
+
+    def own(self) -> tuple[str, ...]:
+        """snapsource's own parameters this search uses: the upstream could not apply them."""
+        used = {
+            "keyword": self.filters.keyword,
+            "cat_id": self.filters.cat_id,
+            "region": self.region,
+            "group_same": self.group_same,
+            "match": self.match != "all",
+            "score_threshold": self.score_threshold is not None,
+            "regions": self.regions,
+        }
+        return tuple(name for name, value in used.items() if value)
 
 
 async def search_params(  # async: validation only, no thread hop
@@ -103,6 +126,15 @@ async def search_params(  # async: validation only, no thread hop
             "would, and answer their first pages in data.groups",
         ),
     ] = None,
+    source: Annotated[
+        Literal["local", "upstream", "auto"] | None,
+        one_of("local", "upstream", "auto"),
+        Query(
+            description="With an upstream (docs/upstream.md), for a token with the upstream scope: local (this catalog "
+            "only), upstream (ask the upstream, or its stored answer) or auto (the upstream when the local answer is "
+            "not good enough); left out: the server's upstream_mode. data.source says which answered",
+        ),
+    ] = None,
 ) -> SearchParams:
     """The spec's parameters besides img_url, shared by GET and POST."""
     filters = search.Filters.from_params(
@@ -117,7 +149,7 @@ async def search_params(  # async: validation only, no thread hop
         new_arrival=new_arrival,
     )
     return SearchParams(
-        page, page_size, sort, filters, region or None, group_same, match, score_threshold, explain, regions == "all"
+        page, page_size, sort, filters, region or None, group_same, match, score_threshold, explain, regions == "all", source
     )
 
 
@@ -127,7 +159,7 @@ ParamsDep = Annotated[SearchParams, Depends(search_params)]
 @router.get(
     "/1688/search/image",
     response_class=JSONResponse,
-    responses={200: {"model": SearchResponse, "description": "Offers, best first"}, **ERROR_RESPONSES},
+    responses={200: {"model": SearchResponse, "description": "Offers, best first"}, **SEARCH_ERRORS},
     summary="Search offers by image",
     tags=["search"],
 )
@@ -146,17 +178,24 @@ def search_image(
     params: ParamsDep,
 ) -> JSONResponse:
     _check_category(resources, params)
+    upstream = _upstream(request, resources, params)
     resources.index.refresh()
+    if upstream is not None and is_upstream_path(img_url) and not urlsplit(img_url.strip()).netloc:
+        ask = proxy.Ask(params.tmapi(), upstream_path=img_url.strip(), own=params.own())  # no photo here
+        choice = upstream.choose(ask, params.source, _no_local, _token_id(request))
+        return JSONResponse(envelope(200, "success", {**(choice.data or {}), **choice.wire()}))
     photo = query = queries.from_img_url(resources, img_url, own_hosts(request))
     if params.region:
         query = queries.in_region(resources, query, params.region)
-    return JSONResponse(envelope(200, "success", _answer(request, resources, photo, query, params)))
+    passed = img_url.strip() if is_upstream_path(img_url) else None  # an Alibaba photo: the upstream reads it as is
+    data = _answer_from(request, resources, upstream, photo, query, params, passed)
+    return JSONResponse(envelope(200, "success", data))
 
 
 @router.post(
     "/1688/search/image",
     response_class=JSONResponse,
-    responses={200: {"model": UploadSearchResponse, "description": "Offers, best first"}, **ERROR_RESPONSES},
+    responses={200: {"model": UploadSearchResponse, "description": "Offers, best first"}, **SEARCH_ERRORS},
     summary="Upload an image and search with it in one step",
     tags=["search"],
     openapi_extra=IMAGE_BODY,
@@ -164,13 +203,65 @@ def search_image(
 async def search_image_upload(request: Request, resources: ResourcesDep, _token: TokenDep, params: ParamsDep) -> JSONResponse:
     """The photo is kept like an upload: `data.image_url` searches it again (later pages) with GET."""
     await run_in_threadpool(_check_category, resources, params)
+    upstream = _upstream(request, resources, params)
     data = await read_image(request, resources.settings.max_image_bytes)
     resources.index.refresh()
     photo = query = await run_in_threadpool(queries.from_bytes, resources, data)
     if params.region:
         query = await run_in_threadpool(queries.in_region, resources, query, params.region)
-    page = await run_in_threadpool(_answer, request, resources, photo, query, params)
+    page = await run_in_threadpool(_answer_from, request, resources, upstream, photo, query, params, None)
     return JSONResponse(envelope(200, "success", {**page, "image_url": query.image_url}))
+
+
+def _upstream(request: Request, resources: Resources, params: SearchParams) -> proxy.Upstream | None:
+    """The upstream this search may ask (None: the local catalog only). `source=` needs a token
+    with the upstream scope and a configured upstream."""
+    upstream: proxy.Upstream | None = request.app.state.upstream
+    if params.source is not None:
+        if not resources.tokens.allows(request.query_params.get("apiToken"), "upstream"):
+            raise Forbidden(
+                "source= needs a token with the upstream scope: create one with `snapsource token create --scope "
+                "search --scope upstream`, or leave source out"
+            )
+        if upstream is None:
+            raise ParameterError("source= needs an upstream: this server has none (the upstream setting, docs/upstream.md)")
+    if upstream is None or upstream.mode(params.source) == "off":
+        return None
+    return upstream
+
+
+def _token_id(request: Request) -> int | None:
+    lease = getattr(request.state, "lease", None)
+    return lease.token_id if lease is not None else None
+
+
+def _no_local() -> search.ranking.Page:
+    raise AssertionError("a search without a photo here has no local answer")  # choose() never asks then
+
+
+def _answer_from(
+    request: Request,
+    resources: Resources,
+    upstream: proxy.Upstream | None,
+    photo: queries.Query,
+    query: queries.Query,
+    params: SearchParams,
+    passed: str | None,
+) -> dict[str, Any]:
+    """The local answer, or the upstream's when `upstream` chooses it; with an upstream
+    configured, data.source says which (and data.upstream_error why the local one stood in)."""
+    if upstream is None:
+        page = _answer(request, resources, photo, query, params)
+        return {**page, "source": "local"} if request.app.state.upstream is not None else page
+
+    def first_page() -> search.ranking.Page:
+        return _find(resources, query, params, page=1)
+
+    ask = proxy.Ask(params.tmapi(), photo=query, upstream_path=passed, own=params.own())
+    choice = upstream.choose(ask, params.source, first_page, _token_id(request))
+    if choice.data is not None:
+        return {**choice.data, **choice.wire()}
+    return {**_answer(request, resources, photo, query, params), **choice.wire()}
 
 
 def _check_category(resources: Resources, params: SearchParams) -> None:
@@ -221,17 +312,7 @@ def _page(request: Request, resources: Resources, query: queries.Query, params: 
     """The data of a search answer: the spec's fields in its order and types (see test_contract),
     then ours: the box searched and the products found, as [x1, y1, x2, y2] in the photo's pixels.
     It is sent as built rather than validated a second time against SearchResponse."""
-    result = search.find(
-        resources,
-        query,
-        page=params.page,
-        page_size=params.page_size,
-        sort=params.sort,
-        filters=params.filters,
-        group_same=params.group_same,
-        match=params.match,
-        score_threshold=params.score_threshold,
-    )
+    result = _find(resources, query, params)
     base = public_base(request)
     return {
         "page": result.page,
@@ -247,3 +328,18 @@ def _page(request: Request, resources: Resources, query: queries.Query, params: 
         "regions": [box.wire() for box in query.analysis.regions],
         **({"categories": [v.wire() for v in result.categories]} if params.explain else {}),
     }
+
+
+def _find(resources: Resources, query: queries.Query, params: SearchParams, page: int | None = None) -> search.ranking.Page:
+    """The local search of `query` with the request's parameters (at `page`, or the request's)."""
+    return search.find(
+        resources,
+        query,
+        page=page or params.page,
+        page_size=params.page_size,
+        sort=params.sort,
+        filters=params.filters,
+        group_same=params.group_same,
+        match=params.match,
+        score_threshold=params.score_threshold,
+    )

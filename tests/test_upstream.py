@@ -1,0 +1,321 @@
+"""TMAPI behind snapsource (docs/upstream.md): a real `snapsource serve` in front of the TMAPI
+stand-in, both on loopback, starting from an empty catalog. Each mode, the stored pages, every
+upstream failure, the circuit breaker and the upstream token's secrecy; in both profiles."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from conftest import profile_settings, serve_workers
+from snapsource.config import Settings
+from snapsource.errors import UpstreamError
+from snapsource.tools.loopback import free_port, serve
+from snapsource.tools.tmapi_standin import luma_standin
+from snapsource.upstream.connector import Connector, MaskSecrets
+
+pytestmark = pytest.mark.profiles
+
+SECRET = "tm_secret_4f1c9a77"  # the upstream token: must never show
+ADMIN = "admin-upstream-test"
+
+
+@pytest.fixture(scope="module")
+def standin():
+    stand = luma_standin(limit=40, token=SECRET)
+    with serve(stand.app) as url:
+        yield stand, url
+
+
+@pytest.fixture(scope="module")
+def server(standin, tmp_path_factory):
+    """An empty catalog in fallback mode, the stand-in as its upstream."""
+    stand, upstream = standin
+    work = tmp_path_factory.mktemp("upstream")
+    port = free_port()
+    settings = {
+        **profile_settings(),
+        "upstream": upstream,
+        "upstream_token": SECRET,
+        "upstream_mode": "fallback",
+        "public_url": f"http://127.0.0.1:{port}",
+        "fetch_allow": "127.0.0.0/8",  # the stand-in's photos are on loopback
+        "upstream_timeout": "3",
+        "upstream_breaker": "3",
+        "upstream_breaker_seconds": "2",
+        "upstream_price_per_call": "0.01",
+        "admin_key": ADMIN,
+    }
+    env = {f"SNAPSOURCE_{k.upper()}": v for k, v in settings.items()}
+    tokens = {}
+    for name, scopes in (("plain", ["search"]), ("chooser", ["search", "upstream"])):
+        out = subprocess.run(
+            [sys.executable, "-m", "snapsource", "token", "create", "--name", name, "--data", str(work / "data")]
+            + [arg for scope in scopes for arg in ("--scope", scope)],
+            env={**__import__("os").environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        tokens[name] = out.stdout.strip().splitlines()[-1]
+    with serve_workers(work / "data", work, workers=1, port=port, **settings) as url:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            yield http, tokens, work
+
+
+def photo_of(stand, at: int) -> bytes:
+    return stand.items[at].photo
+
+
+def item_id_of(stand, at: int) -> int:
+    return int(stand.items[at].item["item_id"])
+
+
+def post_search(http, token: str, photo: bytes, **params) -> httpx.Response:
+    return http.post(
+        "/1688/search/image", params={"apiToken": token, **params}, files={"file": ("photo.jpg", photo, "image/jpeg")}
+    )
+
+
+def recompressed(photo: bytes, quality: int = 80) -> bytes:
+    """The same photo saved again: another file, another hash, the same product."""
+    out = io.BytesIO()
+    Image.open(io.BytesIO(photo)).convert("RGB").save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def wait_landed(http, item_id: int, timeout: float = 60.0) -> dict:
+    """The offer once the upstream's item is in the catalog with its photo embedded."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = http.get(f"/catalog/offers/{item_id}", headers={"Authorization": f"Bearer {ADMIN}"})
+        if got.status_code == 200:
+            data = got.json()["data"]
+            if all(photo.get("embedded") for photo in data.get("images", [])) and data.get("images"):
+                return data
+        time.sleep(0.3)
+    raise AssertionError(f"item {item_id} did not land within {timeout} s")
+
+
+def upstream_report(http) -> dict:
+    time.sleep(1.2)  # metering is written within a second
+    return http.get("/admin/upstream", headers={"Authorization": f"Bearer {ADMIN}"}).json()["data"]
+
+
+def test_fallback_asks_the_upstream_then_answers_locally(server, standin):
+    http, tokens, _ = server
+    stand, _ = standin
+    before = stand.calls.copy()
+    first = post_search(http, tokens["plain"], photo_of(stand, 0), page_size=10)
+    assert first.status_code == 200, first.text
+    data = first.json()["data"]
+    assert data["source"] == "upstream" and data["items"][0]["item_id"] == item_id_of(stand, 0)
+    assert list(data)[:9] == [
+        "page",
+        "page_size",
+        "total_count",
+        "keyword",
+        "sort",
+        "cat_id",
+        "filters",
+        "items",
+        "has_next_page",
+    ]
+    assert data["image_url"].startswith("/img/")  # later pages name the photo as on any search
+    assert stand.calls["convert"] - before["convert"] == 1 and stand.calls["search"] - before["search"] == 1
+    # the upstream fetched the query photo from public_url: it holds the same bytes
+    offer = wait_landed(http, item_id_of(stand, 0))
+    assert offer["offer"]["source"] == "upstream" and offer["offer"]["seen_at"]
+    # the same product again (another file of it): found locally now, the same product, no call
+    calls = stand.calls["search"]
+    again = post_search(http, tokens["plain"], recompressed(photo_of(stand, 0)), page_size=10, explain="true")
+    local = again.json()["data"]
+    assert local["source"] == "local" and local["items"][0]["item_id"] == item_id_of(stand, 0)
+    assert local["items"][0]["match"] == "same"
+    assert stand.calls["search"] == calls
+    report = upstream_report(http)
+    assert report["totals"]["calls"] >= 1 and report["totals"]["local"] >= 1 and report["token"] == "***"
+    assert report["breaker"]["state"] == "closed"
+
+
+def test_stored_pages_and_paths_are_reused(server, standin):
+    http, tokens, _ = server
+    stand, _ = standin
+    photo = photo_of(stand, 1)
+    first = post_search(http, tokens["chooser"], photo, source="upstream", sort="sales")
+    assert first.json()["data"]["source"] == "upstream"
+    path = first.json()["data"]["image_url"]
+    calls, converts = stand.calls["search"], stand.calls["convert"]
+    # the same photo and parameters: the stored page, no call
+    again = http.get(
+        "/1688/search/image", params={"apiToken": tokens["chooser"], "img_url": path, "source": "upstream", "sort": "sales"}
+    )
+    assert again.json()["data"]["source"] == "upstream_cache"
+    assert again.json()["data"]["items"] == first.json()["data"]["items"]
+    assert stand.calls["search"] == calls
+    # page 2: a call, with the photo's converted path reused (no second conversion)
+    second = http.get(
+        "/1688/search/image",
+        params={"apiToken": tokens["chooser"], "img_url": path, "source": "upstream", "sort": "sales", "page": 2},
+    )
+    assert second.json()["data"]["source"] == "upstream" and second.json()["data"]["page"] == 2
+    assert stand.calls["search"] == calls + 1 and stand.calls["convert"] == converts
+    assert stand.seen[-1]["sort"] == "sales" and stand.seen[-1]["page"] == "2"
+    assert set(stand.seen[-1]) <= {"apiToken", "img_url", "page", "page_size", "sort"}  # only TMAPI's parameters
+
+
+def test_source_local_never_calls_and_needs_the_scope(server, standin):
+    http, tokens, _ = server
+    stand, _ = standin
+    calls = stand.calls["search"]
+    local = post_search(http, tokens["chooser"], photo_of(stand, 2), source="local")
+    assert local.status_code == 200 and local.json()["data"]["source"] == "local"
+    assert stand.calls["search"] == calls
+    refused = post_search(http, tokens["plain"], photo_of(stand, 2), source="upstream")
+    assert refused.status_code == 403 and refused.json()["code"] == 403 and "upstream scope" in refused.json()["msg"]
+    bad = post_search(http, tokens["chooser"], photo_of(stand, 2), source="elsewhere")
+    assert bad.status_code == 422 and "local" in bad.json()["msg"]
+
+
+def test_own_parameters_are_answered_locally(server, standin):
+    http, tokens, _ = server
+    stand, _ = standin
+    calls = stand.calls["search"]
+    got = post_search(http, tokens["chooser"], photo_of(stand, 3), source="upstream", keyword="tee")
+    assert got.status_code == 200 and got.json()["data"]["source"] == "local"
+    assert stand.calls["search"] == calls
+    path_only = http.get(
+        "/1688/search/image", params={"apiToken": tokens["chooser"], "img_url": "/search/imgextra/1_x.jpg", "keyword": "tee"}
+    )
+    assert path_only.status_code == 422 and "upstream" in path_only.json()["msg"]
+
+
+@pytest.mark.parametrize("failure", [417, 439, 499, 503, "timeout", "malformed", "bad_items"])
+def test_upstream_failures_give_the_local_answer_or_the_upstream_code(server, standin, failure):
+    http, tokens, work = server
+    stand, _ = standin
+    photo = photo_of(stand, 0)  # landed by the first test: a local answer exists
+    wait_landed(http, item_id_of(stand, 0))
+    stand.fail(failure, times=-1)
+    try:
+        with_local = post_search(http, tokens["chooser"], photo, source="upstream", page_size=7, price_start="0.5")
+        assert with_local.status_code == 200, with_local.text
+        data = with_local.json()["data"]
+        assert data["source"] == "local" and data["items"]
+        code = {"timeout": 499, "malformed": 417, "bad_items": 417}.get(failure, failure)
+        assert data["upstream_error"]["code"] == code
+        # nothing local matches a price no offer has: the upstream's code and message
+        without = post_search(http, tokens["chooser"], photo, source="upstream", price_end="0.01", page_size=7)
+        assert without.status_code == code and without.json()["code"] == code and without.json()["data"] is None
+        assert "upstream" in without.json()["msg"] and SECRET not in without.text
+    finally:
+        stand.clear()
+    assert http.get("/readyz").status_code == 200  # a broken upstream never takes the local search down
+    close_breaker(http, tokens, stand)
+
+
+def close_breaker(http, tokens, stand) -> None:
+    """A successful upstream call closes the breaker (once its 2 s have passed, if it opened)."""
+    time.sleep(2.2)
+    healed = post_search(
+        http, tokens["chooser"], recompressed(photo_of(stand, 6), 60), source="upstream", page=int(time.time()) % 1000 + 20
+    )
+    assert healed.json()["data"]["source"] == "upstream", healed.text
+
+
+def test_503_is_retried_and_the_breaker_opens_and_closes(server, standin):
+    http, tokens, _ = server
+    stand, _ = standin
+    photo = recompressed(photo_of(stand, 4), 70)
+    stand.fail(503, times=1, only="search")
+    calls = stand.calls["search"]
+    got = post_search(http, tokens["chooser"], photo, source="upstream")
+    assert got.json()["data"]["source"] == "upstream" and stand.calls["search"] == calls + 2  # retried once
+    stand.fail(417, times=-1)
+    try:
+        for at in range(3):  # three failures in a row open it
+            post_search(http, tokens["chooser"], photo, source="upstream", page=at + 2)
+        calls = stand.calls["search"]
+        opened = post_search(http, tokens["chooser"], photo, source="upstream", page=9)
+        assert stand.calls["search"] == calls  # not called while open
+        assert (
+            opened.json()["data"]["upstream_error"]["code"] == 417
+            and "not called" in opened.json()["data"]["upstream_error"]["msg"]
+        )
+        state = http.get("/admin/upstream", headers={"Authorization": f"Bearer {ADMIN}"}).json()["data"]["breaker"]
+        assert state["state"] == "open" and state["failures_in_a_row"] >= 3
+    finally:
+        stand.clear()
+    time.sleep(2.2)
+    healed = post_search(http, tokens["chooser"], photo, source="upstream", page=10)
+    assert healed.json()["data"]["source"] == "upstream"  # the trial call succeeded: closed again
+
+
+def test_the_upstream_token_never_shows(server, standin):
+    http, tokens, work = server
+    stand, _ = standin
+    metrics = http.get("/metrics").text
+    assert "snapsource_upstream" in metrics and SECRET not in metrics
+    report = http.get("/admin/upstream", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert SECRET not in report.text
+    console = http.get("/console").text
+    assert SECRET not in console
+    time.sleep(0.5)
+    assert SECRET not in (work / "serve.log").read_text(errors="replace")
+    assert any(SECRET == seen.get("apiToken") for seen in stand.seen)  # it was sent, to the upstream only
+
+
+def test_refused_connections_and_the_log_mask(standin, caplog):
+    """An upstream that refuses connections fails as 417; httpx's request log masks the token."""
+    stand, url = standin
+    closed = Settings.load(environ={}, upstream=f"http://127.0.0.1:{free_port()}", upstream_token=SECRET, upstream_timeout=2.0)
+    connector = Connector.open(closed)
+    with pytest.raises(UpstreamError) as caught:
+        connector.search("/search/imgextra/1_a.jpg", {"page": "1"})
+    assert caught.value.status == 417 and "unreachable" in caught.value.msg and SECRET not in caught.value.msg
+    connector.close()
+    working = Connector.open(Settings.load(environ={}, upstream=url, upstream_token=SECRET))
+    with caplog.at_level(logging.INFO, logger="httpx"):
+        with pytest.raises(UpstreamError):
+            working.search("/not-converted.jpg", {"page": "1"})
+    assert caplog.records and all(SECRET not in record.getMessage() for record in caplog.records)
+    assert any(isinstance(f, MaskSecrets) for f in logging.getLogger("httpx").filters)
+    working.close()
+
+
+def test_serve_refuses_an_upstream_without_public_url(tmp_path):
+    env = {
+        **__import__("os").environ,
+        "SNAPSOURCE_UPSTREAM": "http://127.0.0.1:9",
+        "SNAPSOURCE_UPSTREAM_TOKEN": "x",
+        "SNAPSOURCE_UPSTREAM_MODE": "fallback",
+    }
+    env.pop("SNAPSOURCE_PUBLIC_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "snapsource", "serve", "--data", str(tmp_path), "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "public_url" in done.stderr and "SNAPSOURCE_PUBLIC_URL" in done.stderr
+
+
+def test_query_photo_reaches_the_upstream_as_sent(server, standin):
+    """convert_url is given the photo's URL under public_url; the upstream fetched those very bytes."""
+    http, tokens, _ = server
+    stand, _ = standin
+    photo = recompressed(photo_of(stand, 5), 65)
+    got = post_search(http, tokens["chooser"], photo, source="upstream")
+    assert got.status_code == 200
+    sha = hashlib.sha256(photo).hexdigest()
+    assert sha[:8] in stand.seen[-1]["img_url"]  # the stand-in names its paths by the photo's hash
+    assert Path(got.json()["data"]["image_url"]).stem == sha
