@@ -4,12 +4,15 @@ upstream failure, the circuit breaker and the upstream token's secrecy; in both 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -36,17 +39,16 @@ def standin():
         yield stand, url
 
 
-@pytest.fixture(scope="module")
-def server(standin, tmp_path_factory):
-    """An empty catalog in fallback mode, the stand-in as its upstream."""
-    stand, upstream = standin
-    work = tmp_path_factory.mktemp("upstream")
+@contextlib.contextmanager
+def upstream_server(upstream: str, work: Path, mode: str, **extra: str) -> Iterator[tuple[httpx.Client, dict[str, str]]]:
+    """`snapsource serve` on an empty catalog with the stand-in as its upstream, in `mode`; its
+    tokens: `plain` (search) and `chooser` (search and upstream)."""
     port = free_port()
     settings = {
         **profile_settings(),
         "upstream": upstream,
         "upstream_token": SECRET,
-        "upstream_mode": "fallback",
+        "upstream_mode": mode,
         "public_url": f"http://127.0.0.1:{port}",
         "fetch_allow": "127.0.0.0/8",  # the stand-in's photos are on loopback
         "upstream_timeout": "3",
@@ -54,22 +56,33 @@ def server(standin, tmp_path_factory):
         "upstream_breaker_seconds": "2",
         "upstream_price_per_call": "0.01",
         "admin_key": ADMIN,
+        **extra,
     }
-    env = {f"SNAPSOURCE_{k.upper()}": v for k, v in settings.items()}
+    env = {**os.environ, **{f"SNAPSOURCE_{k.upper()}": v for k, v in settings.items()}}
     tokens = {}
     for name, scopes in (("plain", ["search"]), ("chooser", ["search", "upstream"])):
         out = subprocess.run(
             [sys.executable, "-m", "snapsource", "token", "create", "--name", name, "--data", str(work / "data")]
             + [arg for scope in scopes for arg in ("--scope", scope)],
-            env={**__import__("os").environ, **env},
+            env=env,
             capture_output=True,
             text=True,
             check=True,
         )
         tokens[name] = out.stdout.strip().splitlines()[-1]
-    with serve_workers(work / "data", work, workers=1, port=port, **settings) as url:
-        with httpx.Client(base_url=url, timeout=30) as http:
-            yield http, tokens, work
+    with (
+        serve_workers(work / "data", work, workers=1, port=port, **settings) as url,
+        httpx.Client(base_url=url, timeout=30) as http,
+    ):
+        yield http, tokens
+
+
+@pytest.fixture(scope="module")
+def server(standin, tmp_path_factory):
+    """An empty catalog in fallback mode."""
+    work = tmp_path_factory.mktemp("upstream")
+    with upstream_server(standin[1], work, "fallback") as (http, tokens):
+        yield http, tokens, work
 
 
 def photo_of(stand, at: int) -> bytes:
@@ -294,7 +307,7 @@ def test_refused_connections_and_the_log_mask(standin, caplog):
 
 def test_serve_refuses_an_upstream_without_public_url(tmp_path):
     env = {
-        **__import__("os").environ,
+        **os.environ,
         "SNAPSOURCE_UPSTREAM": "http://127.0.0.1:9",
         "SNAPSOURCE_UPSTREAM_TOKEN": "x",
         "SNAPSOURCE_UPSTREAM_MODE": "fallback",
@@ -319,3 +332,25 @@ def test_query_photo_reaches_the_upstream_as_sent(server, standin):
     sha = hashlib.sha256(photo).hexdigest()
     assert sha[:8] in stand.seen[-1]["img_url"]  # the stand-in names its paths by the photo's hash
     assert Path(got.json()["data"]["image_url"]).stem == sha
+
+
+def test_always_asks_the_upstream_and_off_never_does(standin, tmp_path):
+    """always: the upstream answers even a photo the catalog knows; off (an upstream configured):
+    the local catalog only, and source= still lets a token with the scope ask the upstream."""
+    stand, url = standin
+    photo = photo_of(stand, 7)
+    with upstream_server(url, tmp_path / "always", "always") as (http, tokens):
+        first = post_search(http, tokens["plain"], photo)
+        assert first.json()["data"]["source"] == "upstream"
+        wait_landed(http, item_id_of(stand, 7))
+        again = post_search(http, tokens["plain"], recompressed(photo))  # the catalog has it now, as `same`
+        assert again.json()["data"]["source"] == "upstream"
+        auto = post_search(http, tokens["chooser"], recompressed(photo), source="auto")
+        assert auto.json()["data"]["source"] == "local"  # fallback's rule, for this search
+    with upstream_server(url, tmp_path / "off", "off") as (http, tokens):
+        calls = stand.calls["search"]
+        local = post_search(http, tokens["plain"], photo)
+        assert local.status_code == 200 and local.json()["data"]["source"] == "local" and not local.json()["data"]["items"]
+        assert stand.calls["search"] == calls
+        asked = post_search(http, tokens["chooser"], photo, source="upstream")
+        assert asked.json()["data"]["source"] == "upstream" and stand.calls["search"] == calls + 1

@@ -640,7 +640,8 @@ def token_create(
     scope: Annotated[
         list[str] | None,
         typer.Option(
-            help="What it may do: search (the TMAPI API, the default) and/or catalog (the catalog API); repeat for both."
+            help="What it may do: search (the TMAPI API, the default), catalog (the catalog API), upstream (choose "
+            "source= per search, docs/upstream.md); repeat for several."
         ),
     ] = None,
 ) -> None:

@@ -41,6 +41,7 @@ log = logging.getLogger("snapsource.upstream")
 DAY = 86400.0
 SOURCES = ("local", "upstream", "auto")  # a request's `source=`: off, always, fallback
 MODE_OF_SOURCE = {"local": "off", "upstream": "always", "auto": "fallback"}
+PRUNE_SECONDS = 3600.0  # how often stored pages older than upstream_cache_days are deleted
 STALE_PATH = 422  # the upstream refused a path it gave earlier (expired on its side)
 
 
@@ -99,6 +100,7 @@ class Upstream:
         self.connector = connector
         self.table = UpstreamTable(resources.catalog)
         self.on_landing = on_landing
+        self._pruned = 0.0
 
     @classmethod
     def open(cls, resources: Resources, on_landing: Callable[[], None] | None = None) -> Upstream | None:
@@ -190,6 +192,9 @@ class Upstream:
             data = self._search(self._path(ask, token_id), ask, token_id)
         now = time.time()
         self.table.keep_page(ask.key(), ask.photo_key, ask.page, data, now)
+        if now - self._pruned > PRUNE_SECONDS:  # pages past the cache's days are never read again
+            self._pruned = now
+            self.table.forget_before(self._since())
         try:
             landing.land(self.resources, data["items"], now)
         except Exception:  # noqa: BLE001 - the answer stands; the offers come with a later page

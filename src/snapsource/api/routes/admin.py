@@ -48,7 +48,8 @@ class NewToken(BaseModel):
         default_factory=lambda: ["search"],
         min_length=1,
         max_length=10,
-        description="What the token may call: search (the TMAPI API) and/or catalog (the catalog API)",
+        description="What the token may do: search (the TMAPI API), catalog (the catalog API), upstream (choose "
+        "source= per search, docs/upstream.md)",
         json_schema_extra={"items": {"enum": list(SCOPES)}},
     )
 
