@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -54,6 +55,7 @@ def upstream_server(upstream: str, work: Path, mode: str, **extra: str) -> Itera
         "upstream_timeout": "3",
         "upstream_breaker": "3",
         "upstream_breaker_seconds": "2",
+        "upstream_concurrency": "2",
         "upstream_price_per_call": "0.01",
         "admin_key": ADMIN,
         **extra,
@@ -243,6 +245,37 @@ def close_breaker(http, tokens, stand) -> None:
         http, tokens["chooser"], recompressed(photo_of(stand, 6), 60), source="upstream", page=int(time.time()) % 1000 + 20
     )
     assert healed.json()["data"]["source"] == "upstream", healed.text
+
+
+def test_a_hanging_upstream_holds_at_most_upstream_concurrency_searches(server, standin):
+    """Two calls may wait on a hanging upstream (upstream_concurrency=2); the searches beyond them,
+    and local searches, are answered at once."""
+    http, tokens, _ = server
+    stand, _ = standin
+    photo = photo_of(stand, 0)
+    wait_landed(http, item_id_of(stand, 0))
+    stand.fail("timeout", times=-1, only="search")
+
+    def timed(**params) -> tuple[float, dict]:
+        started = time.monotonic()
+        answer = post_search(http, tokens["chooser"], photo, **params).json()
+        return time.monotonic() - started, answer
+
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            hanging = [pool.submit(timed, source="upstream", page=40 + at) for at in range(2)]
+            time.sleep(0.5)  # both are waiting on the upstream now
+            beyond = [pool.submit(timed, source="upstream", page=50 + at) for at in range(3)]
+            local = pool.submit(timed, source="local")
+            quick = [f.result() for f in beyond]
+            assert all(answer["data"]["upstream_error"]["code"] == 503 for _, answer in quick)
+            assert all("in flight" in answer["data"]["upstream_error"]["msg"] for _, answer in quick)
+            assert max(seconds for seconds, _ in quick) < 2.5 and local.result()[0] < 2.5
+            slow = [f.result() for f in hanging]
+            assert all(answer["data"]["upstream_error"]["code"] == 499 for _, answer in slow)
+    finally:
+        stand.clear()
+    close_breaker(http, tokens, stand)
 
 
 def test_503_is_retried_and_the_breaker_opens_and_closes(server, standin):

@@ -152,6 +152,12 @@ SETTINGS: tuple[Setting, ...] = (
         "upstream_cache_days", 7, "The same photo and parameters within this many days: the upstream's stored page, no call."
     ),
     Setting("upstream_timeout", 30.0, "Seconds an upstream call may take (TMAPI asks clients to allow 60)."),
+    Setting(
+        "upstream_concurrency",
+        8,
+        "Upstream calls in flight at most per server process; a search beyond them gets the local answer "
+        "(or 503) at once, so a slow upstream never ties up the threads that answer local searches.",
+    ),
     Setting("upstream_retries", 2, "Times an upstream 503 (too many requests) is asked again, with backoff."),
     Setting(
         "upstream_breaker",
@@ -278,6 +284,7 @@ class Settings:
     upstream_min_similarity: float = _DEFAULTS["upstream_min_similarity"]
     upstream_cache_days: int = _DEFAULTS["upstream_cache_days"]
     upstream_timeout: float = _DEFAULTS["upstream_timeout"]
+    upstream_concurrency: int = _DEFAULTS["upstream_concurrency"]
     upstream_retries: int = _DEFAULTS["upstream_retries"]
     upstream_breaker: int = _DEFAULTS["upstream_breaker"]
     upstream_breaker_seconds: float = _DEFAULTS["upstream_breaker_seconds"]

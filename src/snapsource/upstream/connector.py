@@ -45,6 +45,7 @@ TMAPI_PARAMS = (
 )
 UNREACHABLE = 417  # TMAPI's "the data could not be retrieved; try again"
 TIMED_OUT = 499
+BUSY = 503  # TMAPI's "too many concurrent requests": here, this server's own calls in flight
 LONGEST_WAIT = 5.0  # seconds between two tries of a 503, whatever its Retry-After says
 _TOKEN_PARAM = re.compile(r"(apiToken=)[^&\s\"']+")
 
@@ -131,6 +132,7 @@ class Connector:
     settings: Settings
     client: Client
     breaker: Breaker
+    in_flight: threading.BoundedSemaphore = dataclasses.field(default_factory=lambda: threading.BoundedSemaphore(8))
 
     @classmethod
     def open(cls, settings: Settings, transport: httpx.BaseTransport | None = None) -> Connector:
@@ -146,7 +148,8 @@ class Connector:
         logger = logging.getLogger("httpx")
         if not any(isinstance(f, MaskSecrets) and f.secret == settings.upstream_token for f in logger.filters):
             logger.addFilter(MaskSecrets(settings.upstream_token))
-        return cls(settings, client, Breaker(settings.upstream_breaker, settings.upstream_breaker_seconds))
+        breaker = Breaker(settings.upstream_breaker, settings.upstream_breaker_seconds)
+        return cls(settings, client, breaker, threading.BoundedSemaphore(max(1, settings.upstream_concurrency)))
 
     def close(self) -> None:
         self.client.close()
@@ -174,6 +177,10 @@ class Connector:
             raise UpstreamError(
                 UNREACHABLE, f"upstream not called for {wait:.0f} s more after repeated failures (last: {last})", retry_after=wait
             )
+        if not self.in_flight.acquire(blocking=False):  # not queued: a waiting search holds a server thread
+            raise UpstreamError(
+                BUSY, f"upstream: {self.settings.upstream_concurrency} calls in flight already (upstream_concurrency)"
+            )
         try:
             data = self.client.call(method, path, **kwargs)
         except NotTmapi as exc:
@@ -186,6 +193,8 @@ class Connector:
             raise self._failed(TIMED_OUT, f"upstream took longer than {self.settings.upstream_timeout:g} s") from None
         except httpx.HTTPError as exc:
             raise self._failed(UNREACHABLE, f"upstream unreachable: {type(exc).__name__}: {exc}") from None
+        finally:
+            self.in_flight.release()
         self.breaker.succeeded()
         return data
 
