@@ -479,3 +479,26 @@ def luma_standin(limit: int | None = None, *, id_offset: int = 0, catalog: Path 
             StandinItem(item={**row, "item_id": item_id, "product_url": url}, photo=(catalog.parent / row["img"]).read_bytes())
         )
     return Standin(items, **kw)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m snapsource.tools.tmapi_standin`: the luma stand-in on loopback, to try
+    snapsource's upstream mode without a TMAPI account (docs/upstream.md)."""
+    import argparse
+
+    import uvicorn
+
+    parser = argparse.ArgumentParser(prog="python -m snapsource.tools.tmapi_standin", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=8100)
+    parser.add_argument("--token", default="tm_demo", help="the apiToken it accepts")
+    parser.add_argument("--latency", type=float, default=2.5, help="seconds each search takes (TMAPI: about 2.5)")
+    parser.add_argument("--catalog", type=Path, default=LUMA, help="a catalog.jsonl whose offers it answers")
+    parser.add_argument("--id-offset", type=int, default=0, help="added to every item_id")
+    args = parser.parse_args(argv)
+    stand = luma_standin(catalog=args.catalog, id_offset=args.id_offset, token=args.token, latency=args.latency)
+    print(f"TMAPI stand-in: {len(stand.items)} offers on http://127.0.0.1:{args.port} (apiToken {args.token})")
+    uvicorn.run(stand.app, host="127.0.0.1", port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
