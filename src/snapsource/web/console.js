@@ -1,5 +1,6 @@
-// The console: tokens and their usage (the admin API), and the catalog (the catalog API: import
-// jobs, one offer looked up and deleted). The admin key lives in this tab's sessionStorage only and
+// The console: tokens and their usage (the admin API), the catalog (the catalog API: import
+// jobs, one offer looked up and deleted) and the upstream (TMAPI behind this server: calls made and
+// saved, the admin API's /admin/upstream). The admin key lives in this tab's sessionStorage only and
 // travels as `Authorization: Bearer`, never in an address.
 "use strict";
 
@@ -30,16 +31,17 @@ function showSignedIn(yes) {
   if (!yes) stopFollowing();
 }
 
-/** The address's #/tokens or #/catalog picks the part shown; tokens when it names neither. */
+/** The address's #/tokens, #/catalog or #/upstream picks the part shown; tokens when it names none. */
 function showView() {
   const wanted = location.hash.replace(/^#\/?/, "");
-  const view = ["tokens", "catalog"].includes(wanted) ? wanted : "tokens";
+  const view = ["tokens", "catalog", "upstream"].includes(wanted) ? wanted : "tokens";
   for (const part of document.querySelectorAll("#signed-in > [data-view]")) part.hidden = part.dataset.view !== view;
   for (const link of document.querySelectorAll(".tabs a")) {
     if (link.dataset.view === view) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
   if (view === "catalog" && !$("signed-in").hidden) loadJobs().catch((error) => say("import-message", error.message, true));
+  if (view === "upstream" && !$("signed-in").hidden) loadUpstream();
 }
 
 const orDash = (value) => (value === null || value === undefined || value === "" ? "–" : value);
@@ -158,6 +160,104 @@ function drawChart(days) {
     }
   });
   svg.replaceChildren(...parts);
+}
+
+// upstream ----------------------------------------------------------------------------------------
+
+const MODES = {
+  off: "off: the local catalog only",
+  fallback: "fallback: the upstream answers what the local catalog cannot",
+  always: "always: the upstream answers every search (its pages stored)",
+};
+
+/** An estimate in the price's unit (any currency: no symbol), two decimals. */
+const amount = (n) => Number(n).toLocaleString("en", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+
+async function loadUpstream() {
+  const days = Number($("upstream-form").elements.days.value);
+  say("upstream-message", "");
+  try {
+    renderUpstream(await admin("GET", "/admin/upstream", { params: { days } }));
+  } catch (error) {
+    say("upstream-message", error.message, true);
+  }
+}
+
+function renderUpstream(data) {
+  $("upstream-off").hidden = data.configured;
+  $("upstream-on").hidden = !data.configured;
+  // usage kept from an upstream configured before is still worth seeing
+  $("upstream-usage-panel").hidden = !data.configured && data.usage.length === 0;
+  if (data.configured) renderUpstreamState(data);
+  renderUpstreamUsage(data);
+}
+
+function renderUpstreamState(data) {
+  $("upstream-url").textContent = data.url;
+  $("upstream-mode").textContent = MODES[data.mode] || data.mode;
+  $("upstream-mode").dataset.mode = data.mode;
+  $("upstream-token").textContent = data.token ? "set" : "not set"; // the answer holds a mask, never the token
+  $("upstream-pages").textContent = data.pages_stored.toLocaleString("en");
+  $("upstream-photos").textContent = data.photos_converted.toLocaleString("en");
+  $("upstream-cache-days").textContent = plural(data.cache_days, "day");
+  $("upstream-price").textContent = data.price_per_call ? String(data.price_per_call) : "not set";
+
+  const breaker = data.breaker;
+  const seconds = `${Math.ceil(breaker.retry_in_s)} s`;
+  const lastError = breaker.last_error ? ` Last error: ${breaker.last_error}` : "";
+  const meaning = {
+    closed: "the upstream is called",
+    open: `no upstream calls for another ${seconds}`,
+    "half-open": "the next search tries the upstream once",
+  }[breaker.state];
+  const shown = $("upstream-breaker");
+  shown.replaceChildren(el("span", { class: `job-status breaker ${breaker.state}` }, breaker.state), " ", meaning || "");
+  shown.dataset.state = breaker.state;
+  if (breaker.state === "closed" && breaker.last_error) shown.append(el("span", { class: "muted" }, ` (last error: ${breaker.last_error})`));
+  const alert = $("upstream-breaker-open");
+  alert.hidden = breaker.state === "closed";
+  alert.textContent =
+    breaker.state === "open"
+      ? `The upstream failed ${plural(breaker.failures_in_a_row, "time")} in a row: its circuit breaker is open and searches are answered locally; it is tried again in ${seconds}.${lastError}`
+      : `The upstream failed ${plural(breaker.failures_in_a_row, "time")} in a row: the next search tries it once, and closes the breaker if it answers.${lastError}`;
+}
+
+const UPSTREAM_COUNTS = [
+  ["calls", "upstream calls"],
+  ["conversions", "conversions"],
+  ["cached", "from stored pages"],
+  ["local", "answered locally"],
+];
+
+function renderUpstreamUsage(data) {
+  const totals = data.totals;
+  const price = data.price_per_call || 0;
+  $("upstream-usage-heading").textContent = `Calls made and saved in the last ${plural(data.days, "day")}`;
+  const cell = (key, label, value, zero) =>
+    el("div", { class: `count ${key}${zero ? " zero" : ""}`, "data-count": key }, el("dt", {}, label), el("dd", {}, value));
+  $("upstream-counts").replaceChildren(
+    ...UPSTREAM_COUNTS.map(([key, label]) => cell(key, label, totals[key].toLocaleString("en"), !totals[key])),
+    cell("local_share", "local share", totals.local_share === null ? "–" : `${(100 * totals.local_share).toLocaleString("en", { maximumFractionDigits: 1 })}%`, !totals.local_share),
+    cell("estimated_cost", "estimated cost", price ? amount(totals.estimated_cost) : "–", !price || !totals.estimated_cost),
+    cell("estimated_saving", "estimated saving", price ? amount(totals.estimated_saving) : "–", !price || !totals.estimated_saving),
+  );
+  $("upstream-money").textContent = price
+    ? `At ${price} a call: ${plural(totals.calls + totals.conversions, "paid call")} (searches and conversions) cost about ${amount(totals.estimated_cost)}; ` +
+      `${plural(totals.saved_calls, "call")} not made (answered from stored pages or locally) saved about ${amount(totals.estimated_saving)}. ` +
+      "The local share is of the searches the upstream could have answered."
+    : "Set SNAPSOURCE_UPSTREAM_PRICE_PER_CALL to estimate the cost and the saving. The local share is of the searches the upstream could have answered.";
+
+  const rows = data.usage.map((row) =>
+    el(
+      "tr",
+      { "data-day": row.day, "data-token-id": row.token_id },
+      el("td", {}, row.day),
+      el("td", { title: row.token_id === null || row.token_id === undefined ? null : `token id ${row.token_id}` }, orDash(row.token)),
+      ...UPSTREAM_COUNTS.map(([key]) => el("td", { "data-count": key }, row[key].toLocaleString("en"))),
+    ),
+  );
+  $("upstream-usage").tBodies[0].replaceChildren(...rows);
+  $("upstream-empty").hidden = rows.length > 0;
 }
 
 // catalog -----------------------------------------------------------------------------------------
@@ -490,6 +590,9 @@ $("usage-form").addEventListener("change", () =>
   Promise.all([loadUsage(), loadTokens()]).catch((error) => showStatus(error.message, true)),
 );
 $("import-form").addEventListener("submit", startImport);
+$("upstream-form").addEventListener("change", loadUpstream);
+$("upstream-form").addEventListener("submit", (event) => event.preventDefault());
+$("upstream-refresh").addEventListener("click", loadUpstream);
 $("jobs-refresh").addEventListener("click", () => loadJobs().catch((error) => say("import-message", error.message, true)));
 $("lookup-form").addEventListener("submit", (event) => {
   event.preventDefault();
