@@ -15,7 +15,7 @@ CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
 
-.PHONY: install dev model demo serve ingest lint test test-scaleout eval eval-ablation calibrate latency pages load fuzz bench bench-scaleout bench-gpu-ingest bench-memory bench-catalog clean
+.PHONY: install dev model demo serve ingest lint test test-scaleout eval eval-ablation calibrate latency pages load fuzz bench bench-scaleout bench-gpu-ingest bench-memory bench-catalog bench-upstream clean
 
 $(BIN)/snapsource: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -127,6 +127,13 @@ CATALOG_JOB_OFFERS ?= 100000
 bench-catalog: model
 	$(BIN)/snapsource bench catalog --offers $(CATALOG_OFFERS) --job-offers $(CATALOG_JOB_OFFERS) \
 		--luma $(dir $(CATALOG)) --output build/bench-catalog.json
+
+# `serve` in fallback mode on an empty catalog in front of the TMAPI stand-in (2.5 s a search): a replay
+# of 1,000 searches of 300 photos (repeats, near-duplicates); UPSTREAM_ABLATION=--ablation instead runs
+# it for each upstream_min_similarity (docs/upstream.md, "How the local share grows").
+UPSTREAM_ABLATION ?=
+bench-upstream: model
+	$(BIN)/snapsource bench upstream --luma $(dir $(CATALOG)) $(UPSTREAM_ABLATION) --output build/bench-upstream.json
 
 # serve --workers 2 on the bench's million offers inside a 3 GB memory cgroup (root; after make bench).
 bench-memory: model

@@ -165,7 +165,7 @@ CASES: dict[tuple[str, str, int], Case] = {
     ),
     ("GET", "/admin/upstream", 422): Case(lambda w: w.api.get("/admin/upstream", headers=ADMIN, params={"days": 0}), "days"),
     ("GET", "/admin/upstream", 500): Case(lambda w: w.broken.get("/admin/upstream", headers=ADMIN), "Unexpected error"),
-    ("GET", "/1688/search/image", 403): Case(lambda w: _search(w, w.token, source="local"), "upstream scope"),
+    ("GET", "/1688/search/image", 403): Case(lambda w: _search(w, w.token, source="upstream"), "upstream scope"),
     ("POST", "/1688/search/image", 403): Case(
         lambda w: w.api.post(
             "/1688/search/image", params={"apiToken": w.token, "source": "auto"}, files={"file": ("a.jpg", b"x")}

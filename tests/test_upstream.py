@@ -195,6 +195,8 @@ def test_source_local_never_calls_and_needs_the_scope(server, standin):
     local = post_search(http, tokens["chooser"], photo_of(stand, 2), source="local")
     assert local.status_code == 200 and local.json()["data"]["source"] == "local"
     assert stand.calls["search"] == calls
+    pinned = post_search(http, tokens["plain"], photo_of(stand, 2), source="LOCAL")  # costs nothing: any token, any case
+    assert pinned.status_code == 200 and pinned.json()["data"]["source"] == "local"
     refused = post_search(http, tokens["plain"], photo_of(stand, 2), source="upstream")
     assert refused.status_code == 403 and refused.json()["code"] == 403 and "upstream scope" in refused.json()["msg"]
     bad = post_search(http, tokens["chooser"], photo_of(stand, 2), source="elsewhere")
@@ -205,9 +207,12 @@ def test_own_parameters_are_answered_locally(server, standin):
     http, tokens, _ = server
     stand, _ = standin
     calls = stand.calls["search"]
-    got = post_search(http, tokens["chooser"], photo_of(stand, 3), source="upstream", keyword="tee")
+    got = post_search(http, tokens["chooser"], photo_of(stand, 3), source="auto", keyword="tee")
     assert got.status_code == 200 and got.json()["data"]["source"] == "local"
+    assert "keyword" in got.json()["data"]["upstream_skipped"]
     assert stand.calls["search"] == calls
+    alone = post_search(http, tokens["chooser"], photo_of(stand, 3), source="upstream", keyword="tee")
+    assert alone.status_code == 422 and "keyword" in alone.json()["msg"] and "source=local or auto" in alone.json()["msg"]
     path_only = http.get(
         "/1688/search/image", params={"apiToken": tokens["chooser"], "img_url": "/search/imgextra/1_x.jpg", "keyword": "tee"}
     )
@@ -286,19 +291,29 @@ def test_503_is_retried_and_the_breaker_opens_and_closes(server, standin):
     calls = stand.calls["search"]
     got = post_search(http, tokens["chooser"], photo, source="upstream")
     assert got.json()["data"]["source"] == "upstream" and stand.calls["search"] == calls + 2  # retried once
+    before = upstream_report(http)["totals"]
     stand.fail(417, times=-1)
     try:
-        for at in range(3):  # three failures in a row open it
+        for at in range(3):  # three failures in a row open it (the photo's path is stored: no conversion)
             post_search(http, tokens["chooser"], photo, source="upstream", page=at + 2)
-        calls = stand.calls["search"]
+        calls, converts = stand.calls["search"], stand.calls["convert"]
         opened = post_search(http, tokens["chooser"], photo, source="upstream", page=9)
-        assert stand.calls["search"] == calls  # not called while open
-        assert (
-            opened.json()["data"]["upstream_error"]["code"] == 417
-            and "not called" in opened.json()["data"]["upstream_error"]["msg"]
-        )
+        fresh = post_search(http, tokens["chooser"], recompressed(photo, 55), source="upstream")  # a new photo too
+        assert (stand.calls["search"], stand.calls["convert"]) == (calls, converts)  # nothing sent while open
         state = http.get("/admin/upstream", headers={"Authorization": f"Bearer {ADMIN}"}).json()["data"]["breaker"]
         assert state["state"] == "open" and state["failures_in_a_row"] >= 3
+        assert fresh.json()["data"]["upstream_error"]["code"] == 417
+        assert opened.json()["data"]["upstream_error"]["code"] == 417
+        assert "repeated failures" in opened.json()["data"]["upstream_error"]["msg"]
+        after = upstream_report(http)["totals"]
+        # the three calls sent are counted; nothing kept back is, and local answers for want of the upstream
+        # saved nothing: they are failed_over, not local
+        assert (after["calls"], after["conversions"], after["local"]) == (
+            before["calls"] + 3,
+            before["conversions"],
+            before["local"],
+        )
+        assert after["failed_over"] >= before["failed_over"] + 2
     finally:
         stand.clear()
     time.sleep(2.2)
@@ -327,7 +342,7 @@ def test_refused_connections_and_the_log_mask(standin, caplog):
     connector = Connector.open(closed)
     with pytest.raises(UpstreamError) as caught:
         connector.search("/search/imgextra/1_a.jpg", {"page": "1"})
-    assert caught.value.status == 417 and "unreachable" in caught.value.msg and SECRET not in caught.value.msg
+    assert caught.value.status == 417 and "could not be reached" in caught.value.msg and SECRET not in caught.value.msg
     connector.close()
     working = Connector.open(Settings.load(environ={}, upstream=url, upstream_token=SECRET))
     with caplog.at_level(logging.INFO, logger="httpx"):
@@ -353,6 +368,24 @@ def test_serve_refuses_an_upstream_without_public_url(tmp_path):
         text=True,
     )
     assert done.returncode == 2 and "public_url" in done.stderr and "SNAPSOURCE_PUBLIC_URL" in done.stderr
+    assert "--public-url" in done.stderr
+    for name, value in (("SNAPSOURCE_UPSTREAM", "127.0.0.1:8400"), ("SNAPSOURCE_PUBLIC_URL", "127.0.0.1:8300")):
+        bad = subprocess.run(
+            [sys.executable, "-m", "snapsource", "serve", "--data", str(tmp_path), "--port", "0"],
+            env={**env, "SNAPSOURCE_PUBLIC_URL": "http://127.0.0.1:8300", name: value},
+            capture_output=True,
+            text=True,
+        )
+        assert bad.returncode == 2 and name in bad.stderr and "http(s) URL" in bad.stderr, bad.stderr
+
+
+def test_the_upstream_scope_comes_with_search(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "snapsource", "token", "create", "--name", "x", "--scope", "upstream", "--data", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "with the search scope" in done.stderr
 
 
 def test_query_photo_reaches_the_upstream_as_sent(server, standin):

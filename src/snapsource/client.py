@@ -128,7 +128,7 @@ class SearchPage(_AsSent):
     (absent from TMAPI's answers, hence optional); fields neither names are kept."""
 
     model_config = ConfigDict(extra="allow")
-    sent_only = ("region", "regions", "categories", "groups", "image_url", "source", "upstream_error")
+    sent_only = ("region", "regions", "categories", "groups", "image_url", "source", "upstream_skipped", "upstream_error")
 
     page: int
     page_size: int
@@ -145,6 +145,7 @@ class SearchPage(_AsSent):
     groups: list[SearchGroup] | None = None  # regions=all: each box's first page, in the order of regions
     image_url: str | None = None  # a POSTed photo's path: later pages name it as img_url
     source: str | None = None  # with an upstream: local, upstream or upstream_cache (docs/upstream.md)
+    upstream_skipped: str | None = None  # the upstream was an option but the search used snapsource's own parameters
     upstream_error: dict[str, Any] | None = None  # the upstream failed and the local answer stood in: its code, msg
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +145,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "upstream_min_similarity",
-        0.6,
+        0.7,
         "fallback: the local answer is good enough with a `same` match on its first page, or when its whole "
         "first page (page_size offers) is at least this similar (cosine) to the photo; docs/upstream.md.",
     ),
@@ -314,7 +315,14 @@ class Settings:
     def check(self) -> None:
         """Settings that cannot work together: ValueError saying which and what to set."""
         if self.upstream_mode not in UPSTREAM_MODES:
-            raise ValueError(f"upstream_mode is off, fallback or always; not {self.upstream_mode!r}")
+            raise ValueError(f"upstream_mode (SNAPSOURCE_UPSTREAM_MODE) is off, fallback or always; not {self.upstream_mode!r}")
+        for name in ("upstream", "public_url"):
+            value = getattr(self, name)
+            url = urlsplit(value)
+            if value and (url.scheme not in ("http", "https") or not url.hostname):
+                raise ValueError(
+                    f"{name} (SNAPSOURCE_{name.upper()}) must be an http(s) URL such as https://host:port; not {value!r}"
+                )
         if self.upstream_mode == "off":
             return
         needs = [
@@ -325,7 +333,7 @@ class Settings:
                 (
                     "public_url",
                     self.public_url,
-                    "this server's address as the upstream reaches it: it fetches query photos there",
+                    "this server's address as the upstream reaches it, which fetches query photos there; or serve --public-url",
                 ),
             )
             if not value

@@ -36,6 +36,7 @@ from snapsource.store.tokens import Metering, TokenInfo, TokenTable
 
 # the TMAPI search API; the catalog API (offers and imports); choosing `source=` of a search (docs/upstream.md)
 SCOPES = ("search", "catalog", "upstream")
+COUNTED = "upstream:"  # `count`'s events, kept apart from calls in usage
 FLUSH_SECONDS = 1.0  # metering is written at most this long after the call
 STALE_SECONDS = 300.0  # an in-flight call older than this was lost with its process
 LATENCY_EDGES_MS = (5, 10, 25, 50, 100, 150, 250, 500, 1000, 2500, 5000, 15000)
@@ -107,6 +108,8 @@ class Tokens:
         unknown = [scope for scope in wanted if scope not in SCOPES]
         if unknown or not wanted:
             raise ValueError(f"scopes are {', '.join(SCOPES)}; not {', '.join(unknown) or 'none'}")
+        if "upstream" in wanted and "search" not in wanted:
+            raise ValueError("the upstream scope chooses the source of searches: give it with the search scope")
         token = "ss_" + secrets.token_urlsafe(24)
         self.table.add(
             name,
@@ -137,7 +140,9 @@ class Tokens:
             raise KeyError("unknown token")
         return info
 
-    def usage(self, days: int = 30, name: str | None = None) -> UsageRows:
+    def usage(self, days: int = 30, name: str | None = None, *, counts: bool = False) -> UsageRows:
+        """Calls per token, endpoint and day; with `counts`, also the events `count` keeps
+        (upstream calls made and saved: their endpoint names start with "upstream:")."""
         self.flush()  # what this process metered so far counts
         since = (dt.date.today() - dt.timedelta(days=days - 1)).isoformat()
         return [
@@ -151,6 +156,7 @@ class Tokens:
                 "p50_ms": p50_ms(u.latency),
             }
             for u in self.table.usage(since, name)
+            if counts or not u.endpoint.startswith(COUNTED)
         ]
 
     # calls ---------------------------------------------------------------------------------------
@@ -186,7 +192,10 @@ class Tokens:
             raise self.refusal(token)
         if scope not in found.scopes.split():
             if scope == "search":
-                raise Unauthorized("this apiToken is for the catalog API only: create one with the search scope")
+                raise Unauthorized(
+                    f"this apiToken lacks the search scope (it has {', '.join(found.scopes.split())}): create one with "
+                    "`snapsource token create --scope search`"
+                )
             raise Forbidden(
                 f"this token lacks the {scope} scope (it has {', '.join(found.scopes.split())}): "
                 f"create one with `snapsource token create --scope {scope}`"

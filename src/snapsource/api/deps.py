@@ -101,9 +101,10 @@ def one_of(*allowed: str) -> BeforeValidator:
     listed = " or ".join(allowed) if len(allowed) > 1 else f"{allowed[0]}, or left out"
 
     def check(value: object) -> object:
-        if value not in allowed:
+        text = value.lower() if isinstance(value, str) else value  # in any case, as the flags are
+        if text not in allowed:
             raise PydanticCustomError("one_of", f"must be {listed}")
-        return value
+        return text
 
     return BeforeValidator(check)
 

@@ -182,7 +182,8 @@ def serve(
         bool, typer.Option("--print-port", help="Only print the port it would listen on (free, or picked for 0), and exit.")
     ] = False,
 ) -> None:
-    """Serve the search API (and /docs) for one catalog."""
+    """Serve the search API (and /docs) for one catalog. In front of TMAPI: SNAPSOURCE_UPSTREAM,
+    SNAPSOURCE_UPSTREAM_TOKEN, SNAPSOURCE_UPSTREAM_MODE and --public-url (docs/upstream.md)."""
     import shutil
 
     import uvicorn
@@ -205,6 +206,13 @@ def serve(
     _doctor(resources, repair=True)  # an import killed midway left vectors to add: add them first
     resources.close()
     err.print(f"serving {data} on {_browsable(f'http://{host}:{port}')}/ (API docs: /docs, console: /console)")
+    settings = resources.settings
+    if settings.upstream:
+        only = " (off: only searches with source=upstream or auto, by a token with the upstream scope, ask it)"
+        err.print(
+            f"upstream: {escape(settings.upstream)}, mode {settings.upstream_mode}"
+            + (only if settings.upstream_mode == "off" else f"; query photos served to it from {escape(settings.public_url)}")
+        )
     # a worker busy with a burst of photos answers the supervisor's ping late: give it 30 s before
     # it is killed (uvicorn's 5 s cut live requests under load); SIGTERM drains for at most 30 s
     uvicorn.run(
@@ -787,22 +795,35 @@ def _parse_set(pairs: list[str]) -> dict[str, Any]:
 
 
 CATALOG_PANEL = "bench catalog"
+UPSTREAM_PANEL = "bench upstream"
+SHARED_PANEL = "bench catalog and upstream"
 
 
 @app.command()
 def bench(
     suite: Annotated[
-        str, typer.Argument(help="search: the synthetic catalog's searches; catalog: the catalog API (docs/catalog.md).")
+        str,
+        typer.Argument(
+            help="search: the synthetic catalog's searches; catalog: the catalog API (docs/catalog.md); upstream: "
+            "fallback mode in front of the TMAPI stand-in (docs/upstream.md)."
+        ),
     ] = "search",
     n: Annotated[int, typer.Option("--n", min=1000, help="Offers in the synthetic catalog.")] = 1_000_000,
     data: Annotated[
         Path | None,
-        typer.Option("--data", help="Where to build it (replaced); default build/bench-data, for catalog build/bench-catalog."),
+        typer.Option(
+            "--data",
+            help="Where to build it (replaced); default build/bench-data, for catalog build/bench-catalog, for upstream "
+            "build/bench-upstream.",
+        ),
     ] = None,
     queries: Annotated[int, typer.Option(min=10, help="Queries per case.")] = 200,
     output: Annotated[
         Path | None,
-        typer.Option(help="Write the results as JSON here; default build/bench.json, for catalog build/bench-catalog.json."),
+        typer.Option(
+            help="Write the results as JSON here; default build/bench.json, for catalog build/bench-catalog.json, for "
+            "upstream build/bench-upstream.json."
+        ),
     ] = None,
     http_seconds: Annotated[float, typer.Option(help="Seconds of HTTP load against serve --workers 2; 0 skips it.")] = 30,
     concurrency: Annotated[int, typer.Option(min=1, help="Concurrent HTTP clients.")] = 16,
@@ -833,14 +854,59 @@ def bench(
         int, typer.Option(min=0, help="Distinct photos of the job's offers; 0: one per 5 offers.", rich_help_panel=CATALOG_PANEL)
     ] = 0,
     searches: Annotated[
-        int, typer.Option(min=2, help="Searches while idle, before and after the job.", rich_help_panel=CATALOG_PANEL)
-    ] = 200,
+        int | None,
+        typer.Option(
+            min=2,
+            help="catalog: searches while idle, before and after the job (200); upstream: searches replayed (1000).",
+            rich_help_panel=SHARED_PANEL,
+        ),
+    ] = None,
     parts: Annotated[
         str, typer.Option(help="Comma-separated: throughput, freshness, job.", rich_help_panel=CATALOG_PANEL)
     ] = "throughput,freshness,job",
-    luma: Annotated[Path, typer.Option(help="The luma catalog (photos and offers).", rich_help_panel=CATALOG_PANEL)] = Path(
+    luma: Annotated[Path, typer.Option(help="The luma catalog (photos and offers).", rich_help_panel=SHARED_PANEL)] = Path(
         "../shared/catalogs/luma"
     ),
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="`serve --workers` of the server measured (catalog: 2, upstream: 1).", rich_help_panel=SHARED_PANEL
+        ),
+    ] = None,
+    photos: Annotated[
+        int,
+        typer.Option(
+            min=2,
+            help="Query photos: half distinct luma photos (main photos and other views), half a near-duplicate of each.",
+            rich_help_panel=UPSTREAM_PANEL,
+        ),
+    ] = 300,
+    latency: Annotated[
+        float, typer.Option(min=0, help="Seconds the TMAPI stand-in takes to answer a search.", rich_help_panel=UPSTREAM_PANEL)
+    ] = 2.5,
+    clients: Annotated[
+        int, typer.Option(min=1, help="Client threads sending the searches in draw order.", rich_help_panel=UPSTREAM_PANEL)
+    ] = 4,
+    min_similarity: Annotated[
+        float,
+        typer.Option(min=0, help="The server's upstream_min_similarity (fallback's rule).", rich_help_panel=UPSTREAM_PANEL),
+    ] = 0.7,
+    price_per_call: Annotated[
+        float,
+        typer.Option(min=0, help="The server's upstream_price_per_call (the estimated saving).", rich_help_panel=UPSTREAM_PANEL),
+    ] = 0.01,
+    ablation: Annotated[
+        bool,
+        typer.Option(
+            help="Instead of the replay: the replay for upstream_min_similarity 0.5, 0.6, 0.7 and `same` matches only, "
+            "each on a fresh data dir (the JSON keeps the replay of an earlier run).",
+            rich_help_panel=UPSTREAM_PANEL,
+        ),
+    ] = False,
+    ablation_latency: Annotated[
+        float, typer.Option(min=0, help="The stand-in's latency in the ablation's runs.", rich_help_panel=UPSTREAM_PANEL)
+    ] = 0.3,
+    seed: Annotated[int, typer.Option(help="Seed of the photos and the draws.", rich_help_panel=UPSTREAM_PANEL)] = 0,
 ) -> None:
     """Build a synthetic catalog of N offers and time filtered searches at every selectivity
     (docs/performance.md): latency p50/p99, recall@100, build time, memory, disk; then the
@@ -849,8 +915,41 @@ def bench(
 
     `bench catalog`: the catalog API against `serve --workers 2` on fresh data dirs: batches
     against `snapsource ingest` of the same offers, how soon every worker finds an upserted
-    offer, and an import job with searches meanwhile (docs/catalog.md, "Measured")."""
+    offer, and an import job with searches meanwhile (docs/catalog.md, "Measured").
+
+    `bench upstream`: `serve` in fallback mode on an empty catalog in front of the TMAPI stand-in:
+    a replay of searches drawn from query photos (repeats and near-duplicates), answered locally,
+    upstream or from stored upstream pages; calls made and saved, latency and the right product
+    by source, and how soon a product is found locally after it first arrives from the upstream
+    (docs/upstream.md). `--ablation`: the replay for each upstream_min_similarity."""
     import shutil
+
+    if suite == "upstream":
+        from rich.console import Console as Out
+
+        from snapsource.tools import bench_upstream
+
+        options_up = bench_upstream.Options(
+            luma=luma,
+            work=data or Path("build/bench-upstream"),
+            output=output or Path("build/bench-upstream.json"),
+            searches=searches or 1000,
+            photos=photos,
+            latency=latency,
+            clients=clients,
+            workers=workers or 1,
+            min_similarity=min_similarity,
+            price_per_call=price_per_call,
+            ablation=ablation,
+            ablation_latency=ablation_latency,
+            seed=seed,
+        )
+        report = bench_upstream.run(options_up, say=err.print)
+        shown = Out()
+        for table in bench_upstream.tables({k: v for k, v in report.items() if k == ("ablation" if ablation else "replay")}):
+            shown.print(table)
+        err.print(f"written: {options_up.output}")
+        return
 
     if suite == "catalog":
         from snapsource.tools import bench_catalog
@@ -868,15 +967,16 @@ def bench(
             freshness=freshness,
             job_offers=job_offers,
             job_images=job_images,
-            searches=searches,
+            searches=searches or 200,
             parts=chosen,
+            workers=workers or 2,
         )
         report = bench_catalog.run(options, say=err.print)
         typer.echo(bench_catalog.table(report))
         err.print(f"written: {options.output}")
         return
     if suite != "search":
-        raise typer.BadParameter("expected search or catalog", param_hint="SUITE")
+        raise typer.BadParameter("expected search, catalog or upstream", param_hint="SUITE")
     data = data or Path("build/bench-data")
     output = output or Path("build/bench.json")
 
@@ -1131,6 +1231,11 @@ def client_search(
     except (ApiError, OSError, httpx.HTTPError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
+    if result is not None and result.source is not None:  # a server with an upstream says who answered
+        err.print(f"answered by: {result.source}" + (f" ({escape(result.upstream_skipped)})" if result.upstream_skipped else ""))
+        if result.upstream_error:
+            failed = result.upstream_error
+            err.print(f"[yellow]the upstream failed[/] ({failed.get('code')}: {escape(str(failed.get('msg')))}): local answer")
     if as_json:
         _write_lines((result.groups or []) if result and regions else items)
         return

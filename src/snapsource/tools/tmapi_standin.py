@@ -495,8 +495,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--catalog", type=Path, default=LUMA, help="a catalog.jsonl whose offers it answers")
     parser.add_argument("--id-offset", type=int, default=0, help="added to every item_id")
     args = parser.parse_args(argv)
+    print(f"TMAPI stand-in: describing the photos of {args.catalog} (a few seconds)...", flush=True)
     stand = luma_standin(catalog=args.catalog, id_offset=args.id_offset, token=args.token, latency=args.latency)
-    print(f"TMAPI stand-in: {len(stand.items)} offers on http://127.0.0.1:{args.port} (apiToken {args.token})")
+    print(f"TMAPI stand-in: {len(stand.items)} offers on http://127.0.0.1:{args.port} (apiToken {args.token})", flush=True)
     uvicorn.run(stand.app, host="127.0.0.1", port=args.port, log_level="warning")
 
 

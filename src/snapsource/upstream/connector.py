@@ -19,6 +19,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,6 +48,7 @@ UNREACHABLE = 417  # TMAPI's "the data could not be retrieved; try again"
 TIMED_OUT = 499
 BUSY = 503  # TMAPI's "too many concurrent requests": here, this server's own calls in flight
 LONGEST_WAIT = 5.0  # seconds between two tries of a 503, whatever its Retry-After says
+log = logging.getLogger("snapsource.upstream")
 _TOKEN_PARAM = re.compile(r"(apiToken=)[^&\s\"']+")
 
 
@@ -154,56 +156,61 @@ class Connector:
     def close(self) -> None:
         self.client.close()
 
-    def convert(self, photo_url: str) -> str:
-        """The upstream's path for the photo at `photo_url` (which it fetches)."""
-        data = self._call("POST", CONVERT, json={"url": photo_url, "search_api_endpoint": "/search/image"})
+    def convert(self, photo_url: str, sent: Callable[[], None] = lambda: None) -> str:
+        """The upstream's path for the photo at `photo_url` (which it fetches). `sent` is called
+        when the request really goes out (not when the breaker or the bound keeps it back)."""
+        data = self._call("POST", CONVERT, sent, json={"url": photo_url, "search_api_endpoint": "/search/image"})
         path = data.get("image_url") if isinstance(data, dict) else None
         if not isinstance(path, str) or not path:
             raise self._failed(UNREACHABLE, "upstream convert_url answered no image_url")
         return path
 
-    def search(self, img_url: str, params: dict[str, str]) -> dict[str, Any]:
+    def search(self, img_url: str, params: dict[str, str], sent: Callable[[], None] = lambda: None) -> dict[str, Any]:
         """One page of the upstream's search, its `data` as sent; checked to be a page of items."""
-        data = self._call("GET", SEARCH, params={**params, "img_url": img_url})
+        data = self._call("GET", SEARCH, sent, params={**params, "img_url": img_url})
         problem = _not_a_page(data)
         if problem:
             raise self._failed(UNREACHABLE, f"upstream answered a malformed page: {problem}")
         return data
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, sent: Callable[[], None], **kwargs: Any) -> Any:
         wait = self.breaker.wait()
         if wait:
-            last = self.breaker.last_error or "failures"
             raise UpstreamError(
-                UNREACHABLE, f"upstream not called for {wait:.0f} s more after repeated failures (last: {last})", retry_after=wait
+                UNREACHABLE, f"upstream unavailable after repeated failures: not asked for {wait:.0f} s more", retry_after=wait
             )
         if not self.in_flight.acquire(blocking=False):  # not queued: a waiting search holds a server thread
-            raise UpstreamError(
-                BUSY, f"upstream: {self.settings.upstream_concurrency} calls in flight already (upstream_concurrency)"
-            )
+            raise UpstreamError(BUSY, f"upstream busy: {self.settings.upstream_concurrency} calls in flight already")
         try:
+            sent()
             data = self.client.call(method, path, **kwargs)
         except NotTmapi as exc:
-            raise self._failed(UNREACHABLE, f"upstream answered something else than TMAPI's envelope: {exc.msg}") from None
+            raise self._failed(UNREACHABLE, "upstream answered no TMAPI page", exc.msg) from None
         except ApiError as exc:
             if exc.code in (401, 403):  # our upstream_token: the operator's to fix, not the client's
-                raise self._failed(UNREACHABLE, f"upstream refused snapsource's upstream_token ({exc.code}: {exc.msg})") from None
+                raise self._failed(
+                    UNREACHABLE, "upstream unavailable: it refused this server's credentials", f"{exc.code}: {exc.msg}"
+                ) from None
             raise self._failed(exc.code, f"upstream: {exc.msg}", count=exc.code != 422) from None
         except httpx.TimeoutException:
             raise self._failed(TIMED_OUT, f"upstream took longer than {self.settings.upstream_timeout:g} s") from None
         except httpx.HTTPError as exc:
-            raise self._failed(UNREACHABLE, f"upstream unreachable: {type(exc).__name__}: {exc}") from None
+            raise self._failed(UNREACHABLE, "upstream could not be reached", f"{type(exc).__name__}: {exc}") from None
         finally:
             self.in_flight.release()
         self.breaker.succeeded()
         return data
 
-    def _failed(self, code: int, msg: str, *, count: bool = True) -> UpstreamError:
-        """The error to raise, its message scrubbed; counted by the breaker unless it is the
-        request's fault (422)."""
-        msg = scrub(msg, self.settings.upstream_token)[:500]
+    def _failed(self, code: int, msg: str, detail: str = "", *, count: bool = True) -> UpstreamError:
+        """The error to raise: `msg` for the client; `detail` (the operator's: a refused token,
+        the connection's error) goes to the log and the breaker's last_error, scrubbed of the
+        token. Counted by the breaker unless it is the request's fault (422)."""
+        secret = self.settings.upstream_token
+        msg = scrub(msg, secret)[:500]
+        full = scrub(f"{msg} ({detail})" if detail else msg, secret)[:500]
+        log.warning("upstream failed (%s): %s", code, full)
         if count:
-            self.breaker.failed(f"{code}: {msg}")
+            self.breaker.failed(f"{code}: {full}")
         else:
             self.breaker.succeeded()
         return UpstreamError(code, msg)

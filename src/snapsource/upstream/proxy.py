@@ -86,6 +86,8 @@ class Choice:
     def wire(self) -> dict[str, Any]:
         """What `data` adds: where the answer came from, and why not the upstream's."""
         extra: dict[str, Any] = {"source": self.source}
+        if self.reason:
+            extra["upstream_skipped"] = self.reason
         if self.error is not None:
             extra["upstream_error"] = {"code": self.error.status, "msg": self.error.msg}
         return extra
@@ -122,12 +124,18 @@ class Upstream:
         if mode == "off":
             return Choice("local")
         if ask.own:
+            own = ", ".join(ask.own)
             if ask.photo is None:
                 raise ParameterError(
-                    f"{', '.join(ask.own)}: snapsource's own parameters, which the upstream cannot apply, need a "
-                    "photo this server holds; img_url is the upstream's path: give the photo's URL or upload it"
+                    f"{own}: snapsource's own parameters, which the upstream cannot apply, need a photo this server "
+                    "holds; img_url is the upstream's path: upload the photo or give its URL"
                 )
-            return self._local(token_id, f"{', '.join(ask.own)}: snapsource's own, which the upstream cannot apply")
+            if source == "upstream":
+                raise ParameterError(
+                    f"{own}: snapsource's own parameters, which the upstream cannot apply: leave them out with "
+                    "source=upstream, or use source=local or auto (answered locally)"
+                )
+            return self._local(token_id, f"{own}: snapsource's own parameters, which the upstream cannot apply")
         fallback = mode == "fallback" and ask.photo is not None and not self._went_upstream(ask)
         if fallback and self.good_enough(first_page(), ask.page_size):
             return self._local(token_id, "")
@@ -139,9 +147,8 @@ class Upstream:
             data = self._ask(ask, token_id)
         except UpstreamError as exc:
             metrics.UPSTREAM.labels("failed").inc()
-            log.warning("upstream failed (%s): %s", exc.status, exc.msg)
             if ask.photo is not None and first_page().hits:
-                self._count(token_id, "upstream:local", "local")
+                self._count(token_id, "upstream:fallback", "fallback")  # answered, but no call saved
                 return Choice("local", error=exc)
             raise
         return Choice("upstream", data)
@@ -210,14 +217,13 @@ class Upstream:
         assert ask.photo is not None
         path = self.table.path(ask.photo.sha256, self._since())
         if path is None:
-            self._count(token_id, "upstream:convert", "converted")
-            path = self.connector.convert(self.settings.public_url.rstrip("/") + ask.photo.image_url)
+            url = self.settings.public_url.rstrip("/") + ask.photo.image_url
+            path = self.connector.convert(url, sent=lambda: self._count(token_id, "upstream:convert", "converted"))
             self.table.keep_path(ask.photo.sha256, path, time.time())
         return path
 
     def _search(self, path: str, ask: Ask, token_id: int | None) -> dict[str, Any]:
-        self._count(token_id, "upstream:call", "called")
-        return self.connector.search(path, ask.params)
+        return self.connector.search(path, ask.params, sent=lambda: self._count(token_id, "upstream:call", "called"))
 
     def _count(self, token_id: int | None, what: str, label: str) -> None:
         metrics.UPSTREAM.labels(label).inc()

@@ -105,6 +105,7 @@ UPSTREAM_COUNTS = {  # token usage rows (endpoint) -> the upstream report's name
     "upstream:convert": "conversions",
     "upstream:cached": "cached",
     "upstream:local": "local",
+    "upstream:fallback": "failed_over",
 }
 
 
@@ -115,12 +116,13 @@ def upstream(
     _admin: AdminDep,
     days: Annotated[int, Query(ge=1, le=366)] = 30,
 ) -> JSONResponse:
-    """Per token and day: upstream searches and conversions made, searches answered from a stored
-    upstream page (cached) and locally where the upstream was an option; the saving is the calls not
-    made (cached + local) at `upstream_price_per_call`. The upstream's token is never shown."""
+    """Per token and day: upstream searches and conversions sent, searches answered from a stored
+    upstream page (cached), locally where the upstream was an option (local), and locally because
+    the upstream failed (failed_over, no saving); the saving is the calls not made (cached + local)
+    at `upstream_price_per_call`. The upstream's token is never shown."""
     upstream = request.app.state.upstream
     days_rows: dict[tuple[str, str], dict[str, object]] = {}
-    for row in resources.tokens.usage(days):
+    for row in resources.tokens.usage(days, counts=True):
         name = UPSTREAM_COUNTS.get(str(row["endpoint"]))
         if name is None:
             continue

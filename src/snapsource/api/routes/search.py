@@ -214,10 +214,11 @@ async def search_image_upload(request: Request, resources: ResourcesDep, _token:
 
 
 def _upstream(request: Request, resources: Resources, params: SearchParams) -> proxy.Upstream | None:
-    """The upstream this search may ask (None: the local catalog only). `source=` needs a token
-    with the upstream scope and a configured upstream."""
+    """The upstream this search may ask (None: the local catalog only). `source=upstream|auto`
+    needs a token with the upstream scope and a configured upstream; `source=local` costs nothing
+    and is taken from any token, on any server."""
     upstream: proxy.Upstream | None = request.app.state.upstream
-    if params.source is not None:
+    if params.source not in (None, "local"):
         if not resources.tokens.allows(request.query_params.get("apiToken"), "upstream"):
             raise Forbidden(
                 "source= needs a token with the upstream scope: create one with `snapsource token create --scope "
@@ -252,16 +253,21 @@ def _answer_from(
     configured, data.source says which (and data.upstream_error why the local one stood in)."""
     if upstream is None:
         page = _answer(request, resources, photo, query, params)
-        return {**page, "source": "local"} if request.app.state.upstream is not None else page
+        named = request.app.state.upstream is not None or params.source is not None
+        return {**page, "source": "local"} if named else page
+
+    found: dict[int, search.ranking.Page] = {}
 
     def first_page() -> search.ranking.Page:
-        return _find(resources, query, params, page=1)
+        if 1 not in found:
+            found[1] = _find(resources, query, params, page=1)
+        return found[1]
 
     ask = proxy.Ask(params.tmapi(), photo=query, upstream_path=passed, own=params.own())
     choice = upstream.choose(ask, params.source, first_page, _token_id(request))
     if choice.data is not None:
         return {**choice.data, **choice.wire()}
-    return {**_answer(request, resources, photo, query, params), **choice.wire()}
+    return {**_answer(request, resources, photo, query, params, found.get(params.page)), **choice.wire()}
 
 
 def _check_category(resources: Resources, params: SearchParams) -> None:
@@ -271,10 +277,16 @@ def _check_category(resources: Resources, params: SearchParams) -> None:
 
 
 def _answer(
-    request: Request, resources: Resources, photo: queries.Query, query: queries.Query, params: SearchParams
+    request: Request,
+    resources: Resources,
+    photo: queries.Query,
+    query: queries.Query,
+    params: SearchParams,
+    found: search.ranking.Page | None = None,
 ) -> dict[str, Any]:
-    """The page of `query` (the photo, or its `region`), and with regions=all the groups of `photo`."""
-    page = _page(request, resources, query, params)
+    """The page of `query` (the photo, or its `region`), and with regions=all the groups of `photo`;
+    `found`: that page, searched already (the upstream's rule read it)."""
+    page = _page(request, resources, query, params, found)
     if params.regions:
         page["groups"] = _groups(request, resources, photo, params)
     return page
@@ -308,11 +320,13 @@ def _groups(request: Request, resources: Resources, photo: queries.Query, params
     return groups
 
 
-def _page(request: Request, resources: Resources, query: queries.Query, params: SearchParams) -> dict[str, Any]:
+def _page(
+    request: Request, resources: Resources, query: queries.Query, params: SearchParams, found: search.ranking.Page | None = None
+) -> dict[str, Any]:
     """The data of a search answer: the spec's fields in its order and types (see test_contract),
     then ours: the box searched and the products found, as [x1, y1, x2, y2] in the photo's pixels.
     It is sent as built rather than validated a second time against SearchResponse."""
-    result = _find(resources, query, params)
+    result = found or _find(resources, query, params)
     base = public_base(request)
     return {
         "page": result.page,
