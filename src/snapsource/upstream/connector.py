@@ -31,19 +31,6 @@ from snapsource.config import Settings
 from snapsource.errors import UpstreamError
 from snapsource.offer import Item
 
-# TMAPI's parameters of a search besides img_url (the spec's table): all the upstream is sent
-TMAPI_PARAMS = (
-    "page",
-    "page_size",
-    "sort",
-    "price_start",
-    "price_end",
-    "support_dropshipping",
-    "is_factory",
-    "verified_supplier",
-    "free_shipping",
-    "new_arrival",
-)
 UNREACHABLE = 417  # TMAPI's "the data could not be retrieved; try again"
 TIMED_OUT = 499
 BUSY = 503  # TMAPI's "too many concurrent requests": here, this server's own calls in flight

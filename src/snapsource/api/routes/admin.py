@@ -59,6 +59,8 @@ class NewToken(BaseModel):
         unknown = [scope for scope in value if scope not in SCOPES]
         if unknown:
             raise ValueError(f"unknown scope {', '.join(map(repr, unknown))}: the scopes are {' and '.join(SCOPES)}")
+        if "upstream" in value and "search" not in value:
+            raise ValueError("the upstream scope chooses the source of searches: give it with the search scope")
         return list(dict.fromkeys(value))
 
     @field_validator("expires", mode="before")

@@ -299,17 +299,7 @@ def _groups(request: Request, resources: Resources, photo: queries.Query, params
     base = public_base(request)
     for box in photo.analysis.regions:
         boxed = queries.in_region(resources, photo, f"{box.x1},{box.x2},{box.y1},{box.y2}")
-        result = search.find(
-            resources,
-            boxed,
-            page=1,
-            page_size=params.page_size,
-            sort=params.sort,
-            filters=params.filters,
-            group_same=params.group_same,
-            match=params.match,
-            score_threshold=params.score_threshold,
-        )
+        result = _find(resources, boxed, params, page=1)
         groups.append(
             {
                 "region": box.wire(),
