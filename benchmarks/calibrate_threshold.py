@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--keep", type=float, default=0.95, help="share of grocery positives to keep")
     args = parser.parse_args()
     settings = Settings.load()
-    embedder = OnnxEmbedder(settings.model_path or None)
+    embedder = OnnxEmbedder(settings.model_path or None, precision=settings.precision)
 
     grocery = args.shared / "eval" / "grocery"
     rows = list(csv.DictReader(open(grocery / "manifest.csv")))

@@ -280,7 +280,9 @@ class Bench:
             else:
                 use = catalog
             data_dir = Path(tempfile.mkdtemp(dir=workdir))
-            settings = Settings.load(environ={}, data_dir=data_dir, device=device, rerank_k=rerank_k, gpu_decode=gpu_decode)
+            settings = Settings.load(
+                environ={}, data_dir=data_dir, device=device, precision="float32", rerank_k=rerank_k, gpu_decode=gpu_decode
+            )
             resources = Resources.open(settings)
             plan = Plan.of(resources)
             report = ingest(resources, use, plan=plan)

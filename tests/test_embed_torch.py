@@ -32,8 +32,14 @@ def pixels() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def onnx_vectors(resources, pixels) -> np.ndarray:
-    return resources.embedder.embed_pixels(pixels)
+def onnx() -> OnnxEmbedder:
+    """The float32 model: the one torch runs (the int8 one is another identity, CPU only)."""
+    return OnnxEmbedder(precision="float32")
+
+
+@pytest.fixture(scope="module")
+def onnx_vectors(onnx, pixels) -> np.ndarray:
+    return onnx.embed_pixels(pixels)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
@@ -49,10 +55,10 @@ def test_torch_gives_the_onnx_vectors_of_the_luma_photos(pixels, onnx_vectors, p
     np.testing.assert_allclose(embedder.embed(images.scale(pixels[:4])), vectors[:4], atol=2e-3)
 
 
-def test_torch_feature_maps_match_the_onnx_ones(resources, pixels):
+def test_torch_feature_maps_match_the_onnx_ones(onnx, pixels):
     batch = images.scale(pixels[:3])
     maps = TorchEmbedder("cpu").feature_maps(batch)
-    expected = resources.embedder.feature_maps(batch)
+    expected = onnx.feature_maps(batch)
     assert maps.shape == expected.shape == (3, 1280, 7, 7)
     assert np.abs(maps - expected).max() < 1e-3 * np.abs(expected).max()
 
@@ -77,18 +83,23 @@ def test_devices_without_a_gpu():
         open_embedder("gpu")
 
 
-def test_cli_refuses_a_missing_gpu_in_one_line(tmp_path):
-    if cuda_problem() is None:
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_cli_refuses_a_missing_gpu_in_one_line(tmp_path, precision):
+    """float32: no GPU here; int8 (the default): the GPU path runs float32 only, refused either way."""
+    if cuda_problem() is None and precision == "float32":
         pytest.skip("this machine has a GPU")
     run = subprocess.run(
         [sys.executable, "-m", "snapsource", "ingest", str(LUMA), "--data", str(tmp_path / "d"), "--device", "cuda"],
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", "SNAPSOURCE_PRECISION": precision},
     )
     assert run.returncode == 2, run.stderr
-    assert "error: device 'cuda': torch" in run.stderr and "sees no CUDA device" in run.stderr
+    if precision == "float32":
+        assert "error: device 'cuda': torch" in run.stderr and "sees no CUDA device" in run.stderr
+    else:
+        assert "error: precision=int8 runs on the CPU only (onnxruntime), not on device=cuda" in " ".join(run.stderr.split())
     assert "Traceback" not in run.stderr
 
 
@@ -140,13 +151,13 @@ def test_an_index_built_by_torch_is_searched_by_onnx(tmp_path):
     within cosine 0.999, and each offer's main photo, embedded by onnxruntime, finds that offer."""
     offers = luma_offers()[:20]
     catalog = write_catalog(tmp_path / "c.jsonl", offers)
-    built = open_resources(tmp_path / "d")
+    built = open_resources(tmp_path / "d", precision="float32")  # what a GPU ingest runs
     built = dataclasses.replace(built, embedder=TorchEmbedder("cpu", precision="fp16"))
     report = ingest(built, catalog)
     assert report.added == 20 and report.problems == [] and report.images_embedded > 20
     built.close()
 
-    served = open_resources(tmp_path / "d")  # the default device: onnxruntime; the index's model matches
+    served = open_resources(tmp_path / "d", precision="float32")  # onnxruntime; the index's model matches
     assert isinstance(served.embedder, OnnxEmbedder)
     stored = _vectors_by_photo(served)
     refs = sorted(stored)

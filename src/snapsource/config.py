@@ -192,6 +192,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("upload_cache_size", 4096, "Query images whose vectors are kept in memory (about 5 KB each)."),
     Setting("upload_keep_days", 30, "Uploaded and fetched query images unused for this many days are deleted."),
     Setting("model_path", "", "ONNX file of the embedding model; empty means the one `snapsource model export` wrote."),
+    Setting(
+        "precision",
+        "int8",
+        "The embedding model's precision: `int8` (quantized, twice as fast; onnxruntime on the CPU only) "
+        "or `float32` (the weights as published; CPU or GPU). `make model` builds both. Their vectors never "
+        "share an index: changing it means re-ingesting (docs/performance.md, int8 model).",
+    ),
     Setting("threads", 0, "Threads for model inference; 0 means one per CPU core."),
     Setting(
         "device",
@@ -253,6 +260,7 @@ class Settings:
     max_image_pixels: int = _DEFAULTS["max_image_pixels"]
     max_image_bytes: int = _DEFAULTS["max_image_bytes"]
     model_path: str = _DEFAULTS["model_path"]
+    precision: str = _DEFAULTS["precision"]
     threads: int = _DEFAULTS["threads"]
     device: str = _DEFAULTS["device"]
     ingest_workers: int = _DEFAULTS["ingest_workers"]
@@ -314,6 +322,13 @@ class Settings:
 
     def check(self) -> None:
         """Settings that cannot work together: ValueError saying which and what to set."""
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision is {' or '.join(PRECISIONS)}; not {self.precision!r}")
+        if self.precision == "int8" and self.device.startswith("cuda"):
+            raise ValueError(
+                f"precision=int8 runs on the CPU only (onnxruntime), not on device={self.device}: the GPU path "
+                "(torch) is float32. Set device=cpu, or precision=float32 for an index built on a GPU."
+            )
         if self.upstream_mode not in UPSTREAM_MODES:
             raise ValueError(f"upstream_mode (SNAPSOURCE_UPSTREAM_MODE) is off, fallback or always; not {self.upstream_mode!r}")
         for name in ("upstream", "public_url"):
@@ -343,6 +358,8 @@ class Settings:
 
 
 UPSTREAM_MODES = ("off", "fallback", "always")
+# the embedding model's precisions (vision/model.py): float32, the weights as published; int8, quantized
+PRECISIONS = ("float32", "int8")
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 
 

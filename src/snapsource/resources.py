@@ -37,7 +37,7 @@ class Resources:
         settings.check()  # first: settings that cannot work together leave nothing open
         names = CategoryNames.of(settings.categories)
         catalog = Catalog(settings.data_dir, settings.catalog)
-        embedder = open_embedder(settings.device, settings.model_path or None, threads=settings.threads)
+        embedder = open_embedder(settings.device, settings.model_path or None, settings.threads, settings.precision)
         index = open_vectors(settings, catalog, model_identity(embedder, settings), embedder.dim)
         uploads = Uploads(
             settings.data_dir / "uploads",

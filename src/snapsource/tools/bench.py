@@ -87,12 +87,14 @@ def _disk_mb(directory: Path) -> float:
 
 
 def model_identity() -> str:
-    """The identity of the shipped model, so `serve` opens the synthetic index as its own."""
+    """The identity of the shipped model at the `precision` setting, so `serve` opens the synthetic
+    index as its own."""
     from snapsource.config import Settings
     from snapsource.resources import model_identity as identity
-    from snapsource.vision.embed import OnnxEmbedder
+    from snapsource.vision.model import model_id
 
-    return identity(types.SimpleNamespace(name=OnnxEmbedder.name), Settings())
+    precision = Settings.load().precision  # the servers it starts read it from the environment too
+    return identity(types.SimpleNamespace(name=model_id(precision)), Settings(precision=precision))
 
 
 # building ----------------------------------------------------------------------------------------

