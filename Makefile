@@ -18,7 +18,7 @@ CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
 
-.PHONY: install dev model demo serve ingest lint test test-scaleout eval eval-ablation calibrate latency pages load fuzz bench bench-scaleout bench-gpu-ingest bench-memory bench-catalog bench-upstream clean
+.PHONY: install dev model demo serve ingest lint test test-scaleout eval eval-ablation profile-query calibrate latency pages load fuzz bench bench-scaleout bench-gpu-ingest bench-memory bench-catalog bench-upstream clean
 
 $(BIN)/snapsource: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -89,9 +89,19 @@ test-scaleout: dev model
 	$(SUDO) unshare -n scripts/scaleout-env env SNAPSOURCE_TEST_PROFILE=scaleout \
 		$(BIN)/pytest -q -m "profiles or scaleout" -p no:cacheprovider
 
-# Self-retrieval of the demo catalog: each offer's main photo should find that offer first.
-eval: ingest
-	$(BIN)/snapsource eval $(CATALOG) --data $(DATA) --output build/eval-self.json
+# Retrieval quality and p50 on ../shared (docs/quality.md): shop photos, edited catalog photos and the
+# offers' other photos, in a data dir of its own (build/eval-data).
+eval: model
+	$(BIN)/snapsource eval grocery edits views --output build/eval.json
+
+# Each stage of the search switched off in turn (docs/quality.md, ablation).
+eval-ablation: model
+	$(BIN)/snapsource eval grocery edits --ablation --output build/eval-ablation.json
+
+# Where a search with a new photo spends its time, stage by stage, and p50 over HTTP (docs/performance.md).
+profile-query: model
+	$(BIN)/snapsource eval grocery --data build/eval-data --limit 1 > /dev/null
+	$(BIN)/python benchmarks/query_profile.py --config shipped=build/eval-data --http --out build/query-profile.json
 
 calibrate: model
 	$(BIN)/python benchmarks/calibrate_threshold.py --out build/calibration.json

@@ -35,6 +35,7 @@ class Resources:
     @classmethod
     def open(cls, settings: Settings) -> Resources:
         settings.check()  # first: settings that cannot work together leave nothing open
+        one_thread_per_search()
         names = CategoryNames.of(settings.categories)
         catalog = Catalog(settings.data_dir, settings.catalog)
         embedder = open_embedder(settings.device, settings.model_path or None, settings.threads, settings.precision)
@@ -55,6 +56,18 @@ class Resources:
         self.index.close()
         self.uploads.close()
         self.fetcher.close()
+
+
+def one_thread_per_search() -> None:
+    """Searches run side by side, one thread each, beside onnxruntime's own pool: numpy's BLAS and
+    faiss's OpenMP stay single-threaded in this process. Their idle threads spin on the cores the
+    model needs: a model call right after a search took 8 ms instead of 2.3 (docs/performance.md).
+    Compaction takes every core while it runs (store/vectors/faiss_store.py)."""
+    import faiss
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
+    faiss.omp_set_num_threads(1)
 
 
 def model_identity(embedder: Embedder, settings: Settings) -> str:

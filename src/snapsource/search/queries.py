@@ -22,7 +22,7 @@ from snapsource import metrics
 from snapsource.errors import ParameterError
 from snapsource.resources import Resources
 from snapsource.store.uploads import Upload
-from snapsource.vision import images, localise, objects, verify
+from snapsource.vision import images, localise, objects, verify, workers
 from snapsource.vision.fetch import shorten
 from snapsource.vision.localise import Box
 from snapsource.vision.model import normalise
@@ -212,13 +212,18 @@ def in_region(resources: Resources, query: Query, region: str) -> Query:
 
 def analyse(resources: Resources, img: Image.Image, region: Box | None = None) -> Analysis:
     """Find the products, choose the box (the user's, else the main product's when it is clearly
-    smaller than the photo), and describe that box: vector of its framings, local features."""
+    smaller than the photo), and describe that box: vector of its framings, local features.
+
+    The photo's pixel work (object boxes, SIFT, the framings' resizing) runs in vision/workers.py
+    while the model runs here: both release the GIL, so a search keeps both cores busy."""
+    settings = resources.settings
     width, height = images.source_size(img)
     whole = Box(0, 0, width, height)
-    full_maps, blobs, found = _products(resources, img) if resources.settings.localise else (None, [], [])
+    boxes = workers.submit(_objects, img, settings.max_regions) if settings.localise else None
+    full_maps, blobs = _blobs(resources, img) if settings.localise else (None, [])
     chosen = region
     # the box searched is still the main activation blob's, as before boxes of several products
-    # (measured on the grocery and edits protocols); `found` adds every product for data.regions
+    # (measured on the grocery and edits protocols); the objects add every product for data.regions
     if chosen is None and blobs and blobs[0].area <= WHOLE_PHOTO * whole.area:
         chosen = blobs[0]
     crop = (
@@ -226,29 +231,32 @@ def analyse(resources: Resources, img: Image.Image, region: Box | None = None) -
         if chosen is None
         else img.crop(chosen.scaled(img.width / width, img.height / height, img.width, img.height).corners())
     )
+    local = workers.submit(verify.extract, crop) if settings.rerank_k > 0 else None
     vector, whole_vector = _describe(resources, crop, full_maps, chosen is None)
+    found = [] if boxes is None else objects.combine(boxes.result(), blobs, settings.max_regions)
     return Analysis(
         vector,
         (width, height),
         chosen or whole,
         tuple(found or [whole]),
         whole_vector,
-        verify.extract(crop) if resources.settings.rerank_k > 0 else None,
+        None if local is None else local.result(),
     )
 
 
 def product_boxes(resources: Resources, img: Image.Image, separate: bool = True) -> list[Box]:
     """The photo's product boxes as `analyse` finds them, in source pixels; `separate=False`: the
     activation blobs alone (the boxes before vision/objects.py, for the composites ablation)."""
-    return _products(resources, img, separate)[2]
+    blobs = _blobs(resources, img)[1]
+    if not separate:
+        return blobs
+    return objects.combine(_objects(img, resources.settings.max_regions), blobs, resources.settings.max_regions)
 
 
-def _products(resources: Resources, img: Image.Image, separate: bool = True) -> tuple[np.ndarray, list[Box], list[Box]]:
-    """The photo's feature maps, its activation blobs and its product boxes, largest first, in
-    source pixels. The model sees the photo without its padding (as catalog photos are embedded):
-    blobs of its activations are found in that content box, then placed back in the photo. The
-    objects found in the photo's pixels (vision/objects.py) separate the products of a photo of
-    several; a photo of one product keeps its blob."""
+def _blobs(resources: Resources, img: Image.Image) -> tuple[np.ndarray, list[Box]]:
+    """The photo's feature maps and its activation blobs, strongest first, in source pixels. The
+    model sees the photo without its padding (as catalog photos are embedded): blobs of its
+    activations are found in that content box, then placed back in the photo."""
     settings = resources.settings
     width, height = images.source_size(img)
     sx, sy = img.width / width, img.height / height  # source pixels -> decoded pixels
@@ -259,11 +267,16 @@ def _products(resources: Resources, img: Image.Image, separate: bool = True) -> 
         Box(b.x1 + content[0], b.y1 + content[1], b.x2 + content[0], b.y2 + content[1]).scaled(1 / sx, 1 / sy, width, height)
         for b in localise.regions(maps[0], cw, ch, settings.max_regions)
     ]
-    if not separate:
-        return maps, found, found
-    found_objects = objects.find(img, settings.max_regions)
-    scaled = objects.Objects(tuple(b.scaled(1 / sx, 1 / sy, width, height) for b in found_objects.boxes), found_objects.plain)
-    return maps, found, objects.combine(scaled, found, settings.max_regions)
+    return maps, found
+
+
+def _objects(img: Image.Image, limit: int) -> objects.Objects:
+    """The objects found in the photo's pixels (vision/objects.py), in source pixels: they
+    separate the products of a photo of several; a photo of one product keeps its blob."""
+    width, height = images.source_size(img)
+    sx, sy = img.width / width, img.height / height
+    found = objects.find(img, limit)
+    return objects.Objects(tuple(b.scaled(1 / sx, 1 / sy, width, height) for b in found.boxes), found.plain)
 
 
 def _describe(
@@ -277,7 +290,8 @@ def _describe(
     whole_vector = None if full_maps is None else normalise(full_maps.mean(axis=(2, 3)))[0]
     reused = is_whole and whole_vector is not None
     todo = views[1:] if reused else views
-    vectors = embedder.embed(np.stack([images.prepare(view, settings.trim_margin) for view in todo])) if todo else None
+    prepared = list(workers.map(lambda view: images.prepare(view, settings.trim_margin), todo))
+    vectors = embedder.embed(np.stack(prepared)) if todo else None
     if reused:
         assert whole_vector is not None
         vectors = whole_vector[None] if vectors is None else np.concatenate([whole_vector[None], vectors])

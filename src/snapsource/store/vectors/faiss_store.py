@@ -59,6 +59,21 @@ def id_selector(allowed: np.ndarray) -> tuple[faiss.IDSelectorBitmap, np.ndarray
     return faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap)), bitmap
 
 
+@contextlib.contextmanager
+def every_core() -> Iterator[None]:
+    """Training and filing take every core (k-means, exact filing): a process that searches keeps
+    faiss and BLAS to one thread (resources.one_thread_per_search), a compaction is rarer and long."""
+    from threadpoolctl import threadpool_limits
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    try:
+        with threadpool_limits(os.cpu_count() or 1, user_api="blas"):
+            yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 def _fsync_replace(tmp: Path, path: Path) -> None:
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
@@ -528,7 +543,7 @@ class FaissStore:
         """Fold the saved delta into a new base and drop dead entries (one process at a time:
         another one compacting means this returns None). Searches go on meanwhile, on the old
         base; the new one is taken up by `refresh`."""
-        with self._compaction_lock(wait=False) as held:
+        with self._compaction_lock(wait=False) as held, every_core():
             if not held:
                 return None
             written, generation = self._read_state()
