@@ -20,7 +20,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from conftest import profile_settings, serve_workers
+from conftest import PROFILE, profile_settings, serve_workers
 from snapsource.config import Settings
 from snapsource.errors import UpstreamError
 from snapsource.tools.loopback import free_port, serve
@@ -116,6 +116,8 @@ def wait_landed(http, item_id: int, timeout: float = 60.0) -> dict:
         if got.status_code == 200:
             data = got.json()["data"]
             if all(photo.get("embedded") for photo in data.get("images", [])) and data.get("images"):
+                if PROFILE == "scaleout":  # Milvus searches at Bounded consistency: writes show within
+                    time.sleep(1.5)  # its gracefulTime, 1 s in scripts/scaleout-env (docs/scale-out.md)
                 return data
         time.sleep(0.3)
     raise AssertionError(f"item {item_id} did not land within {timeout} s")
