@@ -1,7 +1,7 @@
 """Where the time of a search with a new photo goes, stage by stage, in process.
 
-    .venv/bin/python benchmarks/query_profile.py --config before=build/int8/eval-float32,precision=float32,sequential \
-        --config after=build/int8/eval-int8,precision=int8 [--photos 60] [--runs 3] [--http]
+    .venv/bin/python benchmarks/query_profile.py --config NAME=DATA_DIR[,setting=value...] [--config ...]
+        [--photos 40] [--runs 2] [--http] [--out build/query-profile.json]
 
 The photos are new to the index: luma photos that are no offer's main one, re-encoded at 800 px
 on the long side (JPEG quality 90), and the grocery shop photos (348 px) as they are. Each is
@@ -24,7 +24,6 @@ import random
 import statistics
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any
 
@@ -66,27 +65,16 @@ def grocery_photos(count: int) -> list[bytes]:
     return [(folder / p).read_bytes() for p in paths[:: max(1, len(paths) // count)][:count]]
 
 
-class Inline(Executor):
-    """An executor that runs each task at once, in the caller's thread: the query path without
-    its pixel threads (`sequential` in a configuration)."""
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        future: Future[Any] = Future()
-        future.set_result(fn(*args, **kwargs))
-        return future
-
-
 @dataclasses.dataclass
 class Config:
     name: str
     resources: Resources
-    sequential: bool
     spent: Spent = dataclasses.field(default_factory=lambda: collections.defaultdict(float))
     totals: list[float] = dataclasses.field(default_factory=list)
 
     @classmethod
     def parse(cls, text: str) -> Config:
-        """NAME=DATA_DIR[,setting=value...][,sequential][,spinning]"""
+        """NAME=DATA_DIR[,setting=value...][,spinning]"""
         name, _, rest = text.partition("=")
         data, *items = rest.split(",")
         known = {s.name: s for s in SETTINGS}
@@ -98,17 +86,11 @@ class Config:
 
             threadpool_limits(os.cpu_count(), user_api="blas")
             faiss.omp_set_num_threads(os.cpu_count() or 1)
-        return cls(name, resources, "sequential" in items)
+        return cls(name, resources)
 
 
-FLAGS = ("sequential", "spinning")
+FLAGS = ("spinning",)
 CURRENT: list[Config] = []  # the configuration being timed: where the wrappers add their time
-try:
-    from snapsource.vision import workers
-
-    OVERLAPPED: Executor | None = workers._pool
-except ImportError:  # code from before the overlap (a checkout of it)
-    OVERLAPPED = None
 
 
 def _timed(stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -131,8 +113,8 @@ def instrument(configs: list[Config]) -> None:
         embedder.feature_maps = lambda batch, whole=whole, framings=framings: (whole if len(batch) == 1 else framings)(batch)  # type: ignore[method-assign]
     images.decode = _timed("decode", images.decode)  # type: ignore[assignment]
     images.prepare = _timed("resize to 224", images.prepare)  # type: ignore[assignment]
-    objects.find = _timed("object boxes*", objects.find)  # type: ignore[assignment]
-    verify.extract = _timed("SIFT extraction*", verify.extract)  # type: ignore[assignment]
+    objects.find = _timed("object boxes", objects.find)  # type: ignore[assignment]
+    verify.extract = _timed("SIFT extraction", verify.extract)  # type: ignore[assignment]
     ranking.candidates = _timed("index search", ranking.candidates)  # type: ignore[assignment]
     ranking.rerank = _timed("re-ranking (SIFT matching)", ranking.rerank)  # type: ignore[assignment]
 
@@ -146,8 +128,6 @@ def measure(configs: list[Config], photos: list[bytes], runs: int) -> dict[str, 
         for data in photos:
             for config in configs:
                 CURRENT[:] = [config]
-                if OVERLAPPED is not None:
-                    workers._pool = Inline() if config.sequential else OVERLAPPED  # type: ignore[assignment]
                 started = time.perf_counter()
                 analysis = queries.analyse_bytes(config.resources, data)
                 search.ranked(config.resources, analysis.vectors, analysis.local)
@@ -207,9 +187,9 @@ def main() -> None:
         "--config",
         action="append",
         required=True,
-        help="NAME=DATA_DIR[,setting=value...][,sequential][,spinning]: an ingested data dir (e.g. snapsource "
-        "eval's) and its settings; `sequential`: the pixel work in the request's thread; `spinning`: BLAS and "
-        "faiss on every core. Repeat to compare (in one process: `spinning` applies to all).",
+        help="NAME=DATA_DIR[,setting=value...][,spinning]: an ingested data dir (e.g. snapsource eval's) and "
+        "its settings; `spinning`: BLAS and faiss on every core, as before resources.one_thread_per_search. "
+        "Repeat to compare, each photo in each in turn (`spinning` then applies to all: one process).",
     )
     parser.add_argument("--photos", type=int, default=60)
     parser.add_argument("--runs", type=int, default=3)
@@ -232,7 +212,6 @@ def main() -> None:
             )
             for stage, ms in result["stages_ms"].items():
                 print(f"    {stage:34s} {ms:7.2f} ms")
-    print("* in the pixel-work threads when not sequential: overlapping the model, not added to the total")
     if args.http:
         last = args.config[-1].partition("=")[2].split(",")
         known = {s.name: s for s in SETTINGS}

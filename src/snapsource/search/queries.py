@@ -22,7 +22,7 @@ from snapsource import metrics
 from snapsource.errors import ParameterError
 from snapsource.resources import Resources
 from snapsource.store.uploads import Upload
-from snapsource.vision import images, localise, objects, verify, workers
+from snapsource.vision import images, localise, objects, verify
 from snapsource.vision.fetch import shorten
 from snapsource.vision.localise import Box
 from snapsource.vision.model import normalise
@@ -213,13 +213,11 @@ def in_region(resources: Resources, query: Query, region: str) -> Query:
 def analyse(resources: Resources, img: Image.Image, region: Box | None = None) -> Analysis:
     """Find the products, choose the box (the user's, else the main product's when it is clearly
     smaller than the photo), and describe that box: vector of its framings, local features.
-
-    The photo's pixel work (object boxes, SIFT, the framings' resizing) runs in vision/workers.py
-    while the model runs here: both release the GIL, so a search keeps both cores busy."""
+    All in the request's thread: run beside the model, the pixel work took the cores that
+    onnxruntime's two threads use, and an 800 px photo took longer (docs/performance.md)."""
     settings = resources.settings
     width, height = images.source_size(img)
     whole = Box(0, 0, width, height)
-    boxes = workers.submit(_objects, img, settings.max_regions) if settings.localise else None
     full_maps, blobs = _blobs(resources, img) if settings.localise else (None, [])
     chosen = region
     # the box searched is still the main activation blob's, as before boxes of several products
@@ -231,16 +229,15 @@ def analyse(resources: Resources, img: Image.Image, region: Box | None = None) -
         if chosen is None
         else img.crop(chosen.scaled(img.width / width, img.height / height, img.width, img.height).corners())
     )
-    local = workers.submit(verify.extract, crop) if settings.rerank_k > 0 else None
     vector, whole_vector = _describe(resources, crop, full_maps, chosen is None)
-    found = [] if boxes is None else objects.combine(boxes.result(), blobs, settings.max_regions)
+    found = objects.combine(_objects(img, settings.max_regions), blobs, settings.max_regions) if settings.localise else []
     return Analysis(
         vector,
         (width, height),
         chosen or whole,
         tuple(found or [whole]),
         whole_vector,
-        None if local is None else local.result(),
+        verify.extract(crop) if settings.rerank_k > 0 else None,
     )
 
 
@@ -290,8 +287,7 @@ def _describe(
     whole_vector = None if full_maps is None else normalise(full_maps.mean(axis=(2, 3)))[0]
     reused = is_whole and whole_vector is not None
     todo = views[1:] if reused else views
-    prepared = list(workers.map(lambda view: images.prepare(view, settings.trim_margin), todo))
-    vectors = embedder.embed(np.stack(prepared)) if todo else None
+    vectors = embedder.embed(np.stack([images.prepare(view, settings.trim_margin) for view in todo])) if todo else None
     if reused:
         assert whole_vector is not None
         vectors = whole_vector[None] if vectors is None else np.concatenate([whole_vector[None], vectors])

@@ -18,8 +18,6 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from snapsource.vision import workers
-
 SIDE = 256  # photos are matched at this longest side
 FEATURES = 300
 RATIO = 0.8
@@ -113,15 +111,13 @@ def inliers_many(query: LocalFeatures, candidates: list[LocalFeatures], at_least
     pool = np.concatenate([candidates[i].descriptors for i in usable]).astype(np.float32)
     squared = (q * q).sum(1)[:, None] + (pool * pool).sum(1)[None, :] - 2.0 * (q @ pool.T)
     n = len(query)
-    checks = []  # (candidate, view, its distances): RANSAC each in the pixel threads (it releases the GIL)
     start = 0
     for i in usable:
         end = start + len(candidates[i])
-        checks += [(i, view, squared[v * n : (v + 1) * n, start:end]) for v, view in enumerate(views)]
+        for v, view in enumerate(views):
+            count = _verified(view, candidates[i], squared[v * n : (v + 1) * n, start:end], at_least)
+            counts[i] = max(counts[i], count)
         start = end
-    found = workers.map(lambda check: _verified(check[1], candidates[check[0]], check[2], at_least), checks)
-    for (i, _, _), count in zip(checks, found):
-        counts[i] = max(counts[i], count)
     return counts
 
 
