@@ -1034,7 +1034,8 @@ def bench(
 @app.command("eval")
 def eval_cmd(
     protocols: Annotated[
-        list[str] | None, typer.Argument(help="grocery, edits, self and/or composites (default: grocery edits).")
+        list[str] | None,
+        typer.Argument(help="grocery, edits, views, self and/or composites (default: grocery edits)."),
     ] = None,
     data: Annotated[Path, typer.Option("--data", help="Data dir for the eval catalogs (imported if needed).")] = Path(
         "build/eval-data"
@@ -1043,7 +1044,7 @@ def eval_cmd(
     output: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
     limit: Annotated[
         int | None,
-        typer.Option(help="At most this many queries (grocery), offers (edits, self) or composites a background (40)."),
+        typer.Option(help="At most this many queries (grocery), offers (edits, self, views) or composites a background (40)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the edits and composites.")] = 0,
     set_: Annotated[list[str], typer.Option("--set", help="Override a setting, e.g. --set rerank_k=0.")] = [],  # noqa: B006
@@ -1055,9 +1056,9 @@ def eval_cmd(
     from snapsource.tools import evaluate
 
     wanted = protocols or ["grocery", "edits"]
-    unknown = set(wanted) - {"grocery", "edits", "self", "composites"}
+    unknown = set(wanted) - {"grocery", "edits", "views", "self", "composites"}
     if unknown:
-        raise typer.BadParameter(f"unknown protocol {', '.join(sorted(unknown))}: use grocery, edits, self or composites")
+        raise typer.BadParameter(f"unknown protocol {', '.join(sorted(unknown))}: use grocery, edits, views, self or composites")
     luma = shared / "catalogs" / "luma" / "catalog.jsonl"
     manifest = shared / "eval" / "grocery" / "manifest.csv"
     overrides = _parse_set(set_)
@@ -1098,6 +1099,9 @@ def eval_cmd(
             elif protocol == "edits":
                 result = evaluate.edits(resources, luma, seed, limit)
                 parts = ("overall", *evaluate.EDITS)
+            elif protocol == "views":
+                result = evaluate.views(resources, luma, limit)
+                parts = ("overall",)
             else:
                 result = evaluate.self_retrieval(resources, luma)
                 parts = ("overall",)

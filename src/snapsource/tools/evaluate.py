@@ -9,6 +9,10 @@ embed, candidates, geometric re-ranking), exactly as the API does, and ranks off
   jitter, flip, text watermark, padding onto white, and all of them chained), against the luma
   catalog. Relevant: the offer and its relistings with the same photo.
 - `self`: each offer's own main photo file.
+- `views`: each luma offer's photos other than its main one (back, detail, another colour), each
+  searched with that photo left out of the index (`without_images`), so it cannot find itself.
+  Relevant: the offers that show the photo and the relistings of their main photos. Relisted
+  twins show the same photos: a photo is asked once, with all its offers relevant.
 
 R@k is the share of queries with a relevant offer among the first k; mAP averages the precision
 at each relevant offer's rank (an offer the search does not return counts as never found).
@@ -17,16 +21,18 @@ at each relevant offer's rank (an offer the search does not return counts as nev
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
 import random
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
 from snapsource import search
@@ -34,9 +40,12 @@ from snapsource.ingest.pipeline import IngestReport, iter_rows, local_path
 from snapsource.ingest.rows import JsonLines
 from snapsource.resources import Resources
 from snapsource.search import categories, queries
+from snapsource.store.columns import Columns, Selection
+from snapsource.store.vectors import Matches, VectorStore
 
 GROCERY_ITEM_BASE = 1_000_000  # grocery product_id -> item_id, far from real 1688 ids
 EDITS = ("crop", "downscale", "jpeg40", "colour", "flip", "watermark", "pad", "chained")
+Case = tuple[dict[str, Any], bytes, set[int]]  # what a query is about, the photo sent, the relevant offers
 
 
 def _search(resources: Resources, data: bytes) -> tuple[list[int], list[int], str | None, float]:
@@ -89,10 +98,13 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _measure(resources: Resources, cases: Iterable[tuple[dict[str, Any], bytes, set[int]]]) -> list[dict[str, Any]]:
+def _measure(resources: Resources, cases: Iterable[Case]) -> list[dict[str, Any]]:
+    """Each case searched; a case whose meta names `leave_out` image ids is searched without them."""
     rows = []
     for meta, data, relevant in cases:
-        ranking, same, predicted, seconds = _search(resources, data)
+        leave_out = meta.pop("leave_out", None)
+        searched = without_images(resources, leave_out) if leave_out else resources
+        ranking, same, predicted, seconds = _search(searched, data)
         truth = [str(c) for c in meta.pop("category_path", [])]
         rank = next((i for i, item_id in enumerate(ranking, 1) if item_id in relevant), None)
         rows.append(
@@ -138,20 +150,21 @@ def grocery_gallery(manifest: Path) -> list[dict[str, Any]]:
     return offers
 
 
-def grocery(resources: Resources, manifest: Path, limit: int | None = None) -> dict[str, Any]:
+def grocery_cases(manifest: Path, limit: int | None = None) -> Iterator[Case]:
     with open(manifest, newline="") as fh:
         wanted = [r for r in csv.DictReader(fh) if r["role"] == "query"]
     if limit is not None and limit < len(wanted):  # spread over the products, not the first few
         wanted = [wanted[i * len(wanted) // limit] for i in range(limit)]
-    cases = (
-        (
+    for r in wanted:
+        yield (
             {"image": r["image_path"], "packaged": r["packaged"] == "True", "category_path": [r["coarse_class"]]},
             (manifest.parent / r["image_path"]).read_bytes(),
             {GROCERY_ITEM_BASE + int(r["product_id"])},
         )
-        for r in wanted
-    )
-    rows = _measure(resources, cases)
+
+
+def grocery(resources: Resources, manifest: Path, limit: int | None = None) -> dict[str, Any]:
+    rows = _measure(resources, grocery_cases(manifest, limit))
     return {
         "protocol": "grocery",
         "overall": _summary(rows),
@@ -227,25 +240,25 @@ def edit(img: Image.Image, name: str, rng: random.Random) -> bytes:
     return _jpeg(_EDITORS[name](img, rng))
 
 
-def edits(resources: Resources, catalog_file: Path, seed: int = 0, limit: int | None = None) -> dict[str, Any]:
+def edits_cases(resources: Resources, catalog_file: Path, seed: int = 0, limit: int | None = None) -> Iterator[Case]:
     rng = random.Random(seed)
+    for count, row in enumerate(iter_rows(JsonLines(catalog_file), IngestReport())):
+        if limit is not None and count >= limit:
+            return
+        data = local_path(row.record.img, catalog_file.parent).read_bytes()
+        image = resources.catalog.image_by_sha(hashlib.sha256(data).hexdigest())
+        if image is None:
+            continue  # not imported (a bad image): nothing to find
+        relevant = {item for _, item in resources.catalog.offers_for_images([image.id])}
+        with Image.open(io.BytesIO(data)) as opened:
+            photo = ImageOps.exif_transpose(opened).convert("RGB")
+        for name in EDITS:
+            meta = {"item_id": row.record.item_id, "edit": name, "category_path": row.record.category_path}
+            yield meta, edit(photo, name, rng), relevant
 
-    def cases():
-        for count, row in enumerate(iter_rows(JsonLines(catalog_file), IngestReport())):
-            if limit is not None and count >= limit:
-                return
-            data = local_path(row.record.img, catalog_file.parent).read_bytes()
-            image = resources.catalog.image_by_sha(hashlib.sha256(data).hexdigest())
-            if image is None:
-                continue  # not imported (a bad image): nothing to find
-            relevant = {item for _, item in resources.catalog.offers_for_images([image.id])}
-            with Image.open(io.BytesIO(data)) as opened:
-                photo = ImageOps.exif_transpose(opened).convert("RGB")
-            for name in EDITS:
-                meta = {"item_id": row.record.item_id, "edit": name, "category_path": row.record.category_path}
-                yield meta, edit(photo, name, rng), relevant
 
-    rows = _measure(resources, cases())
+def edits(resources: Resources, catalog_file: Path, seed: int = 0, limit: int | None = None) -> dict[str, Any]:
+    rows = _measure(resources, edits_cases(resources, catalog_file, seed, limit))
     return {
         "protocol": "edits",
         "overall": _summary(rows),
@@ -277,3 +290,75 @@ def self_retrieval(resources: Resources, catalog_file: Path) -> dict[str, Any]:
         "misses": [{k: r[k] for k in ("item_id", "title", "rank")} for r in rows if r["rank"] != 1],
         "overall": summary,
     }
+
+
+# views --------------------------------------------------------------------------------------------
+class _LeftOut:
+    """A vector store less some images: its searches never return them (the views protocol's
+    leave-one-out). It asks the store for `extra` more entries, as many as the left-out images
+    fill, so a search still sees its k others; everything else is the store's own."""
+
+    def __init__(self, store: VectorStore, image_ids: np.ndarray, extra: int) -> None:
+        self._store = store
+        self._out = image_ids
+        self._extra = extra
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def search_offers(
+        self, query: np.ndarray, k: int, columns: Columns, selection: Selection | None, threshold: float
+    ) -> Matches:
+        found = self._store.search_offers(query, k + self._extra, columns, selection, threshold)
+        keep = ~np.isin(found.image_ids, self._out)
+        return Matches(found.item_ids[keep], found.image_ids[keep], found.scores[keep], found.more)
+
+
+def without_images(resources: Resources, image_ids: Iterable[int]) -> Resources:
+    """The same resources searching an index without these images (catalog, offers and local
+    features unchanged): a catalog photo searched as a query then cannot find itself."""
+    ids = np.fromiter(image_ids, np.int64)
+    extra = len(resources.catalog.offers_for_images([int(i) for i in ids]))  # entries: (offer, image) pairs
+    store: VectorStore = _LeftOut(resources.index, ids, max(extra, len(ids)))
+    return dataclasses.replace(resources, index=store)
+
+
+def views_cases(resources: Resources, catalog_file: Path, limit: int | None = None) -> Iterator[Case]:
+    """Each offer's photos other than its main one, to be searched with that photo left out of
+    the index (meta `leave_out`). `limit`: the first this many offers that have such photos. A
+    photo that several offers show (relisted twins) is asked once, all of them relevant, and the
+    relistings of those offers' main photos too."""
+    asked: set[int] = set()
+    offers = 0
+    for row in iter_rows(JsonLines(catalog_file), IngestReport()):
+        record = row.record
+        others = [ref for ref in record.image_refs() if ref != record.img]
+        if not others:
+            continue
+        if limit is not None and offers >= limit:
+            return
+        offers += 1
+        for ref in others:
+            data = local_path(ref, catalog_file.parent).read_bytes()
+            image = resources.catalog.image_by_sha(hashlib.sha256(data).hexdigest())
+            if image is None or image.id in asked:
+                continue  # not imported (a bad image), or asked already for a twin
+            asked.add(image.id)
+            showing = {item for _, item in resources.catalog.offers_for_images([image.id])}
+            mains = [main.id for _, main in resources.catalog.documents(sorted(showing)).values()]
+            relevant = showing | {item for _, item in resources.catalog.offers_for_images(mains)}
+            meta = {
+                "item_id": record.item_id,
+                "image": ref,
+                "image_id": image.id,
+                "leave_out": [image.id],
+                "relevant": sorted(relevant),
+                "category_path": record.category_path,
+            }
+            yield meta, data, relevant
+
+
+def views(resources: Resources, catalog_file: Path, limit: int | None = None) -> dict[str, Any]:
+    """Is the offer, or a relisting of it, found from another of its photos, that photo left out?"""
+    rows = _measure(resources, views_cases(resources, catalog_file, limit))
+    return {"protocol": "views", "overall": _summary(rows), "rows": rows}
