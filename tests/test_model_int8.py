@@ -72,6 +72,7 @@ def test_an_index_of_one_precision_refuses_the_other(tmp_path, built, opened):
         Resources.open(Settings.load(environ={}, data_dir=tmp_path / "data", precision=opened))
     message = str(refused.value)
     assert model_id(built) in message and model_id(opened) in message and "--rebuild" in message
+    assert f"set precision={built} (SNAPSOURCE_PRECISION)" in message  # or search it as it was built
 
 
 def test_the_precision_setting_is_checked(tmp_path):

@@ -26,6 +26,19 @@ class IndexMismatch(RuntimeError):
     """The vectors were made by another model or preprocessing: they are not comparable."""
 
 
+def rebuild_hint(found: str, wanted: str) -> str:
+    """What to do about an index of another model: the precision setting, when only the
+    precision differs (int8 and float32 of one model); else re-ingest."""
+    found_model, wanted_model = found.split(";")[0], wanted.split(";")[0]
+    if found_model != wanted_model and found_model.replace("-int8@", "@") == wanted_model.replace("-int8@", "@"):
+        precision = "int8" if "-int8@" in found_model else "float32"
+        return (
+            f"set precision={precision} (SNAPSOURCE_PRECISION) to search it as it was built, or re-ingest the "
+            "catalog with `snapsource ingest CATALOG --rebuild` for this precision"
+        )
+    return "re-ingest the catalog with `snapsource ingest CATALOG --rebuild`"
+
+
 @dataclasses.dataclass(frozen=True)
 class Matches:
     """The best (offer, image) pairs for one query vector, best first."""

@@ -40,7 +40,7 @@ import numpy as np
 
 from snapsource.store.columns import Columns, Selection
 from snapsource.store.vectors import ivf
-from snapsource.store.vectors.base import IndexMismatch, Matches
+from snapsource.store.vectors.base import IndexMismatch, Matches, rebuild_hint
 
 log = logging.getLogger("snapsource.index")
 
@@ -174,7 +174,7 @@ class FaissStore:
             raise IndexMismatch(
                 f"the index in {self.directory} was built with model {meta.get('model')!r} "
                 f"(dim {meta.get('dim')}), but this server uses {self.model!r} (dim {self.dim}): "
-                "re-ingest the catalog with `snapsource ingest CATALOG --rebuild`"
+                + rebuild_hint(str(meta.get("model")), self.model)
             )
 
     def _read_state(self) -> tuple[np.ndarray, int]:

@@ -34,7 +34,7 @@ import numpy as np
 
 from snapsource.store.catalog import chunks
 from snapsource.store.columns import FACTS, FLAG_COLUMNS, Columns, Selection, days
-from snapsource.store.vectors.base import IndexMismatch, Matches
+from snapsource.store.vectors.base import IndexMismatch, Matches, rebuild_hint
 
 if TYPE_CHECKING:
     from snapsource.store.catalog import Catalog
@@ -146,7 +146,8 @@ class MilvusStore:
             if found != self.model:
                 raise IndexMismatch(
                     f"Milvus collection {name} holds vectors of {found!r}, not {self.model!r}: "
-                    "run `snapsource ingest --rebuild` (or name another collection)"
+                    + rebuild_hint(found, self.model)
+                    + " (or name another collection)"
                 )
         else:
             self._create()
