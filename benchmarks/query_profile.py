@@ -68,6 +68,8 @@ def grocery_photos(count: int) -> list[bytes]:
 @dataclasses.dataclass
 class Config:
     name: str
+    data: Path
+    overrides: dict[str, Any]
     resources: Resources
     spent: Spent = dataclasses.field(default_factory=lambda: collections.defaultdict(float))
     totals: list[float] = dataclasses.field(default_factory=list)
@@ -86,7 +88,7 @@ class Config:
 
             threadpool_limits(os.cpu_count(), user_api="blas")
             faiss.omp_set_num_threads(os.cpu_count() or 1)
-        return cls(name, resources)
+        return cls(name, Path(data), overrides, resources)
 
 
 FLAGS = ("spinning",)
@@ -191,8 +193,8 @@ def main() -> None:
         "its settings; `spinning`: BLAS and faiss on every core, as before resources.one_thread_per_search. "
         "Repeat to compare, each photo in each in turn (`spinning` then applies to all: one process).",
     )
-    parser.add_argument("--photos", type=int, default=60)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--photos", type=int, default=40)
+    parser.add_argument("--runs", type=int, default=2)
     parser.add_argument(
         "--http", action="store_true", help="Also upload new 800 px photos to `snapsource serve` (the last config's)."
     )
@@ -213,10 +215,8 @@ def main() -> None:
             for stage, ms in result["stages_ms"].items():
                 print(f"    {stage:34s} {ms:7.2f} ms")
     if args.http:
-        last = args.config[-1].partition("=")[2].split(",")
-        known = {s.name: s for s in SETTINGS}
-        overrides = {k: _coerce(known[k], v) for k, _, v in (i.partition("=") for i in last[1:] if i not in FLAGS)}
-        result = http(Path(last[0]), photos_800(args.photos * args.runs, seed=1), overrides, args.workers)
+        last = configs[-1]
+        result = http(last.data, photos_800(args.photos * args.runs, seed=1), last.overrides, args.workers)
         results["http"] = result
         print(f"over HTTP, 800 px uploads: p50 {result['p50_ms']} ms, p90 {result['p90_ms']} ms ({result['searches']} searches)")
     if args.out:

@@ -327,7 +327,8 @@ class Settings:
         if self.precision == "int8" and self.device.startswith("cuda"):
             raise ValueError(
                 f"precision=int8 runs on the CPU only (onnxruntime), not on device={self.device}: the GPU path "
-                "(torch) is float32. Set device=cpu, or precision=float32 for an index built on a GPU."
+                "(torch) is float32. Set device=cpu, or precision=float32 (SNAPSOURCE_PRECISION=float32) for an index "
+                "built on a GPU."
             )
         if self.upstream_mode not in UPSTREAM_MODES:
             raise ValueError(f"upstream_mode (SNAPSOURCE_UPSTREAM_MODE) is off, fallback or always; not {self.upstream_mode!r}")

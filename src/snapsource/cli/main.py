@@ -308,7 +308,10 @@ def ingest(
     rebuild: Annotated[bool, typer.Option(help="Embed every image again (after a model change).")] = False,
     device: Annotated[
         str | None,
-        typer.Option(help="Embed on cpu (onnxruntime), cuda / cuda:N (torch on a GPU) or auto; default: the device setting."),
+        typer.Option(
+            help="Embed on cpu (onnxruntime), cuda / cuda:N (torch on a GPU: float32 only, so with "
+            "SNAPSOURCE_PRECISION=float32) or auto; default: the device setting."
+        ),
     ] = None,
     decoders: Annotated[
         int | None, typer.Option(help="Decoder processes; default: one per core on a GPU, none on the CPU.")
@@ -779,13 +782,8 @@ def model_export(
     if target.exists() and not force:
         err.print(f"model already prepared: {target}")
         return
-    if precision == "float32":
-        err.print(f"model written: {tool.export(target)}")
-        return
-    source = default_model_path("float32")
-    if not source.exists():
-        err.print(f"model written: {tool.export(source)}")
-    err.print(f"model written: {tool.quantize(source, target, tool.calibration_photos(calibration))}")
+    for path in [tool.export(target)] if precision == "float32" else tool.build(calibration, target):
+        err.print(f"model written: {path}")
 
 
 ABLATION: tuple[tuple[str, dict[str, Any]], ...] = (

@@ -190,11 +190,12 @@ def quantize(float_path: Path, out_path: Path, photos: Sequence[Path]) -> Path:
     return out_path
 
 
-def build(catalog: Path = CALIBRATION_CATALOG) -> list[Path]:
-    """What `make model` runs: the float model (unless there), then the int8 one from it."""
+def build(catalog: Path = CALIBRATION_CATALOG, target: Path | None = None) -> list[Path]:
+    """The int8 model (at `target`, else the package's), and first the float model it comes from
+    unless it is there; the files written."""
     float_path = default_model_path("float32")
     written = [] if float_path.exists() else [export(float_path)]
-    return [*written, quantize(float_path, default_model_path("int8"), calibration_photos(catalog))]
+    return [*written, quantize(float_path, target or default_model_path("int8"), calibration_photos(catalog))]
 
 
 if __name__ == "__main__":
@@ -205,8 +206,7 @@ if __name__ == "__main__":
         case ["float"]:
             paths = [export(default_model_path("float32"))]
         case ["int8", *catalog]:
-            photos = calibration_photos(Path(catalog[0]) if catalog else CALIBRATION_CATALOG)
-            paths = [quantize(default_model_path("float32"), default_model_path("int8"), photos)]
+            paths = build(Path(catalog[0]) if catalog else CALIBRATION_CATALOG)
         case _:
             paths = build()
     for path in paths:
