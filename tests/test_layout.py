@@ -14,6 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "snapsource"
 # each room's floor: a module may import its own room and rooms on lower floors, never a room on
 # its own floor or above (siblings stay apart: search and ingest, store and vision)
 FLOORS = {
+    "arrays": 0,
     "config": 0,
     "errors": 0,
     "offer": 0,

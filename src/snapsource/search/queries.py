@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import re
 from urllib.parse import urlsplit
 
@@ -19,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from snapsource import metrics
+from snapsource.arrays import pack, unpack
 from snapsource.errors import ParameterError
 from snapsource.resources import Resources
 from snapsource.store.uploads import Upload
@@ -47,7 +47,6 @@ class Analysis:
         return self.vector[None] if self.whole is None else np.stack([self.vector, self.whole])
 
     def to_bytes(self) -> bytes:
-        buf = io.BytesIO()
         arrays: dict[str, np.ndarray] = {
             "vector": self.vector.astype(np.float32),
             "size": np.asarray(self.size, np.int64),
@@ -58,12 +57,11 @@ class Analysis:
             arrays["whole"] = self.whole.astype(np.float32)
         if self.local is not None:
             arrays.update(points=self.local.points.astype(np.float16), descriptors=self.local.descriptors)
-        np.savez(buf, allow_pickle=False, **arrays)  # numbers only: from_bytes reads no pickles either
-        return buf.getvalue()
+        return pack(**arrays)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Analysis:
-        a = np.load(io.BytesIO(data))
+        a = unpack(data)
         local = None
         if "points" in a:
             local = verify.LocalFeatures(a["points"].astype(np.float32), a["descriptors"])

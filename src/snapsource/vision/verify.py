@@ -11,12 +11,13 @@ or explode the image, and explains a quarter of the matches.
 from __future__ import annotations
 
 import dataclasses
-import io
 import threading
 
 import cv2
 import numpy as np
 from PIL import Image
+
+from snapsource.arrays import pack, unpack
 
 SIDE = 256  # photos are matched at this longest side
 FEATURES = 300
@@ -34,13 +35,11 @@ class LocalFeatures:
         return len(self.points)
 
     def to_bytes(self) -> bytes:
-        buf = io.BytesIO()
-        np.savez(buf, points=self.points.astype(np.float16), descriptors=self.descriptors)
-        return buf.getvalue()
+        return pack(points=self.points.astype(np.float16), descriptors=self.descriptors)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> LocalFeatures:
-        arrays = np.load(io.BytesIO(data))
+        arrays = unpack(data)
         return cls(arrays["points"].astype(np.float32), arrays["descriptors"])
 
 

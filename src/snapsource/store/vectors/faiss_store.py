@@ -38,6 +38,7 @@ from typing import cast
 import faiss
 import numpy as np
 
+from snapsource.arrays import unpack
 from snapsource.store.columns import Columns, Selection
 from snapsource.store.vectors import ivf
 from snapsource.store.vectors.base import IndexMismatch, Matches, rebuild_hint
@@ -179,8 +180,8 @@ class FaissStore:
 
     def _read_state(self) -> tuple[np.ndarray, int]:
         try:
-            with np.load(self._path(self.STATE)) as state:
-                return state["written"].astype(np.int32), int(state["generation"])
+            state = unpack(self._path(self.STATE).read_bytes())
+            return state["written"].astype(np.int32), int(state["generation"])
         except FileNotFoundError:
             return np.zeros(0, np.int32), 0
 
