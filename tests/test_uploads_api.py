@@ -10,17 +10,19 @@ import io
 import json
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import GROCERY, with_settings
-from imageserver import ImageServer, encode, grocery_photo
+from imageserver import ImageServer, cmyk_jpeg, encode, grocery_photo
 from snapsource.api.app import create_app
 from snapsource.config import Settings
 from snapsource.ingest.pipeline import ingest
 from snapsource.resources import Resources
 from snapsource.tools.evaluate import GROCERY_ITEM_BASE, grocery_gallery
 from snapsource.tools.loopback import serve
+from snapsource.vision.images import decode
 
 PHOTO = grocery_photo(0)
 
@@ -180,10 +182,18 @@ def test_any_url_as_img_url_is_fetched_once_for_all_pages(api, images, open_reso
 
 
 def test_cmyk_jpeg_is_searchable(api, images):
+    """A CMYK JPEG is read with its colours (not as a negative) and finds what the RGB photo finds.
+
+    Its pixels differ from the RGB photo's by the JPEG round trip, so look-alike products that score
+    within a hair of each other may swap places: the RGB photo's best match is in its top 3."""
     _, url = images
+    rgb_pixels = np.asarray(decode(PHOTO.read_bytes()), dtype=np.float32)
+    cmyk_pixels = np.asarray(decode(cmyk_jpeg(PHOTO.read_bytes())), dtype=np.float32)
+    assert rgb_pixels.shape == cmyk_pixels.shape
+    assert np.abs(rgb_pixels - cmyk_pixels).mean() < 8  # an inverted read would be ~100 away
     cmyk = ok(api.get("/1688/search/image", params={"img_url": url + "/cmyk.jpg"}))["items"]
     rgb = ok(api.post("/1688/search/image", files={"file": (PHOTO.name, PHOTO.read_bytes(), "image/jpeg")}))["items"]
-    assert cmyk and cmyk[0]["item_id"] == rgb[0]["item_id"]  # read with its colours, not as a negative
+    assert cmyk and rgb[0]["item_id"] in [item["item_id"] for item in cmyk[:3]]
 
 
 @pytest.mark.parametrize(
