@@ -69,7 +69,9 @@ model_app = _Typer(no_args_is_help=True, help="Prepare the embedding model.")
 app.add_typer(token_app, name="token")
 app.add_typer(client_app, name="client")
 app.add_typer(model_app, name="model")
-console = Console()
+# Written to a file or a pipe (a CI log, `snapsource eval > results.txt`), Rich would cut tables at
+# 80 columns; there is no screen to fit there, so it writes them whole (COLUMNS still rules).
+console = Console() if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=200)
 err = Console(stderr=True, soft_wrap=True)  # one error, one line, whatever the width
 
 DataOpt = Annotated[Path, typer.Option("--data", help="Data directory of the catalog.", envvar="SNAPSOURCE_DATA_DIR")]
