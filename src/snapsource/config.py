@@ -201,6 +201,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("threads", 0, "Threads for model inference; 0 means one per CPU core."),
     Setting(
+        "pixel_threads",
+        0,
+        "Threads sharing a new photo's pixel work (object boxes, keypoints, resizing its framings, "
+        "RANSAC) between the model's calls; 0 means one per CPU core, 1 keeps it in the request's thread.",
+    ),
+    Setting(
         "device",
         "cpu",
         "Where images are embedded: `cpu` (onnxruntime), `cuda` or `cuda:N` (torch on an NVIDIA GPU, "
@@ -262,6 +268,7 @@ class Settings:
     model_path: str = _DEFAULTS["model_path"]
     precision: str = _DEFAULTS["precision"]
     threads: int = _DEFAULTS["threads"]
+    pixel_threads: int = _DEFAULTS["pixel_threads"]
     device: str = _DEFAULTS["device"]
     ingest_workers: int = _DEFAULTS["ingest_workers"]
     decoders: int = _DEFAULTS["decoders"]
@@ -330,6 +337,8 @@ class Settings:
                 "(torch) is float32. Set device=cpu, or precision=float32 (SNAPSOURCE_PRECISION=float32) for an index "
                 "built on a GPU."
             )
+        if self.pixel_threads < 0:
+            raise ValueError(f"pixel_threads is 0 (one per CPU core) or more; not {self.pixel_threads}")
         if self.upstream_mode not in UPSTREAM_MODES:
             raise ValueError(f"upstream_mode (SNAPSOURCE_UPSTREAM_MODE) is off, fallback or always; not {self.upstream_mode!r}")
         for name in ("upstream", "public_url"):

@@ -14,6 +14,7 @@ from snapsource.store.columns import OfferColumns
 from snapsource.store.rankings import Rankings
 from snapsource.store.uploads import Uploads
 from snapsource.store.vectors import VectorStore, open_vectors
+from snapsource.vision import hands
 from snapsource.vision.embed import open_embedder
 from snapsource.vision.fetch import Fetcher, FetchPolicy
 from snapsource.vision.model import Embedder
@@ -36,6 +37,7 @@ class Resources:
     def open(cls, settings: Settings) -> Resources:
         settings.check()  # first: settings that cannot work together leave nothing open
         one_thread_per_search()
+        hands.use(settings.pixel_threads)
         names = CategoryNames.of(settings.categories)
         catalog = Catalog(settings.data_dir, settings.catalog)
         embedder = open_embedder(settings.device, settings.model_path or None, settings.threads, settings.precision)

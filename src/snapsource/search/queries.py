@@ -10,6 +10,7 @@ analysed once however many pages, users and restarts ask for it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import re
 from urllib.parse import urlsplit
@@ -22,7 +23,7 @@ from snapsource.arrays import pack, unpack
 from snapsource.errors import ParameterError
 from snapsource.resources import Resources
 from snapsource.store.uploads import Upload
-from snapsource.vision import images, localise, objects, verify
+from snapsource.vision import hands, images, localise, objects, verify
 from snapsource.vision.fetch import shorten
 from snapsource.vision.localise import Box
 from snapsource.vision.model import normalise
@@ -227,15 +228,19 @@ def analyse(resources: Resources, img: Image.Image, region: Box | None = None) -
         if chosen is None
         else img.crop(chosen.scaled(img.width / width, img.height / height, img.width, img.height).corners())
     )
+    # the pixel work is done on both cores while the model waits (vision/hands.py): the boxes of
+    # the photo's products and the box's keypoints first, the framings' resizing beside them
+    boxes = hands.submit(_objects, img, settings.max_regions) if settings.localise else None
+    local = hands.submit(verify.extract, crop) if settings.rerank_k > 0 else None
     vector, whole_vector = _describe(resources, crop, full_maps, chosen is None)
-    found = objects.combine(_objects(img, settings.max_regions), blobs, settings.max_regions) if settings.localise else []
+    found = objects.combine(boxes.result(), blobs, settings.max_regions) if boxes else []
     return Analysis(
         vector,
         (width, height),
         chosen or whole,
         tuple(found or [whole]),
         whole_vector,
-        verify.extract(crop) if settings.rerank_k > 0 else None,
+        local.result() if local else None,
     )
 
 
@@ -285,7 +290,8 @@ def _describe(
     whole_vector = None if full_maps is None else normalise(full_maps.mean(axis=(2, 3)))[0]
     reused = is_whole and whole_vector is not None
     todo = views[1:] if reused else views
-    vectors = embedder.embed(np.stack([images.prepare(view, settings.trim_margin) for view in todo])) if todo else None
+    prepare = functools.partial(images.prepare, trim_margin=settings.trim_margin)
+    vectors = embedder.embed(np.stack(hands.each(prepare, todo))) if todo else None
     if reused:
         assert whole_vector is not None
         vectors = whole_vector[None] if vectors is None else np.concatenate([whole_vector[None], vectors])

@@ -33,6 +33,9 @@ class OnnxEmbedder:
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # its threads sleep between calls instead of spinning on both cores: the pixel work between
+        # two calls (vision/hands.py), the import's decoding and the other serve worker need them
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.name = self.session.get_modelmeta().custom_metadata_map.get(IDENTITY_KEY, MODEL_ID)

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from snapsource.arrays import pack, unpack
+from snapsource.vision import hands
 
 SIDE = 256  # photos are matched at this longest side
 FEATURES = 300
@@ -109,14 +110,17 @@ def inliers_many(query: LocalFeatures, candidates: list[LocalFeatures], at_least
     q = np.concatenate([v.descriptors for v in views]).astype(np.float32)
     pool = np.concatenate([candidates[i].descriptors for i in usable]).astype(np.float32)
     squared = (q * q).sum(1)[:, None] + (pool * pool).sum(1)[None, :] - 2.0 * (q @ pool.T)
-    n = len(query)
-    start = 0
-    for i in usable:
-        end = start + len(candidates[i])
-        for v, view in enumerate(views):
-            count = _verified(view, candidates[i], squared[v * n : (v + 1) * n, start:end], at_least)
-            counts[i] = max(counts[i], count)
-        start = end
+    n, bounds = len(query), np.cumsum([0] + [len(candidates[i]) for i in usable])
+
+    def check(k: int) -> int:
+        start, end = bounds[k], bounds[k + 1]
+        direct = _verified(query, candidates[usable[k]], squared[:n, start:end], at_least)
+        # the mirrored view can only win with more ratio-test matches than the direct view has inliers
+        flipped = _verified(views[1], candidates[usable[k]], squared[n:, start:end], max(at_least, direct + 1))
+        return max(direct, flipped)
+
+    for i, count in zip(usable, hands.each(check, range(len(usable)))):
+        counts[i] = count
     return counts
 
 
