@@ -63,6 +63,7 @@ def test_a_photos_analysis_is_the_same_on_one_thread_and_on_the_pool(resources, 
     assert inliers[1] == inliers[2] and inliers[1][0] >= 15 > max(inliers[1][1:]), inliers  # found mirrored
 
 
-def test_pixel_threads_is_zero_or_more():
-    with pytest.raises(ValueError, match="pixel_threads"):
-        Settings.load(environ={"SNAPSOURCE_PIXEL_THREADS": "-1"}).check()
+@pytest.mark.parametrize("name", ["pixel_threads", "threads"])
+def test_thread_counts_are_zero_or_more(name):
+    with pytest.raises(ValueError, match=f"{name} \\(SNAPSOURCE_{name.upper()}\\) is 0"):
+        Settings.load(environ={f"SNAPSOURCE_{name.upper()}": "-1"}).check()

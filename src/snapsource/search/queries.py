@@ -212,8 +212,8 @@ def in_region(resources: Resources, query: Query, region: str) -> Query:
 def analyse(resources: Resources, img: Image.Image, region: Box | None = None) -> Analysis:
     """Find the products, choose the box (the user's, else the main product's when it is clearly
     smaller than the photo), and describe that box: vector of its framings, local features.
-    All in the request's thread: run beside the model, the pixel work took the cores that
-    onnxruntime's two threads use, and an 800 px photo took longer (docs/performance.md)."""
+    The pixel work (object boxes, keypoints, the framings' resizing) runs side by side on
+    vision/hands.py's threads while the model embeds (docs/performance.md, issue 22)."""
     settings = resources.settings
     width, height = images.source_size(img)
     whole = Box(0, 0, width, height)
