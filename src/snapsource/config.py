@@ -340,7 +340,9 @@ class Settings:
         if self.threads < 0:
             raise ValueError(f"threads (SNAPSOURCE_THREADS) is 0 (one per CPU core) or more; not {self.threads}")
         if self.pixel_threads < 0:
-            raise ValueError(f"pixel_threads (SNAPSOURCE_PIXEL_THREADS) is 0 (one per CPU core) or more; not {self.pixel_threads}")
+            raise ValueError(
+                f"pixel_threads (SNAPSOURCE_PIXEL_THREADS) is 0 (one per CPU core) or more; not {self.pixel_threads}"
+            )
         if self.upstream_mode not in UPSTREAM_MODES:
             raise ValueError(f"upstream_mode (SNAPSOURCE_UPSTREAM_MODE) is off, fallback or always; not {self.upstream_mode!r}")
         for name in ("upstream", "public_url"):
