@@ -337,12 +337,9 @@ class Settings:
                 "(torch) is float32. Set device=cpu, or precision=float32 (SNAPSOURCE_PRECISION=float32) for an index "
                 "built on a GPU."
             )
-        if self.threads < 0:
-            raise ValueError(f"threads (SNAPSOURCE_THREADS) is 0 (one per CPU core) or more; not {self.threads}")
-        if self.pixel_threads < 0:
-            raise ValueError(
-                f"pixel_threads (SNAPSOURCE_PIXEL_THREADS) is 0 (one per CPU core) or more; not {self.pixel_threads}"
-            )
+        for name in ("threads", "pixel_threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} (SNAPSOURCE_{name.upper()}) is 0 (one per CPU core) or more; not {getattr(self, name)}")
         if self.upstream_mode not in UPSTREAM_MODES:
             raise ValueError(f"upstream_mode (SNAPSOURCE_UPSTREAM_MODE) is off, fallback or always; not {self.upstream_mode!r}")
         for name in ("upstream", "public_url"):
