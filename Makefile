@@ -48,7 +48,7 @@ $(MODEL_VENV)/.ready:
 $(MODEL): | $(MODEL_VENV)/.ready
 	PYTHONPATH=src $(MODEL_VENV)/bin/python -W ignore -m snapsource.tools.model_export float
 
-$(MODEL_INT8): $(MODEL) | $(MODEL_VENV)/.ready
+$(MODEL_INT8): $(MODEL) src/snapsource/tools/model_export.py | $(MODEL_VENV)/.ready
 	PYTHONPATH=src $(MODEL_VENV)/bin/python -W ignore -m snapsource.tools.model_export int8 $(CALIBRATION)
 
 model: install $(MODEL) $(MODEL_INT8)

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,32 @@ import numpy as np
 from snapsource.vision.model import DIM, MODEL_ID, Embedder, ModelMissing, default_model_path, model_id, normalise
 
 IDENTITY_KEY = "snapsource.model_id"  # in the ONNX file's metadata; a file without it is the float32 model
+log = logging.getLogger(__name__)
+
+
+def int8_saturates(machine: str | None = None, cpuinfo: str | None = None) -> bool:
+    """Whether this CPU adds the int8 model's uint8 x int8 products in 16 bits, which saturate: x86
+    without VNNI (AVX2, AVX-512 before Cascade Lake, AMD before Zen 4). There the vectors drifted to
+    a mean cosine of 0.96 from float32's (0.993 with VNNI) and searches changed. An x86 CPU whose
+    flags cannot be read counts as one without VNNI: exact beats fast."""
+    machine = (machine or platform.machine()).lower()
+    if machine not in ("x86_64", "amd64", "i386", "i686"):
+        return False
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return True
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), None)
+    return flags is None or not {"avx512_vnni", "avx_vnni"} & set(flags)
+
+
+@functools.cache
+def _warn_slow_int8() -> None:
+    log.warning(
+        "this CPU has no VNNI: the int8 model runs exactly (uint8 x uint8) but slower than with VNNI; "
+        "precision=float32 may be faster here (docs/settings.md)"
+    )
 
 
 class OnnxEmbedder:
@@ -36,6 +65,10 @@ class OnnxEmbedder:
         # its threads sleep between calls instead of spinning on both cores: the pixel work between
         # two calls (vision/hands.py), the import's decoding and the other serve worker need them
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if precision == "int8" and int8_saturates():
+            # onnxruntime multiplies uint8 x uint8 instead (exact; with VNNI it would cost 2.4x)
+            options.add_session_config_entry("session.x64quantprecision", "1")
+            _warn_slow_int8()
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.name = self.session.get_modelmeta().custom_metadata_map.get(IDENTITY_KEY, MODEL_ID)
