@@ -157,7 +157,8 @@ def test_ingest_through_the_gpu_path(tmp_path, resources):
         baseline.write_bytes(jpeg(Image.open(io.BytesIO(luma_bytes(offer["img"])))))
         offer["img"], offer["images"] = str(baseline), []
     png, cmyk, broken = tmp_path / "p.png", tmp_path / "c.jpg", tmp_path / "b.jpg"
-    photo = Image.open(io.BytesIO(luma_bytes(offers[0]["images"][0] if offers[0]["images"] else offers[0]["img"])))
+    other = luma_offers()[10]  # not among the offers: a copy of one of their photos would tie with it
+    photo = Image.open(io.BytesIO(luma_bytes(other["img"])))
     photo.save(png, "PNG")
     cmyk.write_bytes(jpeg(photo.rotate(90, expand=True).convert("CMYK")))
     broken.write_bytes(luma_bytes(offers[1]["img"])[:5000])

@@ -130,6 +130,24 @@ def test_unusable_input_is_named(data, needle):
         images.decode(data)
 
 
+@pytest.mark.parametrize(
+    "data, kind",
+    [
+        (b"# HELP python_gc_objects_collected_total Objects collected\n", "text"),  # a /metrics page
+        (b"  <!doctype html><title>router admin</title>", "HTML or XML"),
+        (b'{"token": "secret"}', "JSON"),
+        (b"\x00\x01\x02secret\xff", "binary data of an unknown kind"),
+        ("é".encode() * 300, "text"),  # a character cut at the 512th byte is still text
+    ],
+)
+def test_what_is_no_image_is_named_by_kind_never_by_its_bytes(data, kind):
+    """A fetched URL inside fetch_allow's networks must not be readable a few bytes at a time."""
+    with pytest.raises(images.ImageError) as refused:
+        images.decode(data)
+    assert f"it looks like {kind})" in str(refused.value)
+    assert "HELP" not in str(refused.value) and "secret" not in str(refused.value)
+
+
 def test_pixel_cap_is_checked_before_decoding():
     from imageserver import png_bomb
 
@@ -146,3 +164,35 @@ def test_pixel_cap():
     big = encode(Image.new("RGB", (3000, 3000), "white"))
     with pytest.raises(images.ImageError, match="pixels"):
         images.decode(big, images.ImageLimits(max_pixels=1_000_000))
+
+
+def hostile_progressive_jpeg(repeats: int) -> bytes:
+    """A progressive JPEG whose last scan is repeated: each copy is another pass over the image."""
+    data = encode(Image.new("RGB", (1200, 1200), (120, 80, 40)), "JPEG", progressive=True)
+    last = data.rindex(b"\xff\xda")
+    return data[:last] + data[last:-2] * repeats + b"\xff\xd9"
+
+
+def test_a_jpeg_with_too_many_scans_is_refused_before_decoding():
+    normal = encode(Image.new("RGB", (640, 480), (10, 200, 30)), "JPEG", progressive=True)
+    assert 2 <= normal.count(b"\xff\xda") <= 20 and images.decode(normal).size == (640, 480)
+    assert images.decode(hostile_progressive_jpeg(50)).info["source_size"] == (1200, 1200)  # within the limit
+    hostile = hostile_progressive_jpeg(2_000)
+    with pytest.raises(images.ImageError, match=r"the JPEG has 2,0\d\d scans > 100"):  # counted, not decoded
+        images.decode(hostile)
+
+
+def test_the_pixel_budget_makes_a_decode_wait_then_answers_busy():
+    from snapsource.errors import DecodersBusy
+
+    budget = images.PixelBudget(pixels=100, wait=0.05)
+    with budget.hold(60):
+        with budget.hold(40):  # fits beside it
+            assert budget.used == 100
+        with pytest.raises(DecodersBusy) as busy:
+            with budget.hold(50):
+                pass
+        assert busy.value.status == 503 and busy.value.headers == {"Retry-After": "1"}
+    with budget.hold(10**9):  # larger than the budget: alone, not refused
+        assert budget.used == 100
+    assert budget.used == 0

@@ -92,3 +92,8 @@ class UpstreamError(ApiError):
 def envelope(code: int, msg: str, data: Any = None) -> dict[str, Any]:
     """The TMAPI body: ``{"code", "msg", "data"}``, the same for success and failure."""
     return {"code": code, "msg": msg, "data": data}
+
+
+class DecodersBusy(ApiError):
+    status = 503
+    default_msg = "Too many large images are being decoded at once: retry shortly"

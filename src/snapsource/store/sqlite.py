@@ -22,6 +22,10 @@ class Database:
         """With a schema, make it (a cache's: uploads.py); without, the caller runs `migrate`."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # a new database is the owner's alone (SQLite gives its -wal and -shm files the same mode)
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
         self._local = threading.local()
         self._writer = threading.RLock()
         if schema is not None:

@@ -201,8 +201,8 @@ class Fetcher:
             infos = future.result(timeout=wait)
         except FutureTimeout:
             raise FetchError(f"resolving {host} took longer than {wait:.3g} s") from None
-        except (socket.gaierror, UnicodeError) as exc:
-            raise FetchError(f"cannot resolve {host}: {exc}") from None
+        except (socket.gaierror, UnicodeError):
+            raise FetchError(f"cannot resolve {host}: no such host name, or DNS did not answer (check the URL)") from None
         found = []
         for info in infos:
             address = info[4][0]
