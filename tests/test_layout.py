@@ -17,6 +17,7 @@ FLOORS = {
     "arrays": 0,
     "config": 0,
     "errors": 0,
+    "jsontext": 0,
     "offer": 0,
     "metrics": 0,
     "__init__": 0,

@@ -130,6 +130,22 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("admin_key", "", "Key of the admin API (/admin/...); empty: the admin API is off."),
     Setting(
+        "max_body_bytes",
+        262_144,
+        "Bytes of a request body at most on the routes that take JSON fields (tokens, convert_url); uploads and "
+        "the catalog API have their own limits (max_image_bytes, catalog_max_bytes).",
+    ),
+    Setting("body_timeout", 60.0, "Seconds a request body may take to arrive once the route reads it, before a 408."),
+    Setting("header_timeout", 10.0, "Seconds a connection may take to send a request's headers, before it is closed."),
+    Setting("max_header_bytes", 65_536, "Bytes of a request's line and headers at most; more are answered 431."),
+    Setting("keep_alive_timeout", 5.0, "Seconds an idle keep-alive connection is kept open between requests."),
+    Setting(
+        "max_connections",
+        1000,
+        "Connections (and requests in progress) per worker process at most; more are answered 503 at once.",
+    ),
+    Setting("backlog", 2048, "Connections waiting to be accepted, at most (the listen socket's backlog)."),
+    Setting(
         "upstream",
         "",
         "Base URL of a TMAPI-compatible service behind this one (https://api.tmapi.io), asked for what the "
@@ -187,6 +203,11 @@ SETTINGS: tuple[Setting, ...] = (
         "catalog_write_wait",
         30.0,
         "Seconds a catalog API write waits while another import writes, before answering 503 (retry).",
+    ),
+    Setting(
+        "delete_missing_max_share",
+        0.1,
+        "Share of the catalog (0-1) that `--delete-missing` removes without `--yes` (the API's confirm_delete).",
     ),
     Setting("import_jobs", True, "Run queued import jobs in this server (each server claims jobs in turn)."),
     Setting("upload_cache_size", 4096, "Query images whose vectors are kept in memory (about 5 KB each)."),
@@ -294,6 +315,13 @@ class Settings:
     category_vote_floor: float = _DEFAULTS["category_vote_floor"]
     category_min_evidence: float = _DEFAULTS["category_min_evidence"]
     admin_key: str = _DEFAULTS["admin_key"]
+    max_body_bytes: int = _DEFAULTS["max_body_bytes"]
+    body_timeout: float = _DEFAULTS["body_timeout"]
+    header_timeout: float = _DEFAULTS["header_timeout"]
+    max_header_bytes: int = _DEFAULTS["max_header_bytes"]
+    keep_alive_timeout: float = _DEFAULTS["keep_alive_timeout"]
+    max_connections: int = _DEFAULTS["max_connections"]
+    backlog: int = _DEFAULTS["backlog"]
     upstream: str = _DEFAULTS["upstream"]
     upstream_token: str = _DEFAULTS["upstream_token"]
     upstream_mode: str = _DEFAULTS["upstream_mode"]
@@ -309,6 +337,7 @@ class Settings:
     catalog_max_bytes: int = _DEFAULTS["catalog_max_bytes"]
     catalog_import_max_bytes: int = _DEFAULTS["catalog_import_max_bytes"]
     catalog_write_wait: float = _DEFAULTS["catalog_write_wait"]
+    delete_missing_max_share: float = _DEFAULTS["delete_missing_max_share"]
     import_jobs: bool = _DEFAULTS["import_jobs"]
     upload_cache_size: int = _DEFAULTS["upload_cache_size"]
     upload_keep_days: int = _DEFAULTS["upload_keep_days"]

@@ -44,6 +44,17 @@ log = logging.getLogger("snapsource.tokens")
 UsageRows = list[dict[str, object]]  # named here: inside Tokens, `list` is its method
 
 
+def scopes_of(scopes: Iterable[str]) -> list[str]:
+    """The scopes a token may be given, once each, in order; ValueError says what is wrong."""
+    wanted = list(dict.fromkeys(scopes))
+    unknown = [scope for scope in wanted if scope not in SCOPES]
+    if unknown or not wanted:
+        raise ValueError(f"scopes are {', '.join(SCOPES)}; not {', '.join(unknown) or 'none'}")
+    if "upstream" in wanted and "search" not in wanted:
+        raise ValueError("the upstream scope chooses the source of searches: give it with the search scope")
+    return wanted
+
+
 def _pepper(data_dir: Path) -> bytes:
     path = Path(data_dir) / "secret.key"
     if not path.exists():
@@ -100,16 +111,13 @@ class Tokens:
         expires: dt.date | None = None,
         scopes: Iterable[str] = ("search",),
     ) -> str:
-        """A new token's secret; `scopes`: search (the TMAPI API) and/or catalog (the catalog API)."""
+        """A new token's secret; `scopes`: search (the TMAPI API), catalog (the catalog API),
+        upstream (with search: choosing a search's source). `expires`: its last day (the CLI and
+        the admin API refuse a past one; tests make expired tokens here)."""
         for label, value in (("quota", quota), ("qps", qps), ("concurrency", concurrency)):
             if value is not None and value <= 0:
                 raise ValueError(f"{label} must be positive")
-        wanted = list(dict.fromkeys(scopes))
-        unknown = [scope for scope in wanted if scope not in SCOPES]
-        if unknown or not wanted:
-            raise ValueError(f"scopes are {', '.join(SCOPES)}; not {', '.join(unknown) or 'none'}")
-        if "upstream" in wanted and "search" not in wanted:
-            raise ValueError("the upstream scope chooses the source of searches: give it with the search scope")
+        wanted = scopes_of(scopes)
         token = "ss_" + secrets.token_urlsafe(24)
         self.table.add(
             name,

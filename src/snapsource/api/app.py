@@ -5,16 +5,37 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from snapsource import __version__, metrics
 from snapsource.api import errors
-from snapsource.api.middleware import Measure, mask_access_log
+from snapsource.api.middleware import BodyLimit, Measure, SecurityHeaders, mask_access_log
 from snapsource.api.routes import admin, catalog, docs, health, images, search, uploads, web
 from snapsource.config import Settings
 from snapsource.ingest import jobs
 from snapsource.resources import Resources
 from snapsource.store.vectors.base import Compactor
 from snapsource.upstream.proxy import Upstream
+
+
+class App(FastAPI):
+    """FastAPI with SecurityHeaders outside everything, Starlette's own 500 answers included."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack(), web.HEADERS["Content-Security-Policy"])
+
+
+def streamed_bodies(settings: Settings) -> dict[str, int]:
+    """The routes that read their body as a stream after their credentials, with their own caps:
+    BodyLimit gives every other route `max_body_bytes`."""
+    image = uploads.body_limit(settings.max_image_bytes)
+    return {
+        "/1688/tools/image/upload": image,
+        "/1688/search/image": image,
+        "/catalog/offers": settings.catalog_max_bytes,
+        "/catalog/offers/delete": catalog.DELETION_MAX_BYTES,
+        "/catalog/imports": settings.catalog_max_bytes,
+    }
 
 
 def create_app(settings: Settings | None = None, resources: Resources | None = None) -> FastAPI:
@@ -35,7 +56,7 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
             app.state.upstream.close()
         resources.close()
 
-    app = FastAPI(
+    app = App(
         title="snapsource",
         version=__version__,
         description="Search products by image in your own catalog; wire-compatible with TMAPI's `GET /1688/search/image`.",
@@ -54,7 +75,11 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     app.state.upstream = Upstream.open(resources, on_landing=landed)
     metrics.VECTORS.set(len(resources.index))  # each worker shows up in /metrics from its start
 
-    app.add_middleware(Measure, resources=resources)
+    settings = resources.settings
+    app.add_middleware(
+        BodyLimit, limits=streamed_bodies(settings), default=settings.max_body_bytes, timeout=settings.body_timeout
+    )
+    app.add_middleware(Measure, resources=resources)  # outside BodyLimit: its refusals are counted too
     app.include_router(search.router)
     app.include_router(uploads.router)
     app.include_router(images.router)

@@ -5,15 +5,20 @@ from __future__ import annotations
 import hmac
 import math
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import BeforeValidator
+from pydantic import BaseModel, BeforeValidator, ValidationError
 from pydantic_core import PydanticCustomError
 
+from snapsource import jsontext
+from snapsource.errors import ParameterError
 from snapsource.resources import Resources
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 async def get_resources(request: Request) -> Resources:  # async: no thread hop for a lookup
@@ -57,6 +62,24 @@ def own_hosts(request: Request) -> set[str]:
     if configured:
         hosts.add(urlsplit(configured).netloc.lower())
     return hosts
+
+
+async def json_body(request: Request, model: type[Model]) -> Model:
+    """A route's JSON body as `model`, read once its credentials passed: a FastAPI body parameter
+    would be read and parsed before any dependency ran. Its size is capped by the app's BodyLimit."""
+    try:
+        payload = jsontext.loads(await request.body())
+    except ValueError as exc:
+        raise ParameterError(f"the request body is not JSON ({jsontext.reason(exc)}): send a JSON object") from None
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+
+
+def json_body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI requestBody of a route that reads `model` with json_body."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]

@@ -10,6 +10,7 @@ at all when the caller refuses it by raising. The tables come from the migration
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -33,10 +34,18 @@ class TokenInfo:
     qps: float | None
     concurrency: int | None
     expires_at: str | None
-    scopes: str = "search"  # space-separated: search, catalog
+    scopes: str = "search"  # space-separated: search, catalog, upstream
 
     def may(self, scope: str) -> bool:
         return self.revoked_at is None and scope in self.scopes.split()
+
+    def state(self, today: dt.date) -> str:
+        """revoked; expired: past its last day, so its calls are answered 439; else active."""
+        if self.revoked_at:
+            return "revoked"
+        if self.expires_at and dt.date.fromisoformat(self.expires_at) < today:
+            return "expired"
+        return "active"
 
     def wire(self) -> dict[str, object]:
         return {**dataclasses.asdict(self), "scopes": self.scopes.split()}

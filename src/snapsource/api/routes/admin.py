@@ -11,11 +11,12 @@ import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictInt, field_validator
 
 from snapsource.accounts.tokens import SCOPES
-from snapsource.api.deps import ResourcesDep, bearer, is_admin_key
+from snapsource.api.deps import ResourcesDep, bearer, is_admin_key, json_body, json_body_doc
 from snapsource.api.schemas import errors
 from snapsource.errors import NotFound, Unauthorized, envelope
 
@@ -58,7 +59,7 @@ class NewToken(BaseModel):
     def _known_scopes(cls, value: list[str]) -> list[str]:
         unknown = [scope for scope in value if scope not in SCOPES]
         if unknown:
-            raise ValueError(f"unknown scope {', '.join(map(repr, unknown))}: the scopes are {' and '.join(SCOPES)}")
+            raise ValueError(f"unknown scope {', '.join(map(repr, unknown))}: the scopes are {', '.join(SCOPES)}")
         if "upstream" in value and "search" not in value:
             raise ValueError("the upstream scope chooses the source of searches: give it with the search scope")
         return list(dict.fromkeys(value))
@@ -70,19 +71,30 @@ class NewToken(BaseModel):
             raise ValueError("must be a date as YYYY-MM-DD")  # not a number of seconds since 1970
         return value
 
+    @field_validator("expires")
+    @classmethod
+    def _not_past(cls, value: dt.date | None) -> dt.date | None:
+        if value is not None and value < dt.date.today():
+            raise ValueError(f"{value.isoformat()} is past: give today or a later day (the token works through that day)")
+        return value
+
 
 @router.get("/tokens", summary="Every token, with its limits and calls used")
 def list_tokens(resources: ResourcesDep, _admin: AdminDep) -> JSONResponse:
     return JSONResponse(envelope(200, "success", {"tokens": [t.wire() for t in resources.tokens.list()]}))
 
 
-@router.post("/tokens", summary="Create a token; the secret is in this answer only")
-def create_token(body: NewToken, resources: ResourcesDep, _admin: AdminDep) -> JSONResponse:
-    secret = resources.tokens.create(
-        body.name, quota=body.quota, qps=body.qps, concurrency=body.concurrency, expires=body.expires, scopes=body.scopes
-    )
-    info = resources.tokens.info(secret)
-    return JSONResponse(envelope(200, "success", {"token": secret, **info.wire()}))
+@router.post("/tokens", summary="Create a token; the secret is in this answer only", openapi_extra=json_body_doc(NewToken))
+async def create_token(request: Request, resources: ResourcesDep, _admin: AdminDep) -> JSONResponse:
+    body = await json_body(request, NewToken)  # the key first, then the body
+
+    def create() -> dict[str, object]:
+        secret = resources.tokens.create(
+            body.name, quota=body.quota, qps=body.qps, concurrency=body.concurrency, expires=body.expires, scopes=body.scopes
+        )
+        return {"token": secret, **resources.tokens.info(secret).wire()}
+
+    return JSONResponse(envelope(200, "success", await run_in_threadpool(create)))
 
 
 @router.delete("/tokens/{token_id}", summary="Revoke a token", responses=errors(404))

@@ -17,10 +17,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, StrictBool, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from snapsource import jsontext
 from snapsource.api.deps import ResourcesDep, bearer, is_admin_key
 from snapsource.api.schemas import errors
 from snapsource.errors import NotFound, ParameterError, PayloadTooLarge, Unauthorized, envelope
@@ -70,6 +71,8 @@ _JOB = {
         "images_failed": 12,
     },
     "problems": [{"row": 17, "item_id": None, "reason": "price: 'call us' is not a price such as 12.50"}],
+    "delete_missing": False,
+    "deletion": None,
     "error": None,
     "created_at": "2026-12-04T16:27:01.123456+00:00",
     "updated_at": "2026-12-04T16:29:44.654321+00:00",
@@ -171,9 +174,11 @@ def _offers(body: bytes, kind: str) -> tuple[list[Any], dict[int, str]]:
                 errors[position] = f"line {row.number} of the JSON Lines body is not a JSON object: each offer is one"
         return [row.data for row in rows], errors
     try:
-        payload = json.loads(text)
+        payload = jsontext.loads(text)
     except ValueError as exc:
-        raise ParameterError(f"the body is not JSON: {exc}; send a JSON array of offers or JSON Lines") from None
+        raise ParameterError(
+            f"the body is not JSON ({jsontext.reason(exc)}): send a JSON array of offers or JSON Lines"
+        ) from None
     if isinstance(payload, dict) and isinstance(payload.get("offers"), list):
         payload = payload["offers"]
     if not isinstance(payload, list):
@@ -260,10 +265,13 @@ DELETION_BODY: dict[str, Any] = {
 }
 
 
+DELETION_MAX_BYTES = 10_000_000  # 100,000 ids of 19 digits, with commas and spaces
+
+
 async def _deletion(request: Request) -> Deletion:
-    body = await _body(request, 10_000_000)
+    body = await _body(request, DELETION_MAX_BYTES)
     try:
-        payload = json.loads(body)
+        payload = jsontext.loads(body)
     except ValueError:
         raise ParameterError(f"the body is not JSON: {DELETION_HOW}") from None
     try:
@@ -393,10 +401,17 @@ def _check_time(text: str) -> None:
         raise ParameterError(f"updated_since {text!r} is not an ISO 8601 time such as 2026-12-03T10:00:00+00:00") from None
 
 
+DELETE_MISSING_HOW = "Delete the offers the file does not list, once it is imported: refused while any row is rejected or skipped"
+CONFIRM_DELETE_HOW = "With delete_missing: allow it to delete more than delete_missing_max_share (10%) of the catalog"
+
+
 class UrlImport(BaseModel):
     url: str = Field(min_length=8, pattern="^https?://", description="An http(s) URL of the catalog file")
     format: str | None = Field(None, description="auto (detected), jsonl, csv, tsv, shopify, woocommerce or tmapi")
     mapping: dict[str, Any] | None = Field(None, description="For csv/tsv: the column mapping (docs/catalog.md)")
+    # strict: a flag that deletes offers is true or false, never 1, 0 or "yes"
+    delete_missing: StrictBool = Field(False, description=DELETE_MISSING_HOW)
+    confirm_delete: StrictBool = Field(False, description=CONFIRM_DELETE_HOW)
 
 
 IMPORT_BODY: dict[str, Any] = {
@@ -411,6 +426,8 @@ IMPORT_BODY: dict[str, Any] = {
                         "file": {"type": "string", "format": "binary"},
                         "format": {"type": "string"},
                         "mapping": {"type": "string", "description": "JSON"},
+                        "delete_missing": {"type": "boolean", "description": DELETE_MISSING_HOW},
+                        "confirm_delete": {"type": "boolean", "description": CONFIRM_DELETE_HOW},
                     },
                     "required": ["file"],
                 }
@@ -430,7 +447,7 @@ URL_IMPORT_HOW = 'send the file as multipart/form-data (field `file`) or JSON {"
 def _url_import(body: bytes) -> UrlImport:
     """The JSON body of an import from a URL; ParameterError names each field that is wrong."""
     try:
-        payload = json.loads(body or b"{}")
+        payload = jsontext.loads(body or b"{}")
     except ValueError:
         raise ParameterError(f"the body is not JSON: {URL_IMPORT_HOW}") from None
     if not isinstance(payload, dict):
@@ -463,7 +480,7 @@ def _mapping(value: Any) -> dict[str, Any] | None:
         return None
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = jsontext.loads(value)
         except ValueError:
             raise ParameterError("mapping must be a JSON object (docs/catalog.md)") from None
     if not isinstance(value, dict):
@@ -490,23 +507,35 @@ async def start_import(request: Request, resources: ResourcesDep, _auth: Catalog
     settings = resources.settings
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "multipart/form-data":
-        name, data, fmt, mapping = await _upload(request, settings.catalog_max_bytes)
+        name, data, fmt, mapping, flags = await _upload(request, settings.catalog_max_bytes)
         if not data.strip():
             raise ParameterError(f"the uploaded file {name!r} is empty: send a catalog file with offers")
+        options = jobs.Options(_flag(flags, "delete_missing"), _flag(flags, "confirm_delete"))
         try:
-            job = await run_in_threadpool(jobs.submit_file, resources, name, data, _format(fmt), _mapping(mapping))
+            job = await run_in_threadpool(jobs.submit_file, resources, name, data, _format(fmt), _mapping(mapping), options)
         except FormatError as exc:
             raise ParameterError(for_api(str(exc))) from None
     else:
         spec = _url_import(await _body(request, 1_000_000))
-        job = await run_in_threadpool(jobs.submit_url, resources, spec.url, _format(spec.format), _mapping(spec.mapping))
+        options = jobs.Options(spec.delete_missing, spec.confirm_delete)
+        job = await run_in_threadpool(jobs.submit_url, resources, spec.url, _format(spec.format), _mapping(spec.mapping), options)
     runner = getattr(request.app.state, "import_runner", None)
     if runner is not None:
         runner.wake()
     return JSONResponse(envelope(200, "success", job.wire()))
 
 
-async def _upload(request: Request, limit: int) -> tuple[str, bytes, str | None, str | None]:
+def _flag(fields: dict[str, str], name: str) -> bool:
+    """A yes/no form field: true/false (1/0, yes/no); absent is false."""
+    value = fields.get(name, "").strip().lower()
+    if value in ("", "false", "0", "no", "off"):
+        return False
+    if value in ("true", "1", "yes", "on"):
+        return True
+    raise ParameterError(f"{name} is true or false, not {shorten(value, 40)!r}")
+
+
+async def _upload(request: Request, limit: int) -> tuple[str, bytes, str | None, str | None, dict[str, str]]:
     async def capped() -> Any:
         total = 0
         async for chunk in request.stream():
@@ -525,11 +554,13 @@ async def _upload(request: Request, limit: int) -> tuple[str, bytes, str | None,
         if not isinstance(upload, UploadFile):
             raise ParameterError("the multipart body has no file field named `file`")
         fmt, mapping = form.get("format"), form.get("mapping")
+        flags = {name: value for name in ("delete_missing", "confirm_delete") if isinstance(value := form.get(name), str)}
         return (
             upload.filename or "catalog",
             await upload.read(),
             fmt if isinstance(fmt, str) else None,
             mapping if isinstance(mapping, str) else None,
+            flags,
         )
     finally:
         await form.close()

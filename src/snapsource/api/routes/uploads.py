@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import AsyncGenerator
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from snapsource.api.deps import ResourcesDep, TokenDep, own_hosts
+from snapsource import jsontext
+from snapsource.api.deps import ResourcesDep, TokenDep, json_body, json_body_doc, own_hosts
 from snapsource.api.schemas import ERROR_RESPONSES, ImageUrlResponse
 from snapsource.errors import ParameterError, envelope
 from snapsource.search import queries
@@ -132,7 +132,7 @@ async def _multipart(request: Request, limit: int) -> bytes:
 
 def _base64_json(body: bytes) -> bytes:
     try:
-        payload = json.loads(body)
+        payload = jsontext.loads(body)
     except ValueError:
         raise ParameterError(f"the body is not JSON: {_HOW}") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("image_base64"), str):
@@ -151,12 +151,14 @@ class ConvertUrl(BaseModel):
     responses={200: {"model": ImageUrlResponse, "description": "The image's path, for img_url"}, **ERROR_RESPONSES},
     summary="Convert an image URL for search (TMAPI)",
     tags=["images"],
+    openapi_extra=json_body_doc(ConvertUrl),
 )
-def convert_url(request: Request, resources: ResourcesDep, _token: TokenDep, body: Annotated[ConvertUrl, Body()]) -> JSONResponse:
+async def convert_url(request: Request, resources: ResourcesDep, _token: TokenDep) -> JSONResponse:
     """Fetch any image URL once and keep it; the answer's `image_url` goes into `img_url`."""
+    body = await json_body(request, ConvertUrl)  # the token first, then the body
     if body.search_api_endpoint not in SEARCH_ENDPOINTS:
         raise ParameterError(f"search_api_endpoint must be one of {', '.join(SEARCH_ENDPOINTS)}")
-    query = queries.from_img_url(resources, body.url, own_hosts(request), fetch=True)
+    query = await run_in_threadpool(queries.from_img_url, resources, body.url, own_hosts(request), True)
     return JSONResponse(envelope(200, "success", {"image_url": query.image_url}))
 
 
