@@ -23,6 +23,19 @@ def test_the_predicted_category_is_the_querys(search):
 
 
 @pytest.mark.profiles
+@pytest.mark.parametrize(
+    "filters",
+    [{"is_factory": "true"}, {"price_end": "60"}, {"price_start": "1", "price_end": "30"}, {"keyword": "cotton"}],
+)
+def test_filters_do_not_change_the_predicted_category(search, filters):
+    """Issue 30, item 14: the hoodie's photo was Hoodies alone, Tops with is_factory, Tees with
+    price_end=60. The category is the photo's: voted from the unfiltered matches."""
+    unfiltered = search(QUERY, explain="true")["data"]
+    filtered = search(QUERY, explain="true", **filters)["data"]
+    assert filtered["cat_id"] == unfiltered["cat_id"] and filtered["categories"] == unfiltered["categories"]
+
+
+@pytest.mark.profiles
 def test_cat_id_keeps_offers_in_that_category_or_below(search, resources):
     wide = {"score_threshold": str(resources.settings.similarity_threshold)}
     everything = all_items(search, QUERY, **wide)

@@ -267,6 +267,10 @@ def run(
     where = filters.where(today or dt.date.today(), resources.settings.new_arrival_days)
     selection = resources.columns.select(where, columns)
     ranking = _ranking(resources, vectors, local, selection, columns, key, score_threshold)
+    # the category is the photo's, whatever the filters keep: predicted from the unfiltered matches
+    # (kept per query too, so the usual search-then-filter costs nothing more)
+    everything = ranking if selection is None else _ranking(resources, vectors, local, None, columns, key, score_threshold)
+    predicted_from = _still_selected(columns, None, everything)[0]
     if match == "same":
         ranking = ranking.take(ranking.same)
     ranking, rows = _still_selected(columns, selection, ranking)
@@ -277,7 +281,7 @@ def run(
         kept, twins = _group_same(resources, kept, columns.main_image[[row for _, row, _ in kept]])
     window = kept[(page - 1) * page_size : page * page_size]
     hits = _hits(resources, ranking, window, twins if group_same else None)
-    return Page(page, page_size, sort, filters, len(kept), hits, _categories(resources, ranking))
+    return Page(page, page_size, sort, filters, len(kept), hits, _categories(resources, predicted_from))
 
 
 def _categories(resources: Resources, ranking: Ranking) -> list[categories.Vote]:
