@@ -388,3 +388,100 @@ def test_the_openapi_document_shows_each_catalog_answer(world):
     for path, method, op in routes:
         example = op["responses"]["200"]["content"]["application/json"]["example"]
         assert example["code"] == 200 and example["msg"] == "success" and example["data"], (method, path)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """A catalog of its own (its offers are deleted here), behind a real server with an import runner."""
+    resources = open_resources(tmp_path_factory.mktemp("catalog-delete"), admin_key="catalog-admin-key", fetch_allow="127.0.0.1")
+    app = create_app(resources=resources)
+    runner = jobs.Runner(resources).start()
+    app.state.import_runner = runner
+    with photo_server() as photos, serve(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        yield resources, client, photos
+    runner.stop()
+
+
+def test_a_batch_with_a_value_out_of_range_rejects_that_row_only(small):
+    """A sales count of 10^29 (an OverflowError and a 500 before), a long digit string, a title
+    of megabytes: each row rejected with its field and limit; the good row in the batch is added."""
+    resources, client, photos = small
+    offers = [by_url(o, photos) for o in luma_offers()[60:64]]
+    batch = [
+        dict(offers[0], sale_info={"sale_quantity_int": 10**29}),
+        offers[1],
+        dict(offers[2], sale_info={"sale_quantity": "9" * 40}),
+        dict(offers[3], title="t" * 3_000_000),
+    ]
+    answer = client.post("/catalog/offers", json=batch, headers=ADMIN)
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["data"]["results"]
+    assert [(r["row"], r["result"]) for r in results] == [(1, "rejected"), (2, "added"), (3, "rejected"), (4, "rejected")]
+    assert "sale_info.sale_quantity_int: Input should be less than or equal to 1000000000000000" in results[0]["reason"]
+    assert "sale_info.sale_quantity" in results[2]["reason"] and "title: String should have at most 1000" in results[3]["reason"]
+    assert len(answer.content) < 10_000  # no reason repeats the value
+    assert resources.catalog.existing([o["item_id"] for o in offers]) == {offers[1]["item_id"]}
+
+
+def test_an_import_job_deletes_missing_offers_only_when_safe_and_confirmed(small):
+    """delete_missing: refused while a row is rejected or skipped, and above 10% of the catalog
+    without confirm_delete=true; the job says what it would delete (count and sample); a job
+    with a row out of range ends done with the other rows; problems come in row order."""
+    resources, client, photos = small
+    offers = [by_url(o, photos) for o in luma_offers()[70:74]]
+    assert client.post("/catalog/offers", json=offers, headers=ADMIN).json()["data"]["counts"]["added"] == 4
+    total = resources.catalog.count()
+
+    def job_of(lines: list[str], **fields: str) -> dict:
+        upload = {"file": ("offers.jsonl", "\n".join(lines).encode())}
+        started = client.post("/catalog/imports", files=upload, data=fields, headers=ADMIN)
+        assert started.status_code == 200, started.text
+        return wait_for_job(client, started.json()["data"]["id"])
+
+    kept = [json.dumps(offers[0])]
+    job = job_of(kept, delete_missing="true")
+    assert job["status"] == "done" and job["delete_missing"] is True and job["counts"]["deleted"] == 0
+    deletion = job["deletion"]
+    assert deletion["missing"] == total - 1 and deletion["deleted"] == 0 and "confirm_delete=true" in deletion["refused"]
+    assert offers[1]["item_id"] in [s["item_id"] for s in deletion["sample"]] and resources.catalog.count() == total
+
+    # a photo that cannot be read (row 1, skipped) and a sales count out of range (row 2): the job
+    # finishes with the good row, lists both in row order, and deletes nothing, confirmed or not
+    broken = [
+        json.dumps(dict(offers[1], img=photos + "no-such.jpg", images=[])),
+        json.dumps(dict(offers[2], sale_info={"sale_quantity_int": 10**29})),
+        *kept,
+    ]
+    job = job_of(broken, delete_missing="true", confirm_delete="true")
+    assert job["status"] == "done" and job["counts"]["unchanged"] == 1 and job["counts"]["rejected"] == 1, job
+    assert [p["row"] for p in job["problems"]] == [1, 2] and "sale_quantity_int" in job["problems"][1]["reason"]
+    assert "2 row(s) of the file were rejected or skipped" in job["deletion"]["refused"] and resources.catalog.count() == total
+
+    job = job_of(kept, delete_missing="true", confirm_delete="true")
+    assert job["status"] == "done" and job["counts"]["deleted"] == total - 1 and job["deletion"]["refused"] is None
+    assert resources.catalog.offer_ids() == {offers[0]["item_id"]}
+    assert client.post("/catalog/imports", files={"file": ("a.jsonl", kept[0].encode())}, data={"delete_missing": "maybe"},
+                       headers=ADMIN).status_code == 422  # fmt: skip
+
+
+def test_an_upstream_page_with_an_item_out_of_range_keeps_and_lands_the_others(small):
+    """The upstream's answer: an item out of the schema's limits is left out of the page (the
+    others answer) and, landed, rejects its own row: the job ends done with the good item."""
+    from snapsource.upstream import connector, landing
+
+    resources, client, photos = small
+    items = [
+        {**by_url(o, photos), "images": []}
+        for o in luma_offers()[80:82]
+    ]  # fmt: skip
+    items[1]["sale_info"] = {"sale_quantity_int": 10**29}
+    page = {"page": 1, "page_size": 20, "total_count": 2, "items": [dict(i) for i in items]}
+    assert connector._not_a_page(page) == "" and [i["item_id"] for i in page["items"]] == [items[0]["item_id"]]
+    assert "sale_quantity_int" in connector._not_a_page({"total_count": 1, "items": [items[1]]})  # nothing usable: no page
+
+    job = landing.land(resources, items, time.time())
+    assert job is not None
+    runner_job = wait_for_job(client, job.wire()["id"])
+    assert runner_job["status"] == "done" and runner_job["counts"]["added"] == 1 and runner_job["counts"]["rejected"] == 1
+    assert "sale_info.sale_quantity_int" in runner_job["problems"][0]["reason"]
+    assert items[0]["item_id"] in resources.catalog.offer_ids() and items[1]["item_id"] not in resources.catalog.offer_ids()

@@ -19,7 +19,7 @@ import pytest
 from conftest import LUMA, luma_offers, open_resources, profile_env, profile_settings
 from snapsource.ingest.formats import FormatError, detect, open_source, stable_id
 from snapsource.ingest.formats.mapping import parse_item_id
-from snapsource.ingest.pipeline import IngestReport, ingest
+from snapsource.ingest.pipeline import DeleteMissing, IngestReport, ingest
 from snapsource.offer import Item
 from snapsource.resources import Resources
 
@@ -385,8 +385,9 @@ def test_woocommerce_export(tmp_path, photos):
     path.write_text(table(WOOCOMMERCE, rows))
     resources = open_resources(tmp_path / "data")
     report = ingest(resources, path)
-    assert report.added == 3 and report.rejected == 2
-    assert "grouped product" in problems(report)[5] and "'woo-nothing', which is no product" in problems(report)[8]
+    assert report.added == 3 and report.rejected == 1 and report.left_out == 1  # a grouped product is no offer, no failure
+    assert "left out: a grouped product" in problems(report)[5] and "'woo-nothing', which is no product" in problems(report)[8]
+    assert {p.row: p.item_id for p in report.problems} == {5: 87, 8: 90}  # both keep their ids
     doc, shown = stored(resources, 44)
     assert doc["title"] == "V-Neck T-Shirt" and doc["price"] == "15.00" and doc["price_info"]["origin_price"] == "18.00"
     assert doc["category_path"] == ["Clothing", "Tshirts"] and shown == 3  # its two photos and the red variation's
@@ -491,3 +492,66 @@ def test_a_windows_1252_csv_is_refused_not_garbled(tmp_path, photos):
     )
     with pytest.raises(FormatError, match=r'latin.csv: not UTF-8 text \(line 2, .*"CSV UTF-8"'):
         open_source(path)
+
+
+@pytest.mark.profiles
+def test_unpublished_and_hidden_products_are_left_out(tmp_path, photos):
+    """WooCommerce's drafts (Published 0), private products (-1) and hidden ones, and Shopify's
+    draft and archived products and those not published, are not imported (nor searchable) unless
+    the mapping says include_unpublished; they are no failures, so --delete-missing runs on such an
+    export and removes the offers that left the shop's catalog."""
+    img = photos + "mh06-black_main.jpg"
+    woo = [
+        {"ID": "46", "Type": "simple", "Name": "Shown", "Published": "1", "Regular price": "45", "Images": img},
+        {"ID": "47", "Type": "simple", "Name": "Draft", "Published": "0", "Regular price": "45", "Images": img},
+        {"ID": "48", "Type": "simple", "Name": "Private", "Published": "-1", "Regular price": "45", "Images": img},
+        {"ID": "49", "Type": "simple", "Name": "Hidden", "Published": "1", "Visibility in catalog": "hidden",
+         "Regular price": "45", "Images": img},
+        {"ID": "87", "Type": "grouped", "SKU": "logo-collection", "Name": "Logo Collection", "Images": img},
+    ]  # fmt: skip
+    path = tmp_path / "wc-product-export.csv"
+    path.write_text(table(WOOCOMMERCE, woo))
+    keep_all = tmp_path / "keep.json"
+    keep_all.write_text(json.dumps({"include_unpublished": True}))
+    resources = open_resources(tmp_path / "data")
+    report = ingest(resources, open_source(path, mapping=keep_all))
+    assert report.added == 4 and report.left_out == 1 and resources.catalog.offer_ids() == {46, 47, 48, 49}
+
+    report = ingest(resources, path, delete_missing=DeleteMissing(confirmed=True))
+    assert report.left_out == 4 and report.rejected == 0 and report.unchanged == 1
+    assert "Published 0: a draft" in problems(report)[3] and "Published -1: private" in problems(report)[4]
+    assert "Visibility in catalog hidden" in problems(report)[5] and "include_unpublished = true" in problems(report)[5]
+    assert report.deleted == 3 and resources.catalog.offer_ids() == {46}
+
+    shopify = [
+        {"Handle": "shown", "Title": "Shown", "Variant Price": "5", "Image Src": img, "Published": "TRUE", "Status": "active"},
+        {"Handle": "draft", "Title": "Draft", "Variant Price": "5", "Image Src": img, "Published": "TRUE", "Status": "draft"},
+        {"Handle": "archived", "Title": "Old", "Variant Price": "5", "Image Src": img, "Status": "archived"},
+        {"Handle": "unpublished", "Title": "Off", "Variant Price": "5", "Image Src": img, "Published": "FALSE"},
+    ]
+    path = tmp_path / "products_export.csv"
+    path.write_text(table(SHOPIFY_CLASSIC, shopify))
+    resources = open_resources(tmp_path / "shop")
+    report = ingest(resources, path)
+    assert report.added == 1 and report.left_out == 3 and resources.catalog.offer_ids() == {stable_id("shown")}
+    assert "Status draft" in problems(report)[3] and "Status archived" in problems(report)[4]
+    assert "Published FALSE" in problems(report)[5]
+    assert ingest(resources, open_source(path, mapping=keep_all)).added == 3
+
+
+def test_saved_answers_with_an_item_out_of_range_reject_that_item_only(tmp_path, photos):
+    """A saved TMAPI answer whose one item counts 10^29 sales, or carries a 5,000-digit number:
+    that row is rejected with the reason, the other items import."""
+    items = [
+        Item.model_validate({**offer, "img": photos + name}).model_dump(mode="json")
+        for offer, name in zip(luma_offers()[:2], ("wb04-blue_main.jpg", "wb07-brown-0.jpg"))
+    ]
+    items[1]["sale_info"] = {"sale_quantity": "1" * 30, "sale_quantity_int": 10**29, "orders_count": 1}
+    answer = {"code": 200, "msg": "success", "data": {"page": 1, "items": items}}
+    path = tmp_path / "answers.jsonl"
+    path.write_text(json.dumps(answer) + "\n" + '{"item_id": 3, "moq": ' + "7" * 5000 + "}\n")
+    resources = open_resources(tmp_path / "data")
+    report = ingest(resources, path)
+    assert report.added == 1 and report.rejected == 2 and resources.catalog.offer_ids() == {items[0]["item_id"]}
+    assert "sale_info.sale_quantity_int: Input should be less than or equal to" in problems(report)[1]
+    assert "a number of more than 4,300 digits" in problems(report)[2]

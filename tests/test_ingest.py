@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import LUMA, PROFILE, luma_offers, open_resources, profile_env, profile_settings, write_catalog
-from snapsource.ingest.pipeline import ingest
+from snapsource.ingest.pipeline import DeleteMissing, ingest
 from snapsource.resources import Resources
 
 pytestmark = pytest.mark.profiles
@@ -56,7 +56,12 @@ def test_upsert_updates_fields_and_delete_missing_removes_offers(tmp_path):
     facts = resources.catalog.facts([changed[0]["item_id"]])[changed[0]["item_id"]]
     assert str(facts.price) == "1.23"
 
+    # 1 of 6 offers is more than delete_missing_max_share (10%): refused unless confirmed
     report = ingest(resources, write_catalog(tmp_path / "b.jsonl", changed), delete_missing=True)
+    assert report.deleted == 0 and report.deletion is not None and "more than delete_missing_max_share" in report.deletion.refused
+    assert report.deletion.missing == 1 and report.deletion.sample == [(gone["item_id"], gone["title"])]
+    assert gone["item_id"] in resources.catalog.offer_ids()
+    report = ingest(resources, write_catalog(tmp_path / "b.jsonl", changed), delete_missing=DeleteMissing(confirmed=True))
     assert report.deleted == 1
     assert gone["item_id"] not in resources.catalog.offer_ids()
 
@@ -101,9 +106,16 @@ def test_bad_rows_and_images_are_reported_and_skipped(tmp_path):
     assert "missing.jpg" in by_row[(3, offers[2]["item_id"])]
     assert resources.catalog.offer_ids() == {offers[0]["item_id"], offers[2]["item_id"]}
 
-    # an unreadable row keeps --delete-missing from guessing what is missing
-    report = ingest(resources, path, delete_missing=True)
-    assert report.deleted == 0 and any("--delete-missing skipped" in p.reason for p in report.problems)
+    # a rejected or skipped row keeps --delete-missing from guessing what is missing, confirmed or not
+    write_catalog(tmp_path / "other.jsonl", [offers[3]])
+    ingest(resources, tmp_path / "other.jsonl")
+    report = ingest(resources, path, delete_missing=DeleteMissing(confirmed=True))
+    assert (
+        report.deleted == 0
+        and report.deletion is not None
+        and "3 row(s) of the file were rejected or skipped" in report.deletion.refused
+    )
+    assert offers[3]["item_id"] in resources.catalog.offer_ids()
 
 
 def test_cli_exit_codes(tmp_path):
@@ -198,3 +210,81 @@ def test_cli_summary_counts_every_row(tmp_path):
     again = subprocess.run([*cli, str(bad), "--data", str(tmp_path / "d")], capture_output=True, text=True, env=env)
     assert again.returncode == 1 and "nothing imported" in again.stderr
     assert (tmp_path / "d" / "catalog.db").exists() or PROFILE != "default"  # a data dir that was there stays
+
+
+def test_out_of_range_numbers_and_too_long_text_reject_their_row_only(tmp_path):
+    """A sales count past any 64-bit integer (the OverflowError that failed whole imports), a long
+    digit string, a title of megabytes, a 5,000-digit number: each rejects its own row, naming the
+    field and its limit; the good row imports and the stored documents stay small."""
+    good, *others = luma_offers()[:6]
+    lines = [
+        json.dumps(dict(others[0], sale_info={"sale_quantity_int": 10**29})),
+        json.dumps(dict(others[1], sale_info={"sale_quantity": "1" * 30})),
+        json.dumps(dict(others[2], title="t" * 2_000_000)),
+        json.dumps(dict(others[3], price="1e300")),
+        '{"item_id": 5, "title": "x", "img": "a.jpg", "price": "1", "moq": ' + "9" * 5000 + "}",
+        json.dumps(dict(others[4], shop_info={"company_name": "c" * 301})),
+    ]
+    path = write_catalog(tmp_path / "c.jsonl", [good], lines)
+    resources = open_data(tmp_path / "data")
+    report = ingest(resources, path)
+    assert report.added == 1 and report.rejected == 6, report.problems
+    reasons = {p.row: p.reason for p in report.problems}
+    assert "sale_info.sale_quantity_int: Input should be less than or equal to 1000000000000000" in reasons[2]
+    assert "sale_info.sale_quantity_int: Input should be less than or equal to 1000000000000000" in reasons[3]
+    assert "title: String should have at most 1000 characters" in reasons[4]
+    assert "price: '1e300' is over the largest price, 1,000,000,000" in reasons[5]
+    assert "a number of more than 4,300 digits" in reasons[6] and "sys.set_int" not in reasons[6]
+    assert "shop_info.company_name: String should have at most 300 characters" in reasons[7]
+    assert all(len(reason) < 1000 for reason in reasons.values())
+    assert resources.catalog.offer_ids() == {good["item_id"]}
+
+
+def test_cli_delete_missing_refuses_shows_and_asks(tmp_path):
+    """The real command on a catalog of 20 offers: a file with a rejected row deletes nothing; one
+    that would delete half of the catalog shows the count and a sample and asks for --yes;
+    --dry-run writes nothing; what is deleted is logged with the offers' documents kept."""
+    offers = luma_offers()[:20]
+    data = tmp_path / "d"
+    resources = open_data(data)
+    ingest(resources, write_catalog(tmp_path / "all.jsonl", offers))
+    resources.close()
+    cli = [sys.executable, "-m", "snapsource", "ingest", "--data", str(data), "--delete-missing"]
+    env = {**os.environ, **profile_env(profile_settings()), "COLUMNS": "200"}
+
+    def run(path: Path, *flags: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*cli, str(path), *flags], capture_output=True, text=True, env=env)
+
+    def count() -> int:
+        resources = open_data(data)
+        try:
+            return resources.catalog.count()
+        finally:
+            resources.close()
+
+    typo = write_catalog(tmp_path / "typo.jsonl", offers[:6], ['{"item_id": 5, "title": "no price"}'])
+    refused = run(typo, "--yes")
+    assert refused.returncode == 1 and count() == 20, refused.stderr
+    assert "14 of the catalog's 20 offers are not in the file" in refused.stderr
+    assert "1 row(s) of the file were rejected or skipped" in refused.stderr and "deleted 0" in refused.stderr
+
+    half = write_catalog(tmp_path / "half.jsonl", offers[:10])
+    dry = run(half, "--dry-run")
+    assert dry.returncode == 1 and count() == 20, dry.stderr
+    assert "dry run, nothing written: rows 10: 0 new, 10 in the catalog already" in dry.stderr
+    assert f"{offers[10]['item_id']} {offers[10]['title']!r}" in dry.stderr and "would be refused" in dry.stderr
+    unconfirmed = run(half)
+    assert unconfirmed.returncode == 1 and count() == 20
+    assert "it would delete 10 of the catalog's 20 offers, more than delete_missing_max_share (10%)" in unconfirmed.stderr
+    assert "--yes" in unconfirmed.stderr and "and 0 more" not in unconfirmed.stderr
+
+    most = write_catalog(tmp_path / "most.jsonl", offers[:19])  # 1 of 20: within the share, no --yes needed
+    within = run(most, "--dry-run")
+    assert within.returncode == 0 and "--delete-missing would delete 1 offer(s)" in within.stderr and count() == 20
+    assert run(most).returncode == 0 and count() == 19
+    confirmed = run(half, "--yes")
+    assert confirmed.returncode == 0 and count() == 10, confirmed.stderr
+    assert "deleted 9 offer(s) not in the file" in confirmed.stderr
+    kept = sorted((data / "deleted").glob("*.jsonl"))
+    assert len(kept) == 2
+    assert {json.loads(line)["item_id"] for line in kept[1].read_text().splitlines()} == {o["item_id"] for o in offers[10:19]}

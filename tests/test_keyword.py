@@ -8,6 +8,7 @@ import pytest
 
 from conftest import all_items, luma_offers, open_resources, write_catalog
 from snapsource.ingest import ingest
+from snapsource.ingest.pipeline import DeleteMissing
 from snapsource.store import titles
 
 pytestmark = pytest.mark.profiles
@@ -75,7 +76,7 @@ def test_titles_match_in_any_script_and_any_case(tmp_path):
         renamed = {**offers[2], "title": "Pilates ring"}
         ingest(resources, write_catalog(tmp_path / "catalog.jsonl", [*offers[:2], renamed, offers[3]]))
         assert catalog.titled("ball") == [] and catalog.titled("pilates") == [ids[2]]  # follows updates
-        ingest(resources, write_catalog(tmp_path / "catalog.jsonl", offers[1:]), delete_missing=True)
+        ingest(resources, write_catalog(tmp_path / "catalog.jsonl", offers[1:]), delete_missing=DeleteMissing(confirmed=True))
         assert catalog.titled("瑜伽") == []  # and deletions
     finally:
         resources.close()

@@ -23,7 +23,7 @@ from conftest import (
     serve_workers,
     write_catalog,
 )
-from snapsource.ingest.pipeline import ingest
+from snapsource.ingest.pipeline import DeleteMissing, ingest
 
 pytestmark = pytest.mark.scaleout
 
@@ -148,7 +148,7 @@ def test_milvus_follows_price_changes_and_deletions(tmp_path):
     ingest(resources, write_catalog(tmp_path / "c.jsonl", [dict(offer, price=cheap), *offers[1:]]))
     assert _poll(lambda: _found(resources, vector, offer, price_end=cheap))
 
-    ingest(resources, write_catalog(tmp_path / "c.jsonl", offers[1:]), delete_missing=True)
+    ingest(resources, write_catalog(tmp_path / "c.jsonl", offers[1:]), delete_missing=DeleteMissing(confirmed=True))
     assert _poll(lambda: not _found(resources, vector, offer))
     kept = sum(min(len(o["images"]) or 1, 64) for o in offers[1:])
     assert _poll(lambda: resources.index.entities() <= kept)

@@ -94,7 +94,7 @@ def prices(page: Page) -> list[Decimal]:
 
 def offers_shown(page: Page) -> int:
     """The total the status line reports: "185 offers · page 1 of 10"."""
-    found = re.match(r"(\d+) offers", page.locator("#status").text_content())
+    found = re.match(r"(\d+) offers?\b", page.locator("#status").text_content())
     assert found, page.locator("#status").text_content()
     return int(found.group(1))
 

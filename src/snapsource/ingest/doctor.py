@@ -39,10 +39,15 @@ class Findings:
     def summary(self) -> str:
         state = "consistent" if self.consistent else "INCONSISTENT"
         return (
-            f"{state}: {self.offers} offers, {self.images} images, {self.vectors} vectors; "
-            f"{len(self.orphan_vectors)} vectors without an image, {len(self.unused_images)} images no offer "
-            f"shows, {len(self.missing_vectors)} images without a vector, {len(self.missing_files)} image files missing"
+            f"{state}: {_count(self.offers, 'offer')}, {_count(self.images, 'image')}, {_count(self.vectors, 'vector')}; "
+            f"{_count(len(self.orphan_vectors), 'vector')} without an image, {_count(len(self.unused_images), 'image')} "
+            f"no offer shows, {_count(len(self.missing_vectors), 'image')} without a vector, "
+            f"{_count(len(self.missing_files), 'image file')} missing"
         )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def check(resources: Resources) -> Findings:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from snapsource.ingest.formats import FormatError, for_api, format_of, load_mapping, open_source
-from snapsource.ingest.pipeline import IngestReport, ingest
+from snapsource.ingest.pipeline import DeleteMissing, IngestReport, ingest
 from snapsource.ingest.rows import Source
 from snapsource.resources import Resources
 from snapsource.store.jobs import JobRow, JobTable
@@ -35,7 +35,18 @@ BEAT_SECONDS = 5.0
 STALE_SECONDS = 30.0  # a running job not heard of for this long lost its server
 IDLE_SECONDS = 1.0  # how often an idle server looks for a queued job
 MAX_PROBLEMS = 1000  # rejected rows kept with a job (the count is exact beyond them)
-COUNTS = ("rows", "added", "updated", "unchanged", "rejected", "skipped", "images_embedded", "images_failed")
+COUNTS = (
+    "rows",
+    "added",
+    "updated",
+    "unchanged",
+    "rejected",
+    "skipped",
+    "left_out",
+    "deleted",
+    "images_embedded",
+    "images_failed",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +70,9 @@ class Job:
             "rows_total": total,
             "progress": round(min(1.0, done / total), 4) if total else (1.0 if r.status == "done" else 0.0),
             "counts": {name: int(r.counts.get(name, 0)) for name in COUNTS},
-            "problems": r.problems,
+            "problems": sorted(r.problems, key=lambda p: p.get("row") or 0),
+            "delete_missing": bool(r.options.get("delete_missing")),
+            "deletion": r.deletion,
             "error": r.error,
             "created_at": r.created_at,
             "updated_at": r.updated_at,
@@ -89,7 +102,20 @@ def check_rows(source: Source) -> None:
         raise FormatError(f"{source.name} has no offers: it is empty, or only a header; nothing to import")
 
 
-def submit_file(resources: Resources, name: str, data: bytes, format: str | None, mapping: dict | None) -> Job:
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """What a job does besides upserting: delete the offers its file does not list (docs/catalog.md)."""
+
+    delete_missing: bool = False
+    confirm_delete: bool = False  # above delete_missing_max_share of the catalog
+
+    def stored(self) -> dict[str, Any]:
+        return {"delete_missing": True, "confirm_delete": self.confirm_delete} if self.delete_missing else {}
+
+
+def submit_file(
+    resources: Resources, name: str, data: bytes, format: str | None, mapping: dict | None, options: Options = Options()
+) -> Job:
     """Queue an uploaded catalog file: written (and fsynced) before the job row that points at it."""
     job_id = "imp_" + secrets.token_hex(8)
     folder = _folder(resources, job_id)
@@ -106,16 +132,16 @@ def submit_file(resources: Resources, name: str, data: bytes, format: str | None
         shutil.rmtree(folder, ignore_errors=True)
         raise
     table = JobTable(resources.catalog)
-    table.add(job_id, name, str(path), format_of(source) or format, json.dumps(mapping) if mapping else None)
+    table.add(job_id, name, str(path), format_of(source) or format, json.dumps(mapping) if mapping else None, options.stored())
     return Job(_must(table.get(job_id)))
 
 
-def submit_url(resources: Resources, url: str, format: str | None, mapping: dict | None) -> Job:
+def submit_url(resources: Resources, url: str, format: str | None, mapping: dict | None, options: Options = Options()) -> Job:
     """Queue a catalog file at a URL: the job fetches it (guarded like a user's image URL)."""
     job_id = "imp_" + secrets.token_hex(8)
     path = _folder(resources, job_id) / _safe_name(url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "catalog")
     table = JobTable(resources.catalog)
-    table.add(job_id, url, str(path), format, json.dumps(mapping) if mapping else None)
+    table.add(job_id, url, str(path), format, json.dumps(mapping) if mapping else None, options.stored())
     return Job(_must(table.get(job_id)))
 
 
@@ -237,8 +263,16 @@ class Runner:
             if self._stop.is_set():
                 raise _Stopped
 
-        report = ingest(resources, source, outcomes=True, start_after=job.rows_done, checkpoint=checkpoint)
+        deleting: DeleteMissing | bool = False
+        if job.options.get("delete_missing"):
+            earlier = int(job.counts.get("rejected", 0)) + int(job.counts.get("skipped", 0))  # before a restart
+            deleting = DeleteMissing(confirmed=bool(job.options.get("confirm_delete")), earlier_failures=earlier)
+        report = ingest(
+            resources, source, outcomes=True, start_after=job.rows_done, checkpoint=checkpoint, delete_missing=deleting
+        )
         tally.take(report, None)
+        if report.deletion is not None:
+            self.table.set_deletion(job.id, self.owner, report.deletion.wire())
         self.table.progress(job.id, self.owner, max(job.rows_done, tally.last_row), total, tally.counts, tally.problems)
         self.table.finish(job.id, self.owner, "done")
         shutil.rmtree(path.parent, ignore_errors=True)
@@ -279,13 +313,13 @@ class _Tally:
         self.counts = {name: int(job.counts.get(name, 0)) for name in COUNTS}
         self.problems = list(job.problems)
         self.last_row = job.rows_done
-        self._images = {"images_embedded": 0, "images_failed": 0}
+        self._written = {"images_embedded": 0, "images_failed": 0, "deleted": 0}  # this run's, counted so far
 
     def take(self, report: IngestReport, up_to: int | None) -> None:
         """Count the outcomes of rows up to `up_to` (all when None) not counted yet."""
         assert report.outcomes is not None
         keep = []
-        for outcome in report.outcomes:
+        for outcome in sorted(report.outcomes, key=lambda o: o.row):  # problems in row order
             if up_to is not None and outcome.row > up_to:
                 keep.append(outcome)
                 continue
@@ -296,7 +330,7 @@ class _Tally:
                 self.problems.append({"row": outcome.row, "item_id": outcome.item_id, "reason": outcome.reason})
             self.last_row = max(self.last_row, outcome.row)
         report.outcomes[:] = keep
-        for name in self._images:  # written with the chunks before this checkpoint
+        for name in self._written:  # written with the chunks before this checkpoint
             value = getattr(report, name)
-            self.counts[name] += value - self._images[name]
-            self._images[name] = value
+            self.counts[name] += value - self._written[name]
+            self._written[name] = value

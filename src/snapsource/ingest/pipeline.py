@@ -17,7 +17,10 @@ import base64
 import binascii
 import contextlib
 import dataclasses
+import datetime as dt
 import hashlib
+import json
+import logging
 import multiprocessing
 import os
 import time
@@ -29,7 +32,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from snapsource.ingest.formats import open_source
-from snapsource.ingest.rows import Source, clip
+from snapsource.ingest.rows import RawRow, Source, clip
 from snapsource.offer import OfferRecord
 from snapsource.resources import Resources
 from snapsource.store.catalog import NewImage, StoredImage
@@ -43,6 +46,8 @@ CHUNK_OFFERS = 32  # at least; a chunk holds a batch's worth of offers (GPU_CHUN
 GPU_CHUNK_BATCHES = 4  # so that storing one batch overlaps embedding the next
 CHECKPOINT_VECTORS = 5000
 CPU_BATCH, GPU_BATCH = 32, 256
+DELETION_SAMPLE = 10  # offers named when a deletion is shown or refused
+log = logging.getLogger("snapsource.ingest")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,10 +68,44 @@ class Outcome:
     skipped: bool = False  # rejected because none of its images could be read
 
 
+@dataclasses.dataclass(frozen=True)
+class DeleteMissing:
+    """How `--delete-missing` may remove the offers a file does not list. It never runs while a
+    row of the file was rejected or skipped (that row's offer cannot be told from a missing one);
+    above `delete_missing_max_share` of the catalog it needs `confirmed` (`--yes`, the API's
+    confirm_delete=true)."""
+
+    confirmed: bool = False
+    earlier_failures: int = 0  # rows rejected or skipped by earlier runs of a resumed import job
+
+
+@dataclasses.dataclass
+class Deletion:
+    """What `--delete-missing` found, and did: the offers missing from the file, a sample of
+    them (item_id, title), how many were deleted, or why none were."""
+
+    missing: int = 0
+    catalog: int = 0  # offers in the catalog before deleting
+    sample: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+    deleted: int = 0
+    refused: str = ""
+    kept_in: str = ""  # the file holding the deleted offers' documents (JSON Lines, to import again)
+
+    def wire(self) -> dict[str, object]:
+        return {
+            "missing": self.missing,
+            "catalog": self.catalog,
+            "deleted": self.deleted,
+            "refused": self.refused or None,
+            "sample": [{"item_id": item_id, "title": title} for item_id, title in self.sample],
+        }
+
+
 @dataclasses.dataclass
 class IngestReport:
     """What an import did. Every row of the file is one of: added, updated, unchanged (imported),
-    rejected (not valid JSON or not a valid offer) or skipped (none of its images could be read)."""
+    rejected (not valid JSON or not a valid offer), skipped (none of its images could be read) or
+    left out (a shop's unpublished, hidden or grouped product: not a failure)."""
 
     rows: int = 0
     added: int = 0
@@ -74,6 +113,7 @@ class IngestReport:
     unchanged: int = 0
     rejected: int = 0
     skipped: int = 0
+    left_out: int = 0  # products a shop export marks unpublished or hidden, and grouped ones: no offers
     deleted: int = 0
     images_embedded: int = 0
     images_reused: int = 0
@@ -83,6 +123,7 @@ class IngestReport:
     compacted: dict[str, object] | None = None  # what compaction of the index did, if it ran
     problems: list[Problem] = dataclasses.field(default_factory=list)
     outcomes: list[Outcome] | None = None  # each row's result, when asked for (the catalog API)
+    deletion: Deletion | None = None  # what --delete-missing found and did, when asked for
 
     def reject(self, row: int, item_id: int | None, reason: str) -> None:
         """A row that imports nothing because it is invalid."""
@@ -135,39 +176,57 @@ Checkpoint = Callable[[int, "IngestReport"], None]
 
 @dataclasses.dataclass
 class _Scan:
-    """What reading the file learns besides the rows: ids seen, ids to keep, unreadable rows."""
+    """What reading the file learns besides the rows: ids seen, ids to keep, rows that failed."""
 
     seen: dict[int, int] = dataclasses.field(default_factory=dict)
     protected: set[int] = dataclasses.field(default_factory=set)
-    unreadable: int = 0
+    failed: int = 0  # rows rejected as they were read: not an offer, or not a valid one
 
 
-def iter_rows(source: Source, report: IngestReport, scan: _Scan | None = None, start_after: int = 0) -> Iterator[_Row]:
+def _validated(raw_row: RawRow, scan: _Scan) -> tuple[OfferRecord | None, int | None, str]:
+    """A row's offer, or None with its item_id (when one could be read) and why not."""
+    raw = raw_row.data
+    if raw_row.error:
+        record, item_id, reason = None, raw_row.item_id, raw_row.error
+    else:
+        item_id = raw.get("item_id") if isinstance(raw, dict) else None
+        item_id = item_id if isinstance(item_id, int) and not isinstance(item_id, bool) and 0 < item_id < 1 << 63 else None
+        try:
+            return OfferRecord.model_validate(raw), item_id, ""
+        except ValidationError as exc:
+            record, reason = None, _explain(exc)
+    scan.failed += 1
+    if item_id is not None:
+        scan.protected.add(item_id)  # keep what we have for it; --delete-missing must not drop it
+    return record, item_id, reason
+
+
+def iter_rows(
+    source: Source, report: IngestReport, scan: _Scan | None = None, start_after: int = 0, *, ids_before: bool = False
+) -> Iterator[_Row]:
     """Valid rows after `start_after`, streamed; problems go to the report. A repeated item_id:
-    the later row wins."""
+    the later row wins. `ids_before`: the rows up to `start_after` (a resumed job's) are still
+    read for their item_ids, so that --delete-missing keeps their offers."""
     scan = scan if scan is not None else _Scan()
     for raw_row in source.rows():
-        if raw_row.number <= start_after:
+        number = raw_row.number
+        if number <= start_after:
+            if ids_before and not raw_row.left_out:  # its failure, if any, was counted by the run that read it (earlier_failures)
+                failed = scan.failed
+                earlier, _, _ = _validated(raw_row, scan)
+                scan.failed = failed
+                if earlier is not None:
+                    scan.seen[earlier.item_id] = number
             continue
-        number, raw = raw_row.number, raw_row.data
         report.rows += 1
-        if raw_row.error:
-            if raw_row.item_id is None:
-                scan.unreadable += 1
-            else:
-                scan.protected.add(raw_row.item_id)  # keep what we have for it; --delete-missing must not drop it
-            report.reject(number, raw_row.item_id, raw_row.error)
+        if raw_row.left_out:  # no offer by design: neither a failure nor kept by --delete-missing
+            report.left_out += 1
+            report.problems.append(Problem(number, raw_row.item_id, raw_row.error))
+            report.outcome(number, raw_row.item_id, "left_out", raw_row.error)
             continue
-        item_id = raw.get("item_id") if isinstance(raw, dict) else None
-        item_id = item_id if isinstance(item_id, int) and not isinstance(item_id, bool) else None
-        try:
-            record = OfferRecord.model_validate(raw)
-        except ValidationError as exc:
-            if item_id is None:
-                scan.unreadable += 1
-            else:
-                scan.protected.add(item_id)  # keep what we have for it; --delete-missing must not drop it
-            report.reject(number, item_id, _explain(exc))
+        record, item_id, reason = _validated(raw_row, scan)
+        if record is None:
+            report.reject(number, item_id, reason)
             continue
         if record.item_id in scan.seen:
             report.problems.append(
@@ -194,7 +253,7 @@ def _explain(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:3]:
         where = ".".join(str(p) for p in err["loc"]) or "row"
-        parts.append(f"{clip(where)}: {clip(err['msg'], 200)}")
+        parts.append(f"{clip(where)}: {clip(err['msg'].removeprefix('Value error, '), 200)}")
     return "invalid offer: " + "; ".join(parts)
 
 
@@ -373,7 +432,7 @@ def ingest(
     resources: Resources,
     source: Path | Source,
     *,
-    delete_missing: bool = False,
+    delete_missing: bool | DeleteMissing = False,
     rebuild: bool = False,
     progress: Progress | None = None,
     plan: Plan | None = None,
@@ -385,16 +444,18 @@ def ingest(
     """Import a catalog file (its format detected) or a Source's rows, one import at a time
     (`wait`: seconds to wait for another, else TimeoutError). `outcomes`: keep each row's result;
     `start_after`: skip rows up to this number (a resumed job); `checkpoint(row, report)` is told
-    after each chunk is written, with its last row."""
+    after each chunk is written, with its last row. `delete_missing` (True, or DeleteMissing with
+    its confirmation): remove the offers the file does not list, when that is safe (DeleteMissing)."""
+    deleting = DeleteMissing() if delete_missing is True else (delete_missing or None)
     with resources.catalog.writer(timeout=wait) as turn:
         resources.index.refresh()  # what the import before this one saved
-        return _ingest(resources, source, delete_missing, rebuild, progress, plan, outcomes, start_after, checkpoint, turn)
+        return _ingest(resources, source, deleting, rebuild, progress, plan, outcomes, start_after, checkpoint, turn)
 
 
 def _ingest(
     resources: Resources,
     source: Path | Source,
-    delete_missing: bool,
+    delete_missing: DeleteMissing | None,
     rebuild: bool,
     progress: Progress | None,
     plan: Plan | None,
@@ -410,7 +471,7 @@ def _ingest(
     plan = plan or Plan.of(resources)
     if isinstance(source, Path):
         source = open_source(source)
-    chunks = _batched(iter_rows(source, report, scan, start_after), plan.chunk_offers)
+    chunks = _batched(iter_rows(source, report, scan, start_after, ids_before=delete_missing is not None), plan.chunk_offers)
 
     if rebuild:
         index.reset()
@@ -453,27 +514,88 @@ def _ingest(
     if progress:
         progress(report.rows, report.images_embedded)
 
-    if delete_missing:
-        if scan.unreadable:
-            report.problems.append(
-                Problem(
-                    0,
-                    None,
-                    f"--delete-missing skipped: {scan.unreadable} row(s) could not be read, so "
-                    "their offers cannot be told apart from missing ones; fix them and re-run",
-                )
-            )
-        else:
-            keep = set(scan.seen) | scan.protected
-            gone = catalog.offer_ids() - keep
-            report.deleted = catalog.delete_offers(gone)
-            index.offers_changed(gone)
+    if delete_missing is not None:
+        report.deletion = _delete_missing(resources, scan, report, delete_missing)
     drop_unused_images(resources)
     index.save()
     if index.due():  # a catalog grown past its first IVF base, or a large delta: fold it in now
         report.compacted = index.compact()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _deletion_plan(resources: Resources, scan: _Scan, failed: int, how: DeleteMissing) -> tuple[Deletion, list[int]]:
+    """The offers the file does not list, a sample of them, and why deleting them is refused
+    (any row failed; more than delete_missing_max_share of the catalog, unconfirmed), if it is."""
+    catalog = resources.catalog
+    ids = catalog.offer_ids()
+    gone = sorted(ids - set(scan.seen) - scan.protected)
+    deletion = Deletion(missing=len(gone), catalog=len(ids))
+    docs = catalog.documents(gone[:DELETION_SAMPLE])
+    deletion.sample = [(i, str(json.loads(docs[i][0]).get("title", ""))) for i in gone[:DELETION_SAMPLE] if i in docs]
+    share = resources.settings.delete_missing_max_share
+    if failed:
+        deletion.refused = (
+            f"{failed} row(s) of the file were rejected or skipped, so their offers cannot be told apart from missing "
+            f"ones: nothing deleted ({len(gone):,} offer(s) are not in the file); fix those rows and run again"
+        )
+    elif gone and len(gone) > share * len(ids) and not how.confirmed:
+        deletion.refused = (
+            f"it would delete {len(gone):,} of the catalog's {len(ids):,} offers, more than "
+            f"delete_missing_max_share ({share:.0%}): nothing deleted; check the file, then confirm "
+            "(--yes; confirm_delete=true in the API)"
+        )
+    return deletion, gone
+
+
+def _delete_missing(resources: Resources, scan: _Scan, report: IngestReport, how: DeleteMissing) -> Deletion:
+    """Remove the offers the file does not list, when _deletion_plan allows it. Their documents
+    are kept in the data dir (deleted/<time>.jsonl) and the deletion is logged."""
+    deletion, gone = _deletion_plan(resources, scan, scan.failed + report.skipped + how.earlier_failures, how)
+    if deletion.refused or not gone:
+        return deletion
+    deletion.kept_in = str(_keep_deleted(resources, gone))
+    deletion.deleted = report.deleted = resources.catalog.delete_offers(gone)
+    resources.index.offers_changed(gone)
+    log.warning(
+        "--delete-missing deleted %d offer(s) missing from the file (of %d), their documents kept in %s: %s%s",
+        deletion.deleted,
+        deletion.catalog,
+        deletion.kept_in,
+        ", ".join(str(i) for i in gone[:100]),
+        " ..." if len(gone) > 100 else "",
+    )
+    return deletion
+
+
+def dry_run(resources: Resources, source: Path | Source, delete_missing: DeleteMissing | None = None) -> IngestReport:
+    """What an import would do, writing nothing and reading no photo: the rows rejected, the
+    valid ones new (`added`) or in the catalog already (`updated`: changed or not), and what
+    --delete-missing would delete or why it would refuse (photos that fail are not known yet)."""
+    report = IngestReport()
+    scan = _Scan()
+    if isinstance(source, Path):
+        source = open_source(source)
+    for _ in iter_rows(source, report, scan):
+        pass
+    present = resources.catalog.existing(list(scan.seen))
+    report.added, report.updated = len(scan.seen) - len(present), len(present)
+    if delete_missing is not None:
+        report.deletion, _ = _deletion_plan(resources, scan, scan.failed, delete_missing)
+    return report
+
+
+def _keep_deleted(resources: Resources, item_ids: list[int]) -> Path:
+    """The documents of offers about to be deleted, as JSON Lines in the data dir: what was
+    deleted, and a catalog file to import them again."""
+    folder = resources.settings.data_dir / "deleted"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S.%fZ')}.jsonl"
+    with open(path, "w", encoding="utf-8") as fh:
+        for start in range(0, len(item_ids), 1000):
+            for _, (doc, _) in sorted(resources.catalog.documents(item_ids[start : start + 1000]).items()):
+                fh.write(doc + "\n")
+    return path
 
 
 class _Embedding:
@@ -671,15 +793,18 @@ def _on_server(source: str) -> bool:
 
 def _stored_refs(record: OfferRecord, good: list[tuple[str, StoredImage]]) -> OfferRecord:
     """The record with its inline (data:) photos and its paths on the server's disk replaced by
-    their stored `/img/` paths: the offer's document stays small, and sending it back unchanged
+    their stored `/img/` paths (inline ones that could not be read left out): the offer's document stays small, and sending it back unchanged
     over the catalog API finds the same photos."""
     names = {source: f"/img/{image.name}" for source, image in good if _on_server(source)}
-    if not names:
+    # an inline photo that could not be read is dropped: its megabytes would go out with every answer
+    unread = {ref for ref in record.image_refs() if ref.startswith("data:") and ref not in names}
+    if not names and not unread:
         return record
+    img = record.img if record.img not in unread else good[0][0]
     return record.model_copy(
         update={
-            "img": names.get(record.img, record.img),
-            "images": [names.get(ref, ref) for ref in record.images],
+            "img": names.get(img, img),
+            "images": [names.get(ref, ref) for ref in record.images if ref not in unread],
         }
     )
 

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from snapsource import jsontext
+
 
 @dataclasses.dataclass(frozen=True)
 class RawRow:
@@ -26,6 +28,7 @@ class RawRow:
     data: Any = None
     error: str = ""
     item_id: int | None = None  # of a row with an error, when it could be read: its problem names it
+    left_out: bool = False  # no error: a product the shop does not show (a draft, hidden) or no offer (grouped)
 
 
 def clip(text: str, limit: int = 80) -> str:
@@ -67,15 +70,23 @@ class JsonLines:
             return sum(1 for line in fh if line.strip())
 
 
+def json_problem(exc: ValueError) -> str:
+    """Why a line is not JSON that can be read, in plain words: its syntax error, or a number too
+    long for Python to read (more than 4,300 digits), which json.loads refuses with a plain ValueError."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON: {exc.msg} at column {exc.colno}"
+    return "not valid JSON here: a number of more than 4,300 digits"
+
+
 def parse_lines(lines: Iterable[str]) -> Iterator[RawRow]:
     """Rows of JSON Lines text, numbered by line."""
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            yield RawRow(number, json.loads(line))
-        except json.JSONDecodeError as exc:
-            yield RawRow(number, None, f"not valid JSON: {exc.msg} at column {exc.colno}")
+            yield RawRow(number, jsontext.loads(line))
+        except ValueError as exc:
+            yield RawRow(number, None, json_problem(exc))
 
 
 class Records:

@@ -16,7 +16,7 @@ from snapsource.store.catalog import Catalog
 
 _COLUMNS = (
     "id, status, source, path, format, mapping, rows_done, rows_total, counts, problems, error, "
-    "owner, heartbeat, created_at, updated_at"
+    "owner, heartbeat, created_at, updated_at, options, deletion"
 )
 
 
@@ -37,11 +37,14 @@ class JobRow:
     heartbeat: float | None
     created_at: str
     updated_at: str
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)  # delete_missing, confirm_delete
+    deletion: dict[str, Any] | None = None  # what its --delete-missing found and did
 
     @classmethod
     def of(cls, row: tuple) -> JobRow:
         values = list(row)
-        values[8], values[9] = json.loads(values[8]), json.loads(values[9])
+        values[8], values[9], values[15] = json.loads(values[8]), json.loads(values[9]), json.loads(values[15] or "{}")
+        values[16] = json.loads(values[16]) if values[16] else None
         return cls(*values)
 
 
@@ -53,13 +56,15 @@ class JobTable:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
 
-    def add(self, job_id: str, source: str, path: str, format: str | None, mapping: str | None) -> None:
+    def add(
+        self, job_id: str, source: str, path: str, format: str | None, mapping: str | None, options: dict[str, Any] | None = None
+    ) -> None:
         now = _now()
         with self.catalog.write() as db:
             db.execute(
-                "INSERT INTO import_jobs (id, status, source, path, format, mapping, created_at, updated_at) "
-                "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
-                (job_id, source, path, format, mapping, now, now),
+                "INSERT INTO import_jobs (id, status, source, path, format, mapping, created_at, updated_at, options) "
+                "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, source, path, format, mapping, now, now, json.dumps(options or {})),
             )
 
     def get(self, job_id: str) -> JobRow | None:
@@ -114,6 +119,11 @@ class JobTable:
                 "WHERE id = ? AND owner = ?",
                 (rows_done, rows_total, json.dumps(counts), json.dumps(problems), _now(), job_id, owner),
             )
+
+    def set_deletion(self, job_id: str, owner: str, deletion: dict[str, Any]) -> None:
+        """What the job's --delete-missing found and did."""
+        with self.catalog.write() as db:
+            db.execute("UPDATE import_jobs SET deletion = ? WHERE id = ? AND owner = ?", (json.dumps(deletion), job_id, owner))
 
     def release(self, job_id: str, owner: str) -> None:
         """Give a running job back (this server stops): any server may claim it at once."""

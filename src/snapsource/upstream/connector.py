@@ -204,17 +204,27 @@ class Connector:
 
 
 def _not_a_page(data: Any) -> str:
-    """Why `data` is not a page of TMAPI's search ('' when it is)."""
+    """Why `data` is not a page of TMAPI's search ('' when it is). An item out of the item schema's
+    limits (a sales count past 10^15, a title of megabytes) is left out of the page, logged: the
+    others answer and land; a page whose every item is broken is no page."""
     if not isinstance(data, dict):
         return f"data is {type(data).__name__}, not an object"
     if not isinstance(data.get("items"), list):
         return "no items list"
     if not isinstance(data.get("total_count"), int):
         return "no total_count"
+    kept, first = [], ""
     for at, item in enumerate(data["items"]):
         try:
             Item.model_validate(item)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            return f"item {at}: {'.'.join(map(str, first['loc']))}: {first['msg']}"
+            error = exc.errors()[0]
+            first = first or f"item {at}: {'.'.join(map(str, error['loc']))}: {error['msg']}"[:300]
+            continue
+        kept.append(item)
+    if data["items"] and not kept:
+        return first
+    if len(kept) < len(data["items"]):
+        log.warning("upstream page: %d of %d items left out (%s)", len(data["items"]) - len(kept), len(data["items"]), first)
+        data["items"] = kept
     return ""

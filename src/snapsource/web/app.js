@@ -136,7 +136,7 @@ function showResults(data) {
   const pages = Math.max(1, Math.ceil(data.total_count / data.page_size));
   if (data.total_count === 0) showEmpty();
   else {
-    showStatus(`${data.total_count} offers · page ${data.page} of ${pages}`);
+    showStatus(`${data.total_count} ${data.total_count === 1 ? "offer" : "offers"} · page ${data.page} of ${pages}`);
     $("empty").hidden = true;
   }
   showCategory(data);

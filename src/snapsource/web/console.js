@@ -354,6 +354,8 @@ const COUNT_NAMES = [
   ["unchanged", "unchanged"],
   ["rejected", "rejected"],
   ["skipped", "skipped"],
+  ["left_out", "left out"],
+  ["deleted", "deleted"],
   ["images_embedded", "images embedded"],
   ["images_failed", "images failed"],
 ];

@@ -4,10 +4,10 @@ keys of its first object or the names in its header."""
 from __future__ import annotations
 
 import csv
-import json
 import re
 from pathlib import Path
 
+from snapsource import jsontext
 from snapsource.ingest.formats import shopify, table
 from snapsource.ingest.formats.source import FormatError, names
 from snapsource.ingest.formats.tmapi import ENVELOPE_KEYS
@@ -51,8 +51,8 @@ def _json(first: str) -> str:
     than the head read, or no JSON at all) its first key does, and a line that is no JSON at all
     is left to the JSON Lines reader to report."""
     try:
-        value = json.loads(first)
-    except json.JSONDecodeError:
+        value = jsontext.loads(first)
+    except ValueError:  # a syntax error, or a number past 4,300 digits
         key = re.match(r'\{\s*"((?:[^"\\]|\\.)*)"', first)
         if first in ("{", "[") or first.startswith("[") or (key and key.group(1) in ENVELOPE_KEYS | {"items"}):
             return "tmapi"

@@ -24,6 +24,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from snapsource import jsontext
 from snapsource.ingest.formats.source import FormatError, numeric_id, stable_id
 from snapsource.offer import OfferRecord
 
@@ -100,6 +101,7 @@ class Mapping(_Strict):
     list_separator: str = Field(default="|", min_length=1)  # images, locations... in one cell
     prices: Prices = Field(default_factory=Prices)
     booleans: Booleans = Field(default_factory=Booleans)
+    include_unpublished: bool = False  # shop exports: import drafts, archived, private and hidden products too
 
     @field_validator("columns")
     @classmethod
@@ -137,7 +139,7 @@ def load_mapping(mapping: Path | Mapping | AnyMapping[str, Any]) -> Mapping:
         if isinstance(mapping, Path):
             where = f"mapping {mapping.name}"
             text = mapping.read_text(encoding="utf-8-sig")
-            raw = tomllib.loads(text) if mapping.suffix.lower() == ".toml" else json.loads(text)
+            raw = tomllib.loads(text) if mapping.suffix.lower() == ".toml" else jsontext.loads(text)
         else:
             raw = dict(mapping)
         return Mapping.model_validate(raw)
@@ -186,6 +188,8 @@ def parse_int(text: str) -> int:
         cell = re.sub(r"[,.\s']", "", cell)
     if not re.fullmatch(r"[+-]?\d+", cell):
         raise ValueError("not a whole number")
+    if len(cell.lstrip("+-0")) > 18:  # past every range of the schema (and Python's 4,300-digit limit)
+        raise ValueError("too large: a whole number of at most 18 digits")
     return int(cell)
 
 
@@ -222,9 +226,10 @@ def cell_value(path: str, text: str, rules: Mapping) -> Any:
         return [part.strip() for part in text.split(separator) if part.strip()]
     if kind == "json":
         try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"not JSON ({exc.msg}); {path} is a list of objects") from None
+            return jsontext.loads(text)
+        except ValueError as exc:  # a syntax error, or a number past 4,300 digits
+            why = exc.msg if isinstance(exc, json.JSONDecodeError) else "a number of more than 4,300 digits"
+            raise ValueError(f"not JSON ({why}); {path} is a list of objects") from None
     return text.strip()
 
 

@@ -31,7 +31,10 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "position": ("Image Position", "Image position"),
     "variant_image": ("Variant Image", "Variant image URL"),
     "id": ("ID", "Product ID"),  # not in Shopify's own export; apps that export it give a numeric id
+    "published": ("Published", "Published on online store"),
+    "status": ("Status",),
 }
+HIDDEN_STATUSES = ("draft", "archived", "unlisted")  # active is shown
 HANDLES = COLUMNS["handle"]
 
 
@@ -42,6 +45,7 @@ class ShopifyProducts(FileSource):
         super().__init__(path, base_dir=base_dir, trusted=trusted)
         self.constants = mapping.constants if mapping else {}
         self.prices = mapping.prices if mapping else Prices()
+        self.unpublished = mapping.include_unpublished if mapping else False
         self.delimiter = table.delimiter_of(table.header_line(self.path))  # Shopify writes commas; a spreadsheet may not
         header = table.read_header(self.path, self.delimiter)
         self.at = {key: header.find(*names) for key, names in COLUMNS.items()}
@@ -88,6 +92,9 @@ class ShopifyProducts(FileSource):
         def first(key: str) -> str:
             return next((text for _, cells in group if (text := table.cell(cells, at[key]))), "")
 
+        hidden = self._hidden(first("status"), first("published"))
+        if hidden and not self.unpublished:
+            return RawRow(number, None, f"left out: {hidden}", numeric_id(first("id")) or stable_id(handle), left_out=True)
         problems: list[str] = []
         title = first("title")
         if not title:
@@ -135,3 +142,11 @@ class ShopifyProducts(FileSource):
         if vendor := first("vendor"):
             data["shop_info"] = {"company_name": vendor}
         return RawRow(number, add_constants(data, self.constants))
+
+    def _hidden(self, status: str, published: str) -> str:
+        """Why the shop does not show a product ('' when it does): its Status, or Published false."""
+        if status.lower() in HIDDEN_STATUSES:
+            return f"{self.names['status']} {status} (include_unpublished = true in a mapping imports it)"
+        if published.lower() in ("false", "no", "0"):
+            return f"{self.names['published']} {published} (include_unpublished = true in a mapping imports it)"
+        return ""

@@ -15,8 +15,9 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from snapsource import jsontext
 from snapsource.ingest.formats.source import FileSource
-from snapsource.ingest.rows import RawRow
+from snapsource.ingest.rows import RawRow, json_problem
 
 ENVELOPE_KEYS = frozenset({"code", "msg", "data"})
 _decoder = json.JSONDecoder()
@@ -78,9 +79,9 @@ class TmapiAnswers(FileSource):
                     if not line.strip():
                         continue
                     try:
-                        value = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        yield RawRow(number, None, f"not valid JSON: {exc.msg} at column {exc.colno}")
+                        value = jsontext.loads(line)
+                    except ValueError as exc:
+                        yield RawRow(number, None, json_problem(exc))
                         continue
                     yield from _rows(value, _fixed(number))
             return
@@ -93,9 +94,12 @@ class TmapiAnswers(FileSource):
         at = _skip(text, 0)
         while at < len(text):
             try:
-                value, end = _decoder.raw_decode(text, at)
+                value, end = jsontext.raw_decode(_decoder, text, at)
             except json.JSONDecodeError as exc:
                 yield RawRow(exc.lineno, None, f"not valid JSON: {exc.msg} at column {exc.colno}; nothing after it was read")
+                return
+            except ValueError as exc:
+                yield RawRow(line_of(at), None, f"{json_problem(exc)}; nothing after it was read")
                 return
             yield from _rows(value, line_of, text, at)
             at = _skip(text, end)
@@ -108,8 +112,8 @@ def _fixed(number: int) -> Callable[[int], int]:
 
 def _parses(line: str) -> bool:
     try:
-        json.loads(line)
-    except json.JSONDecodeError:
+        jsontext.loads(line)
+    except ValueError:
         return False
     return True
 

@@ -34,7 +34,10 @@ COLUMNS = {
     "images": "Images",
     "parent": "Parent",
     "external_url": "External URL",
+    "published": "Published",
+    "visibility": "Visibility in catalog",
 }
+UNPUBLISHED = {"0": "a draft", "-1": "private"}  # Published: 1 published
 
 
 def split_values(text: str) -> list[str]:
@@ -56,6 +59,7 @@ class WooCommerceProducts(FileSource):
         super().__init__(path, base_dir=base_dir, trusted=trusted)
         self.constants = mapping.constants if mapping else {}
         self.prices = mapping.prices if mapping else Prices()
+        self.unpublished = mapping.include_unpublished if mapping else False
         self.delimiter = table.delimiter_of(table.header_line(self.path))
         header = table.read_header(self.path, self.delimiter)
         self.at = {key: header.find(name) for key, name in COLUMNS.items()}
@@ -101,6 +105,7 @@ class WooCommerceProducts(FileSource):
                         f"variation of {parent!r}, which is no product of this file: Parent names it as id:NN or by its SKU"
                         if parent
                         else "a variation without a Parent: name its product as id:NN or by its SKU",
+                        self._own_id(cells),
                     )
                 )
                 continue
@@ -133,11 +138,30 @@ class WooCommerceProducts(FileSource):
         starts, ends = day("sale_from"), day("sale_to")
         return (starts is None or starts <= self.today) and (ends is None or self.today <= ends)
 
+    def _own_id(self, cells: list[str]) -> int | None:
+        """A row's item_id: its numeric ID, else its SKU's hash (None with neither)."""
+        sku = self._cell(cells, "sku")
+        return numeric_id(self._cell(cells, "id")) or (stable_id(sku) if sku else None)
+
+    def _hidden(self, cells: list[str]) -> str:
+        """Why the shop does not show a product ('' when it does): Published 0 or -1, or hidden."""
+        published, visibility = self._cell(cells, "published"), self._cell(cells, "visibility").lower()
+        how = "(include_unpublished = true in a mapping imports it)"
+        if published in UNPUBLISHED:
+            return f"Published {published}: {UNPUBLISHED[published]} {how}"
+        if visibility == "hidden":
+            return f"Visibility in catalog hidden {how}"
+        return ""
+
     def _offer(self, product: _Product) -> RawRow:
         cells, number = product.cells, product.line
         kinds = {kind.strip().lower() for kind in self._cell(cells, "type").split(",")}
-        if "grouped" in kinds:
-            return RawRow(number, None, "a grouped product has no price of its own: its products are offers on their own rows")
+        if "grouped" in kinds:  # no offer, and no problem: its products are offers on their own rows
+            reason = "left out: a grouped product has no price of its own; its products are offers on their own rows"
+            return RawRow(number, None, reason, self._own_id(cells), left_out=True)
+        hidden = self._hidden(cells)
+        if hidden and not self.unpublished:
+            return RawRow(number, None, f"left out: {hidden}", self._own_id(cells), left_out=True)
         problems: list[str] = []
         name = self._cell(cells, "name")
         if not name:
@@ -156,7 +180,7 @@ class WooCommerceProducts(FileSource):
         if not images:
             problems.append("no Images: an offer needs a photo")
         if problems:
-            return RawRow(number, None, "; ".join(problems), numeric_id(ident) or (stable_id(sku) if sku else None))
+            return RawRow(number, None, "; ".join(problems), self._own_id(cells))
 
         price, origin = min(prices, key=lambda p: Decimal(p[0]))
         data: dict[str, Any] = {
