@@ -48,8 +48,10 @@ def test_token_create_and_revoke(tmp_path):
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
-    run = subprocess.run(
-        [sys.executable, "-m", "snapsource", "info", "--data", str(tmp_path)],
+    from conftest import LUMA
+
+    run = subprocess.run(  # ingest: the one command that makes a catalog where there is none
+        [sys.executable, "-m", "snapsource", "ingest", str(LUMA), "--data", str(tmp_path)],
         capture_output=True,
         text=True,
         env={"SNAPSOURCE_MODEL_PATH": str(tmp_path / "none.onnx"), "PATH": ""},
