@@ -246,17 +246,18 @@ def test_cli_delete_missing_refuses_shows_and_asks(tmp_path):
     --dry-run writes nothing; what is deleted is logged with the offers' documents kept."""
     offers = luma_offers()[:20]
     data = tmp_path / "d"
-    resources = open_data(data)
+    where = profile_settings()  # one catalog for the test and the command (a fresh one per call)
+    resources = open_resources(data, **where)
     ingest(resources, write_catalog(tmp_path / "all.jsonl", offers))
     resources.close()
     cli = [sys.executable, "-m", "snapsource", "ingest", "--data", str(data), "--delete-missing"]
-    env = {**os.environ, **profile_env(profile_settings()), "COLUMNS": "200"}
+    env = {**os.environ, **profile_env(where), "COLUMNS": "200"}
 
     def run(path: Path, *flags: str) -> subprocess.CompletedProcess:
         return subprocess.run([*cli, str(path), *flags], capture_output=True, text=True, env=env)
 
     def count() -> int:
-        resources = open_data(data)
+        resources = open_resources(data, **where)
         try:
             return resources.catalog.count()
         finally:
