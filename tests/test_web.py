@@ -372,6 +372,14 @@ def test_cards_show_the_evidence_and_the_category_chip_filters(page: Page, resou
     assert "explain" not in page.url  # the page's own setting, not part of the shared search
     expect(cards(page).first).to_have_attribute("data-item-id", str(query["item_id"]))  # it finds itself...
     expect(cards(page).first.locator(".badge.same")).to_have_text(re.compile("same product"))  # ...as the same product
+    # the look-alikes follow the offer's own photo, after a line that says where "same" ends
+    kinds = cards(page).evaluate_all("nodes => nodes.map(n => n.dataset.match)")
+    assert "similar" in kinds, kinds
+    expect(page.locator("#results .divider")).to_have_count(1)
+    around = page.locator("#results .divider").evaluate(
+        "d => [d.previousElementSibling.dataset.match, d.nextElementSibling.dataset.match]"
+    )
+    assert around == ["same", "similar"], around
     similarities = cards(page).evaluate_all("nodes => nodes.map(n => Number(n.dataset.similarity))")
     assert similarities and all(0 <= s <= 1 for s in similarities), similarities
     assert similarities[0] > 0.95

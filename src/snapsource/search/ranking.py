@@ -28,6 +28,7 @@ from snapsource.store.rankings import Ranking
 from snapsource.vision import images, verify
 
 MAX_PAGE_SIZE = 20
+COPIES_SOUGHT = 16  # near-copies looked past for the best look-alike (relistings of one photo)
 
 
 MATCHES = ("all", "same")  # `match`: every candidate, or only those that are the same product
@@ -140,14 +141,22 @@ def candidates(
 
 def _floor(resources: Resources, vectors: np.ndarray, columns: Columns) -> float:
     """The similarity a candidate needs: `similarity_threshold`, and within `similarity_margin` of
-    the query's best match in the whole catalog. A close photo then leaves out offers that only
-    share a style; a hard shop photo, whose best match is weak, keeps its weak matches. The best
-    match is sought without the filters, so a filter only ever narrows the answer."""
+    the query's best look-alike in the whole catalog. A close photo then leaves out offers that only
+    share a style; a hard shop photo, whose best match is weak, keeps its weak matches. Near-copies
+    of the query (`same_similarity`: the catalog's own photo, or a relisting of it) do not set the
+    bar: a catalog photo would otherwise keep only its own offer, hiding the look-alikes a buyer
+    compares next, which follow the copies. The best match is sought without the filters, so a
+    filter only ever narrows the answer."""
     settings, store = resources.settings, resources.index
     if settings.similarity_margin <= 0:
         return settings.similarity_threshold
-    best = [store.search_offers(v, 1, columns, None, settings.similarity_threshold).scores for v in np.atleast_2d(vectors)]
-    top = max((float(s[0]) for s in best if len(s)), default=0.0)
+    found = [
+        store.search_offers(v, COPIES_SOUGHT + 1, columns, None, settings.similarity_threshold).scores
+        for v in np.atleast_2d(vectors)
+    ]
+    scores = np.concatenate(found) if found else np.zeros(0, np.float32)
+    alike = scores[scores < settings.same_similarity]
+    top = float(alike.max()) if len(alike) else float(scores.max(initial=0.0))
     return max(settings.similarity_threshold, top - settings.similarity_margin)
 
 

@@ -140,7 +140,7 @@ function showResults(data) {
     $("empty").hidden = true;
   }
   showCategory(data);
-  $("results").replaceChildren(...data.items.map(card));
+  $("results").replaceChildren(...withDivider(data.items.map(card), data.items));
   $("pager").hidden = data.total_count === 0;
   $("prev").disabled = data.page <= 1;
   $("next").disabled = !data.has_next_page;
@@ -229,6 +229,14 @@ function meter(similarity) {
   const fill = el("span", { class: "fill" });
   fill.style.width = percent(Math.min(1, Math.max(0, similarity)));
   return el("span", { class: "meter", "aria-hidden": "true" }, fill);
+}
+
+/** Best match first, the same product comes first: a line says where it ends and look-alikes begin. */
+function withDivider(cards, items) {
+  const end = items.findIndex((item, i) => i > 0 && item.match !== "same" && items[i - 1].match === "same");
+  if (current.sort !== "default" || end < 0) return cards;
+  const line = el("li", { class: "divider", role: "separator" }, "Look-alikes: not the same product, most alike first");
+  return [...cards.slice(0, end), line, ...cards.slice(end)];
 }
 
 function money(value) {
