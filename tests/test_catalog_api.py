@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -32,14 +33,14 @@ ADMIN = {"Authorization": "Bearer catalog-admin-key"}
 
 
 @contextmanager
-def photo_server() -> Iterator[str]:
-    """The luma folder over HTTP on loopback; yields its base URL (ending in /)."""
+def photo_server(directory: Path = LUMA.parent) -> Iterator[str]:
+    """A folder (the luma catalog's) over HTTP on loopback; yields its base URL (ending in /)."""
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args) -> None:
             pass
 
-    handler = functools.partial(Quiet, directory=str(LUMA.parent))
+    handler = functools.partial(Quiet, directory=str(directory))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:

@@ -188,3 +188,35 @@ def test_import_look_up_and_delete(browser: Browser, world, tmp_path):  # noqa: 
     phone.screenshot(path=SHOTS / "phone.png", full_page=True)
     phone.context.close()
     assert errors == []  # no script failed along the way
+
+
+def test_a_zip_of_a_csv_and_its_photos_with_a_toml_mapping(browser: Browser, world, tmp_path):  # noqa: F811
+    """What `snapsource ingest shop.csv --mapping shop.toml` imports, the console imports too: the
+    CSV and its photos zipped, the mapping pasted as TOML."""
+    from test_catalog_zip import MAPPING_TOML, shop_zip
+
+    site, _ = world
+    offers = luma_offers()[70:72]
+    archive = tmp_path / "shop.zip"
+    archive.write_bytes(shop_zip(offers))
+    errors: list[str] = []
+    page = open_console(browser, site, errors, viewport={"width": 1280, "height": 900})
+    assert ".zip" in (page.locator("#import-file").get_attribute("accept") or "")
+    expect(page.locator("#import-help")).to_contain_text(".zip")
+    page.set_input_files("#import-file", str(archive))
+    page.click(".mapping summary")
+    page.fill("#import-mapping", MAPPING_TOML)
+    page.click("#import-form button[type=submit]")
+    expect(page.locator("#import-message")).to_contain_text("accepted as job imp_")
+    expect(page.locator("#job-status")).to_have_text("done", timeout=45_000)
+    expect(count(page, "added")).to_have_text("2")
+    expect(count(page, "skipped")).to_have_text("0")
+    page.fill("#lookup-id", str(offers[0]["item_id"]))
+    page.press("#lookup-id", "Enter")
+    expect(page.locator("#offer-title")).to_have_text(offers[0]["title"])
+    expect(page.locator("#offer-photos .badge.embedded")).to_have_count(
+        1 + len([r for r in offers[0]["images"] if r != offers[0]["img"]][:1])
+    )
+    page.screenshot(path=SHOTS / "import-zip.png", full_page=True)
+    page.context.close()
+    assert errors == []

@@ -5,6 +5,7 @@ place that picks backends (by the settings' URLs); everything above it uses them
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from snapsource.accounts.tokens import Tokens
 from snapsource.config import Settings
@@ -51,6 +52,13 @@ class Resources:
         fetcher = Fetcher(FetchPolicy.of(settings))
         columns = OfferColumns(catalog)
         return cls(settings, catalog, Tokens(catalog), embedder, index, uploads, fetcher, columns, category_names=names)
+
+    def image_file(self, sha256: str, ext: str) -> Path | None:
+        """The file this service serves as /img/<sha256>.<ext>: a catalog photo or a query image."""
+        for path in (self.catalog.image_file(sha256, ext), self.uploads.file(sha256, ext)):
+            if path.is_file():
+                return path
+        return None
 
     def close(self) -> None:
         self.tokens.flush()

@@ -3,7 +3,9 @@ tokens, catalog, bench, evaluate, model), and the two that write a data dir: ser
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -25,6 +27,7 @@ from snapsource.cli.model import model_app
 from snapsource.cli.search import client_app
 from snapsource.cli.text import safe
 from snapsource.cli.tokens import token_app
+from snapsource.config import Settings
 
 app = _Typer(
     no_args_is_help=True,
@@ -125,7 +128,8 @@ def ingest(
         typer.Argument(
             exists=True,
             dir_okay=False,
-            help="Catalog file: JSON Lines of offers, CSV/TSV, a Shopify or WooCommerce product export, or saved TMAPI answers.",
+            help="Catalog file: JSON Lines of offers, CSV/TSV, a Shopify or WooCommerce product export, or saved "
+            "TMAPI answers; or a zip of one and its photos.",
         ),
     ],
     data: DataOpt = DEFAULT_DATA,
@@ -163,18 +167,41 @@ def ingest(
         int | None, typer.Option(help="Decoder processes; default: one per core on a GPU, none on the CPU.")
     ] = None,
 ) -> None:
-    """Import or update offers from a catalog file (upsert by item_id)."""
+    """Import or update offers from a catalog file, or a zip of one and its photos (upsert by item_id)."""
+    from snapsource.ingest import archive
+    from snapsource.ingest.formats import open_source
+
+    unpacked = contextlib.ExitStack()
+    try:
+        if archive.is_zip(catalog):  # the file and its photos: unpacked for this run, as the API does
+            folder = Path(unpacked.enter_context(tempfile.TemporaryDirectory(prefix="snapsource-zip-")))
+            catalog = archive.unpack(catalog, folder, Settings.load(data_dir=data).catalog_import_max_bytes)
+        source = open_source(catalog, format_, mapping)
+    except ValueError as exc:  # FormatError, or a setting: before the data dir is opened, nothing is made
+        unpacked.close()
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    with unpacked:
+        _ingest(source, data, format_, delete_missing, yes, dry_run, rebuild, device, decoders)
+
+
+def _ingest(
+    source: Source,
+    data: Path,
+    format_: str,
+    delete_missing: bool,
+    yes: bool,
+    dry_run: bool,
+    rebuild: bool,
+    device: str | None,
+    decoders: int | None,
+) -> None:
     import shutil
 
-    from snapsource.ingest.formats import FormatError, format_of, open_source
+    from snapsource.ingest.formats import format_of
     from snapsource.ingest.pipeline import DeleteMissing, Plan
     from snapsource.ingest.pipeline import ingest as run_ingest
 
-    try:
-        source = open_source(catalog, format_, mapping)
-    except FormatError as exc:  # before the data dir is opened: nothing is made for a file that cannot be read
-        err.print(f"[red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(2) from None
     named = format_ not in (None, "", "auto")
     err.print(f"format: {format_of(source)}{'' if named else ' (found from the content; name another with --format)'}")
     existed = data.exists()

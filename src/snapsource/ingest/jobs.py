@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from snapsource.ingest import archive
 from snapsource.ingest.formats import FormatError, for_api, format_of, load_mapping, open_source
 from snapsource.ingest.pipeline import DeleteMissing, IngestReport, ingest
 from snapsource.ingest.rows import Source
@@ -116,24 +117,35 @@ class Options:
 def submit_file(
     resources: Resources, name: str, data: bytes, format: str | None, mapping: dict | None, options: Options = Options()
 ) -> Job:
-    """Queue an uploaded catalog file: written (and fsynced) before the job row that points at it."""
+    """Queue an uploaded catalog file, or a zip of one and its photos (unpacked here, so that a bad
+    zip is refused now): written and fsynced before the job row that points at it."""
     job_id = "imp_" + secrets.token_hex(8)
     folder = _folder(resources, job_id)
     folder.mkdir(parents=True)
     path = folder / _safe_name(name)
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    stored = options.stored()
     try:  # a file that is no catalog at all is refused now, not when the job runs
-        source = open_source(path, format, mapping, trusted=False)
+        with open(path, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if archive.is_zip(path):
+            zipped, path = path, archive.unpack(path, folder / ".unpacked", resources.settings.catalog_import_max_bytes)
+            zipped.unlink()
+            stored["photos"] = True
+        source = open_source(path, format, mapping, trusted=False, base_dir=_photos(path, stored))
         check_rows(source)
-    except FormatError:
+    except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     table = JobTable(resources.catalog)
-    table.add(job_id, name, str(path), format_of(source) or format, json.dumps(mapping) if mapping else None, options.stored())
+    table.add(job_id, name, str(path), format_of(source) or format, json.dumps(mapping) if mapping else None, stored)
     return Job(_must(table.get(job_id)))
+
+
+def _photos(catalog: Path, options: dict[str, Any]) -> Path | None:
+    """Where a job's photo paths are read: the catalog file's folder of a zip; nowhere otherwise."""
+    return catalog.parent if options.get("photos") else None
 
 
 def submit_url(resources: Resources, url: str, format: str | None, mapping: dict | None, options: Options = Options()) -> Job:
@@ -247,8 +259,12 @@ class Runner:
                 self.table.finish(job.id, self.owner, "failed", f"could not fetch {shorten(job.source)}: {exc.msg}")
                 return
         mapping = json.loads(job.mapping) if job.mapping else None
+        options = dict(job.options)
         try:
-            source = open_source(path, job.format, mapping, trusted=False)
+            if archive.is_zip(path):  # fetched from a URL (an upload's zip was unpacked when it came)
+                path = archive.unpack(path, path.parent / ".unpacked", resources.settings.catalog_import_max_bytes)
+                options["photos"] = True
+            source = open_source(path, job.format, mapping, trusted=False, base_dir=_photos(path, options))
         except ValueError as exc:
             self.table.finish(job.id, self.owner, "failed", for_api(str(exc)))
             return
@@ -275,7 +291,7 @@ class Runner:
             self.table.set_deletion(job.id, self.owner, report.deletion.wire())
         self.table.progress(job.id, self.owner, max(job.rows_done, tally.last_row), total, tally.counts, tally.problems)
         self.table.finish(job.id, self.owner, "done")
-        shutil.rmtree(path.parent, ignore_errors=True)
+        shutil.rmtree(_folder(resources, job.id), ignore_errors=True)
         log.info("import job %s done: %s", job.id, tally.counts)
 
     def _download(self, url: str, path: Path) -> None:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 from pydantic import ValidationError
@@ -35,7 +36,7 @@ from snapsource.ingest.formats import open_source
 from snapsource.ingest.rows import RawRow, Source, clip
 from snapsource.offer import OfferRecord
 from snapsource.resources import Resources
-from snapsource.store.catalog import NewImage, StoredImage
+from snapsource.store.catalog import IMAGE_PATH, NewImage, StoredImage
 from snapsource.store.sqlite import write_file
 from snapsource.store.writer import Writer
 from snapsource.vision import gpu_images, images, verify
@@ -334,10 +335,12 @@ class _Reader:
     """Reads image references (catalog-relative paths or http(s) URLs) and prepares new ones."""
 
     def __init__(self, resources: Resources, source: Source, known: Callable[[str], bool], plan: Plan) -> None:
+        self.resources = resources
         self.settings = resources.settings
         self.catalog = resources.catalog
         self.gpu_decode = plan.gpu_decode
         self.base_dir = source.base_dir
+        self.trusted = source.trusted
         self.known = known
         self.limits = images.ImageLimits.of(self.settings)
         # A file's URLs are the operator's own (often an intranet image server): any address.
@@ -350,20 +353,35 @@ class _Reader:
         )
 
     def fetch(self, source: str) -> bytes:
-        if source.startswith(("http://", "https://")):
+        if source.startswith(("http://", "https://", "/img/")):
+            stored = self.stored(source)  # an offer read back from the catalog API, or a result's `img`
+            if stored is not None:
+                return self.read(stored)
+            if source.startswith("/img/"):
+                raise images.ImageError(f"{shorten_ref(source)} is not a photo this server holds")
             return self.fetcher.fetch(source)
         if source.startswith("data:"):
             return inline_image(source, self.limits.max_bytes)
-        if source.startswith("/img/"):  # a photo stored already (an offer read back from the catalog API)
-            sha, _, ext = Path(source).name.partition(".")
-            path = self.catalog.image_file(sha, ext)
-        elif self.base_dir is None:
+        if self.base_dir is None:
             raise images.ImageError(
-                "a path on the server is read only from a catalog file given to `snapsource ingest`; "
-                "send an http(s) URL, a data: URI (base64) or /img/<name> of a stored photo"
+                "a path on the server is read only from a catalog file given to `snapsource ingest` or "
+                "zipped with its photos; send an http(s) URL, a data: URI (base64) or /img/<name> of a stored photo"
             )
-        else:
-            path = local_path(source, self.base_dir)
+        path = local_path(source, self.base_dir)
+        if not self.trusted and not path.resolve().is_relative_to(self.base_dir.resolve()):
+            # a zip's photos (ingest/archive.py): inside the catalog file's folder only
+            raise images.ImageError(f"{shorten_ref(source)} is outside the catalog file's folder in the zip")
+        return self.read(path)
+
+    def stored(self, url: str) -> Path | None:
+        """The file of a photo this server holds, named by its `/img/<sha256>.<ext>` path or a URL
+        of that path (the `img` of a result, what upload and convert_url answer) whatever host the
+        URL names: the name is the content's hash, so the bytes are the ones the URL would give,
+        and the guarded fetcher would refuse this server's own loopback address."""
+        match = IMAGE_PATH.match(urlsplit(url).path)
+        return self.resources.image_file(match["sha"], match["ext"]) if match else None
+
+    def read(self, path: Path) -> bytes:
         if path.stat().st_size > self.limits.max_bytes:
             raise images.ImageError(f"larger than {self.limits.max_bytes:,} bytes")
         return path.read_bytes()

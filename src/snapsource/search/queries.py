@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import re
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -22,13 +21,13 @@ from snapsource import metrics
 from snapsource.arrays import pack, unpack
 from snapsource.errors import ParameterError
 from snapsource.resources import Resources
+from snapsource.store.catalog import IMAGE_PATH
 from snapsource.store.uploads import Upload
 from snapsource.vision import hands, images, localise, objects, verify
 from snapsource.vision.fetch import shorten
 from snapsource.vision.localise import Box
 from snapsource.vision.model import normalise
 
-IMAGE_PATH = re.compile(r"^/img/(?P<sha>[0-9a-f]{64})\.(?P<ext>[a-z0-9]{2,4})$")
 WHOLE_PHOTO = 0.5  # a main region covering more than this share of the photo: search the photo
 
 

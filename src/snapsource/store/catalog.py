@@ -11,6 +11,7 @@ and ingest workers share the catalog. The SQL here is written once for both.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).parent / "migrations" / "sqlite"  # PostgreSQL's: postgres.py
 UNVERSIONED = 1  # the user_version every release before numbered migrations stamped
+IMAGE_PATH = re.compile(r"^/img/(?P<sha>[0-9a-f]{64})\.(?P<ext>[a-z0-9]{2,4})$")  # how a stored image is served
 
 _CHUNK = 900  # stay under SQLite's bound-parameter limit
 

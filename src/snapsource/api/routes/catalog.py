@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import tomllib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
@@ -408,7 +409,9 @@ CONFIRM_DELETE_HOW = "With delete_missing: allow it to delete more than delete_m
 class UrlImport(BaseModel):
     url: str = Field(min_length=8, pattern="^https?://", description="An http(s) URL of the catalog file")
     format: str | None = Field(None, description="auto (detected), jsonl, csv, tsv, shopify, woocommerce or tmapi")
-    mapping: dict[str, Any] | None = Field(None, description="For csv/tsv: the column mapping (docs/catalog.md)")
+    mapping: dict[str, Any] | str | None = Field(
+        None, description="For csv/tsv and shop exports: the mapping (docs/catalog.md), an object or its TOML text"
+    )
     # strict: a flag that deletes offers is true or false, never 1, 0 or "yes"
     delete_missing: StrictBool = Field(False, description=DELETE_MISSING_HOW)
     confirm_delete: StrictBool = Field(False, description=CONFIRM_DELETE_HOW)
@@ -479,17 +482,30 @@ def _mapping(value: Any) -> dict[str, Any] | None:
     if value in (None, ""):
         return None
     if isinstance(value, str):
-        try:
-            value = jsontext.loads(value)
-        except ValueError:
-            raise ParameterError("mapping must be a JSON object (docs/catalog.md)") from None
+        value = _mapping_text(value)
     if not isinstance(value, dict):
-        raise ParameterError("mapping must be a JSON object (docs/catalog.md)")
+        raise ParameterError("mapping must be a JSON object or TOML, as docs/catalog.md shows them")
     try:
         jobs.check_mapping(value)
     except FormatError as exc:
         raise ParameterError(str(exc)) from None
     return value
+
+
+def _mapping_text(text: str) -> Any:
+    """A mapping form field: JSON when it reads as JSON, else TOML (a mapping file pasted as it is)."""
+    try:
+        return jsontext.loads(text)
+    except ValueError as exc:
+        if text.lstrip().startswith("{"):
+            why = f": {exc.msg} at line {exc.lineno}, column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+            raise ParameterError(f"mapping is not valid JSON{why}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ParameterError(f"mapping is neither a JSON object nor valid TOML: {exc}") from None
+    except RecursionError:
+        raise ParameterError("mapping nests too deeply to be a mapping") from None
 
 
 @router.post(

@@ -33,12 +33,8 @@ MEDIA = {
 )
 def image(name: str, resources: ResourcesDep) -> FileResponse:
     match = NAME.match(name)
-    path = None
-    if match:
-        path = resources.catalog.image_file(match["sha"], match["ext"])
-        if not path.is_file():
-            path = resources.uploads.file(match["sha"], match["ext"])
-    if match is None or path is None or not path.is_file():
+    path = resources.image_file(match["sha"], match["ext"]) if match else None
+    if match is None or path is None:
         raise NotFound(f"no image {name} on this service")
     return FileResponse(
         path,

@@ -1,0 +1,318 @@
+"""What the catalog API imports besides files of URLs, over real HTTP: a zip of a catalog file and
+its photos (uploaded, or fetched from a URL), this server's own /img/ URLs, TOML mappings; and the
+zips it refuses before writing a byte (links, climbing names, bombs, too many members).
+
+The server allows no loopback fetches here (no fetch_allow): its own http://127.0.0.1/img/ URLs
+are read from the store, and only a zip's own folder is read from its disk.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import resource
+import stat
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import LUMA, luma_offers, open_resources, profile_env, profile_settings
+from snapsource.api.app import create_app
+from snapsource.ingest import archive, jobs
+from snapsource.tools.loopback import serve
+from test_catalog_api import ADMIN, photo_server, wait_for_job
+
+pytestmark = pytest.mark.profiles
+
+MAPPING_TOML = """
+[columns]
+"Artikelnummer" = "item_id"
+"Bezeichnung" = "title"
+"Bild" = "img"
+"Weitere Bilder" = "images"
+"Preis" = "price"
+
+[prices]
+decimal_comma = true
+"""
+
+
+def running(resources):
+    """A real server with an import runner over these resources: (resources, client, url)."""
+    app = create_app(resources=resources)
+    runner = jobs.Runner(resources).start()
+    app.state.import_runner = runner
+    try:
+        with serve(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+            yield resources, client, url
+    finally:
+        runner.stop()
+        resources.close()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """An empty catalog behind a real server; loopback fetches refused."""
+    yield from running(open_resources(tmp_path_factory.mktemp("catalog-zip"), admin_key="catalog-admin-key"))
+
+
+@pytest.fixture(scope="module")
+def fetching(tmp_path_factory):
+    """The same, allowed to fetch catalog files from loopback (a local file server)."""
+    data = tmp_path_factory.mktemp("catalog-zip-url")
+    yield from running(open_resources(data, admin_key="catalog-admin-key", fetch_allow="127.0.0.1"))
+
+
+def german_csv(offers: list[dict], photo: Callable[[str], str]) -> str:
+    """The offers as a German shop's CSV: its own column names, decimal commas, photo paths by `photo`."""
+    lines = ["Artikelnummer;Bezeichnung;Bild;Weitere Bilder;Preis"]
+    for offer in offers:
+        price = offer["price"].replace(".", ",")
+        more = "|".join(photo(ref) for ref in extra_photos(offer))
+        lines.append(f"{offer['item_id']};{offer['title']};{photo(offer['img'])};{more};{price}")
+    return "\n".join(lines) + "\n"
+
+
+def extra_photos(offer: dict) -> list[str]:
+    return [ref for ref in offer["images"] if ref != offer["img"]][:1]
+
+
+def zipped(files: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", method) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+def shop_zip(offers: list[dict], extra_rows: list[str] = ()) -> bytes:
+    """A folder `shop/` of the German CSV and its photos, zipped as Finder does (with __MACOSX)."""
+    csv = german_csv(offers, lambda ref: "bilder/" + Path(ref).name) + "".join(row + "\n" for row in extra_rows)
+    files = {"shop/artikel.csv": csv.encode(), "__MACOSX/shop/._artikel.csv": b"\x00\x05\x16\x07"}
+    for offer in offers:
+        for ref in [offer["img"], *extra_photos(offer)]:
+            files["shop/bilder/" + Path(ref).name] = (LUMA.parent / ref).read_bytes()
+    return zipped(files)
+
+
+def first_found(client: httpx.Client, token: str, photo: Path) -> int | None:
+    answer = client.post(
+        "/1688/search/image", params={"apiToken": token, "page_size": 3}, files={"file": (photo.name, photo.read_bytes())}
+    ).json()
+    items = answer["data"]["items"] if answer["code"] == 200 else []
+    return items[0]["item_id"] if items else None
+
+
+def imports_left(resources) -> list[str]:
+    folder = resources.settings.data_dir / "imports"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_a_zip_of_a_csv_and_its_photos_imports_with_a_toml_mapping(world):
+    resources, client, _ = world
+    token = resources.tokens.create("zip")
+    offers = luma_offers()[60:64]
+    bad_rows = [
+        "9001;Climbs out;../../../../etc/hostname;;1,00",  # outside the catalog's folder
+        "9002;Absolute;/etc/hostname;;1,00",
+        "9003;Missing photo;bilder/nothing.jpg;;1,00",
+    ]
+    body = shop_zip(offers, bad_rows)
+    started = client.post(
+        "/catalog/imports",
+        files={"file": ("shop.zip", body)},
+        data={"mapping": MAPPING_TOML},  # pasted as the docs show it: TOML
+        headers=ADMIN,
+    )
+    assert started.status_code == 200, started.text
+    assert started.json()["data"]["format"] == "csv" and started.json()["data"]["source"] == "shop.zip"
+    job = wait_for_job(client, started.json()["data"]["id"])
+    assert job["status"] == "done", job
+    # rows none of whose photos can be read are skipped with the reason, the others imported
+    assert job["counts"]["added"] == 4 and job["counts"]["skipped"] == 3, json.dumps(job)
+    assert job["counts"]["images_embedded"] == sum(1 + len(extra_photos(o)) for o in offers) == 7
+    assert job["counts"]["images_failed"] == 3
+    reasons = {p["item_id"]: p["reason"] for p in job["problems"]}
+    assert "outside the catalog file's folder" in reasons[9001] and "outside the catalog file's folder" in reasons[9002]
+    assert "nothing.jpg" in reasons[9003]
+    for offer in offers:
+        assert first_found(client, token, LUMA.parent / offer["img"]) == offer["item_id"]
+    stored = client.get(f"/catalog/offers/{offers[0]['item_id']}", headers=ADMIN).json()["data"]
+    assert stored["offer"]["price"] == offers[0]["price"] and all(i["embedded"] for i in stored["images"])
+    assert job["id"] not in imports_left(resources)  # the unpacked zip is gone once the job is done
+
+
+def test_a_zip_fetched_from_a_url_imports_too(fetching, tmp_path):
+    resources, client, _ = fetching
+    offers = luma_offers()[64:66]
+    (tmp_path / "feed.zip").write_bytes(shop_zip(offers))
+    with photo_server(tmp_path) as files:
+        started = client.post("/catalog/imports", json={"url": files + "feed.zip", "mapping": MAPPING_TOML}, headers=ADMIN)
+        assert started.status_code == 200, started.text
+        job = wait_for_job(client, started.json()["data"]["id"])
+        assert job["status"] == "done" and job["counts"]["added"] == 2 and job["counts"]["images_embedded"] == 4, json.dumps(job)
+        assert job["format"] == "csv" and job["id"] not in imports_left(resources)
+        (tmp_path / "bad.zip").write_bytes(zipped({"../evil.csv": b"x"}))
+        refused = client.post("/catalog/imports", json={"url": files + "bad.zip"}, headers=ADMIN)
+        job = wait_for_job(client, refused.json()["data"]["id"])
+    assert job["status"] == "failed" and "climbs out of the zip" in job["error"], job
+
+
+def test_this_servers_own_image_urls_are_read_from_the_store(world):
+    """A CSV naming photos by the URLs this server gave (a result's `img`, an upload's image_url)
+    imports, though the guarded fetcher refuses loopback addresses."""
+    resources, client, url = world
+    offers = luma_offers()[66:68]
+    token = resources.tokens.create("own-urls")
+    uploaded = []
+    for offer in offers:
+        photo = LUMA.parent / offer["img"]
+        answer = client.post(
+            "/1688/tools/image/upload", params={"apiToken": token}, files={"file": (photo.name, photo.read_bytes())}
+        ).json()
+        assert answer["code"] == 200, answer
+        uploaded.append(answer["data"]["image_url"])
+    absolute = [ref if ref.startswith("http") else url.rstrip("/") + ref for ref in uploaded]
+    assert all(ref.startswith("http://127.0.0.1:") for ref in absolute)
+    rows = ["item_id,title,img,price"] + [f"{o['item_id']},{o['title']},{ref},{o['price']}" for o, ref in zip(offers, absolute)]
+    rows.append(f"9101,Not held here,{url.rstrip('/')}/img/{'0' * 64}.jpg,2.00")  # loopback, and not ours: refused
+    started = client.post("/catalog/imports", files={"file": ("own.csv", "\n".join(rows).encode())}, headers=ADMIN)
+    job = wait_for_job(client, started.json()["data"]["id"])
+    assert job["status"] == "done" and job["counts"]["added"] == 2 and job["counts"]["skipped"] == 1, json.dumps(job)
+    assert "public" in job["problems"][0]["reason"] or "address" in job["problems"][0]["reason"], job["problems"]
+    for offer in offers:
+        assert first_found(client, token, LUMA.parent / offer["img"]) == offer["item_id"]
+
+
+def link_member(name: str, target: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    info.create_system = 3
+    return info
+
+
+def hostile_zips() -> dict[str, tuple[bytes, str]]:
+    """Each zip the API must refuse, and words its message must hold."""
+    csv = b"item_id,title,img,price\n1,A,photos/a.jpg,1.00\n"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("catalog.csv", csv)
+        zf.writestr(link_member("photos/a.jpg", "/etc/passwd"), "/etc/passwd")
+    link = buffer.getvalue()
+    bomb = zipped({"catalog.csv": csv, "photos/a.jpg": b"\0" * 300_000_000})
+    damaged = bytearray(zipped({"catalog.csv": csv * 2000}))
+    damaged[200] ^= 0xFF  # inside the deflated bytes: the checksum no longer matches
+    return {
+        "climbs": (zipped({"catalog.csv": csv, "../../evil.jpg": b"x"}), "climbs out of the zip"),
+        "absolute": (zipped({"catalog.csv": csv, "/tmp/evil.jpg": b"x"}), "absolute path"),
+        "link": (link, "symbolic link"),
+        "bomb": (bomb, "zip bomb"),
+        "two catalogs": (zipped({"a.csv": csv, "b.jsonl": b"{}"}), "2 catalog files"),
+        "no catalog": (zipped({"photos/a.jpg": b"x"}), "no catalog file"),
+        "damaged": (bytes(damaged), "is damaged"),
+        "truncated": (zipped({"catalog.csv": csv})[:-30], "not a zip file that can be read"),
+        "empty rows": (zipped({"catalog.csv": b"item_id,title,img,price\n"}), "has no offers"),
+        "encrypted": (encrypted_flag(zipped({"catalog.csv": csv})), "encrypted"),
+    }
+
+
+def encrypted_flag(data: bytes) -> bytes:
+    """A zip whose member says it is encrypted (bit 0 of its flags, local and central headers)."""
+    data = bytearray(data)
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = data.find(signature)
+        data[at + offset] |= 0x1
+    return bytes(data)
+
+
+def test_hostile_zips_are_refused_before_anything_is_written(world):
+    resources, client, _ = world
+    before_jobs = {j["id"] for j in client.get("/catalog/imports", headers=ADMIN).json()["data"]["jobs"]}
+    before_offers = resources.catalog.count()
+    for case, (body, words) in hostile_zips().items():
+        started = time.monotonic()
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        answer = client.post("/catalog/imports", files={"file": (f"{case}.zip", body)}, headers=ADMIN)
+        took = time.monotonic() - started
+        assert answer.status_code == 422 and answer.json()["code"] == 422, (case, answer.text)
+        assert words in answer.json()["msg"], (case, answer.json()["msg"])
+        assert "Error" not in answer.json()["msg"] and "Traceback" not in answer.json()["msg"], case
+        grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss
+        print(f"{case}: 422 in {took * 1000:.0f} ms, peak RSS +{grew / 1024:.0f} MB: {answer.json()['msg']}")
+    assert set(imports_left(resources)) <= before_jobs, imports_left(resources)  # nothing unpacked stays
+    after_jobs = {j["id"] for j in client.get("/catalog/imports", headers=ADMIN).json()["data"]["jobs"]}
+    assert after_jobs == before_jobs  # no job was made
+    assert resources.catalog.count() == before_offers
+    assert client.get("/healthz").status_code == 200
+
+
+def test_a_zip_listing_too_many_members_is_refused_before_zipfile_reads_them(world):
+    """The central directory's size is read first: a 64 MB zip of empty members would cost zipfile
+    half a gigabyte of ZipInfo objects."""
+    resources, client, _ = world
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("catalog.csv", b"item_id,title,img,price\n1,A,https://img.example/a.jpg,1.00\n")
+        for number in range(archive.MAX_MEMBERS + 1):
+            zf.writestr(f"p/{number:06x}-{'x' * 200}", b"")
+    started = time.monotonic()
+    answer = client.post("/catalog/imports", files={"file": ("many.zip", buffer.getvalue())}, headers=ADMIN)
+    assert answer.status_code == 422 and f"{archive.MAX_MEMBERS:,}" in answer.json()["msg"], answer.text
+    print(f"{archive.MAX_MEMBERS + 1:,} members ({len(buffer.getvalue()):,} bytes): 422 in {time.monotonic() - started:.2f} s")
+    assert not [name for name in imports_left(resources) if "many" in name]
+
+
+def test_mappings_are_json_or_toml_and_bad_ones_say_why(world):
+    _, client, _ = world
+    csv = b"Artikelnummer;Bezeichnung;Bild;Weitere Bilder;Preis\n1;A;https://img.example/a.jpg;;1,00\n"
+    cases = {
+        "[columns\n": "neither a JSON object nor valid TOML",
+        '{"columns": {"A": "item_id"': "not valid JSON",
+        "a = " + "[" * 50_000: "nests too deeply",
+        "[" * 50_000: "neither a JSON object nor valid TOML",
+        json.dumps({"columns": {"Artikelnummer": "nope"}}): "nope",
+    }
+    for text, words in cases.items():
+        answer = client.post("/catalog/imports", files={"file": ("a.csv", csv)}, data={"mapping": text}, headers=ADMIN)
+        assert answer.status_code == 422 and words in answer.json()["msg"], (text[:40], answer.text[:300])
+    as_json = json.dumps(
+        {
+            "columns": {"Artikelnummer": "item_id", "Bezeichnung": "title", "Bild": "img", "Preis": "price"},
+            "prices": {"decimal_comma": True},
+        }
+    )
+    for text in (as_json, MAPPING_TOML):
+        answer = client.post("/catalog/imports", files={"file": ("a.csv", csv)}, data={"mapping": text}, headers=ADMIN)
+        assert answer.status_code == 200, answer.text
+        wait_for_job(client, answer.json()["data"]["id"])
+
+
+def test_snapsource_ingest_takes_the_same_zip(tmp_path):
+    """The command reads a zip like the API: unpacked for the run, its photos from its folder."""
+    offers = luma_offers()[72:74]
+    (tmp_path / "shop.zip").write_bytes(shop_zip(offers))
+    (tmp_path / "shop.toml").write_text(MAPPING_TOML)
+    data = tmp_path / "d"
+    where = profile_settings()  # one catalog for the command and the check (a fresh one per call otherwise)
+    env = {**os.environ, **profile_env(where), "COLUMNS": "200"}
+    command = [sys.executable, "-m", "snapsource", "ingest", str(tmp_path / "shop.zip"), "--mapping", str(tmp_path / "shop.toml")]
+    done = subprocess.run([*command, "--data", str(data)], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "added 2" in done.stderr and "format: csv" in done.stderr, done.stderr
+    resources = open_resources(data, **where)
+    try:
+        assert resources.catalog.count() == 2
+    finally:
+        resources.close()
+    (tmp_path / "bad.zip").write_bytes(zipped({"catalog.csv": b"x", "../up.jpg": b"x"}))
+    refused = subprocess.run(
+        [*command[:4], str(tmp_path / "bad.zip"), "--data", str(tmp_path / "e")], capture_output=True, text=True, env=env
+    )
+    assert refused.returncode == 2 and "climbs out of the zip" in refused.stderr and not (tmp_path / "e").exists(), refused.stderr
