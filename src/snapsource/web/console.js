@@ -112,10 +112,14 @@ async function create(event) {
 
 // usage -------------------------------------------------------------------------------------------
 
+let usageAsked = 0; // the latest usage read: an earlier answer that arrives after it is dropped
+
 async function loadUsage() {
   const form = $("usage-form");
   const days = Number(form.days.value);
+  const asked = ++usageAsked;
   const { usage } = await admin("GET", "/admin/usage", { params: { days, name: form.elements.name.value } });
+  if (asked !== usageAsked) return;
   const byDay = new Map();
   for (let i = days - 1; i >= 0; i--) {
     const day = new Date(Date.now() - i * 86400000).toISOString().slice(0, 10);
