@@ -220,6 +220,8 @@ def hostile_zips() -> dict[str, tuple[bytes, str]]:
         "truncated": (zipped({"catalog.csv": csv})[:-30], "not a zip file that can be read"),
         "empty rows": (zipped({"catalog.csv": b"item_id,title,img,price\n"}), "has no offers"),
         "encrypted": (encrypted_flag(zipped({"catalog.csv": csv})), "encrypted"),
+        "bzip2": (zipped({"catalog.csv": csv}, zipfile.ZIP_BZIP2), "other than deflate"),
+        "file then folder": (zipped({"catalog.csv": csv, "x": b"1", "x/y.jpg": b"2"}), "could not be written"),
     }
 
 
@@ -276,6 +278,7 @@ def test_mappings_are_json_or_toml_and_bad_ones_say_why(world):
         "[columns\n": "neither a JSON object nor valid TOML",
         '{"columns": {"A": "item_id"': "not valid JSON",
         "a = " + "[" * 50_000: "nests too deeply",
+        'constants = { "shop_info.company_name" = 1979-05-27T07:32:00Z }': "quote dates",
         "[" * 50_000: "neither a JSON object nor valid TOML",
         json.dumps({"columns": {"Artikelnummer": "nope"}}): "nope",
     }

@@ -83,15 +83,15 @@ def _central_directory_bytes(fh: BinaryIO) -> int | None:
     at = tail.rfind(_END)
     if at < 0 or len(tail) - at < 22:
         return None
-    directory = struct.unpack_from("<L", tail, at + 12)[0]
-    if directory != 0xFFFFFFFF:
-        return int(directory)
+    directory = int(struct.unpack_from("<L", tail, at + 12)[0])
     locator = at - 20
-    if locator < 0 or tail[locator : locator + 4] != _LOCATOR64:
-        return None
-    fh.seek(struct.unpack_from("<Q", tail, locator + 8)[0])
-    record = fh.read(56)
-    return int(struct.unpack_from("<Q", record, 40)[0]) if record[:4] == _END64 and len(record) == 56 else None
+    if locator >= 0 and tail[locator : locator + 4] == _LOCATOR64:
+        # zipfile reads the zip64 record just before its locator whenever a locator is there
+        record = tail[locator - 56 : locator] if locator >= 56 else b""
+        if record[:4] != _END64:
+            return None
+        return max(int(struct.unpack_from("<Q", record, 40)[0]), 0 if directory == 0xFFFFFFFF else directory)
+    return None if directory == 0xFFFFFFFF else directory
 
 
 def _members(zf: zipfile.ZipFile, where: str, max_bytes: int) -> list[tuple[zipfile.ZipInfo, str]]:
@@ -111,8 +111,11 @@ def _members(zf: zipfile.ZipFile, where: str, max_bytes: int) -> list[tuple[zipf
         names.add(name.lower())
         if info.flag_bits & 0x1:
             raise FormatError(f"{where}: {name!r} is encrypted: zip the files without a password")
-        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
-            raise FormatError(f"{where}: {name!r} is compressed with a method zip tools rarely use: zip it with deflate")
+        # deflate is inflated in bounded steps; zipfile inflates bzip2 and LZMA without a bound
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise FormatError(
+                f"{where}: {name!r} is compressed with a method other than deflate: zip it with deflate (the default of zip tools)"
+            )
         if info.file_size > RATIO_FROM and info.file_size > MAX_RATIO * max(1, info.compress_size):
             raise FormatError(
                 f"{where}: {name!r} unpacks to {info.file_size:,} bytes from {info.compress_size:,}, more than "
@@ -157,9 +160,9 @@ def _catalog(members: list[tuple[zipfile.ZipInfo, str]], where: str) -> str:
 
 def _write(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, where: str) -> None:
     """One member, its bytes counted as they come: no more than its header declared."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     written = 0
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with zf.open(info) as src, open(path, "wb") as dst:
             while chunk := src.read(CHUNK):
                 written += len(chunk)

@@ -225,6 +225,7 @@ class Runner:
         except Exception as exc:  # noqa: BLE001 - the job fails with the reason; the server goes on
             log.exception("import job %s failed", job.id)
             self.table.finish(job.id, self.owner, "failed", f"{type(exc).__name__}: {exc}")
+            shutil.rmtree(_folder(self.resources, job.id), ignore_errors=True)
         finally:
             beating.set()
             beat.join()
@@ -267,6 +268,7 @@ class Runner:
             source = open_source(path, job.format, mapping, trusted=False, base_dir=_photos(path, options))
         except ValueError as exc:
             self.table.finish(job.id, self.owner, "failed", for_api(str(exc)))
+            shutil.rmtree(_folder(resources, job.id), ignore_errors=True)
             return
         if job.format is None and (found := format_of(source)):
             self.table.set_format(job.id, found)

@@ -391,6 +391,9 @@ class _Reader:
         try:
             item.data = self.fetch(source)
             item.sha256 = hashlib.sha256(item.data).hexdigest()
+        except ValueError:  # a path with a NUL byte
+            item.error = f"not a file name: {shorten_ref(source)}"
+            return item
         except (OSError, images.ImageError) as exc:
             item.error = str(exc) if not isinstance(exc, OSError) else f"{exc.strerror or exc}: {shorten_ref(source)}"
             return item

@@ -487,8 +487,11 @@ def _mapping(value: Any) -> dict[str, Any] | None:
         raise ParameterError("mapping must be a JSON object or TOML, as docs/catalog.md shows them")
     try:
         jobs.check_mapping(value)
+        json.dumps(value)  # kept with the job as JSON
     except FormatError as exc:
         raise ParameterError(str(exc)) from None
+    except (TypeError, ValueError):
+        raise ParameterError("mapping values are text, numbers, true or false: quote dates and times") from None
     return value
 
 
