@@ -319,3 +319,21 @@ def test_snapsource_ingest_takes_the_same_zip(tmp_path):
         [*command[:4], str(tmp_path / "bad.zip"), "--data", str(tmp_path / "e")], capture_output=True, text=True, env=env
     )
     assert refused.returncode == 2 and "climbs out of the zip" in refused.stderr and not (tmp_path / "e").exists(), refused.stderr
+
+
+def test_a_photo_path_with_a_nul_byte_skips_its_row_only(world):
+    resources, client, _ = world
+    offer = luma_offers()[74]
+    good = dict(offer, img="photos/a.jpg", images=[])
+    bad = dict(luma_offers()[75], img="photos/f\u0000.jpg", images=[])
+    body = zipped(
+        {
+            "catalog.jsonl": (json.dumps(good) + "\n" + json.dumps(bad) + "\n").encode(),
+            "photos/a.jpg": (LUMA.parent / offer["img"]).read_bytes(),
+        }
+    )
+    started = client.post("/catalog/imports", files={"file": ("nul.zip", body)}, headers=ADMIN)
+    job = wait_for_job(client, started.json()["data"]["id"])
+    assert job["status"] == "done" and job["counts"]["added"] == 1 and job["counts"]["skipped"] == 1, json.dumps(job)
+    assert "not a file name" in job["problems"][0]["reason"]
+    assert job["id"] not in imports_left(resources)

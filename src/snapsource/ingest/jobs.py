@@ -130,10 +130,10 @@ def submit_file(
             fh.flush()
             os.fsync(fh.fileno())
         if archive.is_zip(path):
-            zipped, path = path, archive.unpack(path, folder / ".unpacked", resources.settings.catalog_import_max_bytes)
+            zipped, path = path, _unpack(resources, path)
             zipped.unlink()
             stored["photos"] = True
-        source = open_source(path, format, mapping, trusted=False, base_dir=_photos(path, stored))
+        source = open_source(path, format, mapping, trusted=False, base_dir=path.parent if stored.get("photos") else None)
         check_rows(source)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
@@ -143,9 +143,10 @@ def submit_file(
     return Job(_must(table.get(job_id)))
 
 
-def _photos(catalog: Path, options: dict[str, Any]) -> Path | None:
-    """Where a job's photo paths are read: the catalog file's folder of a zip; nowhere otherwise."""
-    return catalog.parent if options.get("photos") else None
+def _unpack(resources: Resources, archived: Path) -> Path:
+    """A job's zip unpacked beside it (a name _safe_name never gives); its catalog file. A job's
+    photo paths are then read from that file's folder (the job option `photos`)."""
+    return archive.unpack(archived, archived.parent / ".unpacked", resources.settings.catalog_import_max_bytes)
 
 
 def submit_url(resources: Resources, url: str, format: str | None, mapping: dict | None, options: Options = Options()) -> Job:
@@ -260,12 +261,11 @@ class Runner:
                 self.table.finish(job.id, self.owner, "failed", f"could not fetch {shorten(job.source)}: {exc.msg}")
                 return
         mapping = json.loads(job.mapping) if job.mapping else None
-        options = dict(job.options)
+        photos = bool(job.options.get("photos"))
         try:
             if archive.is_zip(path):  # fetched from a URL (an upload's zip was unpacked when it came)
-                path = archive.unpack(path, path.parent / ".unpacked", resources.settings.catalog_import_max_bytes)
-                options["photos"] = True
-            source = open_source(path, job.format, mapping, trusted=False, base_dir=_photos(path, options))
+                path, photos = _unpack(resources, path), True
+            source = open_source(path, job.format, mapping, trusted=False, base_dir=path.parent if photos else None)
         except ValueError as exc:
             self.table.finish(job.id, self.owner, "failed", for_api(str(exc)))
             shutil.rmtree(_folder(resources, job.id), ignore_errors=True)

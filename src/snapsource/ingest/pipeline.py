@@ -367,11 +367,14 @@ class _Reader:
                 "a path on the server is read only from a catalog file given to `snapsource ingest` or "
                 "zipped with its photos; send an http(s) URL, a data: URI (base64) or /img/<name> of a stored photo"
             )
-        path = local_path(source, self.base_dir)
-        if not self.trusted and not path.resolve().is_relative_to(self.base_dir.resolve()):
-            # a zip's photos (ingest/archive.py): inside the catalog file's folder only
-            raise images.ImageError(f"{shorten_ref(source)} is outside the catalog file's folder in the zip")
-        return self.read(path)
+        try:
+            path = local_path(source, self.base_dir)
+            if not self.trusted and not path.resolve().is_relative_to(self.base_dir.resolve()):
+                # a zip's photos (ingest/archive.py): inside the catalog file's folder only
+                raise images.ImageError(f"{shorten_ref(source)} is outside the catalog file's folder in the zip")
+            return self.read(path)
+        except ValueError:  # the OS takes no NUL byte in a path
+            raise images.ImageError(f"not a file name: {shorten_ref(source)}") from None
 
     def stored(self, url: str) -> Path | None:
         """The file of a photo this server holds, named by its `/img/<sha256>.<ext>` path or a URL
@@ -391,9 +394,6 @@ class _Reader:
         try:
             item.data = self.fetch(source)
             item.sha256 = hashlib.sha256(item.data).hexdigest()
-        except ValueError:  # a path with a NUL byte
-            item.error = f"not a file name: {shorten_ref(source)}"
-            return item
         except (OSError, images.ImageError) as exc:
             item.error = str(exc) if not isinstance(exc, OSError) else f"{exc.strerror or exc}: {shorten_ref(source)}"
             return item

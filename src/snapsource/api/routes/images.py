@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import re
-
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from snapsource.api.deps import ResourcesDep
 from snapsource.api.schemas import errors
 from snapsource.errors import NotFound
+from snapsource.store.catalog import IMAGE_PATH
 
 router = APIRouter()
-NAME = re.compile(r"^(?P<sha>[0-9a-f]{64})\.(?P<ext>[a-z0-9]{2,4})$")
 MEDIA = {
     "jpg": "image/jpeg",
     "png": "image/png",
@@ -32,7 +30,7 @@ MEDIA = {
     responses={200: {"content": {media: {} for media in MEDIA.values()}, "description": "The image"}, **errors(404)},
 )
 def image(name: str, resources: ResourcesDep) -> FileResponse:
-    match = NAME.match(name)
+    match = IMAGE_PATH.match(f"/img/{name}")
     path = resources.image_file(match["sha"], match["ext"]) if match else None
     if match is None or path is None:
         raise NotFound(f"no image {name} on this service")
