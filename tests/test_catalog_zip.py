@@ -92,9 +92,10 @@ def zipped(files: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes
     return buffer.getvalue()
 
 
-def shop_zip(offers: list[dict], extra_rows: list[str] = ()) -> bytes:
-    """A folder `shop/` of the German CSV and its photos, zipped as Finder does (with __MACOSX)."""
-    csv = german_csv(offers, lambda ref: "bilder/" + Path(ref).name) + "".join(row + "\n" for row in extra_rows)
+def shop_zip(offers: list[dict], extra_rows: list[str] = (), photo_folder: str = "bilder/") -> bytes:
+    """A folder `shop/` of the German CSV and its photos, zipped as Finder does (with __MACOSX);
+    the CSV names the photos in `photo_folder`."""
+    csv = german_csv(offers, lambda ref: photo_folder + Path(ref).name) + "".join(row + "\n" for row in extra_rows)
     files = {"shop/artikel.csv": csv.encode(), "__MACOSX/shop/._artikel.csv": b"\x00\x05\x16\x07"}
     for offer in offers:
         for ref in [offer["img"], *extra_photos(offer)]:
@@ -337,3 +338,56 @@ def test_a_photo_path_with_a_nul_byte_skips_its_row_only(world):
     assert job["status"] == "done" and job["counts"]["added"] == 1 and job["counts"]["skipped"] == 1, json.dumps(job)
     assert "not a file name" in job["problems"][0]["reason"]
     assert job["id"] not in imports_left(resources)
+
+
+def test_files_that_cannot_import_are_refused_at_upload_with_what_to_do(world):
+    """What would fail every row fails the upload instead, with one message (no job is made)."""
+    resources, client, _ = world
+    offer = luma_offers()[76]
+    paths_only = german_csv([offer], lambda ref: "bilder/" + Path(ref).name).encode()
+    as_jsonl = (json.dumps(offer) + "\n").encode()
+    mapping = {"columns": {"Artikelnummer": "item_id", "Bezeichnung": "title", "Bild": "img", "Preis": "price"}}
+    cases = [
+        ({"file": ("artikel.csv", paths_only)}, {"mapping": MAPPING_TOML}, "put it and its photos in one zip"),
+        ({"file": ("artikel.csv", paths_only)}, {"mapping": MAPPING_TOML, "format": "jsonl"}, "named jsonl, but it reads as csv"),
+        ({"file": ("offers.jsonl", as_jsonl)}, {"format": "csv"}, "named csv, but it reads as jsonl"),
+        (
+            {"file": ("a.csv", paths_only)},
+            {"mapping": json.dumps({**mapping, "columns": {**mapping["columns"], "Weitere Bilder": "source"}})},
+            "'source' is set by snapsource",
+        ),
+        (
+            {"file": ("a.csv", paths_only)},
+            {"mapping": '"Artikelnummer" = "item_id"\n'},
+            'goes under [columns], as "Artikelnummer" = "item_id"',
+        ),
+    ]
+    before = imports_left(resources)
+    for files, data, words in cases:
+        answer = client.post("/catalog/imports", files=files, data=data, headers=ADMIN)
+        assert answer.status_code == 422 and words in answer.json()["msg"], (words, answer.text[:300])
+        assert "Extra inputs" not in answer.json()["msg"]
+    assert imports_left(resources) == before
+
+
+def test_photo_paths_written_from_the_zips_top_folder_are_found(world):
+    """`shop/bilder/a.jpg` in shop/artikel.csv is the file's `bilder/a.jpg`; a second import of the
+    same zip reuses every photo; a job that keeps no row says it imported nothing."""
+    _, client, _ = world
+    offers = luma_offers()[77:79]
+
+    def run(body: bytes) -> dict:
+        started = client.post(
+            "/catalog/imports", files={"file": ("shop.zip", body)}, data={"mapping": MAPPING_TOML}, headers=ADMIN
+        )
+        job = wait_for_job(client, started.json()["data"]["id"])
+        assert job["status"] == "done", json.dumps(job)
+        return job
+
+    from_top = shop_zip(offers, photo_folder="shop/bilder/")
+    for counts in ({"added": 2, "images_embedded": 4, "images_reused": 0}, {"unchanged": 2, "images_reused": 4}):
+        job = run(from_top)
+        assert job["imported"] == 2 and {name: job["counts"][name] for name in counts} == counts, json.dumps(job)
+    job = run(shop_zip(offers, photo_folder="elsewhere/"))
+    assert job["imported"] == 0 and job["counts"]["skipped"] == 2, json.dumps(job)
+    assert all(p["skipped"] for p in job["problems"]) and len(job["problems"]) == 2

@@ -119,7 +119,8 @@ def test_import_look_up_and_delete(browser: Browser, world, tmp_path):  # noqa: 
     expect(rejected).to_have_count(1)
     expect(rejected.locator("td").nth(0)).to_have_text("2")
     expect(rejected.locator("td").nth(1)).to_have_text(str(second["item_id"]))
-    expect(rejected.locator("td").nth(2)).to_contain_text("price")
+    expect(rejected.locator("td.why")).to_have_text("rejected")
+    expect(rejected.locator("td.reason")).to_contain_text("price")
     listed = page.locator(f"#jobs tr[data-job-id='{job_id}']")  # the recent jobs, read again when it ended
     expect(listed).to_contain_text("done")
     expect(listed.locator("td").nth(3)).to_have_text("3 / 3")
@@ -218,5 +219,20 @@ def test_a_zip_of_a_csv_and_its_photos_with_a_toml_mapping(browser: Browser, wor
         1 + len([r for r in offers[0]["images"] if r != offers[0]["img"]][:1])
     )
     page.screenshot(path=SHOTS / "import-zip.png", full_page=True)
+
+    # the same zip again: nothing new, every photo reused; then one whose every row is skipped
+    page.set_input_files("#import-file", str(archive))
+    page.click("#import-form button[type=submit]")
+    expect(count(page, "unchanged")).to_have_text("2", timeout=45_000)
+    expect(count(page, "images_reused")).to_have_text("3")
+    lost = tmp_path / "lost.zip"
+    lost.write_bytes(shop_zip(offers, photo_folder="elsewhere/"))
+    page.set_input_files("#import-file", str(lost))
+    page.click("#import-form button[type=submit]")
+    expect(page.locator("#job-status")).to_have_text("nothing imported", timeout=45_000)
+    expect(page.locator("#job-status")).to_have_class("job-status empty")
+    expect(page.locator("#job-progress-text")).to_contain_text("nothing was imported")
+    expect(page.locator("#problems tbody tr td.why")).to_have_text(["skipped", "skipped"])
+    expect(page.locator("#job-problems h4")).to_have_text("Rows not imported")
     page.context.close()
     assert errors == []

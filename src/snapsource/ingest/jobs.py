@@ -11,6 +11,7 @@ flight is simply written again. The file itself is kept in the data dir until th
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from typing import Any
 from snapsource.ingest import archive
 from snapsource.ingest.formats import FormatError, for_api, format_of, load_mapping, open_source
 from snapsource.ingest.pipeline import DeleteMissing, IngestReport, ingest
-from snapsource.ingest.rows import Source
+from snapsource.ingest.rows import Source, clip
 from snapsource.resources import Resources
 from snapsource.store.jobs import JobRow, JobTable
 from snapsource.vision.fetch import Fetcher, FetchError, FetchPolicy, shorten
@@ -46,8 +47,10 @@ COUNTS = (
     "left_out",
     "deleted",
     "images_embedded",
+    "images_reused",
     "images_failed",
 )
+IMPORTED = ("added", "updated", "unchanged")  # rows whose offer is in the catalog after the job
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +74,8 @@ class Job:
             "rows_total": total,
             "progress": round(min(1.0, done / total), 4) if total else (1.0 if r.status == "done" else 0.0),
             "counts": {name: int(r.counts.get(name, 0)) for name in COUNTS},
+            # a job that read every row and kept none is done, yet a failure for its user
+            "imported": sum(int(r.counts.get(name, 0)) for name in IMPORTED),
             "problems": sorted(r.problems, key=lambda p: p.get("row") or 0),
             "delete_missing": bool(r.options.get("delete_missing")),
             "deletion": r.deletion,
@@ -97,10 +102,31 @@ def check_mapping(mapping: dict | None) -> None:
         load_mapping(mapping)
 
 
+SAMPLED_ROWS = 100  # rows read at submit to tell a file that cannot import from one that can
+
+
 def check_rows(source: Source) -> None:
-    """FormatError when the file has no row of offers at all (empty, or a header only)."""
-    if next(iter(source.rows()), None) is None:
+    """FormatError when the file has no row of offers at all (empty, or a header only), or when,
+    sent without its photos, its first rows name photos by file path only: each row would be
+    skipped for it, so the upload is refused with what to do."""
+    rows = list(itertools.islice(source.rows(), SAMPLED_ROWS))
+    if not rows:
         raise FormatError(f"{source.name} has no offers: it is empty, or only a header; nothing to import")
+    if source.base_dir is not None:
+        return
+    refs = [ref for row in rows if isinstance(row.data, dict) for ref in _image_refs(row.data)]
+    paths = [ref for ref in refs if not ref.startswith(("http://", "https://", "data:", "/img/"))]
+    if refs and len(paths) == len(refs):
+        raise FormatError(
+            f"{source.name} names its photos by file path ({clip(paths[0], 60)}), and a file sent alone carries no "
+            "photos: put it and its photos in one zip and send the zip, or name the photos by http(s) URL"
+        )
+
+
+def _image_refs(data: dict[str, Any]) -> list[str]:
+    listed = data.get("images")
+    refs = listed if isinstance(listed, list) else [data.get("img")]
+    return [ref for ref in refs if isinstance(ref, str) and ref]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -331,7 +357,7 @@ class _Tally:
         self.counts = {name: int(job.counts.get(name, 0)) for name in COUNTS}
         self.problems = list(job.problems)
         self.last_row = job.rows_done
-        self._written = {"images_embedded": 0, "images_failed": 0, "deleted": 0}  # this run's, counted so far
+        self._written = {"images_embedded": 0, "images_reused": 0, "images_failed": 0, "deleted": 0}  # this run's, counted so far
 
     def take(self, report: IngestReport, up_to: int | None) -> None:
         """Count the outcomes of rows up to `up_to` (all when None) not counted yet."""
@@ -345,7 +371,9 @@ class _Tally:
             key = "skipped" if outcome.skipped else outcome.result
             self.counts[key] += 1
             if outcome.result == "rejected" and len(self.problems) < MAX_PROBLEMS:
-                self.problems.append({"row": outcome.row, "item_id": outcome.item_id, "reason": outcome.reason})
+                self.problems.append(
+                    {"row": outcome.row, "item_id": outcome.item_id, "reason": outcome.reason, "skipped": outcome.skipped}
+                )
             self.last_row = max(self.last_row, outcome.row)
         report.outcomes[:] = keep
         for name in self._written:  # written with the chunks before this checkpoint

@@ -272,9 +272,19 @@ def inline_image(uri: str, max_bytes: int) -> bytes:
 
 
 def local_path(source: str, base_dir: Path) -> Path:
-    """A catalog's image path: absolute, or relative to the catalog file's folder."""
-    path = Path(source)
-    return path if path.is_absolute() else base_dir / path
+    """A catalog's image path: absolute, or relative to the catalog file's folder. A relative path
+    not found there whose tail is (`shop/photos/a.jpg`, written from a zip's top folder, for the
+    file's `photos/a.jpg`) is that file: the longest such tail is taken."""
+    path = Path(source.replace("\\", "/"))
+    if path.is_absolute():
+        return path
+    found = base_dir / path
+    if not found.exists():
+        for start in range(1, len(path.parts)):
+            tail = base_dir.joinpath(*path.parts[start:])
+            if tail.is_file():
+                return tail
+    return found
 
 
 @dataclasses.dataclass(frozen=True)

@@ -361,16 +361,24 @@ const COUNT_NAMES = [
   ["left_out", "left out"],
   ["deleted", "deleted"],
   ["images_embedded", "images embedded"],
+  ["images_reused", "images reused"],
   ["images_failed", "images failed"],
 ];
+
+/** A job's badge: [text, class]. A job that ran to its end and kept no offer is no success. */
+function badgeOf(job) {
+  const empty = job.status === "done" && job.imported === 0 && job.counts.deleted === 0;
+  return empty ? ["nothing imported", "job-status empty"] : [job.status, `job-status ${job.status}`];
+}
 
 function renderJob(job) {
   $("job").hidden = false;
   $("job").dataset.status = job.status;
   $("job-id").textContent = job.id;
   const badge = $("job-status");
-  badge.textContent = job.status;
-  badge.className = `job-status ${job.status}`;
+  const [status, badgeClass] = badgeOf(job);
+  badge.textContent = status;
+  badge.className = badgeClass;
   $("job-source").textContent = `${job.source}${job.format ? ` · ${job.format}` : ""} · started ${when(job.created_at)}`;
 
   const bar = $("job-progress");
@@ -387,7 +395,9 @@ function renderJob(job) {
   const text = {
     queued: "Queued: waiting for the server to start it.",
     running: total || job.rows_done ? `Running: ${rows}.` : "Running: reading the file…",
-    done: `Done: ${rows}.`,
+    done: status === "done"
+      ? `Done: ${rows}.`
+      : job.rows_done ? `Done, but nothing was imported: fix the rows listed below and import the file again.` : "Done, but the file holds no offers.",
     failed: `Failed after ${rows}.`,
   }[job.status] || `${job.status}: ${rows}.`;
   $("job-progress-text").textContent = text;
@@ -406,7 +416,9 @@ function renderJob(job) {
   const problems = job.problems || [];
   $("job-problems").hidden = problems.length === 0;
   $("problems").tBodies[0].replaceChildren(
-    ...problems.map((p) => el("tr", {}, el("td", {}, p.row), el("td", {}, orDash(p.item_id)), el("td", { class: "reason" }, p.reason))),
+    ...problems.map((p) =>
+      el("tr", {}, el("td", {}, p.row), el("td", {}, orDash(p.item_id)), el("td", { class: "why" }, p.skipped ? "skipped" : "rejected"), el("td", { class: "reason" }, p.reason)),
+    ),
   );
   // problems lists rejected and skipped rows alike (a skipped row is one whose photos all failed)
   const notImported = (job.counts.rejected ?? 0) + (job.counts.skipped ?? 0);
@@ -424,7 +436,7 @@ async function loadJobs() {
       { "data-job-id": job.id, class: job.status },
       el("td", { "data-label": "Job", class: "job-id" }, el("button", { type: "button", class: "link", onclick: () => showJob(job.id), "aria-label": `Show job ${job.id}` }, job.id)),
       el("td", { "data-label": "Source", class: "source", title: job.source }, job.source),
-      el("td", { "data-label": "Status" }, el("span", { class: `job-status ${job.status}` }, job.status)),
+      el("td", { "data-label": "Status" }, el("span", { class: badgeOf(job)[1] }, badgeOf(job)[0])),
       el("td", { "data-label": "Rows" }, job.rows_total ? `${job.rows_done} / ${job.rows_total}` : job.rows_done),
       el("td", { "data-label": "Added", "data-count": "added" }, c.added ?? 0),
       el("td", { "data-label": "Updated", "data-count": "updated" }, c.updated ?? 0),

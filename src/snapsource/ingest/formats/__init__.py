@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from snapsource.ingest.formats.delimited import Delimited
-from snapsource.ingest.formats.detect import detect
+from snapsource.ingest.formats.detect import check_named, detect
 from snapsource.ingest.formats.mapping import Mapping, load_mapping
 from snapsource.ingest.formats.shopify import ShopifyProducts
 from snapsource.ingest.formats.source import FORMATS, FileSource, FormatError, for_api, names, stable_id
@@ -50,6 +50,8 @@ def open_source(
     rules = load_mapping(mapping) if mapping is not None else None
     if name == "auto":
         name = detect(path, shops=not (rules and rules.columns))
+    else:
+        check_named(path, name)
     if rules is not None and name not in MAPPED:
         raise FormatError(f"{path.name} is read as {name}: a mapping applies to {', '.join(MAPPED)} files only")
     if rules is not None and rules.columns and name in ("shopify", "woocommerce"):

@@ -45,6 +45,25 @@ def detect(path: Path, *, shops: bool = True) -> str:
     return "tsv" if delimiter == "\t" else "csv"
 
 
+JSON_FORMATS = ("jsonl", "tmapi")
+
+
+def check_named(path: Path, name: str) -> None:
+    """FormatError when a format named by the user cannot be this file's: JSON named for a table,
+    or a table for JSON. Every row would be rejected for the same reason; one error says it."""
+    with open(path, "rb") as fh:
+        head = fh.read(HEAD).decode("utf-8-sig", errors="replace").lstrip()
+    if not head:
+        return
+    is_json = head.startswith(("{", "["))
+    if (name in JSON_FORMATS) != is_json:
+        found = detect(path)  # a file that is neither says so itself
+        raise FormatError(
+            f"{path.name} was named {name}, but it reads as {found}: leave the format as auto (found from the content) "
+            f"or name {found}"
+        )
+
+
 def _json(first: str) -> str:
     """jsonl (offers, one a line) or tmapi (saved answers, or any JSON document of items), by the
     first line: a whole object decides by its keys; else (a pretty-printed document, a line longer

@@ -53,12 +53,17 @@ def _kinds(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, Kind
             yield path, "price" if name in PRICE_FIELDS else "text"
 
 
-FIELDS: dict[str, Kind] = dict(_kinds(OfferRecord))
+SET_BY_SNAPSOURCE = {"source", "seen_at"}  # what marks an offer landed from the upstream (docs/upstream.md)
+FIELDS: dict[str, Kind] = {path: kind for path, kind in _kinds(OfferRecord) if path not in SET_BY_SNAPSOURCE}
 REQUIRED: tuple[tuple[str, ...], ...] = (("item_id",), ("title",), ("price", "price_info.sale_price"), ("img", "images"))
 CURRENCY_SIGNS = ["US$", "USD", "EUR", "GBP", "CNY", "RMB", "JPY", "CHF", "元"]
 
 
 def _known(path: str) -> str:
+    if path in SET_BY_SNAPSOURCE:
+        raise ValueError(
+            f"{path!r} is set by snapsource for offers it landed from the upstream, not by a catalog file: leave it out"
+        )
     if path not in FIELDS:
         raise ValueError(f"{path!r} is no catalog field; the fields are: {', '.join(FIELDS)}")
     return path
@@ -148,10 +153,21 @@ def load_mapping(mapping: Path | Mapping | AnyMapping[str, Any]) -> Mapping:
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
         raise FormatError(f"{where}: not valid {'TOML' if str(where).endswith('.toml') else 'JSON'}: {exc}") from None
     except ValidationError as exc:
-        parts = [
-            f"{'.'.join(str(p) for p in e['loc']) or 'mapping'}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
-        ]
-        raise FormatError(f"{where}: " + "; ".join(parts)) from None
+        raise FormatError(f"{where}: " + "; ".join(_problem(e) for e in exc.errors())) from None
+
+
+def _problem(error: Any) -> str:
+    """One of pydantic's errors about a mapping, in the mapping's words."""
+    loc = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        if len(error["loc"]) == 1:
+            settings = ", ".join(Mapping.model_fields)
+            value = error.get("input")
+            field = value if isinstance(value, str) and value in FIELDS else "<a catalog field>"
+            return f'{loc!r} is no mapping setting (they are {settings}): a column of the file goes under [columns], as "{loc}" = "{field}"'
+
+        return f"{loc}: no such setting"
+    return f"{loc or 'mapping'}: {error['msg'].removeprefix('Value error, ')}"
 
 
 # cells --------------------------------------------------------------------------------------------
