@@ -283,3 +283,29 @@ def test_metering_reaches_the_database_within_a_second_without_a_read(api, resou
     assert row == (5,)
     assert other.execute("SELECT calls_used FROM tokens WHERE id = ?", (token_id,)).fetchone() == (5,)
     other.close()
+
+
+def test_a_usage_read_waits_for_a_flush_still_writing(resources, monkeypatch):
+    """The console's flake: the timer's flush had taken the metering and was still writing it
+    (slow under load) when a usage read flushed, found nothing left to write, and read the table
+    without that call. A read's flush now waits for the one in progress."""
+    import threading
+
+    tokens = resources.tokens
+    token = tokens.create("flushing")
+    lease = tokens.admit(token)
+    tokens.release(lease, "/1688/search/image", 200, 0.01)
+    slow, writing = tokens.table.add_usage, threading.Event()
+
+    def add_usage_slowly(*args):
+        writing.set()
+        time.sleep(0.5)  # a write lock held by an import, say
+        slow(*args)
+
+    monkeypatch.setattr(tokens.table, "add_usage", add_usage_slowly)
+    timer = threading.Thread(target=tokens.flush)
+    timer.start()
+    assert writing.wait(5)
+    rows = tokens.usage(1, "flushing")
+    timer.join()
+    assert [(row["endpoint"], row["calls"]) for row in rows] == [("/1688/search/image", 1)]

@@ -93,6 +93,9 @@ class Tokens:
         self.table = TokenTable(catalog)
         self._pepper = _pepper(catalog.data_dir)
         self._metering = threading.Lock()
+        # one flush at a time: a read that flushes first must not pass a flush still writing what
+        # it took (it would read the counts without that write: a call just answered not counted)
+        self._flushing = threading.Lock()
         self._pending: dict[tuple[int, str, str], list] = {}  # (token, day, endpoint) -> calls, errors, histogram
         self._uncounted: dict[int, int] = {}  # calls of tokens without limits, by token
         self._timer: threading.Timer | None = None
@@ -278,21 +281,23 @@ class Tokens:
             log.exception("writing token metering failed")
 
     def flush(self) -> None:
-        """Write the metering gathered so far, in one transaction (kept for later if it fails)."""
-        with self._metering:
-            pending, uncounted = self._pending, self._uncounted
-            self._pending, self._uncounted = {}, {}
-            if self._timer is not None and self._timer is not threading.current_thread():
-                self._timer.cancel()
-            self._timer = None
-        if not pending and not uncounted:
-            return
-        try:
-            self.table.add_usage(pending, uncounted)
-        except Exception:
-            with self._metering:  # try again with the next flush
-                self._gather(pending, uncounted)
-            raise
+        """Write the metering gathered so far, in one transaction (kept for later if it fails); it
+        returns once every flush begun before it has written too."""
+        with self._flushing:
+            with self._metering:
+                pending, uncounted = self._pending, self._uncounted
+                self._pending, self._uncounted = {}, {}
+                if self._timer is not None and self._timer is not threading.current_thread():
+                    self._timer.cancel()
+                self._timer = None
+            if not pending and not uncounted:
+                return
+            try:
+                self.table.add_usage(pending, uncounted)
+            except Exception:
+                with self._metering:  # try again with the next flush
+                    self._gather(pending, uncounted)
+                raise
 
     def _find(self, token: str | None) -> int | None:
         if not token:
