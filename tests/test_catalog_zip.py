@@ -391,3 +391,44 @@ def test_photo_paths_written_from_the_zips_top_folder_are_found(world):
     job = run(shop_zip(offers, photo_folder="elsewhere/"))
     assert job["imported"] == 0 and job["counts"]["skipped"] == 2, json.dumps(job)
     assert all(p["skipped"] for p in job["problems"]) and len(job["problems"]) == 2
+
+
+def test_the_import_queue_is_bounded_per_token_and_in_bytes(tmp_path):
+    """With no runner, jobs stay queued: a token's next job is refused before its upload is read,
+    and an upload whose files would pass the bytes the queue may hold is refused before a byte of
+    it is written."""
+    resources = open_resources(
+        tmp_path / "d", admin_key="catalog-admin-key", catalog_imports_per_token=1, catalog_imports_waiting_max_bytes=3_000_000
+    )
+    token = resources.tokens.create("shop", scopes=["catalog"])
+    offer = luma_offers()[80]
+    csv = german_csv([offer], lambda ref: "https://img.example/" + Path(ref).name).encode()
+    app = create_app(resources=resources)
+    try:
+        with serve(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+            as_token = {"Authorization": f"Bearer {token}"}
+            first = client.post(
+                "/catalog/imports", files={"file": ("a.csv", csv)}, data={"mapping": MAPPING_TOML}, headers=as_token
+            )
+            assert first.status_code == 200, first.text
+            for _ in range(3):
+                refused = client.post("/catalog/imports", files={"file": ("b.csv", csv)}, headers=as_token)
+                assert refused.status_code == 503 and "this token has 1 import job" in refused.json()["msg"], refused.text
+                assert refused.headers["Retry-After"]
+            # the admin key has no job count, but the bytes the queue holds count for everyone
+            photos = {f"shop/bilder/{i}.jpg": os.urandom(1_000_000) for i in range(4)}  # 4 MB, stored as they are
+            body = zipped({"shop/artikel.csv": csv, **photos}, zipfile.ZIP_STORED)
+            before = imports_left(resources)
+            refused = client.post(
+                "/catalog/imports", files={"file": ("shop.zip", body)}, data={"mapping": MAPPING_TOML}, headers=ADMIN
+            )
+            assert refused.status_code == 503 and "catalog_imports_waiting_max_bytes" in refused.json()["msg"], refused.text
+            assert imports_left(resources) == before  # nothing unpacked, the zip itself removed
+            small = zipped({"shop/artikel.csv": csv, "shop/bilder/0.jpg": photos["shop/bilder/0.jpg"]}, zipfile.ZIP_STORED)
+            taken = client.post(
+                "/catalog/imports", files={"file": ("shop.zip", small)}, data={"mapping": MAPPING_TOML}, headers=ADMIN
+            )
+            assert taken.status_code == 200, taken.text
+            assert len(client.get("/catalog/imports", headers=ADMIN).json()["data"]["jobs"]) == 2
+    finally:
+        resources.close()

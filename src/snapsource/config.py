@@ -200,6 +200,17 @@ SETTINGS: tuple[Setting, ...] = (
         "Bytes of a catalog file that `POST /catalog/imports` fetches from a URL at most.",
     ),
     Setting(
+        "catalog_imports_waiting_max_bytes",
+        2_000_000_000,
+        "Bytes that uploaded import files and their unpacked zips hold in the data dir while their jobs wait or "
+        "run, all jobs together; an upload past it is refused (503, retry) until a job is done.",
+    ),
+    Setting(
+        "catalog_imports_per_token",
+        2,
+        "Import jobs that one catalog token may have queued or running at once (the admin key has no such limit).",
+    ),
+    Setting(
         "catalog_write_wait",
         30.0,
         "Seconds a catalog API write waits while another import writes, before answering 503 (retry).",
@@ -336,6 +347,8 @@ class Settings:
     catalog_max_offers: int = _DEFAULTS["catalog_max_offers"]
     catalog_max_bytes: int = _DEFAULTS["catalog_max_bytes"]
     catalog_import_max_bytes: int = _DEFAULTS["catalog_import_max_bytes"]
+    catalog_imports_waiting_max_bytes: int = _DEFAULTS["catalog_imports_waiting_max_bytes"]
+    catalog_imports_per_token: int = _DEFAULTS["catalog_imports_per_token"]
     catalog_write_wait: float = _DEFAULTS["catalog_write_wait"]
     delete_missing_max_share: float = _DEFAULTS["delete_missing_max_share"]
     import_jobs: bool = _DEFAULTS["import_jobs"]

@@ -17,6 +17,7 @@ import stat
 import struct
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -38,18 +39,19 @@ def is_zip(path: Path) -> bool:
         return fh.read(4) in (b"PK\x03\x04", _END)
 
 
-def unpack(archive: Path, folder: Path, max_bytes: int) -> Path:
+def unpack(archive: Path, folder: Path, max_bytes: int, room: Callable[[int], None] | None = None) -> Path:
     """Unpack `archive` into `folder` (created); the catalog file inside it. FormatError says what
-    is wrong with the zip and how to fix it; nothing is left in `folder` then."""
+    is wrong with the zip and how to fix it; nothing is left in `folder` then. `room` is given the
+    unpacked size before anything is written, and may raise to refuse it."""
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        return _unpack(archive, folder, max_bytes)
+        return _unpack(archive, folder, max_bytes, room)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
 
 
-def _unpack(archive: Path, folder: Path, max_bytes: int) -> Path:
+def _unpack(archive: Path, folder: Path, max_bytes: int, room: Callable[[int], None] | None) -> Path:
     with open(archive, "rb") as fh:
         directory = _central_directory_bytes(fh)
     if directory is None:
@@ -66,6 +68,8 @@ def _unpack(archive: Path, folder: Path, max_bytes: int) -> Path:
         members = _members(zf, archive.name, max_bytes)
         catalog = _catalog(members, archive.name)
         needed = sum(info.file_size for info, _ in members)
+        if room is not None:
+            room(needed)
         if shutil.disk_usage(folder).free < needed + 100_000_000:
             raise FormatError(f"the server has no room for the {needed:,} bytes of {archive.name} unpacked: try again later")
         for info, name in members:

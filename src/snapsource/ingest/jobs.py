@@ -20,9 +20,11 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from snapsource.errors import ConcurrencyLimit
 from snapsource.ingest import archive
 from snapsource.ingest.formats import FormatError, for_api, format_of, load_mapping, open_source
 from snapsource.ingest.pipeline import DeleteMissing, IngestReport, ingest
@@ -129,15 +131,52 @@ def _image_refs(data: dict[str, Any]) -> list[str]:
     return [ref for ref in refs if isinstance(ref, str) and ref]
 
 
+ADMIN = "admin"  # a job sent with the admin key; a token's jobs are "token:<id>"
+
+
 @dataclasses.dataclass(frozen=True)
 class Options:
-    """What a job does besides upserting: delete the offers its file does not list (docs/catalog.md)."""
+    """What a job does besides upserting: delete the offers its file does not list (docs/catalog.md);
+    and who sent it, for the queue's limits."""
 
     delete_missing: bool = False
     confirm_delete: bool = False  # above delete_missing_max_share of the catalog
+    by: str = ADMIN
 
     def stored(self) -> dict[str, Any]:
-        return {"delete_missing": True, "confirm_delete": self.confirm_delete} if self.delete_missing else {}
+        kept: dict[str, Any] = {"by": self.by}
+        if self.delete_missing:
+            kept.update(delete_missing=True, confirm_delete=self.confirm_delete)
+        return kept
+
+
+_QUEUEING = threading.Lock()  # this process's submits: each sees the queue with the one before it
+
+
+def check_queue(resources: Resources, by: str, adding: int = 0) -> None:
+    """ConcurrencyLimit (503, retry later) when a job from `by` holding `adding` bytes in the data
+    dir would pass the queue's limits: import jobs queued or running per token, and bytes of
+    uploaded files and unpacked zips that wait, all jobs together. Checked before an upload is read
+    (its count) and again before its bytes are written."""
+    settings = resources.settings
+    waiting = JobTable(resources.catalog).waiting()
+    if by != ADMIN:
+        mine = sum(1 for job in waiting if job.options.get("by") == by)
+        if mine >= settings.catalog_imports_per_token:
+            raise ConcurrencyLimit(
+                f"this token has {mine} import job{'' if mine == 1 else 's'} queued or running, the most it may have "
+                "(catalog_imports_per_token): send the next one when one is done",
+                retry_after=IDLE_SECONDS * 30,
+            )
+    held = sum(int(job.options.get("bytes", 0)) for job in waiting)
+    most = settings.catalog_imports_waiting_max_bytes
+    if held + adding > most:
+        raise ConcurrencyLimit(
+            f"the import queue holds {held / 1e6:,.0f} MB of files waiting to be imported, and this one adds "
+            f"{adding / 1e6:,.0f} MB: more than the {most / 1e6:,.0f} MB it may hold (catalog_imports_waiting_max_bytes); "
+            "try again when a job is done",
+            retry_after=IDLE_SECONDS * 30,
+        )
 
 
 def submit_file(
@@ -147,32 +186,41 @@ def submit_file(
     zip is refused now): written and fsynced before the job row that points at it."""
     job_id = "imp_" + secrets.token_hex(8)
     folder = _folder(resources, job_id)
-    folder.mkdir(parents=True)
     path = folder / _safe_name(name)
     stored = options.stored()
-    try:  # a file that is no catalog at all is refused now, not when the job runs
-        with open(path, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if archive.is_zip(path):
-            zipped, path = path, _unpack(resources, path)
-            zipped.unlink()
-            stored["photos"] = True
-        source = open_source(path, format, mapping, trusted=False, base_dir=path.parent if stored.get("photos") else None)
-        check_rows(source)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    table = JobTable(resources.catalog)
-    table.add(job_id, name, str(path), format_of(source) or format, json.dumps(mapping) if mapping else None, stored)
+    with _QUEUEING:
+        check_queue(resources, options.by, len(data))
+        folder.mkdir(parents=True)
+        try:  # a file that is no catalog at all is refused now, not when the job runs
+            with open(path, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            stored["bytes"] = len(data)
+            if archive.is_zip(path):
+
+                def room(unpacked: int) -> None:
+                    check_queue(resources, options.by, len(data) + unpacked)
+                    stored["bytes"] = unpacked  # the zip goes once unpacked
+
+                zipped, path = path, _unpack(resources, path, room)
+                zipped.unlink()
+                stored["photos"] = True
+            source = open_source(path, format, mapping, trusted=False, base_dir=path.parent if stored.get("photos") else None)
+            check_rows(source)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        table = JobTable(resources.catalog)
+        table.add(job_id, name, str(path), format_of(source) or format, json.dumps(mapping) if mapping else None, stored)
     return Job(_must(table.get(job_id)))
 
 
-def _unpack(resources: Resources, archived: Path) -> Path:
+def _unpack(resources: Resources, archived: Path, room: Callable[[int], None] | None = None) -> Path:
     """A job's zip unpacked beside it (a name _safe_name never gives); its catalog file. A job's
-    photo paths are then read from that file's folder (the job option `photos`)."""
-    return archive.unpack(archived, archived.parent / ".unpacked", resources.settings.catalog_import_max_bytes)
+    photo paths are then read from that file's folder (the job option `photos`). `room` is told
+    the unpacked size before a byte is written, and may refuse it."""
+    return archive.unpack(archived, archived.parent / ".unpacked", resources.settings.catalog_import_max_bytes, room)
 
 
 def submit_url(resources: Resources, url: str, format: str | None, mapping: dict | None, options: Options = Options()) -> Job:
@@ -180,7 +228,9 @@ def submit_url(resources: Resources, url: str, format: str | None, mapping: dict
     job_id = "imp_" + secrets.token_hex(8)
     path = _folder(resources, job_id) / _safe_name(url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "catalog")
     table = JobTable(resources.catalog)
-    table.add(job_id, url, str(path), format, json.dumps(mapping) if mapping else None, options.stored())
+    with _QUEUEING:  # fetched when the job runs: jobs run one at a time, so it holds no disk until then
+        check_queue(resources, options.by)
+        table.add(job_id, url, str(path), format, json.dumps(mapping) if mapping else None, options.stored())
     return Job(_must(table.get(job_id)))
 
 

@@ -75,6 +75,11 @@ class JobTable:
         rows = self.catalog.db.execute(f"SELECT {_COLUMNS} FROM import_jobs ORDER BY created_at DESC, id LIMIT ?", (limit,))
         return [JobRow.of(r) for r in rows.fetchall()]
 
+    def waiting(self) -> list[JobRow]:
+        """The jobs queued or running: what the queue's limits count."""
+        rows = self.catalog.db.execute(f"SELECT {_COLUMNS} FROM import_jobs WHERE status IN ('queued', 'running')")
+        return [JobRow.of(r) for r in rows.fetchall()]
+
     def claim(self, owner: str, now: float, stale_before: float) -> JobRow | None:
         """The oldest job that is queued or whose server died, now ours; None when there is none."""
         free = "(status = 'queued' OR (status = 'running' AND (heartbeat IS NULL OR heartbeat < ?)))"

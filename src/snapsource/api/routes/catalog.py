@@ -524,19 +524,22 @@ def _mapping_text(text: str) -> Any:
 async def start_import(request: Request, resources: ResourcesDep, _auth: CatalogDep) -> JSONResponse:
     """Answers the job at once; GET /catalog/imports/{id} follows it. The job outlives a restart."""
     settings = resources.settings
+    lease = getattr(request.state, "lease", None)
+    by = jobs.ADMIN if lease is None else f"token:{lease.token_id}"
+    await run_in_threadpool(jobs.check_queue, resources, by)  # before the body is read
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "multipart/form-data":
         name, data, fmt, mapping, flags = await _upload(request, settings.catalog_max_bytes)
         if not data.strip():
             raise ParameterError(f"the uploaded file {name!r} is empty: send a catalog file with offers")
-        options = jobs.Options(_flag(flags, "delete_missing"), _flag(flags, "confirm_delete"))
+        options = jobs.Options(_flag(flags, "delete_missing"), _flag(flags, "confirm_delete"), by)
         try:
             job = await run_in_threadpool(jobs.submit_file, resources, name, data, _format(fmt), _mapping(mapping), options)
         except FormatError as exc:
             raise ParameterError(for_api(str(exc))) from None
     else:
         spec = _url_import(await _body(request, 1_000_000))
-        options = jobs.Options(spec.delete_missing, spec.confirm_delete)
+        options = jobs.Options(spec.delete_missing, spec.confirm_delete, by)
         job = await run_in_threadpool(jobs.submit_url, resources, spec.url, _format(spec.format), _mapping(spec.mapping), options)
     runner = getattr(request.app.state, "import_runner", None)
     if runner is not None:
