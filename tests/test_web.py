@@ -22,6 +22,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from conftest import LUMA, ROOT, luma_offers, main_image_url, with_settings
 from imageserver import ImageServer, grocery_photo
 from snapsource.api.app import create_app
+from snapsource.config import Settings
 from snapsource.store.category_names import CategoryNames
 from snapsource.tools import composites
 from snapsource.tools.loopback import serve
@@ -537,3 +538,21 @@ def test_category_names_for_the_page(site):
     named = httpx.get(f"{site}/categories/1029").json()
     assert named == {"cat_id": "1029", "name": "Bras & Tanks", "path": "Women/Tops/Bras & Tanks"}
     assert httpx.get(f"{site}/categories/nope").json() == {"cat_id": "nope", "name": None, "path": None}
+
+
+def test_prices_show_the_catalogs_currency(browser, resources, token):
+    """`currency` names the catalog's currency: a shop selling in euros sees € on the page, not ¥."""
+    opened = with_settings(resources, currency="EUR")
+    with serve(create_app(resources=opened)) as url:
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=url)
+        page = context.new_page()
+        offer = luma_offers()[0]
+        page.goto(f"/?img_url={quote(main_image_url(resources, offer))}#token={token}")
+        expect(cards(page).first).to_be_visible(timeout=30_000)
+        expect(page.locator("#currency-sign")).to_have_text("€")
+        first = cards(page).first.locator(".price").evaluate("node => node.firstChild.textContent")
+        assert first.startswith("€") and Decimal(first.lstrip("€")) > 0, first
+        context.close()
+    opened.fetcher.close()
+    with pytest.raises(ValueError, match="ISO 4217"):
+        Settings.load(environ={"SNAPSOURCE_CURRENCY": "€"}).check()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -223,6 +224,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("import_jobs", True, "Run queued import jobs in this server (each server claims jobs in turn)."),
     Setting("upload_cache_size", 4096, "Query images whose vectors are kept in memory (about 5 KB each)."),
     Setting("upload_keep_days", 30, "Uploaded and fetched query images unused for this many days are deleted."),
+    Setting(
+        "currency",
+        "CNY",
+        "The currency of the catalog's prices, as an ISO 4217 code (EUR, USD): the search page shows its sign. "
+        "The API's prices are numbers, as TMAPI's are.",
+    ),
     Setting("model_path", "", "ONNX file of the embedding model; empty means the one `snapsource model export` wrote."),
     Setting(
         "precision",
@@ -354,6 +361,7 @@ class Settings:
     import_jobs: bool = _DEFAULTS["import_jobs"]
     upload_cache_size: int = _DEFAULTS["upload_cache_size"]
     upload_keep_days: int = _DEFAULTS["upload_keep_days"]
+    currency: str = _DEFAULTS["currency"]
 
     @classmethod
     def load(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -382,6 +390,10 @@ class Settings:
         for name in ("threads", "pixel_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} (SNAPSOURCE_{name.upper()}) is 0 (one per CPU core) or more; not {getattr(self, name)}")
+        if not re.fullmatch("[A-Z]{3}", self.currency):
+            raise ValueError(
+                f"currency (SNAPSOURCE_CURRENCY) is an ISO 4217 code of 3 capitals, such as EUR or USD; not {self.currency!r}"
+            )
         if self.upstream_mode not in UPSTREAM_MODES:
             raise ValueError(f"upstream_mode (SNAPSOURCE_UPSTREAM_MODE) is off, fallback or always; not {self.upstream_mode!r}")
         for name in ("upstream", "public_url"):

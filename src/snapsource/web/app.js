@@ -239,8 +239,19 @@ function withDivider(cards, items) {
   return [...cards.slice(0, end), line, ...cards.slice(end)];
 }
 
+/** The sign of the catalog's currency (the `currency` setting, on the page's <html>): ¥, €, $. */
+const CURRENCY_SIGN = (() => {
+  const code = document.documentElement.dataset.currency || "CNY";
+  try {
+    const parts = new Intl.NumberFormat("en", { style: "currency", currency: code, currencyDisplay: "narrowSymbol" }).formatToParts(0);
+    return parts.find((part) => part.type === "currency").value;
+  } catch {
+    return code + " ";
+  }
+})();
+
 function money(value) {
-  return value ? `¥${value}` : "";
+  return value ? `${CURRENCY_SIGN}${value}` : "";
 }
 
 function card(item) {
@@ -484,6 +495,7 @@ function setUp() {
     history.replaceState(null, "", location.pathname + location.search);
   }
   $("token").value = token();
+  $("currency-sign").textContent = CURRENCY_SIGN.trim();
   $("token-form").addEventListener("submit", (event) => {
     event.preventDefault();
     localStorage.setItem(TOKEN_KEY, $("token").value.trim());
