@@ -359,7 +359,7 @@ def test_files_that_cannot_import_are_refused_at_upload_with_what_to_do(world):
         (
             {"file": ("a.csv", paths_only)},
             {"mapping": '"Artikelnummer" = "item_id"\n'},
-            'goes under [columns], as "Artikelnummer" = "item_id"',
+            'go under [columns], as "Artikelnummer" = "item_id"',
         ),
     ]
     before = imports_left(resources)
@@ -432,3 +432,44 @@ def test_the_import_queue_is_bounded_per_token_and_in_bytes(tmp_path):
             assert len(client.get("/catalog/imports", headers=ADMIN).json()["data"]["jobs"]) == 2
     finally:
         resources.close()
+
+
+def test_a_shop_folder_zipped_as_it_is_imports_and_its_offers_are_found_by_sku(world):
+    """What a shop owner's first tries looked like: the mapping sent as a file (curl -F mapping=@),
+    or zipped in the folder beside the CSV; photo names in other letter case or with Windows
+    backslashes; the offer then looked up by its SKU."""
+    _, client, _ = world
+    offers = luma_offers()[82:84]
+    lines = ["Artikelnummer;Bezeichnung;Bild;Weitere Bilder;Preis"]
+    files: dict[str, bytes] = {}
+    for n, offer in enumerate(offers):
+        name = Path(offer["img"]).name
+        files[f"shop/Bilder/{name}"] = (LUMA.parent / offer["img"]).read_bytes()
+        written = f"bilder/{name.upper()}" if n == 0 else f"Bilder\\{name}"  # case, then a backslash
+        lines.append(f"SKU-{offer['item_id']};{offer['title']};{written};;{offer['price'].replace('.', ',')}")
+    files["shop/artikel.csv"] = ("\n".join(lines) + "\n").encode()
+    as_file = client.post(
+        "/catalog/imports",
+        files={"file": ("shop.zip", zipped(files)), "mapping": ("artikel.toml", MAPPING_TOML.encode())},
+        headers=ADMIN,
+    )
+    assert as_file.status_code == 200, as_file.text
+    job = wait_for_job(client, as_file.json()["data"]["id"])
+    assert job["counts"]["added"] == 2 and job["counts"]["skipped"] == 0, json.dumps(job)
+    beside = client.post(
+        "/catalog/imports",
+        files={"file": ("shop.zip", zipped({**files, "shop/artikel.toml": MAPPING_TOML.encode()}))},
+        headers=ADMIN,
+    )
+    assert beside.status_code == 200, beside.text
+    assert wait_for_job(client, beside.json()["data"]["id"])["counts"]["unchanged"] == 2
+    found = client.get(f"/catalog/offers/SKU-{offers[0]['item_id']}", headers=ADMIN)
+    assert found.status_code == 200 and found.json()["data"]["offer"]["title"] == offers[0]["title"], found.text
+    missing = client.get("/catalog/offers/SKU-nope", headers=ADMIN).json()
+    assert missing["code"] == 404 and "'SKU-nope'" in missing["msg"] and "item_id" in missing["msg"]
+    wrong_key = client.get("/catalog/offers", headers={"Authorization": "Bearer not-the-key"}).json()
+    assert wrong_key["code"] == 401 and "admin key" in wrong_key["msg"] and "--scope catalog" in wrong_key["msg"]
+    semicolons = client.post(
+        "/catalog/imports", files={"file": ("a.csv", files["shop/artikel.csv"])}, data={"format": "tsv"}, headers=ADMIN
+    )
+    assert semicolons.status_code == 422 and "has no tab" in semicolons.json()["msg"], semicolons.text

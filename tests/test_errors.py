@@ -92,6 +92,7 @@ CATALOG_ROUTES = (
     ("POST", "/catalog/offers/delete"),
     ("DELETE", "/catalog/offers/{item_id}"),
     ("GET", "/catalog/offers/{item_id}"),
+    ("GET", "/catalog/offers/{key}"),
     ("GET", "/catalog/offers"),
     ("POST", "/catalog/imports"),
     ("GET", "/catalog/imports/{job_id}"),
@@ -173,33 +174,43 @@ CASES: dict[tuple[str, str, int], Case] = {
         "upstream scope",
     ),
     **{
-        (method, path, 401): Case(lambda w, m=method, p=path: w.api.request(m, p.format(item_id=1, job_id="x")), "catalog scope")
+        (method, path, 401): Case(
+            lambda w, m=method, p=path: w.api.request(m, p.format(item_id=1, job_id="x", key="SKU-1")), "catalog scope"
+        )
         for method, path in CATALOG_ROUTES
     },
     **{
         (method, path, 403): Case(
-            lambda w, m=method, p=path: w.api.request(m, p.format(item_id=1, job_id="x"), params={"apiToken": w.token}),
+            lambda w, m=method, p=path: w.api.request(
+                m, p.format(item_id=1, job_id="x", key="SKU-1"), params={"apiToken": w.token}
+            ),
             "lacks the catalog scope",
         )
         for method, path in CATALOG_ROUTES
     },
     **{
         (method, path, 439): Case(
-            lambda w, m=method, p=path: w.api.request(m, p.format(item_id=1, job_id="x"), params={"apiToken": w.catalog_expired}),
+            lambda w, m=method, p=path: w.api.request(
+                m, p.format(item_id=1, job_id="x", key="SKU-1"), params={"apiToken": w.catalog_expired}
+            ),
             "expired on",
         )
         for method, path in CATALOG_ROUTES
     },
     **{  # the routes that write answer 503 for a busy writer too: those cases come below
         (method, path, 503): Case(
-            lambda w, m=method, p=path: w.api.request(m, p.format(item_id=1, job_id="x"), params={"apiToken": w.catalog_limited}),
+            lambda w, m=method, p=path: w.api.request(
+                m, p.format(item_id=1, job_id="x", key="SKU-1"), params={"apiToken": w.catalog_limited}
+            ),
             "concurrency limit exceeded",
         )
         for method, path in CATALOG_ROUTES
     },
     **{
         (method, path, 500): Case(
-            lambda w, m=method, p=path: w.broken.request(m, p.format(item_id=1, job_id="x"), params={"apiToken": "x"}),
+            lambda w, m=method, p=path: w.broken.request(
+                m, p.format(item_id=1, job_id="x", key="SKU-1"), params={"apiToken": "x"}
+            ),
             "Unexpected error",
         )
         for method, path in CATALOG_ROUTES
@@ -226,6 +237,10 @@ CASES: dict[tuple[str, str, int], Case] = {
         lambda w: w.api.get(f"/catalog/offers/{2**62}", headers=ADMIN), "no offer with item_id"
     ),
     ("GET", "/catalog/offers/{item_id}", 422): Case(lambda w: w.api.get("/catalog/offers/0", headers=ADMIN), "item_id"),
+    ("GET", "/catalog/offers/{key}", 404): Case(
+        lambda w: w.api.get("/catalog/offers/SKU-1", headers=ADMIN), "no offer with the key"
+    ),
+    ("GET", "/catalog/offers/{key}", 422): Case(lambda w: w.api.get("/catalog/offers/" + "k" * 201, headers=ADMIN), "key"),
     ("GET", "/catalog/offers", 422): Case(
         lambda w: w.api.get("/catalog/offers", params={"updated_since": "soon"}, headers=ADMIN), "ISO 8601"
     ),

@@ -180,7 +180,7 @@ def test_repeated_item_id_later_row_wins(tmp_path):
     resources = open_data(tmp_path / "data")
     report = ingest(resources, path, outcomes=True)
     assert resources.catalog.count() == 1
-    assert [p.row for p in report.problems] == [2] and "later row wins" in report.problems[0].reason
+    assert [p.row for p in report.problems] == [2] and "this row is imported and row 1 is not" in report.problems[0].reason
     # the rows add up: the first is replaced (not also counted as added)
     assert (report.added, report.updated, report.rejected) == (1, 0, 1)
     assert report.outcomes is not None

@@ -127,7 +127,6 @@ def ingest(
         Path,
         typer.Argument(
             exists=True,
-            dir_okay=False,
             help="Catalog file: JSON Lines of offers, CSV/TSV, a Shopify or WooCommerce product export, or saved "
             "TMAPI answers; or a zip of one and its photos.",
         ),
@@ -171,11 +170,18 @@ def ingest(
     from snapsource.ingest import archive
     from snapsource.ingest.formats import open_source
 
+    if catalog.is_dir():
+        err.print(
+            f"[red]error:[/] {escape(str(catalog))} is a folder: name its catalog file "
+            f"({escape(str(catalog / 'products.csv'))}), whose photo paths are read from that folder"
+        )
+        raise typer.Exit(2)
     unpacked = contextlib.ExitStack()
     try:
         if archive.is_zip(catalog):  # the file and its photos: unpacked for this run, as the API does
             folder = Path(unpacked.enter_context(tempfile.TemporaryDirectory(prefix="snapsource-zip-")))
             catalog = archive.unpack(catalog, folder, Settings.load(data_dir=data).catalog_import_max_bytes)
+            mapping = mapping or archive.mapping_beside(catalog)
         source = open_source(catalog, format_, mapping)
     except ValueError as exc:  # FormatError, or a setting: before the data dir is opened, nothing is made
         unpacked.close()

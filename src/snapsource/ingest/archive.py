@@ -162,6 +162,13 @@ def _catalog(members: list[tuple[zipfile.ZipInfo, str]], where: str) -> str:
     return found[0]
 
 
+def mapping_beside(catalog: Path) -> Path | None:
+    """The mapping zipped with a catalog file: the one `.toml` in its folder (a zip of a shop's
+    folder as `snapsource ingest shop.csv --mapping shop.toml` reads it); None when none or several."""
+    found = [path for path in catalog.parent.iterdir() if path.suffix.lower() == ".toml" and path.is_file()]
+    return found[0] if len(found) == 1 else None
+
+
 def _write(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, where: str) -> None:
     """One member, its bytes counted as they come: no more than its header declared."""
     written = 0

@@ -27,6 +27,7 @@ from typing import Any
 from snapsource.errors import ConcurrencyLimit
 from snapsource.ingest import archive
 from snapsource.ingest.formats import FormatError, for_api, format_of, load_mapping, open_source
+from snapsource.ingest.formats.mapping import read_mapping_text
 from snapsource.ingest.pipeline import DeleteMissing, IngestReport, ingest
 from snapsource.ingest.rows import Source, clip
 from snapsource.resources import Resources
@@ -206,6 +207,7 @@ def submit_file(
                 zipped, path = path, _unpack(resources, path, room)
                 zipped.unlink()
                 stored["photos"] = True
+                mapping = mapping if mapping is not None else zipped_mapping(path)
             source = open_source(path, format, mapping, trusted=False, base_dir=path.parent if stored.get("photos") else None)
             check_rows(source)
         except BaseException:
@@ -214,6 +216,24 @@ def submit_file(
         table = JobTable(resources.catalog)
         table.add(job_id, name, str(path), format_of(source) or format, json.dumps(mapping) if mapping else None, stored)
     return Job(_must(table.get(job_id)))
+
+
+def zipped_mapping(catalog: Path) -> dict | None:
+    """The mapping zipped beside an unpacked catalog file (archive.mapping_beside), checked; None
+    when the zip holds none. FormatError says what is wrong with it."""
+    beside = archive.mapping_beside(catalog)
+    if beside is None:
+        return None
+    where = f"mapping {beside.name} (in the zip)"
+    found = read_mapping_text(beside.read_text(encoding="utf-8-sig", errors="replace"), where)
+    if not isinstance(found, dict):
+        raise FormatError(f"{where} is no table of settings, as docs/catalog.md shows them")
+    try:
+        json.dumps(found)  # kept with the job as JSON
+    except (TypeError, ValueError):
+        raise FormatError(f"{where}: values are text, numbers, true or false: quote dates and times") from None
+    check_mapping(found)
+    return found
 
 
 def _unpack(resources: Resources, archived: Path, room: Callable[[int], None] | None = None) -> Path:
@@ -341,6 +361,7 @@ class Runner:
         try:
             if archive.is_zip(path):  # fetched from a URL (an upload's zip was unpacked when it came)
                 path, photos = _unpack(resources, path), True
+                mapping = mapping if mapping is not None else zipped_mapping(path)
             source = open_source(path, job.format, mapping, trusted=False, base_dir=path.parent if photos else None)
         except ValueError as exc:
             self.table.finish(job.id, self.owner, "failed", for_api(str(exc)))

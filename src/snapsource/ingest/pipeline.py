@@ -18,6 +18,7 @@ import binascii
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -232,7 +233,10 @@ def iter_rows(
         if record.item_id in scan.seen:
             report.problems.append(
                 Problem(
-                    number, record.item_id, f"duplicate item_id (also on row {scan.seen[record.item_id]}); the later row wins"
+                    number,
+                    record.item_id,
+                    f"the same item_id as row {scan.seen[record.item_id]}: this row is imported and row "
+                    f"{scan.seen[record.item_id]} is not (a key written twice is often a mistake: check both rows)",
                 )
             )
         scan.seen[record.item_id] = number
@@ -279,12 +283,50 @@ def local_path(source: str, base_dir: Path) -> Path:
     if path.is_absolute():
         return path
     found = base_dir / path
-    if not found.exists():
-        for start in range(1, len(path.parts)):
-            tail = base_dir.joinpath(*path.parts[start:])
-            if tail.is_file():
-                return tail
+    if found.exists():
+        return found
+    for start in range(len(path.parts)):
+        tail = path.parts[start:]
+        exact = base_dir.joinpath(*tail)
+        if exact.is_file():
+            return exact
+        folded = _folded(base_dir, tail)  # `fotos/a.JPG` for Fotos/a.jpg, as Windows and macOS read it
+        if folded is not None:
+            return folded
     return found
+
+
+def _folded(base_dir: Path, parts: tuple[str, ...]) -> Path | None:
+    """The one file under base_dir whose path is `parts` but for letter case; None when none or several."""
+    at = base_dir
+    for part in parts:
+        if part in (".", ".."):
+            return None
+        names = _names(str(at), _mtime(at)).get(part.casefold(), [])
+        if len(names) != 1:
+            return None
+        at = at / names[0]
+    return at if at.is_file() else None
+
+
+def _mtime(folder: Path) -> int:
+    try:
+        return folder.stat().st_mtime_ns
+    except OSError:
+        return -1
+
+
+@functools.lru_cache(maxsize=64)
+def _names(folder: str, mtime: int) -> dict[str, list[str]]:
+    """A folder's entries by their case-folded name (read once per change of the folder)."""
+    by_fold: dict[str, list[str]] = {}
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                by_fold.setdefault(entry.name.casefold(), []).append(entry.name)
+    except OSError:
+        pass
+    return by_fold
 
 
 @dataclasses.dataclass(frozen=True)
@@ -793,7 +835,9 @@ def _changed_offers(
         if earlier is not None:  # the same item_id earlier in this chunk: this row replaces it
             setattr(report, earlier[3], getattr(report, earlier[3]) - 1)
             report.rejected += 1
-            report.outcome(earlier[0], item_id, "rejected", f"replaced by row {row.number} (same item_id)")
+            report.outcome(
+                earlier[0], item_id, "rejected", f"not imported: row {row.number} has the same item_id and is imported instead"
+            )
         before = resources.catalog.offer_state(item_id)
         if before == (record.model_dump_json(), [image.id for _, image in good]):
             report.unchanged += 1

@@ -312,6 +312,9 @@ async function startImport(event) {
     follow(job);
     loadJobs().catch(() => {});
   } catch (error) {
+    // the job shown before is not this upload's: hide it, so that its "done" is not read as this one's
+    stopFollowing();
+    $("job").hidden = true;
     say("import-message", `The import was refused: ${error.message}`, true);
   } finally {
     button.disabled = false;
@@ -468,13 +471,15 @@ let shown = null; // the offer on screen: {item_id, offer, images}
 
 async function lookUp(itemId, { afterDelete = false } = {}) {
   hideConfirm();
-  if (!/^[0-9]{1,19}$/.test(itemId) || /^0+$/.test(itemId)) {
-    say("lookup-message", "An item_id is a positive whole number.", true);
+  itemId = itemId.trim();
+  if (!itemId) {
+    say("lookup-message", "Give the offer's item_id, or the SKU or handle its file gave it.", true);
     return;
   }
   if (!afterDelete) say("lookup-message", `Looking up ${itemId}…`);
   try {
-    const found = await admin("GET", `/catalog/offers/${itemId}`);
+    // a number is an item_id; text is a file's key, stored under the id an import makes from it
+    const found = await admin("GET", `/catalog/offers/${encodeURIComponent(itemId)}`);
     renderOffer(found);
     say("lookup-message", "");
   } catch (error) {

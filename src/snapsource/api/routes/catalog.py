@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import tomllib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
@@ -28,6 +27,8 @@ from snapsource.api.schemas import errors
 from snapsource.errors import NotFound, ParameterError, PayloadTooLarge, Unauthorized, envelope
 from snapsource.ingest import changes, jobs
 from snapsource.ingest.formats import FORMATS, FormatError, for_api
+from snapsource.ingest.formats.mapping import read_mapping_text
+from snapsource.ingest.formats.source import numeric_id, stable_id
 from snapsource.ingest.pipeline import IngestReport
 from snapsource.ingest.rows import parse_lines
 from snapsource.resources import Resources
@@ -99,6 +100,14 @@ def require_catalog(
         )
     # the token's checks and limits as on search: 401, 403 (no catalog scope), 439, 503; the app's
     # middleware releases and meters the call
+    if not resources.tokens.valid(token):
+        refusal = resources.tokens.refusal(token)
+        if "revoked" in refusal.msg:
+            raise refusal
+        raise Unauthorized(
+            "this is neither the admin key nor a token (SNAPSOURCE_ADMIN_KEY sets the key): check it, or create a token for "
+            "the catalog API with `snapsource token create NAME --scope catalog`"
+        )
     request.state.lease = resources.tokens.admit(token, "catalog")
 
 
@@ -354,6 +363,24 @@ def get_offer(item_id: Annotated[int, ITEM_ID], resources: ResourcesDep, _auth: 
 
 
 @router.get(
+    "/offers/{key}",
+    summary="One offer by the text key it was imported with (a SKU, a Shopify handle)",
+    responses=answered("The offer, as GET /catalog/offers/{item_id} answers it", {"item_id": 1984440627761256}, 404),
+)
+def get_offer_by_key(
+    key: Annotated[str, Path(min_length=1, max_length=200, description="The SKU or handle of the file's row")],
+    resources: ResourcesDep,
+    _auth: CatalogDep,
+) -> JSONResponse:
+    """A row keyed by text (`JA-200`) is stored under the number an import makes from it (docs/catalog.md:
+    text keys); this finds it by the text."""
+    item_id = numeric_id(key.strip()) or stable_id(key.strip())
+    if resources.catalog.stored_offer(item_id) is None:
+        raise NotFound(f"no offer with the key {key!r}: an import stores it as item_id {item_id}, and none is in the catalog")
+    return JSONResponse(envelope(200, "success", _wire_offer(resources, item_id)))
+
+
+@router.get(
     "/offers",
     summary="Offers, oldest change first",
     responses=answered(
@@ -498,17 +525,9 @@ def _mapping(value: Any) -> dict[str, Any] | None:
 def _mapping_text(text: str) -> Any:
     """A mapping form field: JSON when it reads as JSON, else TOML (a mapping file pasted as it is)."""
     try:
-        return jsontext.loads(text)
-    except ValueError as exc:
-        if text.lstrip().startswith("{"):
-            why = f": {exc.msg} at line {exc.lineno}, column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-            raise ParameterError(f"mapping is not valid JSON{why}") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ParameterError(f"mapping is neither a JSON object nor valid TOML: {exc}") from None
-    except RecursionError:
-        raise ParameterError("mapping nests too deeply to be a mapping") from None
+        return read_mapping_text(text)
+    except FormatError as exc:
+        raise ParameterError(str(exc)) from None
 
 
 @router.post(
@@ -557,6 +576,19 @@ def _flag(fields: dict[str, str], name: str) -> bool:
     raise ParameterError(f"{name} is true or false, not {shorten(value, 40)!r}")
 
 
+MAPPING_BYTES = 1_000_000  # a mapping, as a form field or a file
+
+
+async def _mapping_file(upload: UploadFile) -> str:
+    data = await upload.read(MAPPING_BYTES + 1)
+    if len(data) > MAPPING_BYTES:
+        raise ParameterError(f"the mapping file is over {MAPPING_BYTES:,} bytes: a mapping is a short JSON or TOML text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ParameterError("the mapping file is not UTF-8 text: save it as UTF-8") from None
+
+
 async def _upload(request: Request, limit: int) -> tuple[str, bytes, str | None, str | None, dict[str, str]]:
     async def capped() -> Any:
         total = 0
@@ -566,7 +598,8 @@ async def _upload(request: Request, limit: int) -> tuple[str, bytes, str | None,
                 raise PayloadTooLarge(f"the upload is over {limit:,} bytes (catalog_max_bytes): give a URL instead")
             yield chunk
 
-    parser = MultiPartParser(request.headers, capped(), max_files=1, max_fields=8, max_part_size=1_000_000)
+    # two files at most: the catalog, and its mapping as a file (curl -F mapping=@shop.toml)
+    parser = MultiPartParser(request.headers, capped(), max_files=2, max_fields=8, max_part_size=MAPPING_BYTES)
     try:
         form = await parser.parse()
     except MultiPartException as exc:
@@ -576,6 +609,8 @@ async def _upload(request: Request, limit: int) -> tuple[str, bytes, str | None,
         if not isinstance(upload, UploadFile):
             raise ParameterError("the multipart body has no file field named `file`")
         fmt, mapping = form.get("format"), form.get("mapping")
+        if isinstance(mapping, UploadFile):
+            mapping = await _mapping_file(mapping)
         flags = {name: value for name in ("delete_missing", "confirm_delete") if isinstance(value := form.get(name), str)}
         return (
             upload.filename or "catalog",

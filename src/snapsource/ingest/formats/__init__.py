@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from snapsource.ingest.formats.delimited import Delimited
-from snapsource.ingest.formats.detect import check_named, detect
+from snapsource.ingest.formats.detect import check_named, detect, is_empty
 from snapsource.ingest.formats.mapping import Mapping, load_mapping
 from snapsource.ingest.formats.shopify import ShopifyProducts
 from snapsource.ingest.formats.source import FORMATS, FileSource, FormatError, for_api, names, stable_id
@@ -48,6 +48,8 @@ def open_source(
     if name not in (*FORMATS, "auto"):
         raise FormatError(f"unknown format {format!r}: use auto (found from the content), {names()}")
     rules = load_mapping(mapping) if mapping is not None else None
+    if rules is not None and is_empty(path):
+        raise FormatError(f"{path.name} is empty: there is nothing to import")
     if name == "auto":
         name = detect(path, shops=not (rules and rules.columns))
     else:

@@ -48,6 +48,13 @@ def detect(path: Path, *, shops: bool = True) -> str:
 JSON_FORMATS = ("jsonl", "tmapi")
 
 
+def is_empty(path: Path) -> bool:
+    """Nothing but white space in the file's first bytes (and nothing after them)."""
+    with open(path, "rb") as fh:
+        head = fh.read(HEAD)
+        return not head.strip() and not fh.read(1)
+
+
 def check_named(path: Path, name: str) -> None:
     """FormatError when a format named by the user cannot be this file's: JSON named for a table,
     or a table for JSON. Every row would be rejected for the same reason; one error says it."""
@@ -56,6 +63,11 @@ def check_named(path: Path, name: str) -> None:
     if not head:
         return
     is_json = head.startswith(("{", "["))
+    if name == "tsv" and not is_json and "\t" not in head.splitlines()[0]:
+        raise FormatError(
+            f"{path.name} was named tsv, but its first line has no tab: leave the format as auto (found from the "
+            f"content) or name csv, which reads ; , | and tab"
+        )
     if (name in JSON_FORMATS) != is_json:
         found = detect(path)  # a file that is neither says so itself
         raise FormatError(

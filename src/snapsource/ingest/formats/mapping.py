@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import difflib
 import json
 import re
 import tomllib
@@ -136,38 +137,77 @@ class Mapping(_Strict):
 
 
 def load_mapping(mapping: Path | Mapping | AnyMapping[str, Any]) -> Mapping:
-    """A mapping from its file (JSON, or TOML by the `.toml` suffix), a dict, or as it is."""
+    """A mapping from its file (JSON or TOML, whatever its name), a dict, or as it is."""
     if isinstance(mapping, Mapping):
         return mapping
     where = "mapping"
     try:
         if isinstance(mapping, Path):
             where = f"mapping {mapping.name}"
-            text = mapping.read_text(encoding="utf-8-sig")
-            raw = tomllib.loads(text) if mapping.suffix.lower() == ".toml" else jsontext.loads(text)
+            raw = read_mapping_text(mapping.read_text(encoding="utf-8-sig"), where)
         else:
             raw = dict(mapping)
         return Mapping.model_validate(raw)
     except OSError as exc:
         raise FormatError(f"{where}: cannot be read: {exc.strerror or exc}") from None
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise FormatError(f"{where}: not valid {'TOML' if str(where).endswith('.toml') else 'JSON'}: {exc}") from None
+    except UnicodeDecodeError:
+        raise FormatError(f"{where}: not UTF-8 text: save it as UTF-8") from None
     except ValidationError as exc:
-        raise FormatError(f"{where}: " + "; ".join(_problem(e) for e in exc.errors())) from None
+        raise FormatError(f"{where}: " + "; ".join(_problems(exc.errors()))) from None
 
 
-def _problem(error: Any) -> str:
-    """One of pydantic's errors about a mapping, in the mapping's words."""
-    loc = ".".join(str(p) for p in error["loc"])
-    if error["type"] == "extra_forbidden":
-        if len(error["loc"]) == 1:
-            settings = ", ".join(Mapping.model_fields)
-            value = error.get("input")
-            field = value if isinstance(value, str) and value in FIELDS else "<a catalog field>"
-            return f'{loc!r} is no mapping setting (they are {settings}): a column of the file goes under [columns], as "{loc}" = "{field}"'
+def read_mapping_text(text: str, where: str = "mapping") -> Any:
+    """A mapping's text: JSON when it reads as JSON, else TOML (a file of either, or one pasted in
+    a form). FormatError says what is wrong in plain words."""
+    try:
+        return jsontext.loads(text)
+    except ValueError as exc:
+        if text.lstrip().startswith("{"):
+            why = f": {exc.msg} at line {exc.lineno}, column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+            raise FormatError(f"{where} is not valid JSON{why}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        hint = ': put text values in quotes, as "Artikelnummer" = "item_id"' if "Invalid value" in str(exc) else ""
+        raise FormatError(f"{where} is neither a JSON object nor valid TOML: {exc}{hint}") from None
+    except RecursionError:
+        raise FormatError(f"{where} nests too deeply to be a mapping") from None
 
-        return f"{loc}: no such setting"
-    return f"{loc or 'mapping'}: {error['msg'].removeprefix('Value error, ')}"
+
+def _problems(errors: list[Any]) -> list[str]:
+    """Pydantic's errors about a mapping, in the mapping's words: the file's columns written at its
+    top level (or under another table) said once, and a misspelt setting named with the right one."""
+    settings = list(Mapping.model_fields)
+    said: list[str] = []
+    columns: list[tuple[str, Any]] = []  # (column, the field it names)
+    for error in errors:
+        loc = [str(p) for p in error["loc"]]
+        if error["type"] != "extra_forbidden":
+            said.append(f"{'.'.join(loc) or 'mapping'}: {error['msg'].removeprefix('Value error, ')}")
+            continue
+        known = settings if len(loc) == 1 else _settings_of(loc[0])
+        close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.75)
+        under = "" if len(loc) == 1 else f" under [{loc[0]}]"
+        if close:
+            said.append(f"{'.'.join(loc)!r} is no setting{under}: did you mean {close[0]!r}?")
+        elif isinstance(error.get("input"), str):
+            columns.append((loc[-1], error["input"]))
+        else:
+            said.append(f"{'.'.join(loc)!r} is no setting{under} (they are {', '.join(known)})")
+    if columns:
+        names = ", ".join(repr(column) for column, _ in columns)
+        column, field = next(((c, f) for c, f in columns if f in FIELDS), (columns[0][0], "title"))
+        said.insert(
+            0,
+            f"{names} {'is' if len(columns) == 1 else 'are'} no mapping setting: the file's columns go under "
+            f'[columns], as "{column}" = "{field}" (the settings are {", ".join(settings)})',
+        )
+    return said
+
+
+def _settings_of(table: str) -> list[str]:
+    models: dict[str, type[BaseModel]] = {"prices": Prices, "booleans": Booleans}
+    return list(models[table].model_fields) if table in models else []
 
 
 # cells --------------------------------------------------------------------------------------------

@@ -19,8 +19,10 @@ class FormatError(ValueError):
 
 
 def for_api(message: str) -> str:
-    """A format's message as the catalog API says it: the `format` field, not the CLI's --format."""
+    """A format's message as the catalog API says it: the `format` and `mapping` fields, not the
+    CLI's --format and --mapping."""
     message = re.sub(r"--format (\w+)", r'the `format` field "\1"', message)
+    message = message.replace("--mapping FILE", "a mapping (the `mapping` field)")
     return message.replace("--format", "the `format` field")
 
 
