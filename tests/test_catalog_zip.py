@@ -463,9 +463,9 @@ def test_a_shop_folder_zipped_as_it_is_imports_and_its_offers_are_found_by_sku(w
     )
     assert beside.status_code == 200, beside.text
     assert wait_for_job(client, beside.json()["data"]["id"])["counts"]["unchanged"] == 2
-    found = client.get(f"/catalog/offers/SKU-{offers[0]['item_id']}", headers=ADMIN)
+    found = client.get(f"/catalog/offers/by-key/SKU-{offers[0]['item_id']}", headers=ADMIN)
     assert found.status_code == 200 and found.json()["data"]["offer"]["title"] == offers[0]["title"], found.text
-    missing = client.get("/catalog/offers/SKU-nope", headers=ADMIN).json()
+    missing = client.get("/catalog/offers/by-key/SKU-nope", headers=ADMIN).json()
     assert missing["code"] == 404 and "'SKU-nope'" in missing["msg"] and "item_id" in missing["msg"]
     wrong_key = client.get("/catalog/offers", headers={"Authorization": "Bearer not-the-key"}).json()
     assert wrong_key["code"] == 401 and "admin key" in wrong_key["msg"] and "--scope catalog" in wrong_key["msg"]

@@ -92,7 +92,7 @@ CATALOG_ROUTES = (
     ("POST", "/catalog/offers/delete"),
     ("DELETE", "/catalog/offers/{item_id}"),
     ("GET", "/catalog/offers/{item_id}"),
-    ("GET", "/catalog/offers/{key}"),
+    ("GET", "/catalog/offers/by-key/{key}"),
     ("GET", "/catalog/offers"),
     ("POST", "/catalog/imports"),
     ("GET", "/catalog/imports/{job_id}"),
@@ -237,10 +237,12 @@ CASES: dict[tuple[str, str, int], Case] = {
         lambda w: w.api.get(f"/catalog/offers/{2**62}", headers=ADMIN), "no offer with item_id"
     ),
     ("GET", "/catalog/offers/{item_id}", 422): Case(lambda w: w.api.get("/catalog/offers/0", headers=ADMIN), "item_id"),
-    ("GET", "/catalog/offers/{key}", 404): Case(
-        lambda w: w.api.get("/catalog/offers/SKU-1", headers=ADMIN), "no offer with the key"
+    ("GET", "/catalog/offers/by-key/{key}", 404): Case(
+        lambda w: w.api.get("/catalog/offers/by-key/SKU-1", headers=ADMIN), "no offer with the key"
     ),
-    ("GET", "/catalog/offers/{key}", 422): Case(lambda w: w.api.get("/catalog/offers/" + "k" * 201, headers=ADMIN), "key"),
+    ("GET", "/catalog/offers/by-key/{key}", 422): Case(
+        lambda w: w.api.get("/catalog/offers/by-key/" + "k" * 201, headers=ADMIN), "key"
+    ),
     ("GET", "/catalog/offers", 422): Case(
         lambda w: w.api.get("/catalog/offers", params={"updated_since": "soon"}, headers=ADMIN), "ISO 8601"
     ),

@@ -479,7 +479,8 @@ async function lookUp(itemId, { afterDelete = false } = {}) {
   if (!afterDelete) say("lookup-message", `Looking up ${itemId}…`);
   try {
     // a number is an item_id; text is a file's key, stored under the id an import makes from it
-    const found = await admin("GET", `/catalog/offers/${encodeURIComponent(itemId)}`);
+    const path = /^[0-9]{1,19}$/.test(itemId) ? itemId : `by-key/${encodeURIComponent(itemId)}`;
+    const found = await admin("GET", `/catalog/offers/${path}`);
     renderOffer(found);
     say("lookup-message", "");
   } catch (error) {

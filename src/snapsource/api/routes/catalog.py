@@ -363,7 +363,7 @@ def get_offer(item_id: Annotated[int, ITEM_ID], resources: ResourcesDep, _auth: 
 
 
 @router.get(
-    "/offers/{key}",
+    "/offers/by-key/{key:path}",
     summary="One offer by the text key it was imported with (a SKU, a Shopify handle)",
     responses=answered("The offer, as GET /catalog/offers/{item_id} answers it", {"item_id": 1984440627761256}, 404),
 )
