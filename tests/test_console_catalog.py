@@ -219,6 +219,9 @@ def test_a_zip_of_a_csv_and_its_photos_with_a_toml_mapping(browser: Browser, wor
         1 + len([r for r in offers[0]["images"] if r != offers[0]["img"]][:1])
     )
     page.screenshot(path=SHOTS / "import-zip.png", full_page=True)
+    page.fill("#lookup-id", "JA-200")  # a SKU: looked up by the id an import makes from it
+    page.press("#lookup-id", "Enter")
+    expect(page.locator("#lookup-message")).to_contain_text("no offer with the key 'JA-200'")
 
     # the same zip again: nothing new, every photo reused; then one whose every row is skipped
     page.set_input_files("#import-file", str(archive))
@@ -227,6 +230,16 @@ def test_a_zip_of_a_csv_and_its_photos_with_a_toml_mapping(browser: Browser, wor
     expect(count(page, "images_reused")).to_have_text("3")
     lost = tmp_path / "lost.zip"
     lost.write_bytes(shop_zip(offers, photo_folder="elsewhere/"))
+    page.set_input_files("#import-file", str(lost))
+    page.click("#import-form button[type=submit]")
+    expect(page.locator("#job-status")).to_have_text("nothing imported", timeout=45_000)
+    expect(page.locator("#job")).to_be_visible()
+    page.set_input_files("#import-file", str(tmp_path / "shop.zip"))
+    page.select_option("#import-form [name=format]", "jsonl")  # refused: the job shown before goes
+    page.click("#import-form button[type=submit]")
+    expect(page.locator("#import-message")).to_contain_text("named jsonl, but it reads as csv")
+    expect(page.locator("#job")).to_be_hidden()
+    page.select_option("#import-form [name=format]", "auto")
     page.set_input_files("#import-file", str(lost))
     page.click("#import-form button[type=submit]")
     expect(page.locator("#job-status")).to_have_text("nothing imported", timeout=45_000)
