@@ -108,7 +108,8 @@ def test_import_look_up_and_delete(browser: Browser, world, tmp_path):  # noqa: 
     page.screenshot(path=SHOTS / "import-progress.png", full_page=True)
     expect(page.locator("#job-status")).to_have_text("done", timeout=45_000)
     page.screenshot(path=SHOTS / "import-done.png", full_page=True)
-    expect(page.locator("#job-progress-text")).to_have_text("Done: 3 of 3 rows (100%).")
+    expect(page.locator("#job-progress-text")).to_have_text("Done: 3 of 3 rows (100%); 1 row not imported (listed below).")
+    expect(page.locator("#job-status")).to_have_class("job-status done partial")
     assert page.locator("#job-progress").evaluate("bar => bar.value") == 1
     expect(count(page, "added")).to_have_text("2")
     expect(count(page, "rejected")).to_have_text("1")

@@ -268,7 +268,9 @@ def _ingest(
 def _print_problems(report: IngestReport) -> None:
     """The rows that were rejected or had a photo fail, in row order."""
     if report.problems:
-        table = Table("row", "item_id", "problem", title=f"{len(report.problems)} problem(s)", title_justify="left")
+        rows = len({p.row for p in report.problems})
+        title = f"{len(report.problems)} problem(s) on {rows} row(s)"  # a skipped row: its photos' and its own
+        table = Table("row", "item_id", "problem", title=title, title_justify="left")
         for p in sorted(report.problems, key=lambda p: p.row):
             # a catalog file's text shows as typed: markup such as "[prices]" and escapes as \x1b
             table.add_row(str(p.row) if p.row else "-", safe(p.item_id or "-"), safe(p.reason))

@@ -284,7 +284,7 @@ function card(item) {
       el("a", { class: "title", href: link, target: "_blank", rel: "noopener", title: item.title }, item.title),
       el("div", { class: "price" }, money(item.price), origin ? el("s", {}, money(origin)) : null),
       el("div", { class: "facts" },
-        [`MOQ ${item.moq ?? "–"}`, sold !== undefined && sold !== null ? `${Number(sold).toLocaleString()} sold` : null,
+        [`MOQ ${item.moq ?? "–"}`, Number(sold) > 0 ? `${Number(sold).toLocaleString()} sold` : null, // 0: what a file without sales gives
           item.item_repurchase_rate ? `${item.item_repurchase_rate} repurchase` : null].filter(Boolean).join(" · ")),
       el("div", { class: "badges" },
         shop.is_factory ? el("span", { class: "badge factory" }, "factory") : null,

@@ -371,7 +371,13 @@ const COUNT_NAMES = [
 /** A job's badge: [text, class]. A job that ran to its end and kept no offer is no success. */
 function badgeOf(job) {
   const empty = job.status === "done" && job.imported === 0 && job.counts.deleted === 0;
-  return empty ? ["nothing imported", "job-status empty"] : [job.status, `job-status ${job.status}`];
+  if (empty) return ["nothing imported", "job-status empty"];
+  const partial = job.status === "done" && notImported(job) > 0; // some rows are listed below
+  return [job.status, `job-status ${job.status}${partial ? " partial" : ""}`];
+}
+
+function notImported(job) {
+  return (job.counts.rejected ?? 0) + (job.counts.skipped ?? 0);
 }
 
 function renderJob(job) {
@@ -399,7 +405,7 @@ function renderJob(job) {
     queued: "Queued: waiting for the server to start it.",
     running: total || job.rows_done ? `Running: ${rows}.` : "Running: reading the file…",
     done: status === "done"
-      ? `Done: ${rows}.`
+      ? `Done: ${rows}${notImported(job) ? `; ${plural(notImported(job), "row")} not imported (listed below)` : ""}.`
       : job.rows_done ? `Done, but nothing was imported: fix the rows listed below and import the file again.` : "Done, but the file holds no offers.",
     failed: `Failed after ${rows}.`,
   }[job.status] || `${job.status}: ${rows}.`;
@@ -424,10 +430,9 @@ function renderJob(job) {
     ),
   );
   // problems lists rejected and skipped rows alike (a skipped row is one whose photos all failed)
-  const notImported = (job.counts.rejected ?? 0) + (job.counts.skipped ?? 0);
   const more = $("job-problems-more");
-  more.hidden = notImported <= problems.length;
-  more.textContent = `The first ${problems.length.toLocaleString("en")} of ${plural(notImported, "rejected or skipped row")} are shown.`;
+  more.hidden = notImported(job) <= problems.length;
+  more.textContent = `The first ${problems.length.toLocaleString("en")} of ${plural(notImported(job), "rejected or skipped row")} are shown.`;
 }
 
 async function loadJobs() {

@@ -225,7 +225,7 @@ def parse_price(text: str, prices: Prices | None = None) -> str:
     point, group = (",", ".") if prices.decimal_comma else (".", ",")
     g, p = re.escape(group), re.escape(point)
     if not re.fullmatch(rf"(\d{{1,3}}({g}\d{{3}})+|\d+)({p}\d+)?|{p}\d+", cell):
-        if not prices.decimal_comma and re.fullmatch(r"\d+,\d{1,2}", cell):
+        if not prices.decimal_comma and re.fullmatch(r"(\d{1,3}(\.\d{3})+|\d+),\d{1,2}", cell):
             raise ValueError("looks like a decimal comma: set decimal_comma = true under [prices] in the mapping")
         if prices.decimal_comma and re.fullmatch(r"\d+\.\d{1,2}", cell):
             raise ValueError("looks like a decimal point: set decimal_comma = false under [prices] in the mapping")
