@@ -12,13 +12,16 @@ import io
 import json
 import os
 import resource
+import socket
 import stat
 import subprocess
 import sys
 import time
 import zipfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -26,6 +29,7 @@ import pytest
 from conftest import LUMA, luma_offers, open_resources, profile_env, profile_settings
 from snapsource.api.app import create_app
 from snapsource.ingest import archive, jobs
+from snapsource.store.jobs import JobTable, QueueLimits
 from snapsource.tools.loopback import serve
 from test_catalog_api import ADMIN, photo_server, wait_for_job
 
@@ -430,8 +434,60 @@ def test_the_import_queue_is_bounded_per_token_and_in_bytes(tmp_path):
             )
             assert taken.status_code == 200, taken.text
             assert len(client.get("/catalog/imports", headers=ADMIN).json()["data"]["jobs"]) == 2
+            # refused before its body is read: headers that announce 60 MB, and not a byte of it sent
+            host, port = urlsplit(url).hostname, urlsplit(url).port
+            with socket.create_connection((host, port), timeout=10) as raw:
+                raw.sendall(
+                    f"POST /catalog/imports HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                    "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 60000000\r\n\r\n".encode()
+                )
+                assert raw.recv(200).startswith(b"HTTP/1.1 503"), "the upload was waited for"
     finally:
         resources.close()
+
+
+def test_the_queue_limits_hold_across_servers_on_one_catalog(tmp_path):
+    """Two servers on one data dir, a token at 1 job, 8 uploads at once to both: one is accepted
+    (each check and its reservation are one transaction). An upload whose server died mid-way is
+    swept with its files, and so is a folder no job names."""
+    data = tmp_path / "d"
+    settings = {"admin_key": "catalog-admin-key", "catalog_imports_per_token": 1}
+    one, two = open_resources(data, **settings), open_resources(data, **settings)
+    token = one.tokens.create("shop", scopes=["catalog"])
+    csv = german_csv([luma_offers()[81]], lambda ref: "https://img.example/" + Path(ref).name).encode()
+    try:
+        with serve(create_app(resources=one)) as first, serve(create_app(resources=two)) as second:
+
+            def send(n: int) -> int:
+                with httpx.Client(timeout=60) as client:
+                    return client.post(
+                        f"{(first, second)[n % 2]}/catalog/imports",
+                        files={"file": ("a.csv", csv)},
+                        data={"mapping": MAPPING_TOML},
+                        headers={"Authorization": f"Bearer {token}"},
+                    ).status_code
+
+            with ThreadPoolExecutor(8) as pool:
+                codes = sorted(pool.map(send, range(8)))
+            assert codes == [200] + [503] * 7, codes
+        table = JobTable(one.catalog)
+        owner = f"{socket.gethostname()}:{dead_pid()}:receiving"  # a server killed while it unpacked
+        assert table.reserve("imp_dead", "admin", owner, time.time(), QueueLimits(1, 10**9)) is None
+        (data / "imports" / "imp_dead" / ".unpacked").mkdir(parents=True)
+        orphan = data / "imports" / "imp_orphan"
+        orphan.mkdir()
+        os.utime(orphan, (time.time() - 7200, time.time() - 7200))
+        jobs.Runner(one).sweep()
+        assert "imp_dead" not in table.ids() and not (data / "imports" / "imp_dead").exists() and not orphan.exists()
+    finally:
+        one.close()
+        two.close()
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
 
 
 def test_a_shop_folder_zipped_as_it_is_imports_and_its_offers_are_found_by_sku(world):
@@ -473,3 +529,33 @@ def test_a_shop_folder_zipped_as_it_is_imports_and_its_offers_are_found_by_sku(w
         "/catalog/imports", files={"file": ("a.csv", files["shop/artikel.csv"])}, data={"format": "tsv"}, headers=ADMIN
     )
     assert semicolons.status_code == 422 and "has no tab" in semicolons.json()["msg"], semicolons.text
+
+
+def test_odd_files_the_probe_sent_get_a_clear_answer_in_bounded_memory(world):
+    """A member with no name, files of a byte order mark only, a JSON line of 40 MB and a header of
+    3 million columns: each answered in plain words (no 500), each read without holding it whole."""
+    resources, client, _ = world
+    offer = luma_offers()[85]
+    row = json.dumps(dict(offer, img="a.jpg", images=[])) + "\n"
+    noname = io.BytesIO()
+    with zipfile.ZipFile(noname, "w") as zf:
+        zf.writestr("catalog.jsonl", row)
+        zf.writestr(zipfile.ZipInfo(""), b"x")
+        zf.writestr("a.jpg", (LUMA.parent / offer["img"]).read_bytes())
+    taken = client.post("/catalog/imports", files={"file": ("noname.zip", noname.getvalue())}, headers=ADMIN)
+    assert taken.status_code == 200, taken.text
+    assert wait_for_job(client, taken.json()["data"]["id"])["counts"]["added"] == 1
+    for name, body in (("bom.csv", b"\xef\xbb\xbf"), ("bom2.csv", b"\xef\xbb\xbf \r\n"), ("bom.jsonl", b"\xef\xbb\xbf   ")):
+        answer = client.post("/catalog/imports", files={"file": (name, body)}, headers=ADMIN)
+        assert answer.status_code == 422 and "has no offers" in answer.json()["msg"], (name, answer.text)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    by_url = json.dumps(dict(offer, img="https://img.example/a.jpg", images=[])) + "\n"
+    long_line = json.dumps(dict(offer, title="x" * 40_000_000)) + "\n" + by_url
+    answer = client.post("/catalog/imports", files={"file": ("long.jsonl", long_line.encode())}, headers=ADMIN)
+    assert answer.status_code == 200, answer.text
+    job = wait_for_job(client, answer.json()["data"]["id"])
+    assert job["problems"][0]["row"] == 1 and "longer than 32 MB" in job["problems"][0]["reason"], json.dumps(job)[:500]
+    wide = client.post("/catalog/imports", files={"file": ("wide.csv", b"a;" * 3_000_000 + b"\n1;2\n")}, headers=ADMIN)
+    assert wide.status_code == 422 and "longer than 4 MB" in wide.json()["msg"], wide.text[:300]
+    grew = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 1024
+    assert grew < 400, f"peak RSS grew {grew:.0f} MB"  # the 40 MB line is in the test's memory too

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -289,3 +290,27 @@ def test_cli_delete_missing_refuses_shows_and_asks(tmp_path):
     kept = sorted((data / "deleted").glob("*.jsonl"))
     assert len(kept) == 2
     assert {json.loads(line)["item_id"] for line in kept[1].read_text().splitlines()} == {o["item_id"] for o in offers[10:19]}
+
+
+def test_an_import_stops_asking_a_host_that_does_not_answer(tmp_path):
+    """Photos on a host that refuses every connection: after UNREACHABLE_RUN of them in a row the
+    rest fail at once, so the import is not held for hours; another host's photos still import."""
+    from snapsource.ingest.pipeline import UNREACHABLE_RUN
+
+    offers = luma_offers()[:3]
+    dead = [dict(offers[0], item_id=900_000 + n, img=f"http://127.0.0.1:9/{n}.jpg", images=[]) for n in range(60)]
+    good = dict(offers[1], img=str(LUMA.parent / offers[1]["img"]), images=[])
+    path = tmp_path / "dead.jsonl"
+    path.write_text("".join(json.dumps(offer) + "\n" for offer in [*dead, good]))
+    resources = open_data(tmp_path / "data")
+    try:
+        started = time.perf_counter()
+        report = ingest(resources, path, outcomes=True)
+        seconds = time.perf_counter() - started
+    finally:
+        resources.close()
+    reasons = [p.reason for p in report.problems if "127.0.0.1" in p.reason or "did not answer" in p.reason]
+    gave_up = [r for r in reasons if f"did not answer the last {UNREACHABLE_RUN}" in r]
+    assert report.added == 1 and report.skipped == 60, (report.added, report.skipped)
+    assert len(gave_up) >= 60 - 2 * UNREACHABLE_RUN, reasons[:3]  # reading threads may each ask before the run is counted
+    print(f"60 photos of a dead host: {seconds:.2f} s, {len(gave_up)} not asked")

@@ -142,7 +142,7 @@ def _name(info: zipfile.ZipInfo, where: str) -> str | None:
         raise FormatError(f"{where}: {raw[:80]!r} climbs out of the zip (..): zip the files with paths inside it")
     if stat.S_ISLNK(info.external_attr >> 16):
         raise FormatError(f"{where}: {raw[:80]!r} is a symbolic link: zip the files themselves")
-    if info.is_dir() or not parts:
+    if not parts or raw.endswith("/"):  # a folder, or a member with no name (zipfile's is_dir fails on it)
         return None
     if parts[0] == "__MACOSX" or parts[-1].startswith("._") or parts[-1] in (".DS_Store", "Thumbs.db"):
         return None  # what Finder and Explorer add

@@ -31,7 +31,7 @@ from snapsource.ingest.formats.mapping import read_mapping_text
 from snapsource.ingest.pipeline import DeleteMissing, IngestReport, ingest
 from snapsource.ingest.rows import Source, clip
 from snapsource.resources import Resources
-from snapsource.store.jobs import JobRow, JobTable
+from snapsource.store.jobs import JobRow, JobTable, QueueLimits
 from snapsource.vision.fetch import Fetcher, FetchError, FetchPolicy, shorten
 
 log = logging.getLogger("snapsource.jobs")
@@ -128,7 +128,7 @@ def check_rows(source: Source) -> None:
 
 def _image_refs(data: dict[str, Any]) -> list[str]:
     listed = data.get("images")
-    refs = listed if isinstance(listed, list) else [data.get("img")]
+    refs = [data.get("img"), *(listed if isinstance(listed, list) else [])]
     return [ref for ref in refs if isinstance(ref, str) and ref]
 
 
@@ -151,70 +151,86 @@ class Options:
         return kept
 
 
-_QUEUEING = threading.Lock()  # this process's submits: each sees the queue with the one before it
+RETRY_SECONDS = 30.0  # what a refusal by the queue's limits tells a client to wait
+RECEIVING_SECONDS = 3600.0  # an upload not heard of for this long was abandoned (its server is elsewhere)
 
 
-def check_queue(resources: Resources, by: str, adding: int = 0) -> None:
-    """ConcurrencyLimit (503, retry later) when a job from `by` holding `adding` bytes in the data
-    dir would pass the queue's limits: import jobs queued or running per token, and bytes of
-    uploaded files and unpacked zips that wait, all jobs together. Checked before an upload is read
-    (its count) and again before its bytes are written."""
+def _limits(resources: Resources) -> QueueLimits:
     settings = resources.settings
-    waiting = JobTable(resources.catalog).waiting()
-    if by != ADMIN:
-        mine = sum(1 for job in waiting if job.options.get("by") == by)
-        if mine >= settings.catalog_imports_per_token:
-            raise ConcurrencyLimit(
-                f"this token has {mine} import job{'' if mine == 1 else 's'} queued or running, the most it may have "
-                "(catalog_imports_per_token): send the next one when one is done",
-                retry_after=IDLE_SECONDS * 30,
-            )
-    held = sum(int(job.options.get("bytes", 0)) for job in waiting)
-    most = settings.catalog_imports_waiting_max_bytes
-    if held + adding > most:
-        raise ConcurrencyLimit(
-            f"the import queue holds {held / 1e6:,.0f} MB of files waiting to be imported, and this one adds "
-            f"{adding / 1e6:,.0f} MB: more than the {most / 1e6:,.0f} MB it may hold (catalog_imports_waiting_max_bytes); "
-            "try again when a job is done",
-            retry_after=IDLE_SECONDS * 30,
-        )
+    return QueueLimits(settings.catalog_imports_per_token, settings.catalog_imports_waiting_max_bytes, ADMIN)
+
+
+def _receiver() -> str:
+    """This process, as the owner of the uploads it receives (the runner's owners have the same form)."""
+    return f"{socket.gethostname()}:{os.getpid()}:receiving"
+
+
+def reserve(resources: Resources, by: str) -> str:
+    """A new job's id, its place in the queue taken before its upload is read: ConcurrencyLimit
+    (503, retry later) when `by` has catalog_imports_per_token jobs queued or running already. The
+    check and the reservation are one transaction, so concurrent uploads, to one server or to
+    several on the catalog, cannot all pass it."""
+    job_id = "imp_" + secrets.token_hex(8)
+    refused = JobTable(resources.catalog).reserve(job_id, by, _receiver(), time.time(), _limits(resources))
+    if refused:
+        raise ConcurrencyLimit(refused, retry_after=RETRY_SECONDS)
+    return job_id
+
+
+def cancel(resources: Resources, job_id: str) -> None:
+    """An upload that will not become a job (refused, or its body could not be read)."""
+    JobTable(resources.catalog).drop(job_id)
+    shutil.rmtree(_folder(resources, job_id), ignore_errors=True)
+
+
+def _hold(resources: Resources, job_id: str, held: int) -> None:
+    """The bytes the upload now holds in the data dir, refused (ConcurrencyLimit) before they are
+    written when the queue would hold more than catalog_imports_waiting_max_bytes."""
+    refused = JobTable(resources.catalog).grow(job_id, held, time.time(), _limits(resources))
+    if refused:
+        raise ConcurrencyLimit(refused, retry_after=RETRY_SECONDS)
 
 
 def submit_file(
-    resources: Resources, name: str, data: bytes, format: str | None, mapping: dict | None, options: Options = Options()
+    resources: Resources,
+    job_id: str,
+    name: str,
+    data: bytes,
+    format: str | None,
+    mapping: dict | None,
+    options: Options = Options(),
 ) -> Job:
     """Queue an uploaded catalog file, or a zip of one and its photos (unpacked here, so that a bad
-    zip is refused now): written and fsynced before the job row that points at it."""
-    job_id = "imp_" + secrets.token_hex(8)
+    zip is refused now), under the reservation `reserve` made: written and fsynced before the job
+    is queued. On any failure the reservation and the files go."""
     folder = _folder(resources, job_id)
     path = folder / _safe_name(name)
     stored = options.stored()
-    with _QUEUEING:
-        check_queue(resources, options.by, len(data))
+    try:  # a file that is no catalog at all is refused now, not when the job runs
+        _hold(resources, job_id, len(data))
         folder.mkdir(parents=True)
-        try:  # a file that is no catalog at all is refused now, not when the job runs
-            with open(path, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            stored["bytes"] = len(data)
-            if archive.is_zip(path):
+        with open(path, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        stored["bytes"] = len(data)
+        if archive.is_zip(path):
 
-                def room(unpacked: int) -> None:
-                    check_queue(resources, options.by, len(data) + unpacked)
-                    stored["bytes"] = unpacked  # the zip goes once unpacked
+            def room(unpacked: int) -> None:
+                _hold(resources, job_id, len(data) + unpacked)
+                stored["bytes"] = unpacked  # the zip goes once unpacked
 
-                zipped, path = path, _unpack(resources, path, room)
-                zipped.unlink()
-                stored["photos"] = True
-                mapping = mapping if mapping is not None else zipped_mapping(path)
-            source = open_source(path, format, mapping, trusted=False, base_dir=path.parent if stored.get("photos") else None)
-            check_rows(source)
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
+            zipped, path = path, _unpack(resources, path, room)
+            zipped.unlink()
+            stored["photos"] = True
+            mapping = mapping if mapping is not None else zipped_mapping(path)
+        source = open_source(path, format, mapping, trusted=False, base_dir=path.parent if stored.get("photos") else None)
+        check_rows(source)
         table = JobTable(resources.catalog)
-        table.add(job_id, name, str(path), format_of(source) or format, json.dumps(mapping) if mapping else None, stored)
+        table.queue(job_id, name, str(path), format_of(source) or format, json.dumps(mapping) if mapping else None, stored)
+    except BaseException:
+        cancel(resources, job_id)
+        raise
     return Job(_must(table.get(job_id)))
 
 
@@ -244,13 +260,12 @@ def _unpack(resources: Resources, archived: Path, room: Callable[[int], None] | 
 
 
 def submit_url(resources: Resources, url: str, format: str | None, mapping: dict | None, options: Options = Options()) -> Job:
-    """Queue a catalog file at a URL: the job fetches it (guarded like a user's image URL)."""
-    job_id = "imp_" + secrets.token_hex(8)
+    """Queue a catalog file at a URL: the job fetches it (guarded like a user's image URL) when it
+    runs, so it holds no disk until then (jobs run one at a time)."""
+    job_id = reserve(resources, options.by)
     path = _folder(resources, job_id) / _safe_name(url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "catalog")
     table = JobTable(resources.catalog)
-    with _QUEUEING:  # fetched when the job runs: jobs run one at a time, so it holds no disk until then
-        check_queue(resources, options.by)
-        table.add(job_id, url, str(path), format, json.dumps(mapping) if mapping else None, options.stored())
+    table.queue(job_id, url, str(path), format, json.dumps(mapping) if mapping else None, options.stored())
     return Job(_must(table.get(job_id)))
 
 
@@ -278,6 +293,7 @@ class Runner:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._swept = 0.0
 
     def start(self) -> Runner:
         self._thread = threading.Thread(target=self._loop, name="snapsource-imports", daemon=True)
@@ -308,6 +324,9 @@ class Runner:
     def run_one(self) -> bool:
         """Claim and run one job; False when none was waiting."""
         self._release_orphans()
+        if time.monotonic() - self._swept > 60:
+            self._swept = time.monotonic()
+            self.sweep()
         now = time.time()
         job = self.table.claim(self.owner, now, now - STALE_SECONDS)
         if job is None:
@@ -338,6 +357,28 @@ class Runner:
             pid = rest.partition(":")[0]
             if name == host and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
                 self.table.release(job_id, owner)
+
+    def sweep(self) -> None:
+        """Uploads whose server died while receiving them (killed mid-unpack, say) are dropped with
+        their files; so are folders in data/imports that no job names, left by a crash (an hour
+        old at least: an upload may be between its reservation and its first byte)."""
+        host = socket.gethostname()
+        now = time.time()
+        for job_id, owner, heartbeat in self.table.receiving():
+            name, _, rest = owner.partition(":")
+            pid = rest.partition(":")[0]
+            gone = name == host and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))
+            if gone or heartbeat < now - RECEIVING_SECONDS:
+                log.info("dropping upload %s: its server stopped receiving it", job_id)
+                cancel(self.resources, job_id)
+        folder = self.resources.settings.data_dir / "imports"
+        if not folder.is_dir():
+            return
+        known = self.table.ids()
+        for entry in folder.iterdir():
+            if entry.name not in known and entry.stat().st_mtime < now - RECEIVING_SECONDS:
+                log.info("removing %s: no import job names it", entry)
+                shutil.rmtree(entry, ignore_errors=True)
 
     def _beat(self, job_id: str, done: threading.Event) -> None:
         while not done.wait(BEAT_SECONDS):

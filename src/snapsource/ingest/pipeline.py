@@ -24,6 +24,7 @@ import json
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -42,8 +43,9 @@ from snapsource.store.sqlite import write_file
 from snapsource.store.writer import Writer
 from snapsource.vision import gpu_images, images, verify
 from snapsource.vision.embed_torch import TorchEmbedder
-from snapsource.vision.fetch import Fetcher, FetchPolicy
+from snapsource.vision.fetch import Fetcher, FetchError, FetchPolicy, Unreachable
 
+UNREACHABLE_RUN = 20  # photos in a row that a host did not answer, after which an import stops asking it
 CHUNK_OFFERS = 32  # at least; a chunk holds a batch's worth of offers (GPU_CHUNK_BATCHES on a GPU)
 GPU_CHUNK_BATCHES = 4  # so that storing one batch overlaps embedding the next
 CHECKPOINT_VECTORS = 5000
@@ -399,6 +401,8 @@ class _Reader:
         # Offers sent over HTTP are fetched like a user's URL: public addresses and fetch_allow.
         # Both with the same caps, timeouts and redirect limit as user URLs.
         self.fetcher = Fetcher(FetchPolicy.of(self.settings, guard=not source.trusted))
+        self._unreachable: dict[str, int] = {}  # host -> photos in a row it did not answer
+        self._hosts_lock = threading.Lock()
         # spawned, not forked: the parent holds threads, onnxruntime's pools and perhaps a CUDA context
         self.decoders: Executor | None = (
             ProcessPoolExecutor(plan.decoders, mp_context=multiprocessing.get_context("spawn")) if plan.decoders else None
@@ -411,7 +415,7 @@ class _Reader:
                 return self.read(stored)
             if source.startswith("/img/"):
                 raise images.ImageError(f"{shorten_ref(source)} is not a photo this server holds")
-            return self.fetcher.fetch(source)
+            return self.download(source)
         if source.startswith("data:"):
             return inline_image(source, self.limits.max_bytes)
         if self.base_dir is None:
@@ -427,6 +431,28 @@ class _Reader:
             return self.read(path)
         except ValueError:  # the OS takes no NUL byte in a path
             raise images.ImageError(f"not a file name: {shorten_ref(source)}") from None
+
+    def download(self, url: str) -> bytes:
+        """A photo's URL fetched, unless its host failed to answer the last UNREACHABLE_RUN times
+        in this import: a file of 58,000 photos on a host that does not resolve took 3.5 hours
+        (each waits for DNS or a connection), holding the one import queue."""
+        host = urlsplit(url).hostname or ""
+        with self._hosts_lock:
+            failed = self._unreachable.get(host, 0)
+        if failed >= UNREACHABLE_RUN:
+            raise FetchError(
+                f"{host} did not answer the last {UNREACHABLE_RUN} photos asked of it; its others are skipped in this import"
+            )
+        try:
+            data = self.fetcher.fetch(url)
+        except Unreachable:
+            with self._hosts_lock:
+                self._unreachable[host] = self._unreachable.get(host, 0) + 1
+            raise
+        if failed:
+            with self._hosts_lock:
+                self._unreachable[host] = 0
+        return data
 
     def stored(self, url: str) -> Path | None:
         """The file of a photo this server holds, named by its `/img/<sha256>.<ext>` path or a URL

@@ -15,7 +15,7 @@ import dataclasses
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 from snapsource import jsontext
 
@@ -29,6 +29,28 @@ class RawRow:
     error: str = ""
     item_id: int | None = None  # of a row with an error, when it could be read: its problem names it
     left_out: bool = False  # no error: a product the shop does not show (a draft, hidden) or no offer (grouped)
+
+
+MAX_ROW_CHARS = 32 << 20  # a JSON row: two inline photos of max_image_bytes fit, a 450 MB title does not
+
+
+def bounded_lines(lines: TextIO, limit: int = MAX_ROW_CHARS) -> Iterator[str | None]:
+    """The lines of a text file, each read up to `limit` characters: None stands for a longer
+    one, read past in steps and never held whole (one line of 450 MB took 1.5 GB to parse)."""
+    while True:
+        line = lines.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not line.endswith("\n"):
+            while (rest := lines.readline(1 << 20)) and not rest.endswith("\n"):
+                pass
+            yield None
+            continue
+        yield line
+
+
+def too_long(limit: int = MAX_ROW_CHARS) -> str:
+    return f"a row longer than {limit >> 20} MB: give its photos as URLs, not inline (data:)"
 
 
 def clip(text: str, limit: int = 80) -> str:
@@ -63,11 +85,11 @@ class JsonLines:
 
     def rows(self) -> Iterator[RawRow]:
         with open(self.path, encoding="utf-8-sig", errors="replace") as fh:
-            yield from parse_lines(fh)
+            yield from parse_lines(bounded_lines(fh))
 
     def count(self) -> int | None:
         with open(self.path, encoding="utf-8-sig", errors="replace") as fh:
-            return sum(1 for line in fh if line.strip())
+            return sum(1 for line in bounded_lines(fh) if line is None or line.strip())
 
 
 def json_problem(exc: ValueError) -> str:
@@ -78,9 +100,12 @@ def json_problem(exc: ValueError) -> str:
     return "not valid JSON here: a number of more than 4,300 digits"
 
 
-def parse_lines(lines: Iterable[str]) -> Iterator[RawRow]:
-    """Rows of JSON Lines text, numbered by line."""
+def parse_lines(lines: Iterable[str | None]) -> Iterator[RawRow]:
+    """Rows of JSON Lines text, numbered by line (None: a line too long to read, bounded_lines)."""
     for number, line in enumerate(lines, start=1):
+        if line is None:
+            yield RawRow(number, None, too_long())
+            continue
         if not line.strip():
             continue
         try:

@@ -48,6 +48,37 @@ class JobRow:
         return cls(*values)
 
 
+QUEUE_LOCK = 0x71756575  # PostgreSQL advisory lock of the import queue's limits: "queu"
+_WAITING = "status IN ('receiving', 'queued', 'running')"
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueLimits:
+    """What the import queue holds at most (settings catalog_imports_per_token and
+    catalog_imports_waiting_max_bytes); `by` ADMIN has no job count."""
+
+    per_token: int
+    max_bytes: int
+    admin: str = "admin"
+
+    def refusal(self, waiting: list[dict[str, Any]], by: str | None, adding: int) -> str | None:
+        if by is not None and by != self.admin:
+            mine = sum(1 for options in waiting if options.get("by") == by)
+            if mine >= self.per_token:
+                return (
+                    f"this token has {mine} import job{'' if mine == 1 else 's'} queued or running, the most it may have "
+                    "(catalog_imports_per_token): send the next one when one is done"
+                )
+        held = sum(int(options.get("bytes", 0)) for options in waiting)
+        if adding and held + adding > self.max_bytes:
+            return (
+                f"the import queue holds {held / 1e6:,.0f} MB of files waiting to be imported, and this one adds "
+                f"{adding / 1e6:,.0f} MB: more than the {self.max_bytes / 1e6:,.0f} MB it may hold "
+                "(catalog_imports_waiting_max_bytes); try again when a job is done"
+            )
+        return None
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -68,17 +99,77 @@ class JobTable:
             )
 
     def get(self, job_id: str) -> JobRow | None:
-        row = self.catalog.db.execute(f"SELECT {_COLUMNS} FROM import_jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self.catalog.db.execute(
+            f"SELECT {_COLUMNS} FROM import_jobs WHERE id = ? AND status != 'receiving'", (job_id,)
+        ).fetchone()
         return JobRow.of(row) if row else None
 
     def recent(self, limit: int) -> list[JobRow]:
-        rows = self.catalog.db.execute(f"SELECT {_COLUMNS} FROM import_jobs ORDER BY created_at DESC, id LIMIT ?", (limit,))
+        rows = self.catalog.db.execute(
+            f"SELECT {_COLUMNS} FROM import_jobs WHERE status != 'receiving' ORDER BY created_at DESC, id LIMIT ?", (limit,)
+        )
         return [JobRow.of(r) for r in rows.fetchall()]
 
-    def waiting(self) -> list[JobRow]:
-        """The jobs queued or running: what the queue's limits count."""
-        rows = self.catalog.db.execute(f"SELECT {_COLUMNS} FROM import_jobs WHERE status IN ('queued', 'running')")
-        return [JobRow.of(r) for r in rows.fetchall()]
+    # a job's upload is reserved before it is read ("receiving", which no runner claims), so that
+    # the queue's limits hold across every server on the catalog: each check and its write are one
+    # transaction, taken in turns (BEGIN IMMEDIATE in SQLite, an advisory lock in PostgreSQL)
+
+    def reserve(self, job_id: str, by: str, owner: str, now: float, limits: QueueLimits) -> str | None:
+        """A row for an upload about to be read; why not (the limit it would pass), else None."""
+        stamp = _now()
+        with self.catalog.write() as db:
+            self.catalog.lock(db, QUEUE_LOCK)
+            waiting = [json.loads(r[0] or "{}") for r in db.execute(f"SELECT options FROM import_jobs WHERE {_WAITING}")]
+            refused = limits.refusal(waiting, by, 0)
+            if refused is None:
+                db.execute(
+                    "INSERT INTO import_jobs (id, status, source, path, owner, heartbeat, created_at, updated_at, options) "
+                    "VALUES (?, 'receiving', '', '', ?, ?, ?, ?, ?)",
+                    (job_id, owner, now, stamp, stamp, json.dumps({"by": by, "bytes": 0})),
+                )
+        return refused
+
+    def grow(self, job_id: str, held: int, now: float, limits: QueueLimits) -> str | None:
+        """The bytes a receiving job now holds in the data dir; why they may not (None: recorded)."""
+        with self.catalog.write() as db:
+            self.catalog.lock(db, QUEUE_LOCK)
+            rows = db.execute(f"SELECT id, options FROM import_jobs WHERE {_WAITING}").fetchall()
+            others = [json.loads(options or "{}") for found, options in rows if found != job_id]
+            mine = next((json.loads(options or "{}") for found, options in rows if found == job_id), None)
+            if mine is None:
+                return "the upload's reservation is gone: send it again"
+            refused = limits.refusal(others, None, held)
+            if refused is None:
+                db.execute(
+                    "UPDATE import_jobs SET options = ?, heartbeat = ? WHERE id = ?",
+                    (json.dumps({**mine, "bytes": held}), now, job_id),
+                )
+        return refused
+
+    def queue(
+        self, job_id: str, source: str, path: str, format: str | None, mapping: str | None, options: dict[str, Any]
+    ) -> None:
+        """A received job, ready for a runner."""
+        with self.catalog.write() as db:
+            db.execute(
+                "UPDATE import_jobs SET status = 'queued', source = ?, path = ?, format = ?, mapping = ?, options = ?, "
+                "owner = NULL, heartbeat = NULL, updated_at = ? WHERE id = ? AND status = 'receiving'",
+                (source, path, format, mapping, json.dumps(options), _now(), job_id),
+            )
+
+    def drop(self, job_id: str) -> None:
+        """An upload that was refused, failed or abandoned: its reservation goes."""
+        with self.catalog.write() as db:
+            db.execute("DELETE FROM import_jobs WHERE id = ? AND status = 'receiving'", (job_id,))
+
+    def ids(self) -> set[str]:
+        """Every job's id, receiving ones too (whose folders are theirs)."""
+        return {r[0] for r in self.catalog.db.execute("SELECT id FROM import_jobs").fetchall()}
+
+    def receiving(self) -> list[tuple[str, str, float]]:
+        """(id, owner, heartbeat) of the uploads being received."""
+        rows = self.catalog.db.execute("SELECT id, owner, heartbeat FROM import_jobs WHERE status = 'receiving'")
+        return [(r[0], r[1] or "", float(r[2] or 0)) for r in rows.fetchall()]
 
     def claim(self, owner: str, now: float, stale_before: float) -> JobRow | None:
         """The oldest job that is queued or whose server died, now ours; None when there is none."""

@@ -33,4 +33,5 @@ def land(resources: Resources, items: list[dict[str, Any]], seen: float) -> jobs
     if not rows:
         return None
     stamp = dt.datetime.fromtimestamp(seen, dt.UTC).strftime("%Y%m%dT%H%M%S")
-    return jobs.submit_file(resources, f"upstream-{stamp}.jsonl", "\n".join(rows).encode(), "jsonl", None)
+    job_id = jobs.reserve(resources, jobs.ADMIN)
+    return jobs.submit_file(resources, job_id, f"upstream-{stamp}.jsonl", "\n".join(rows).encode(), "jsonl", None)

@@ -44,6 +44,11 @@ class FetchError(ImageError):
     """An image URL that could not or may not be fetched (422, naming the reason)."""
 
 
+class Unreachable(FetchError):
+    """The URL's host did not answer: no such name, no address, or no connection in time. An
+    import stops asking a host after a run of these (ingest/pipeline.py)."""
+
+
 class _Redirect(Exception):
     def __init__(self, location: str) -> None:
         self.location = location
@@ -152,6 +157,10 @@ class Fetcher:
                 if response.status_code != 200:
                     raise FetchError(f"the server answered HTTP {response.status_code}")
                 return self._read(response, deadline)
+        except httpx.ConnectTimeout:
+            raise Unreachable(f"no connection within {self.policy.connect_timeout:g} s") from None
+        except httpx.ConnectError as exc:
+            raise Unreachable(f"the connection failed: {exc or type(exc).__name__}") from None
         except httpx.TimeoutException:
             raise FetchError(f"the download took longer than {self.policy.timeout:g} s") from None
         except httpx.HTTPError as exc:
@@ -200,9 +209,9 @@ class Fetcher:
         try:
             infos = future.result(timeout=wait)
         except FutureTimeout:
-            raise FetchError(f"resolving {host} took longer than {wait:.3g} s") from None
+            raise Unreachable(f"resolving {host} took longer than {wait:.3g} s") from None
         except (socket.gaierror, UnicodeError):
-            raise FetchError(f"cannot resolve {host}: no such host name, or DNS did not answer (check the URL)") from None
+            raise Unreachable(f"cannot resolve {host}: no such host name, or DNS did not answer (check the URL)") from None
         found = []
         for info in infos:
             address = info[4][0]
@@ -211,7 +220,7 @@ class Fetcher:
             if ip not in found:
                 found.append(ip)
         if not found:
-            raise FetchError(f"cannot resolve {host}: no address")
+            raise Unreachable(f"cannot resolve {host}: no address")
         return found
 
     def _timeout(self, deadline: float) -> httpx.Timeout:

@@ -545,15 +545,22 @@ async def start_import(request: Request, resources: ResourcesDep, _auth: Catalog
     settings = resources.settings
     lease = getattr(request.state, "lease", None)
     by = jobs.ADMIN if lease is None else f"token:{lease.token_id}"
-    await run_in_threadpool(jobs.check_queue, resources, by)  # before the body is read
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "multipart/form-data":
-        name, data, fmt, mapping, flags = await _upload(request, settings.catalog_max_bytes)
-        if not data.strip():
-            raise ParameterError(f"the uploaded file {name!r} is empty: send a catalog file with offers")
-        options = jobs.Options(_flag(flags, "delete_missing"), _flag(flags, "confirm_delete"), by)
+        # the job's place in the queue is taken before its body is read: a token at its limit is
+        # refused without a byte of its upload held, however many it sends at once
+        job_id = await run_in_threadpool(jobs.reserve, resources, by)
         try:
-            job = await run_in_threadpool(jobs.submit_file, resources, name, data, _format(fmt), _mapping(mapping), options)
+            name, data, fmt, mapping, flags = await _upload(request, settings.catalog_max_bytes)
+            if not data.strip():
+                raise ParameterError(f"the uploaded file {name!r} is empty: send a catalog file with offers")
+            options = jobs.Options(_flag(flags, "delete_missing"), _flag(flags, "confirm_delete"), by)
+            submitted = (job_id, name, data, _format(fmt), _mapping(mapping), options)
+        except BaseException:  # also a client gone mid-body, or the request cancelled: no await here
+            jobs.cancel(resources, job_id)
+            raise
+        try:  # submit_file cancels the reservation itself when it fails
+            job = await run_in_threadpool(jobs.submit_file, resources, *submitted)
         except FormatError as exc:
             raise ParameterError(for_api(str(exc))) from None
     else:

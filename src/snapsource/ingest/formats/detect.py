@@ -28,6 +28,8 @@ def detect(path: Path, *, shops: bool = True) -> str:
     if b"\x00" in head or head.startswith(b"PK\x03\x04"):
         raise FormatError(f"{path.name} is not text (a spreadsheet workbook?): save it as CSV; the formats are {names()}")
     text = head.decode("utf-8-sig", errors="replace").lstrip()
+    if not text:
+        return "jsonl"  # a byte order mark and blank space: nothing to import; the reader says so
     if text.startswith(("{", "[")):
         return _json(text.splitlines()[0].strip())
     line = text.splitlines()[0]
@@ -52,7 +54,7 @@ def is_empty(path: Path) -> bool:
     """Nothing but white space in the file's first bytes (and nothing after them)."""
     with open(path, "rb") as fh:
         head = fh.read(HEAD)
-        return not head.strip() and not fh.read(1)
+        return not head.removeprefix(b"\xef\xbb\xbf").strip() and not fh.read(1)
 
 
 def check_named(path: Path, name: str) -> None:

@@ -7,8 +7,10 @@ import codecs
 import csv
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 from snapsource.ingest.formats.source import FormatError
+from snapsource.ingest.rows import bounded_lines
 
 DELIMITERS = ",;\t|"
 # Shop exports carry whole HTML descriptions in one cell: the csv module's 128 KiB cap is too low.
@@ -72,7 +74,7 @@ def records(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
     TableError where the csv module cannot go on."""
     with open_text(path) as fh:
         # strict: an unclosed quote is an error at its line, not the rest of the file read as one cell
-        reader = csv.reader(fh, delimiter=delimiter, strict=True)
+        reader = csv.reader(_lines(fh), delimiter=delimiter, strict=True)
         start = 1
         try:
             for cells in reader:
@@ -83,12 +85,29 @@ def records(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
             raise TableError(start, str(exc)) from None
 
 
+MAX_LINE_CHARS = 4 << 20  # a line of a table: a long HTML description fits; 150M columns (3 GB parsed) do not
+MAX_COLUMNS = 10_000
+
+
+def _lines(fh: TextIO) -> Iterator[str]:
+    """The file's lines for the csv module, each at most MAX_LINE_CHARS: the module parses a whole
+    record into cells, so a line of millions of separators is refused before it is parsed."""
+    for number, line in enumerate(bounded_lines(fh, MAX_LINE_CHARS), start=1):
+        if line is None:
+            raise csv.Error(f"line {number} is longer than {MAX_LINE_CHARS >> 20} MB: nothing after it was read")
+        yield line
+
+
 def read_header(path: Path, delimiter: str) -> Header:
     """The first record's columns; FormatError when even that cannot be read."""
     try:
-        return Header(next(records(path, delimiter), (1, []))[1])
+        cells = next(records(path, delimiter), (1, []))[1]
     except TableError as exc:
-        raise FormatError(f"{path.name}: its header cannot be read ({exc}): fix its quoting") from None
+        fix = "" if "longer than" in str(exc) else ": fix its quoting"
+        raise FormatError(f"{path.name}: its header cannot be read ({exc}){fix}") from None
+    if len(cells) > MAX_COLUMNS:
+        raise FormatError(f"{path.name}: its header has {len(cells):,} columns, more than {MAX_COLUMNS:,}: is it a catalog?")
+    return Header(cells)
 
 
 class Header:

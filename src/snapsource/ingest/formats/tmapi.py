@@ -17,10 +17,11 @@ from typing import Any
 
 from snapsource import jsontext
 from snapsource.ingest.formats.source import FileSource
-from snapsource.ingest.rows import RawRow, json_problem
+from snapsource.ingest.rows import RawRow, bounded_lines, json_problem, too_long
 
 ENVELOPE_KEYS = frozenset({"code", "msg", "data"})
 _decoder = json.JSONDecoder()
+MAX_DOCUMENT_BYTES = 64 << 20  # a document that is not JSON Lines (pretty-printed answers)
 _space = re.compile(r"[ \t\n\r]*")
 
 
@@ -72,10 +73,13 @@ class TmapiAnswers(FileSource):
 
     def _items(self) -> Iterator[RawRow]:
         with open(self.path, encoding="utf-8-sig", errors="replace") as fh:
-            first = next((line for line in fh if line.strip()), "")
-        if _parses(first):
+            first = next((line for line in bounded_lines(fh) if line is None or line.strip()), "")
+        if first is not None and _parses(first):
             with open(self.path, encoding="utf-8-sig", errors="replace") as fh:
-                for number, line in enumerate(fh, start=1):
+                for number, line in enumerate(bounded_lines(fh), start=1):
+                    if line is None:
+                        yield RawRow(number, None, too_long())
+                        continue
                     if not line.strip():
                         continue
                     try:
@@ -84,6 +88,14 @@ class TmapiAnswers(FileSource):
                         yield RawRow(number, None, json_problem(exc))
                         continue
                     yield from _rows(value, _fixed(number))
+            return
+        if self.path.stat().st_size > MAX_DOCUMENT_BYTES:  # parsed whole: about ten times its size in memory
+            yield RawRow(
+                1,
+                None,
+                f"a JSON document over {MAX_DOCUMENT_BYTES >> 20} MB is read whole: write it as JSON Lines "
+                "(one answer or offer a line), which is read a line at a time",
+            )
             return
         text = self.path.read_text(encoding="utf-8-sig", errors="replace")
         breaks = [m.start() for m in re.finditer("\n", text)]
