@@ -230,7 +230,11 @@ SETTINGS: tuple[Setting, ...] = (
         "The currency of the catalog's prices, as an ISO 4217 code (EUR, USD): the search page shows its sign. "
         "The API's prices are numbers, as TMAPI's are.",
     ),
-    Setting("model_path", "", "ONNX file of the embedding model; empty means the one `snapsource model export` wrote."),
+    Setting(
+        "model_path",
+        "",
+        "ONNX file of the embedding model, read as the card beside it says (docs/models.md); empty: the built-in model.",
+    ),
     Setting(
         "precision",
         "int8",

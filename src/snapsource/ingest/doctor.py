@@ -86,7 +86,9 @@ def repair(resources: Resources, found: Findings | None = None) -> Findings:
         batch = missing[start : start + BATCH]
         arrays = [
             images.prepare(
-                images.decode(catalog.image_file(i.sha256, i.ext).read_bytes(), limits), resources.settings.trim_margin
+                images.decode(catalog.image_file(i.sha256, i.ext).read_bytes(), limits),
+                resources.settings.trim_margin,
+                resources.embedder.card.input,
             )
             for i in batch
         ]

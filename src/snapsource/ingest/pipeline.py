@@ -42,6 +42,7 @@ from snapsource.store.catalog import IMAGE_PATH, NewImage, StoredImage
 from snapsource.store.sqlite import write_file
 from snapsource.store.writer import Writer
 from snapsource.vision import gpu_images, images, verify
+from snapsource.vision.card import Input
 from snapsource.vision.embed_torch import TorchEmbedder
 from snapsource.vision.fetch import Fetcher, FetchError, FetchPolicy, Unreachable
 
@@ -162,7 +163,7 @@ class _Loaded:
     sha256: str = ""
     data: bytes = b""
     size: tuple[int, int] = (0, 0)
-    pixels: np.ndarray | None = None  # (224, 224, 3) uint8: images.pixels
+    pixels: np.ndarray | None = None  # (size, size, 3) uint8, the model card's size: images.pixels
     header: gpu_images.Header | None = None  # a JPEG left for the GPU to decode (pixels None)
     ext: str = ""  # the stored copy's extension, from the bytes
     local: bytes | None = None  # SIFT features, when geometric re-ranking is on
@@ -344,15 +345,18 @@ def _local_features(gray: np.ndarray) -> bytes:
     return verify.extract_gray(gray).to_bytes()
 
 
-def decode_for_model(data: bytes, limits: images.ImageLimits, trim_margin: float, local: bool) -> Decoded | str:
-    """Decode, trim and resize one image (and its SIFT features): the CPU work of ingest.
+def decode_for_model(
+    data: bytes, limits: images.ImageLimits, trim_margin: float, local: bool, shape: Input | None = None
+) -> Decoded | str:
+    """Decode, trim and resize one image (and its SIFT features), to the model card's `shape`:
+    the CPU work of ingest.
 
     Module-level and returning the error's text, so that a decoder process can run it.
     """
     try:
         img = images.decode(data, limits)
         features = verify.extract(img).to_bytes() if local else None
-        return Decoded(images.source_size(img), images.pixels(img, trim_margin), features)
+        return Decoded(images.source_size(img), images.pixels(img, trim_margin, shape), features)
     except (OSError, images.ImageError) as exc:
         return str(exc)
 
@@ -512,7 +516,7 @@ class _Reader:
 
     def decode(self, data: bytes) -> Decoded | str:
         """decode_for_model, in a decoder process when there are some."""
-        args = (data, self.limits, self.settings.trim_margin, self.settings.rerank_k > 0)
+        args = (data, self.limits, self.settings.trim_margin, self.settings.rerank_k > 0, self.resources.embedder.card.input)
         return self.decoders.submit(decode_for_model, *args).result() if self.decoders else decode_for_model(*args)
 
     def local_features(self, grays: list[np.ndarray]) -> list[bytes]:

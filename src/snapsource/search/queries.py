@@ -216,7 +216,7 @@ def analyse(resources: Resources, img: Image.Image, region: Box | None = None) -
     settings = resources.settings
     width, height = images.source_size(img)
     whole = Box(0, 0, width, height)
-    full_maps, blobs = _blobs(resources, img) if settings.localise else (None, [])
+    full_vector, blobs = _blobs(resources, img) if settings.localise else (None, [])
     chosen = region
     # the box searched is still the main activation blob's, as before boxes of several products
     # (measured on the grocery and edits protocols); the objects add every product for data.regions
@@ -231,7 +231,7 @@ def analyse(resources: Resources, img: Image.Image, region: Box | None = None) -
     # the photo's products and the box's keypoints first, the framings' resizing beside them
     boxes = hands.submit(_objects, img, settings.max_regions) if settings.localise else None
     local = hands.submit(verify.extract, crop) if settings.rerank_k > 0 else None
-    vector, whole_vector = _describe(resources, crop, full_maps, chosen is None)
+    vector, whole_vector = _describe(resources, crop, full_vector, chosen is None)
     found = objects.combine(boxes.result(), blobs, settings.max_regions) if boxes else []
     return Analysis(
         vector,
@@ -253,20 +253,22 @@ def product_boxes(resources: Resources, img: Image.Image, separate: bool = True)
 
 
 def _blobs(resources: Resources, img: Image.Image) -> tuple[np.ndarray, list[Box]]:
-    """The photo's feature maps and its activation blobs, strongest first, in source pixels. The
-    model sees the photo without its padding (as catalog photos are embedded): blobs of its
-    activations are found in that content box, then placed back in the photo."""
+    """The photo's vector and its activation blobs, strongest first, in source pixels (none for a
+    model without a spatial map: the object boxes alone then). The model sees the photo without
+    its padding (as catalog photos are embedded): blobs of its activations are found in that
+    content box, then placed back in the photo."""
     settings = resources.settings
     width, height = images.source_size(img)
     sx, sy = img.width / width, img.height / height  # source pixels -> decoded pixels
     content = images.content_box(img, settings.trim_margin) or (0, 0, img.width, img.height)
-    maps = resources.embedder.feature_maps(images.prepare(img.crop(content), 0)[None])
+    embedder = resources.embedder
+    vectors, maps = embedder.look(images.prepare(img.crop(content), 0, embedder.card.input)[None])
     cw, ch = content[2] - content[0], content[3] - content[1]
     found = [
         Box(b.x1 + content[0], b.y1 + content[1], b.x2 + content[0], b.y2 + content[1]).scaled(1 / sx, 1 / sy, width, height)
-        for b in localise.regions(maps[0], cw, ch, settings.max_regions)
+        for b in (localise.regions(maps[0], cw, ch, settings.max_regions) if maps is not None else [])
     ]
-    return maps, found
+    return vectors[0], found
 
 
 def _objects(img: Image.Image, limit: int) -> objects.Objects:
@@ -279,17 +281,17 @@ def _objects(img: Image.Image, limit: int) -> objects.Objects:
 
 
 def _describe(
-    resources: Resources, crop: Image.Image, full_maps: np.ndarray | None, is_whole: bool
+    resources: Resources, crop: Image.Image, full_vector: np.ndarray | None, is_whole: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The box's vector (the mean of its framings' vectors) and, when that differs from the whole
-    photo's, the whole photo's vector. The whole photo's feature maps, when the box is the whole
+    photo's, the whole photo's vector. The whole photo's vector (from its look at the boxes), when the box is the whole
     photo, give its first framing without embedding it again."""
     settings, embedder = resources.settings, resources.embedder
     views = images.views(crop, settings.multi_crop)
-    whole_vector = None if full_maps is None else normalise(full_maps.mean(axis=(2, 3)))[0]
+    whole_vector = full_vector
     reused = is_whole and whole_vector is not None
     todo = views[1:] if reused else views
-    prepare = functools.partial(images.prepare, trim_margin=settings.trim_margin)
+    prepare = functools.partial(images.prepare, trim_margin=settings.trim_margin, shape=embedder.card.input)
     vectors = embedder.embed(np.stack(hands.each(prepare, todo))) if todo else None
     if reused:
         assert whole_vector is not None

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from snapsource.vision.model import DIM, MODEL_ID, Embedder, ModelMissing, default_model_path, model_id, normalise
+from snapsource.vision.card import Card, CardError
+from snapsource.vision.model import DIM, MODEL_ID, Embedder, ModelMissing, default_model_path, lite0, model_id, normalise
 
 IDENTITY_KEY = "snapsource.model_id"  # in the ONNX file's metadata; a file without it is the float32 model
 log = logging.getLogger(__name__)
@@ -43,7 +44,10 @@ def _warn_slow_int8() -> None:
 
 
 class OnnxEmbedder:
-    name = MODEL_ID  # the instance's is its file's: model_id("int8") for the int8 model
+    """A model's ONNX file on onnxruntime, read as its card says (vision/card.py): the built-in
+    model's card unless one lies beside the file (`<file>.card.json` or `.card.toml`)."""
+
+    name = MODEL_ID  # the instance's is its card's: model_id("int8") for the int8 model
     dim = DIM
     gpu = False
     device = "cpu"
@@ -51,8 +55,9 @@ class OnnxEmbedder:
     def __init__(self, path: str | Path | None = None, threads: int = 0, precision: str = "float32") -> None:
         import onnxruntime as ort
 
-        expected = model_id(precision)
         self.path = Path(path) if path else default_model_path(precision)
+        self.card = beside(self.path) or lite0(precision)
+        expected = self.card.identity if self.card.family != "efficientnet" else model_id(precision)
         if not self.path.exists():
             raise ModelMissing(
                 f"model file {self.path} not found: run `make model` (or `snapsource model export"
@@ -71,27 +76,76 @@ class OnnxEmbedder:
             _warn_slow_int8()
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
-        self.name = self.session.get_modelmeta().custom_metadata_map.get(IDENTITY_KEY, MODEL_ID)
+        default = MODEL_ID if self.card.family == "efficientnet" else self.card.identity
+        self.name = self.session.get_modelmeta().custom_metadata_map.get(IDENTITY_KEY, default)
         if self.name != expected:
             raise ValueError(
-                f"model file {self.path} holds {self.name}, not the {expected} that precision={precision} asks for: "
+                f"model file {self.path} holds {self.name}, not the {expected} that "
+                f"{'precision=' + precision if self.card.family == 'efficientnet' else 'its card'} asks for: "
                 "set the precision setting to the file's, or leave model_path empty"
             )
-        self.description = f"cpu (onnxruntime, {precision}, {options.intra_op_num_threads} threads)"
+        self.dim = self.card.output.dims
+        self.description = f"cpu (onnxruntime, {self.card.id}, {options.intra_op_num_threads} threads)"
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
     def feature_maps(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 1280, 7, 7) activations of the last convolution."""
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        """(N, dims, h, w): the last feature map, or a ViT's patch tokens on their grid (the card's
+        output); CardError for a model whose output has no places (a pooled vector)."""
+        return spatial(self.card, self._run(batch))
+
+    def look(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, dims) unit vectors, and the spatial maps where the model gives them (None if not)."""
+        out = self._run(batch)
+        return pooled(self.card, out), spatial(self.card, out) if self.card.output.spatial else None
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         if len(batch) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return normalise(self.feature_maps(batch).mean(axis=(2, 3)))
+        return pooled(self.card, self._run(batch))
 
     def embed_pixels(self, batch: np.ndarray) -> np.ndarray:
         from snapsource.vision.images import scale
 
-        return self.embed(scale(batch))
+        return self.embed(scale(batch, self.card.input))
+
+
+def beside(model: Path) -> Card | None:
+    """The card of a model file, `<file>.card.json` or `.card.toml` beside it; None when neither is."""
+    for suffix in (".card.json", ".card.toml"):
+        path = model.with_name(model.stem + suffix)
+        if path.is_file():
+            return Card.load(path)
+    return None
+
+
+def spatial(card: Card, out: np.ndarray) -> np.ndarray:
+    """A model's output as (N, dims, h, w) maps: the feature map as it is, a ViT's patch tokens
+    (after its prefix tokens) put back on their square grid."""
+    kind = card.output.kind
+    if kind == "feature_map":
+        return out
+    if kind == "tokens":
+        patches = out[:, card.output.prefix_tokens :, :]
+        side = int(round(patches.shape[1] ** 0.5))
+        if side * side != patches.shape[1]:
+            raise CardError(f"{card.id}: {patches.shape[1]} patch tokens are no square grid: check prefix_tokens")
+        return np.ascontiguousarray(patches.transpose(0, 2, 1).reshape(len(out), -1, side, side))
+    raise CardError(f"{card.id}: a pooled output has no spatial map")
+
+
+def pooled(card: Card, out: np.ndarray) -> np.ndarray:
+    """A model's output as (N, dims) unit vectors, pooled as its card says."""
+    spec = card.output
+    if spec.kind == "pooled":
+        return normalise(out)
+    if spec.pooling == "cls":
+        return normalise(out[:, 0, :])
+    maps = spatial(card, out)
+    if spec.pooling == "gem":
+        return normalise(np.power(np.clip(maps, 1e-6, None), spec.gem_p).mean(axis=(2, 3)) ** (1.0 / spec.gem_p))
+    return normalise(maps.mean(axis=(2, 3)))
 
 
 def open_embedder(

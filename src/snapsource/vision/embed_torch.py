@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from snapsource.vision.model import DIM, MODEL_ID
+from snapsource.vision.model import DIM, MODEL_ID, lite0, normalise
 
 if TYPE_CHECKING:
     import torch
@@ -83,6 +83,7 @@ class TorchEmbedder:
 
     name = MODEL_ID
     dim = DIM
+    card = lite0("float32")  # torch runs the built-in model's float32 weights only
 
     def __init__(self, device: str = "cuda", precision: str | None = None, compile: bool = False) -> None:
         import torch
@@ -147,6 +148,10 @@ class TorchEmbedder:
 
         with torch.inference_mode():
             return self._forward(self._upload(np.asarray(batch, dtype=np.float32))).cpu().numpy()
+
+    def look(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        maps = self.feature_maps(batch)
+        return normalise(maps.mean(axis=(2, 3))), maps
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         if len(batch) == 0:

