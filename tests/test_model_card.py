@@ -6,6 +6,9 @@ end from its card alone: its input size, its tokens, its pooling and its dims.""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import warnings
 
 import httpx
@@ -150,3 +153,45 @@ def test_a_model_from_its_card_imports_and_finds_its_offers(tiny_vit, tmp_path):
         assert sum(first) >= 11, first
     finally:
         resources.close()
+
+
+def test_model_add_checks_the_file_on_photos_then_serve_and_ingest_find_it(tiny_vit, tmp_path):
+    """`snapsource model add` refuses a card that contradicts the file, with what to fix; a good one
+    is stored in the data dir, listed, chosen by the `model` setting, and removed only when asked."""
+    _, path = tiny_vit
+    data = tmp_path / "data"
+    good = json.loads(path.with_name("tiny-vit.card.json").read_text())
+    env = {**os.environ, "COLUMNS": "200"}
+
+    def cli(*args: str, answer: str = "") -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "snapsource", "model", *args, "--data", str(data)]
+        return subprocess.run(command, capture_output=True, text=True, env=env, input=answer, timeout=120)
+
+    photos = ["--photos", str(LUMA.parent / "images")]
+    wrong = {
+        "dims": ({**good, "output": {**good["output"], "dims": 64}}, "answers 48 dims, not the card's output.dims = 64"),
+        "kind": ({**good, "output": {"kind": "pooled", "pooling": "none", "dims": 48}}, "its kind is tokens"),
+        "size": ({**good, "input": {**good["input"], "size": 224}}, "(N, 3, 224, 224)"),
+        "id": ({**good, "id": "efficientnet-lite0"}, "a built-in model's id"),
+    }
+    for name, (card, words) in wrong.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(card))
+        done = cli("add", str(path), "--card", str(tmp_path / f"{name}.json"), *photos)
+        assert done.returncode == 2 and words in done.stderr, (name, done.stderr)
+    assert not (data / "models").exists()
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    added = cli("add", str(path), "--card", str(tmp_path / "good.json"), *photos)
+    assert added.returncode == 0 and "tiny-vit@1 added: 48 dims, spatial map 48x7x7" in added.stderr, added.stderr
+    listed = cli("list")
+    assert "tiny-vit" in listed.stdout and "efficientnet-lite0-int8" in listed.stdout, listed.stdout
+    resources = open_resources(data, model="tiny-vit")
+    try:
+        assert (resources.embedder.name, resources.embedder.dim) == ("tiny-vit@1", 48)
+    finally:
+        resources.close()
+    kept = cli("remove", "tiny-vit", answer="n\n")
+    assert kept.returncode == 1 and "nothing removed" in kept.stderr and (data / "models" / "tiny-vit").is_dir()
+    gone = cli("remove", "tiny-vit", "--yes")
+    assert gone.returncode == 0 and not (data / "models" / "tiny-vit").exists(), gone.stderr
+    with pytest.raises(CardError, match="no model 'tiny-vit'"):
+        open_resources(data, model="tiny-vit")

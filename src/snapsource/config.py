@@ -231,6 +231,11 @@ SETTINGS: tuple[Setting, ...] = (
         "The API's prices are numbers, as TMAPI's are.",
     ),
     Setting(
+        "model",
+        "",
+        "The id of the model to embed with, one `snapsource model list` shows; empty: the built-in model of `precision`.",
+    ),
+    Setting(
         "model_path",
         "",
         "ONNX file of the embedding model, read as the card beside it says (docs/models.md); empty: the built-in model.",
@@ -308,6 +313,7 @@ class Settings:
     trim_margin: float = _DEFAULTS["trim_margin"]
     max_image_pixels: int = _DEFAULTS["max_image_pixels"]
     max_image_bytes: int = _DEFAULTS["max_image_bytes"]
+    model: str = _DEFAULTS["model"]
     model_path: str = _DEFAULTS["model_path"]
     precision: str = _DEFAULTS["precision"]
     threads: int = _DEFAULTS["threads"]
@@ -394,6 +400,8 @@ class Settings:
         for name in ("threads", "pixel_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} (SNAPSOURCE_{name.upper()}) is 0 (one per CPU core) or more; not {getattr(self, name)}")
+        if self.model and self.model_path:
+            raise ValueError("model and model_path name a model each: set one (model: an id from `snapsource model list`)")
         if not re.fullmatch("[A-Z]{3}", self.currency):
             raise ValueError(
                 f"currency (SNAPSOURCE_CURRENCY) is an ISO 4217 code of 3 capitals, such as EUR or USD; not {self.currency!r}"

@@ -15,7 +15,7 @@ from snapsource.store.columns import OfferColumns
 from snapsource.store.rankings import Rankings
 from snapsource.store.uploads import Uploads
 from snapsource.store.vectors import VectorStore, open_vectors
-from snapsource.vision import hands
+from snapsource.vision import hands, models
 from snapsource.vision.embed import open_embedder
 from snapsource.vision.fetch import Fetcher, FetchPolicy
 from snapsource.vision.model import Embedder
@@ -40,8 +40,13 @@ class Resources:
         one_thread_per_search()
         hands.use(settings.pixel_threads)
         names = CategoryNames.of(settings.categories)
+        path: Path | None = Path(settings.model_path) if settings.model_path else None
+        precision = settings.precision
+        if settings.model:  # a model `snapsource model add` stored, or a built-in one by its id
+            chosen = models.find(settings.data_dir, settings.model)
+            path, precision = (None if chosen.built_in else chosen.path), chosen.card.precision
         catalog = Catalog(settings.data_dir, settings.catalog)
-        embedder = open_embedder(settings.device, settings.model_path or None, settings.threads, settings.precision)
+        embedder = open_embedder(settings.device, path, settings.threads, precision)
         index = open_vectors(settings, catalog, model_identity(embedder, settings), embedder.dim)
         uploads = Uploads(
             settings.data_dir / "uploads",

@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
-from snapsource.cli.common import _Typer, err
+from snapsource.cli.common import DEFAULT_DATA, DataOpt, _Typer, console, err
+from snapsource.cli.text import safe
 
-model_app = _Typer(no_args_is_help=True, help="Prepare the embedding model.")
+model_app = _Typer(no_args_is_help=True, help="Prepare, add, list and remove the image models a catalog embeds with.")
 
 
 @model_app.command("export")
@@ -36,3 +38,75 @@ def model_export(
         return
     for path in [tool.export(target)] if precision == "float32" else tool.build(calibration, target):
         err.print(f"model written: {path}")
+
+
+@model_app.command("add")
+def model_add(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The model's ONNX file.")],
+    card: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Its card, JSON or TOML (docs/models.md).")],
+    data: DataOpt = DEFAULT_DATA,
+    photos: Annotated[
+        Path | None, typer.Option(file_okay=False, help="Photos to check it on; default: the catalog's own.")
+    ] = None,
+    replace: Annotated[bool, typer.Option(help="Replace a model stored with the same id.")] = False,
+) -> None:
+    """Check a model on real photos as its card says (shape, dims, NaNs, determinism, speed), then
+    store it in the data dir, where the `model` setting finds it for serve and ingest."""
+    from snapsource.vision import models
+    from snapsource.vision.card import Card, CardError
+
+    try:
+        read = Card.load(card)
+        found = sorted(p for p in (photos or data / "images").rglob("*") if p.is_file())[: models.CHECK_PHOTOS]
+        model, checked = models.add(data, file, read, found, replace=replace)
+    except (CardError, ValueError, OSError) as exc:
+        err.print(f"[red]error:[/] {safe(str(exc))}")
+        raise typer.Exit(2) from None
+    maps = "x".join(str(d) for d in checked.spatial) if checked.spatial else "none (boxes from the photo's objects)"
+    err.print(
+        f"model {safe(model.card.identity)} added: {model.card.output.dims} dims, spatial map {maps}, "
+        f"{checked.ms_per_photo:.1f} ms a photo here ({checked.photos} photos); use it with SNAPSOURCE_MODEL={safe(model.card.id)} "
+        "and a new index (snapsource ingest --rebuild)"
+    )
+
+
+@model_app.command("list")
+def model_list(data: DataOpt = DEFAULT_DATA) -> None:
+    """The models this data dir can embed with: built in, and added."""
+    from snapsource.vision import models
+
+    table = Table("id", "version", "dims", "input", "output", "file", "MB")
+    for model in models.stored(data):
+        card = model.card
+        size = f"{card.input.size} {card.input.resize}"
+        output = f"{card.output.kind}, {card.output.pooling}"
+        where = "built in" if model.built_in else str(model.path.parent)
+        table.add_row(
+            safe(card.id), safe(card.version), str(card.output.dims), size, output, safe(where), f"{model.bytes / 1e6:.1f}"
+        )
+    console.print(table)
+
+
+@model_app.command("remove")
+def model_remove(
+    model_id: Annotated[str, typer.Argument(metavar="ID", help="The id `snapsource model list` shows.")],
+    data: DataOpt = DEFAULT_DATA,
+    yes: Annotated[bool, typer.Option("--yes", help="Remove it without asking.")] = False,
+) -> None:
+    """Delete an added model's files (an index built with it can no longer be searched)."""
+    from snapsource.vision import models
+    from snapsource.vision.card import CardError
+
+    try:
+        model = models.find(data, model_id)
+        if model.built_in:
+            raise CardError(f"{model_id!r} is built in: it cannot be removed")
+    except CardError as exc:
+        err.print(f"[red]error:[/] {safe(str(exc))}")
+        raise typer.Exit(2) from None
+    err.print(f"this deletes {safe(str(model.path.parent))} ({model.bytes / 1e6:.1f} MB)")
+    if not yes and not typer.confirm("remove it?", default=False, err=True):
+        err.print("nothing removed")
+        raise typer.Exit(1)
+    models.remove(data, model_id)
+    err.print(f"model {safe(model_id)} removed")

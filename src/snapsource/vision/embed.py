@@ -56,7 +56,10 @@ class OnnxEmbedder:
         import onnxruntime as ort
 
         self.path = Path(path) if path else default_model_path(precision)
-        self.card = beside(self.path) or lite0(precision)
+        custom = beside(self.path)
+        if custom is not None:
+            precision = custom.precision  # the card's, whatever the precision setting says
+        self.card = custom or lite0(precision)
         expected = self.card.identity if self.card.family != "efficientnet" else model_id(precision)
         if not self.path.exists():
             raise ModelMissing(

@@ -1,0 +1,146 @@
+"""The models a data dir can embed with: the built-in ones, and those `snapsource model add` checked
+and stored in `<data dir>/models/<id>/` (model.onnx and model.card.json beside it), which the
+`model` setting names for serve and ingest alike.
+
+A model is checked before it is stored, on real photos: the file loads, its input takes the card's
+size, its output is the card's kind and dims, the vectors hold no NaN, the same photo gives the same
+vector twice, and how long a photo takes here. A card that contradicts the file is refused with
+what to fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from snapsource.vision import images
+from snapsource.vision.card import Card, CardError
+from snapsource.vision.model import PRECISIONS, default_model_path, lite0
+
+FOLDER = "models"
+FILE = "model.onnx"
+CARD = "model.card.json"
+CHECK_PHOTOS = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Stored:
+    """A model this data dir can embed with."""
+
+    card: Card
+    path: Path
+    built_in: bool
+
+    @property
+    def bytes(self) -> int:
+        return self.path.stat().st_size if self.path.is_file() else 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    """What `check` measured of a model file on real photos."""
+
+    photos: int
+    ms_per_photo: float
+    spatial: tuple[int, ...] | None  # the (dims, h, w) map the boxes read, or None
+
+
+def folder(data_dir: Path) -> Path:
+    return data_dir / FOLDER
+
+
+def stored(data_dir: Path) -> list[Stored]:
+    """The built-in models (where their files are built), then the added ones, by id."""
+    found = [Stored(lite0(p), default_model_path(p), True) for p in PRECISIONS]
+    root = folder(data_dir)
+    if root.is_dir():
+        for entry in sorted(root.iterdir()):
+            if (entry / FILE).is_file() and (entry / CARD).is_file():
+                found.append(Stored(Card.load(entry / CARD), entry / FILE, False))
+    return found
+
+
+def find(data_dir: Path, model_id: str) -> Stored:
+    """The model of this id; CardError naming the ids there are when none has it."""
+    for model in stored(data_dir):
+        if model.card.id == model_id:
+            return model
+    ids = ", ".join(m.card.id for m in stored(data_dir))
+    raise CardError(f"no model {model_id!r} in {folder(data_dir)}: the models are {ids} (snapsource model add)")
+
+
+def check(path: Path, card: Card, photos: list[Path], threads: int = 0) -> Checked:
+    """Run the file on real photos as its card says; CardError with what to fix when they disagree."""
+    import onnxruntime as ort
+
+    from snapsource.vision.embed import pooled, spatial
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for a bad file
+        raise CardError(f"{path.name} is no ONNX model onnxruntime can load: {str(exc).splitlines()[0][:200]}") from None
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise CardError(f"{path.name} takes {len(inputs)} inputs: an image encoder takes one, the photos")
+    shape = inputs[0].shape
+    size = card.input.size
+    if len(shape) != 4 or any(isinstance(d, int) and d != want for d, want in zip(shape[1:], (3, size, size))):
+        raise CardError(f"{path.name} takes input {shape}, not (N, 3, {size}, {size}) as the card's input.size says")
+    if not photos:
+        raise CardError("no photos to check the model on: give --photos DIR, or add it to a data dir with a catalog")
+    prepared = np.stack([images.prepare(images.decode(p.read_bytes()), 0.0, card.input) for p in photos[:CHECK_PHOTOS]])
+    name = inputs[0].name
+    started = time.perf_counter()
+    out = session.run(None, {name: prepared})[0]
+    seconds = time.perf_counter() - started
+    again = session.run(None, {name: prepared})[0]
+    spec = card.output
+    want_rank = {"feature_map": 4, "tokens": 3, "pooled": 2}[spec.kind]
+    if out.ndim != want_rank:
+        guess = {4: "feature_map", 3: "tokens", 2: "pooled"}.get(out.ndim, "none of them")
+        raise CardError(f"{path.name} answers shape {out.shape}, not a {spec.kind} output: its kind is {guess}")
+    dims = out.shape[1] if spec.kind == "feature_map" else out.shape[-1]
+    if dims != spec.dims:
+        raise CardError(f"{path.name} answers {dims} dims, not the card's output.dims = {spec.dims}")
+    if not np.isfinite(out).all():
+        raise CardError(f"{path.name} answers NaN or infinite values on real photos: export it again (float32)")
+    if not np.allclose(out, again, atol=1e-5):
+        raise CardError(f"{path.name} answers differently for the same photos: export it in eval mode (no dropout)")
+    maps = spatial(card, out) if spec.spatial else None
+    vectors = pooled(card, out)
+    if len(vectors) > 1 and np.allclose(vectors, vectors[:1], atol=1e-4):
+        raise CardError(f"{path.name} gives every photo the same vector: check its output and the card's pooling")
+    return Checked(len(prepared), 1000 * seconds / len(prepared), tuple(maps.shape[1:]) if maps is not None else None)
+
+
+def add(data_dir: Path, path: Path, card: Card, photos: list[Path], replace: bool = False) -> tuple[Stored, Checked]:
+    """Check the file with its card, then store both where serve and ingest find them."""
+    if card.id in {m.card.id for m in stored(data_dir) if m.built_in}:
+        raise CardError(f"{card.id!r} is a built-in model's id: give the card another id")
+    checked = check(path, card, photos)
+    target = folder(data_dir) / card.id
+    if target.exists() and not replace:
+        raise CardError(f"a model {card.id!r} is stored already: remove it first, or add with --replace")
+    tmp = target.with_name(target.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copyfile(path, tmp / FILE)
+    card.save(tmp / CARD)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.replace(target)
+    return Stored(card, target / FILE, False), checked
+
+
+def remove(data_dir: Path, model_id: str) -> Stored:
+    model = find(data_dir, model_id)
+    if model.built_in:
+        raise CardError(f"{model_id!r} is built in: it cannot be removed")
+    shutil.rmtree(model.path.parent)
+    return model
