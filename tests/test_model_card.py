@@ -25,6 +25,8 @@ from snapsource.vision.card import Card, CardError
 from snapsource.vision.embed import OnnxEmbedder
 from snapsource.vision.model import lite0, normalise
 
+pytestmark = pytest.mark.profiles  # the tiny ViT's vectors in faiss, and in Milvus
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
