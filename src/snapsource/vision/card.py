@@ -37,6 +37,8 @@ class Input(_Strict):
     # squash: resize to size x size (aspect not kept); shorter: the shorter side to `size`, then a
     # centre crop of size x size (torchvision's Resize(size) + CenterCrop(size), as CLIP and timm do)
     resize: Literal["squash", "shorter"] = "shorter"
+    # shorter: the side it is resized to is floor(size / crop_fraction) before the crop (timm's crop_pct)
+    crop_fraction: float = Field(default=1.0, gt=0.3, le=1.0)
     interpolation: Literal["bicubic", "bilinear"] = "bicubic"
     # per channel, in units of `range`: 1 (torchvision: x / 255, then (x - mean) / std) or 255
     range: Literal[1, 255] = 1

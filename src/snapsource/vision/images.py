@@ -11,6 +11,7 @@ import ctypes
 import ctypes.util
 import dataclasses
 import io
+import math
 import threading
 import warnings
 from collections.abc import Iterator
@@ -326,11 +327,12 @@ def pixels(img: Image.Image, trim_margin: float, shape: Input | None = None) -> 
     size = shape.size
     if shape.resize == "squash":
         return np.asarray(img.resize((size, size), resample), dtype=np.uint8)
-    # torchvision's Resize(size) then CenterCrop(size) on a PIL image, to the pixel (open_clip, timm)
+    # torchvision's Resize(side) then CenterCrop(size) on a PIL image, to the pixel (open_clip, timm)
+    side = math.floor(size / shape.crop_fraction)
     w, h = img.size
     short, long = (w, h) if w <= h else (h, w)
-    other = int(size * long / short)
-    resized = img.resize((size, other) if w <= h else (other, size), resample)
+    other = int(side * long / short)
+    resized = img.resize((side, other) if w <= h else (other, side), resample)
     left = int(round((resized.width - size) / 2.0))
     top = int(round((resized.height - size) / 2.0))
     return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
