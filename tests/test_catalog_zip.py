@@ -562,3 +562,33 @@ def test_odd_files_the_probe_sent_get_a_clear_answer_in_bounded_memory(world):
     assert wide.status_code == 422 and "longer than 4 MB" in wide.json()["msg"], wide.text[:300]
     grew = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 1024
     assert grew < 400, f"peak RSS grew {grew:.0f} MB"  # the 40 MB line is in the test's memory too
+
+
+def test_files_that_parse_to_many_times_their_size_are_refused_before_they_are_parsed(world):
+    """The second probe's uploads (each under catalog_max_bytes): a JSON document of millions of
+    empty objects, a JSON line of them, a CSV record spread over many lines by a quoted cell, and
+    shop exports of 1,000 columns; each is refused or read a few cells a row at a time."""
+    resources, client, _ = world
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    doc = "[\n" + ",".join(["{}", "[]"] * 3_000_000) + "]\n"
+    line = "[" + ",".join(["{}", "[]"] * 3_000_000) + "]\n"
+    multi = 'item_id,title,price,images\n1,t,1,"' + "\n".join("ab," * 300_000 for _ in range(30)) + '"\n'
+    woo = "Type,SKU,Images,Name,Regular price," + ",".join(f"c{i}" for i in range(995)) + "\n"
+    woo += ("simple,s,https://img.example/a.jpg,n,1," + ",".join(["ab"] * 995) + "\n") * 3000
+    cases = {
+        "doc.json": (doc, "more than 200,000 in one JSON document"),
+        "line.jsonl": (line, "more than 20,000 in one row"),
+        "multi.csv": (multi, "longer than 16 MB"),
+    }
+    for name, (text, words) in cases.items():
+        answer = client.post("/catalog/imports", files={"file": (name, text.encode())}, headers=ADMIN)
+        if answer.status_code == 200:
+            reason = wait_for_job(client, answer.json()["data"]["id"])["problems"][0]["reason"]
+        else:
+            reason = answer.json()["msg"]
+        assert words in reason, (name, answer.text[:300], reason)
+    answer = client.post("/catalog/imports", files={"file": ("woo.csv", woo.encode())}, headers=ADMIN)
+    assert answer.status_code == 200, answer.text[:300]
+    assert wait_for_job(client, answer.json()["data"]["id"])["status"] == "done"
+    grew = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 1024
+    assert grew < 400, f"peak RSS grew {grew:.0f} MB"  # the texts themselves are built in this process too

@@ -49,6 +49,16 @@ def bounded_lines(lines: TextIO, limit: int = MAX_ROW_CHARS) -> Iterator[str | N
         yield line
 
 
+MAX_ROW_CONTAINERS = 20_000  # objects and arrays in one JSON row: an answer page of 200 items has ~6,000
+
+
+def too_nested(text: str, limit: int = MAX_ROW_CONTAINERS) -> str | None:
+    """Why a JSON text is not parsed: more objects and arrays than `limit` (counted as { and [,
+    before parsing: parsed, an empty {} costs about 24 times its 3 bytes); None to parse it."""
+    count = text.count("{") + text.count("[")
+    return f"{count:,} JSON objects and arrays, more than {limit:,} in one row: is it a catalog?" if count > limit else None
+
+
 def too_long(limit: int = MAX_ROW_CHARS) -> str:
     return f"a row longer than {limit >> 20} MB: give its photos as URLs, not inline (data:)"
 
@@ -107,6 +117,9 @@ def parse_lines(lines: Iterable[str | None]) -> Iterator[RawRow]:
             yield RawRow(number, None, too_long())
             continue
         if not line.strip():
+            continue
+        if (nested := too_nested(line)) is not None:
+            yield RawRow(number, None, nested)
             continue
         try:
             yield RawRow(number, jsontext.loads(line))

@@ -19,6 +19,7 @@ from snapsource.ingest.formats.source import FileSource, FormatError, numeric_id
 from snapsource.ingest.rows import RawRow, clip
 
 # each column under its name in the classic export, then in the newer one
+MAX_GROUP_ROWS = 5_000  # rows of one product kept (Shopify allows 2,048 variants and 250 images)
 COLUMNS: dict[str, tuple[str, ...]] = {
     "handle": ("Handle", "URL handle"),
     "title": ("Title",),
@@ -48,7 +49,7 @@ class ShopifyProducts(FileSource):
         self.unpublished = mapping.include_unpublished if mapping else False
         self.delimiter = table.delimiter_of(table.header_line(self.path))  # Shopify writes commas; a spreadsheet may not
         header = table.read_header(self.path, self.delimiter)
-        self.at = {key: header.find(*names) for key, names in COLUMNS.items()}
+        self.at = self.header_at = {key: header.find(*names) for key, names in COLUMNS.items()}
         self.names = {key: next((n for n in names if n in header), names[0]) for key, names in COLUMNS.items()}
         lacking = [" or ".join(COLUMNS[key]) for key in ("handle", "title", "price") if self.at[key] is None]
         if self.at["image"] is None and self.at["variant_image"] is None:
@@ -59,11 +60,14 @@ class ShopifyProducts(FileSource):
     def rows(self) -> Iterator[RawRow]:
         first_line: dict[str, int] = {}  # handle -> the line its product started on
         group: list[tuple[int, list[str]]] = []
-        reading = table.records(self.path, self.delimiter)
+        keep, self.at = table.compact(self.header_at)
+        reading = table.records(self.path, self.delimiter, keep)
         try:
             next(reading, None)  # the header
             for number, cells in reading:
                 handle = table.cell(cells, self.at["handle"])
+                if len(group) >= MAX_GROUP_ROWS and handle == table.cell(group[0][1], self.at["handle"]):
+                    continue  # past what one product can have; its offer is made of the rows kept
                 if not handle:
                     yield RawRow(number, None, f"no {self.names['handle']}: every row of a product repeats its handle")
                     continue

@@ -69,16 +69,22 @@ def delimiter_of(line: str) -> str:
     return best
 
 
-def records(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
-    """(first line, cells) of each record, the header first; blank lines skipped. Raises
-    TableError where the csv module cannot go on."""
+def records(path: Path, delimiter: str, keep: list[int] | None = None) -> Iterator[tuple[int, list[str]]]:
+    """(first line, cells) of each record, the header first; blank lines skipped. `keep`: the
+    columns a reader uses (`compact`), the only cells kept of each record after the header (a
+    reader that holds many records holds no more). Raises TableError where the csv module cannot
+    go on."""
     with open_text(path) as fh:
         # strict: an unclosed quote is an error at its line, not the rest of the file read as one cell
         reader = csv.reader(_lines(fh), delimiter=delimiter, strict=True)
         start = 1
+        header = True
         try:
             for cells in reader:
                 if any(cell.strip() for cell in cells):
+                    if keep is not None and not header:
+                        cells = [cells[i] if i < len(cells) else "" for i in keep]
+                    header = False
                     yield start, cells
                 start = reader.line_num + 1
         except csv.Error as exc:
@@ -89,13 +95,32 @@ MAX_LINE_CHARS = 4 << 20  # a line of a table: a long HTML description fits; 150
 MAX_COLUMNS = 10_000
 
 
+MAX_RECORD_CHARS = 16 << 20  # a record spread over lines by quoted line breaks
+
+
 def _lines(fh: TextIO) -> Iterator[str]:
-    """The file's lines for the csv module, each at most MAX_LINE_CHARS: the module parses a whole
-    record into cells, so a line of millions of separators is refused before it is parsed."""
+    """The file's lines for the csv module, each at most MAX_LINE_CHARS and each record (its lines
+    joined by quoted line breaks, told by the parity of its quotes) at most MAX_RECORD_CHARS: the
+    module parses a whole record into cells, so a record of millions of separators is refused
+    before it is parsed."""
+    record, quoted = 0, False
     for number, line in enumerate(bounded_lines(fh, MAX_LINE_CHARS), start=1):
         if line is None:
             raise csv.Error(f"line {number} is longer than {MAX_LINE_CHARS >> 20} MB: nothing after it was read")
+        record = record + len(line) if quoted else len(line)
+        if record > MAX_RECORD_CHARS:
+            raise csv.Error(
+                f"the record that ends on line {number} is longer than {MAX_RECORD_CHARS >> 20} MB: nothing after it was read"
+            )
+        quoted ^= line.count('"') % 2 == 1
         yield line
+
+
+def compact(at: dict[str, int | None]) -> tuple[list[int], dict[str, int | None]]:
+    """The columns a reader looks up, and its lookups re-pointed at their place among them (the
+    cells `records(keep=...)` keeps)."""
+    keep = sorted({i for i in at.values() if i is not None})
+    return keep, {key: (keep.index(i) if i is not None else None) for key, i in at.items()}
 
 
 def read_header(path: Path, delimiter: str) -> Header:

@@ -17,11 +17,12 @@ from typing import Any
 
 from snapsource import jsontext
 from snapsource.ingest.formats.source import FileSource
-from snapsource.ingest.rows import RawRow, bounded_lines, json_problem, too_long
+from snapsource.ingest.rows import RawRow, bounded_lines, json_problem, too_long, too_nested
 
 ENVELOPE_KEYS = frozenset({"code", "msg", "data"})
 _decoder = json.JSONDecoder()
 MAX_DOCUMENT_BYTES = 64 << 20  # a document that is not JSON Lines (pretty-printed answers)
+MAX_DOCUMENT_CONTAINERS = 200_000  # its objects and arrays: about a hundred saved answer pages
 _space = re.compile(r"[ \t\n\r]*")
 
 
@@ -74,13 +75,16 @@ class TmapiAnswers(FileSource):
     def _items(self) -> Iterator[RawRow]:
         with open(self.path, encoding="utf-8-sig", errors="replace") as fh:
             first = next((line for line in bounded_lines(fh) if line is None or line.strip()), "")
-        if first is not None and _parses(first):
+        if first is not None and (too_nested(first) is not None or _parses(first)):  # lines; a huge one rejects itself
             with open(self.path, encoding="utf-8-sig", errors="replace") as fh:
                 for number, line in enumerate(bounded_lines(fh), start=1):
                     if line is None:
                         yield RawRow(number, None, too_long())
                         continue
                     if not line.strip():
+                        continue
+                    if (nested := too_nested(line)) is not None:
+                        yield RawRow(number, None, nested)
                         continue
                     try:
                         value = jsontext.loads(line)
@@ -98,6 +102,9 @@ class TmapiAnswers(FileSource):
             )
             return
         text = self.path.read_text(encoding="utf-8-sig", errors="replace")
+        if (nested := too_nested(text, MAX_DOCUMENT_CONTAINERS)) is not None:
+            yield RawRow(1, None, f"{nested.replace('in one row', 'in one JSON document')}; write it as JSON Lines")
+            return
         breaks = [m.start() for m in re.finditer("\n", text)]
 
         def line_of(offset: int) -> int:

@@ -21,6 +21,7 @@ from snapsource.ingest.formats.mapping import Mapping, Prices, add_constants, pa
 from snapsource.ingest.formats.source import FileSource, FormatError, numeric_id, stable_id
 from snapsource.ingest.rows import RawRow, clip
 
+MAX_ROWS = 500_000  # products and variations held to link them (each its used cells only)
 COLUMNS = {
     "id": "ID",
     "type": "Type",
@@ -62,7 +63,7 @@ class WooCommerceProducts(FileSource):
         self.unpublished = mapping.include_unpublished if mapping else False
         self.delimiter = table.delimiter_of(table.header_line(self.path))
         header = table.read_header(self.path, self.delimiter)
-        self.at = {key: header.find(name) for key, name in COLUMNS.items()}
+        self.at = self.header_at = {key: header.find(name) for key, name in COLUMNS.items()}
         lacking = [COLUMNS[key] for key in ("type", "name", "images") if self.at[key] is None]
         if self.at["id"] is None and self.at["sku"] is None:
             lacking.append("ID or SKU")
@@ -77,10 +78,18 @@ class WooCommerceProducts(FileSource):
         products: list[_Product] = []
         variations: list[tuple[int, list[str]]] = []
         out: list[RawRow] = []
-        reading = table.records(self.path, self.delimiter)
+        keep, self.at = table.compact(self.header_at)
+        reading = table.records(self.path, self.delimiter, keep)
         try:
             next(reading, None)  # the header
             for number, cells in reading:
+                if len(products) + len(variations) >= MAX_ROWS:
+                    out.append(
+                        RawRow(
+                            number, None, f"more than {MAX_ROWS:,} rows: split the export; nothing after this line was imported"
+                        )
+                    )
+                    break
                 kinds = {kind.strip().lower() for kind in self._cell(cells, "type").split(",")}
                 if "variation" in kinds:
                     variations.append((number, cells))
