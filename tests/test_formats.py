@@ -128,6 +128,14 @@ def test_formats_are_detected_from_the_content(tmp_path):
             open_source(tmp_path / unknown)
     with pytest.raises(FormatError, match="unknown format 'xml'.*jsonl, csv, tsv, shopify, woocommerce or tmapi"):
         open_source(tmp_path / "catalog.csv", "xml")
+    for bom, words in (
+        (b"\xff\xfe\x00\x00", "is UTF-32 text"),
+        (b"\x00\x00\xfe\xff", "is UTF-32 text"),
+        (b"\xff\xfe", "is UTF-16 text"),
+    ):
+        (tmp_path / "wide.csv").write_bytes(bom + "a,b\n".encode("utf-16-le"))
+        with pytest.raises(FormatError, match=words):
+            open_source(tmp_path / "wide.csv")
     with pytest.raises(FormatError, match="no column for item_id, title"):
         open_source(tmp_path / "catalog.csv", "csv", {"columns": {"price": "price", "img": "img"}})
     with pytest.raises(FormatError, match="mapping applies to csv, tsv, shopify, woocommerce files only"):

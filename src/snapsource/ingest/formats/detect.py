@@ -23,6 +23,8 @@ def detect(path: Path, *, shops: bool = True) -> str:
         head = fh.read(HEAD)
     if not head.strip():
         return "jsonl"  # nothing to import; the reader says so
+    if head.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        raise FormatError(f"{path.name} is UTF-32 text: save it as UTF-8 (CSV UTF-8 in Excel)")
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise FormatError(f"{path.name} is UTF-16 text (Excel's Unicode Text): save it as CSV UTF-8, or as UTF-8 text")
     if b"\x00" in head or head.startswith(b"PK\x03\x04"):
