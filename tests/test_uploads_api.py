@@ -40,7 +40,7 @@ class CountingEmbedder:
 
     def __init__(self, inner) -> None:
         self.inner, self.images = inner, 0
-        self.name, self.dim = inner.name, inner.dim
+        self.name, self.dim, self.card = inner.name, inner.dim, inner.card
 
     def embed(self, batch):
         self.images += len(batch)
@@ -49,6 +49,10 @@ class CountingEmbedder:
     def feature_maps(self, batch):
         self.images += len(batch)
         return self.inner.feature_maps(batch)
+
+    def look(self, batch):
+        self.images += len(batch)
+        return self.inner.look(batch)
 
 
 @pytest.fixture(scope="module")
