@@ -37,6 +37,7 @@ from snapsource.store.tokens import Metering, TokenInfo, TokenTable
 # the TMAPI search API; the catalog API (offers and imports); choosing `source=` of a search (docs/upstream.md)
 SCOPES = ("search", "catalog", "upstream")
 COUNTED = "upstream:"  # `count`'s events, kept apart from calls in usage
+UNKNOWN = "apiToken is not valid: check it or create one with `snapsource token create`"
 FLUSH_SECONDS = 1.0  # metering is written at most this long after the call
 STALE_SECONDS = 300.0  # an in-flight call older than this was lost with its process
 LATENCY_EDGES_MS = (5, 10, 25, 50, 100, 150, 250, 500, 1000, 2500, 5000, 15000)
@@ -182,14 +183,15 @@ class Tokens:
         """Known and not revoked (limits aside): the check that comes before any other."""
         return self._find(token) is not None
 
-    def refusal(self, token: str | None) -> Unauthorized:
-        """Why this token is not valid: missing, revoked (when the store knows it) or unknown."""
+    def refusal(self, token: str | None, unknown: str = UNKNOWN) -> Unauthorized:
+        """Why this token is not valid: missing, revoked (when the store knows it) or unknown (what
+        `unknown` says: a route that also takes another credential names it)."""
         if not token:
             return Unauthorized("apiToken is missing")
         known = self.table.info(self.digest(token))
         if known is not None and known.revoked_at:
             return Unauthorized(f"this apiToken was revoked on {known.revoked_at[:10]}: create a new one")
-        return Unauthorized("apiToken is not valid: check it or create one with `snapsource token create`")
+        return Unauthorized(unknown)
 
     def admit(self, token: str | None, scope: str = "search") -> Lease:
         """Check the token, its scope and its limits and count the call, in one transaction shared

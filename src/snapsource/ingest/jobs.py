@@ -99,10 +99,18 @@ def _safe_name(name: str) -> str:
     return kept[:100] or "catalog"
 
 
-def check_mapping(mapping: dict | None) -> None:
-    """A mapping is checked when the job is asked for, not when it runs: FormatError says why."""
-    if mapping is not None:
-        load_mapping(mapping)
+def check_mapping(mapping: Any, where: str = "mapping") -> dict[str, Any]:
+    """A mapping is checked when the job is asked for, not when it runs: the mapping, else
+    FormatError saying why (not a table of settings, a setting that is wrong, a value JSON cannot
+    keep with the job)."""
+    if not isinstance(mapping, dict):
+        raise FormatError(f"{where} must be a JSON object or TOML, as docs/catalog.md shows them")
+    load_mapping(mapping)
+    try:
+        json.dumps(mapping)  # kept with the job as JSON
+    except (TypeError, ValueError):
+        raise FormatError(f"{where} values are text, numbers, true or false: quote dates and times") from None
+    return mapping
 
 
 SAMPLED_ROWS = 100  # rows read at submit to tell a file that cannot import from one that can
@@ -241,15 +249,7 @@ def zipped_mapping(catalog: Path) -> dict | None:
     if beside is None:
         return None
     where = f"mapping {beside.name} (in the zip)"
-    found = read_mapping_text(beside.read_text(encoding="utf-8-sig", errors="replace"), where)
-    if not isinstance(found, dict):
-        raise FormatError(f"{where} is no table of settings, as docs/catalog.md shows them")
-    try:
-        json.dumps(found)  # kept with the job as JSON
-    except (TypeError, ValueError):
-        raise FormatError(f"{where}: values are text, numbers, true or false: quote dates and times") from None
-    check_mapping(found)
-    return found
+    return check_mapping(read_mapping_text(beside.read_text(encoding="utf-8-sig", errors="replace"), where), where)
 
 
 def _unpack(resources: Resources, archived: Path, room: Callable[[int], None] | None = None) -> Path:
@@ -351,24 +351,17 @@ class Runner:
         """Jobs of a process of this machine that is gone (killed, restarted) are free after two
         missed beats, rather than after STALE_SECONDS (a live owner elsewhere with this host name
         and pid would still be beating)."""
-        host = socket.gethostname()
         for job_id, owner in self.table.owners(time.time() - 2 * BEAT_SECONDS):
-            name, _, rest = owner.partition(":")
-            pid = rest.partition(":")[0]
-            if name == host and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if _gone_here(owner):
                 self.table.release(job_id, owner)
 
     def sweep(self) -> None:
         """Uploads whose server died while receiving them (killed mid-unpack, say) are dropped with
         their files; so are folders in data/imports that no job names, left by a crash (an hour
         old at least: an upload may be between its reservation and its first byte)."""
-        host = socket.gethostname()
         now = time.time()
         for job_id, owner, heartbeat in self.table.receiving():
-            name, _, rest = owner.partition(":")
-            pid = rest.partition(":")[0]
-            gone = name == host and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))
-            if gone or heartbeat < now - RECEIVING_SECONDS:
+            if _gone_here(owner) or heartbeat < now - RECEIVING_SECONDS:
                 log.info("dropping upload %s: its server stopped receiving it", job_id)
                 cancel(self.resources, job_id)
         folder = self.resources.settings.data_dir / "imports"
@@ -446,6 +439,13 @@ class Runner:
         tmp = path.with_suffix(path.suffix + ".part")
         tmp.write_bytes(data)
         tmp.replace(path)
+
+
+def _gone_here(owner: str) -> bool:
+    """An owner ("host:pid:...") that is another process of this machine, no longer running."""
+    name, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    return name == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))
 
 
 def _alive(pid: int) -> bool:

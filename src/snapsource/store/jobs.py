@@ -87,17 +87,6 @@ class JobTable:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
 
-    def add(
-        self, job_id: str, source: str, path: str, format: str | None, mapping: str | None, options: dict[str, Any] | None = None
-    ) -> None:
-        now = _now()
-        with self.catalog.write() as db:
-            db.execute(
-                "INSERT INTO import_jobs (id, status, source, path, format, mapping, created_at, updated_at, options) "
-                "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, source, path, format, mapping, now, now, json.dumps(options or {})),
-            )
-
     def get(self, job_id: str) -> JobRow | None:
         row = self.catalog.db.execute(
             f"SELECT {_COLUMNS} FROM import_jobs WHERE id = ? AND status != 'receiving'", (job_id,)
