@@ -11,15 +11,13 @@ import os
 import subprocess
 from pathlib import Path
 
-import httpx
 import pytest
 
-from conftest import LUMA, ROOT, luma_offers, open_resources, profile_settings, write_catalog
-from snapsource.api.app import create_app
+from conftest import LUMA, ROOT, luma_offers, open_resources, write_catalog
 from snapsource.ingest.pipeline import ingest
-from snapsource.tools.loopback import serve
 from snapsource.vision import models
 from snapsource.vision.card import Card
+from test_model_card import found_first
 
 pytestmark = pytest.mark.profiles
 
@@ -75,17 +73,10 @@ def test_an_exported_model_imports_and_answers_searches(exported, spec, tmp_path
         assert checked.ms_per_photo > 0 and stored.path.is_file()
         print(f"{card.id}: {checked.ms_per_photo:.1f} ms a photo, spatial map {checked.spatial}")
     offers = luma_offers()[:6]
-    resources = open_resources(data, model=report["id"], **profile_settings())
+    resources = open_resources(data, model=report["id"])
     try:
         assert ingest(resources, write_catalog(tmp_path / "c.jsonl", offers)).added == 6
-        token = resources.tokens.create("recipe")
-        first = []
-        with serve(create_app(resources=resources)) as url, httpx.Client(base_url=url, timeout=120) as client:
-            for offer in offers:
-                photo = (LUMA.parent / offer["img"]).read_bytes()
-                answer = client.post("/1688/search/image", params={"apiToken": token}, files={"file": ("p.jpg", photo)}).json()
-                assert answer["code"] == 200 and answer["data"]["regions"], answer
-                first.append(answer["data"]["items"][0]["item_id"] == offer["item_id"])
+        first = found_first(resources, offers)
         assert sum(first) >= 5, first
     finally:
         resources.close()

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from snapsource.vision import images
+from snapsource.vision import images, models
 from snapsource.vision.card import Card, Input, Output
 
 FAMILIES = ("timm", "open_clip")
@@ -153,10 +153,6 @@ def export(spec: str, weights: Path | None, output: Path, photos: list[Path], si
     return report_path
 
 
-def _prepared(card: Card, photos: list[Path]) -> np.ndarray:
-    return np.stack([images.prepare(images.decode(p.read_bytes()), 0.0, card.input) for p in photos])
-
-
 def _verify(net: Any, card: Card, transform: Any, path: Path, photos: list[Path]) -> dict[str, Any]:
     """onnxruntime against torch on the card's input, and the card's input against the library's."""
     torch = _torch()
@@ -164,7 +160,7 @@ def _verify(net: Any, card: Card, transform: Any, path: Path, photos: list[Path]
 
     from snapsource.vision.embed import pooled
 
-    ours = _prepared(card, photos)
+    ours = models.prepare(card, photos)
     theirs = np.stack([transform(images.decode(p.read_bytes())).numpy() for p in photos])
     with torch.no_grad():
         expected = pooled(card, net(torch.from_numpy(ours)).numpy())
@@ -195,7 +191,7 @@ def _compare(quantized: Path, floats: Path, card: Card, photos: list[Path]) -> d
 
     from snapsource.vision.embed import pooled
 
-    batch = _prepared(card, photos)
+    batch = models.prepare(card, photos)
     a = pooled(card, ort.InferenceSession(str(floats), providers=["CPUExecutionProvider"]).run(None, {"pixels": batch})[0])
     b = pooled(card, ort.InferenceSession(str(quantized), providers=["CPUExecutionProvider"]).run(None, {"pixels": batch})[0])
     cos = np.sum(a * b, axis=1)

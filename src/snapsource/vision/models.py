@@ -74,6 +74,11 @@ def find(data_dir: Path, model_id: str) -> Stored:
     raise CardError(f"no model {model_id!r} in {folder(data_dir)}: the models are {ids} (snapsource model add)")
 
 
+def prepare(card: Card, photos: list[Path]) -> np.ndarray:
+    """Photo files as the model's input batch, as its card says (untrimmed: as they are)."""
+    return np.stack([images.prepare(images.decode(p.read_bytes()), 0.0, card.input) for p in photos])
+
+
 def check(path: Path, card: Card, photos: list[Path], threads: int = 0) -> Checked:
     """Run the file on real photos as its card says; CardError with what to fix when they disagree."""
     import onnxruntime as ort
@@ -95,7 +100,7 @@ def check(path: Path, card: Card, photos: list[Path], threads: int = 0) -> Check
         raise CardError(f"{path.name} takes input {shape}, not (N, 3, {size}, {size}) as the card's input.size says")
     if not photos:
         raise CardError("no photos to check the model on: give --photos DIR, or add it to a data dir with a catalog")
-    prepared = np.stack([images.prepare(images.decode(p.read_bytes()), 0.0, card.input) for p in photos[:CHECK_PHOTOS]])
+    prepared = prepare(card, photos[:CHECK_PHOTOS])
     name = inputs[0].name
     started = time.perf_counter()
     out = session.run(None, {name: prepared})[0]
