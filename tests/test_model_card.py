@@ -20,7 +20,7 @@ from conftest import LUMA, luma_offers, open_resources, write_catalog
 from snapsource.api.app import create_app
 from snapsource.ingest.pipeline import ingest
 from snapsource.tools.loopback import serve
-from snapsource.vision import images
+from snapsource.vision import images, models
 from snapsource.vision.card import Card, CardError
 from snapsource.vision.embed import OnnxEmbedder
 from snapsource.vision.model import lite0, normalise
@@ -203,3 +203,33 @@ def test_model_add_checks_the_file_on_photos_then_serve_and_ingest_find_it(tiny_
     assert gone.returncode == 0 and not (data / "models" / "tiny-vit").exists(), gone.stderr
     with pytest.raises(CardError, match="no model 'tiny-vit'"):
         open_resources(data, model="tiny-vit")
+
+
+def test_model_add_refuses_what_the_probe_sent_in_plain_words(tiny_vit, tmp_path):
+    """A photo that is no photo is named, a card nested too deeply or too large is refused, a stored
+    card that is broken is named by its folder, and other weights under a stored id@version are
+    refused (the index records id@version only: they would mix two models' vectors)."""
+    _, path = tiny_vit
+    data = tmp_path / "data"
+    card = Card.load(path.with_name("tiny-vit.card.json"))
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not a photo")
+    with pytest.raises(CardError, match="photo .*bad.jpg: not an image"):
+        models.add(data, path, card, [bad])
+    (tmp_path / "deep.toml").write_text("a = " + "[" * 50_000)
+    (tmp_path / "big.json").write_text('{"id": "x", "calibration_how": "' + "x" * 200_000 + '"}')
+    for name, words in (("deep.toml", "nests too deeply|not valid|neither valid"), ("big.json", "over 100,000 bytes")):
+        with pytest.raises(CardError, match=words):
+            Card.load(tmp_path / name)
+    photos = sorted((LUMA.parent / "images").glob("*.jpg"))[:4]
+    models.add(data, path, card, photos)
+    other = tmp_path / "other.onnx"
+    other.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(CardError, match="stored with another file: give the card a new version"):
+        models.add(data, other, card, photos, replace=True)
+    models.add(data, path, card, photos, replace=True)  # the same file again is fine
+    (data / "models" / "broken").mkdir()
+    (data / "models" / "broken" / "model.card.json").write_text('{"id": "broken"')
+    (data / "models" / "broken" / "model.onnx").write_bytes(b"x")
+    with pytest.raises(CardError, match="models/broken/model.card.json"):
+        models.stored(data)

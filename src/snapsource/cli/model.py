@@ -57,7 +57,9 @@ def model_add(
 
     try:
         read = Card.load(card)
-        found = sorted(p for p in (photos or data / "images").rglob("*") if p.is_file())[: models.CHECK_PHOTOS]
+        found = sorted(
+            p for p in (photos or data / "images").rglob("*") if p.is_file() and p.suffix.lower() in models.PHOTO_SUFFIXES
+        )[: models.CHECK_PHOTOS]
         model, checked = models.add(data, file, read, found, replace=replace)
     except (CardError, ValueError, OSError) as exc:
         err.print(f"[red]error:[/] {safe(str(exc))}")
@@ -74,9 +76,15 @@ def model_add(
 def model_list(data: DataOpt = DEFAULT_DATA) -> None:
     """The models this data dir can embed with: built in, and added."""
     from snapsource.vision import models
+    from snapsource.vision.card import CardError
 
     table = Table("id", "version", "dims", "input", "output", "file", "MB")
-    for model in models.stored(data):
+    try:
+        found = models.stored(data)
+    except CardError as exc:
+        err.print(f"[red]error:[/] {safe(str(exc))}: fix or remove that model's folder")
+        raise typer.Exit(2) from None
+    for model in found:
         card = model.card
         size = f"{card.input.size} {card.input.resize}"
         output = f"{card.output.kind}, {card.output.pooling}"
@@ -135,7 +143,9 @@ def model_recipe(
             f"[red]error:[/] {safe(str(python))} is missing: `make export-venv` builds the venv with torch, timm and open_clip"
         )
         raise typer.Exit(2)
-    found = sorted(p for p in photos.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))[:8]
+    from snapsource.vision.models import CHECK_PHOTOS, PHOTO_SUFFIXES
+
+    found = sorted(p for p in photos.rglob("*") if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)[:CHECK_PHOTOS]
     command = [str(python), "-m", model_recipes.__name__, spec, "--output", str(output), "--photos", *map(str, found)]
     command += ["--weights", str(weights)] if weights else []
     command += ["--size", str(size)] if size else []

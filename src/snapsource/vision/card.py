@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+MAX_CARD_BYTES = 100_000
 ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,79}")
 CALIBRATED = ("similarity_threshold", "similarity_margin", "same_similarity", "twin_similarity", "category_vote_floor")
 
@@ -119,15 +120,22 @@ class Card(_Strict):
     @classmethod
     def load(cls, path: Path) -> Card:
         """A card file, JSON or TOML (by its content): CardError says what is wrong, in its words."""
+        where = f"card {path}"
         try:
+            if path.stat().st_size > MAX_CARD_BYTES:
+                raise CardError(f"{where}: over {MAX_CARD_BYTES:,} bytes: a card is a short JSON or TOML text")
             text = path.read_text(encoding="utf-8-sig")
         except OSError as exc:
-            raise CardError(f"card {path.name}: cannot be read: {exc.strerror or exc}") from None
+            raise CardError(f"{where}: cannot be read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise CardError(f"{where}: not UTF-8 text: save it as UTF-8") from None
         try:
-            raw = json.loads(text) if text.lstrip().startswith("{") else tomllib.loads(text)
+            raw = json.loads(text) if text.lstrip().startswith(("{", "[", '"')) else tomllib.loads(text)
         except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise CardError(f"card {path.name}: neither valid JSON nor valid TOML: {exc}") from None
-        return cls.of(raw, path.name)
+            raise CardError(f"{where}: neither valid JSON nor valid TOML: {exc}") from None
+        except RecursionError:
+            raise CardError(f"{where}: nests too deeply to be a card") from None
+        return cls.of(raw, where)
 
     @classmethod
     def of(cls, raw: Any, where: str = "card") -> Card:

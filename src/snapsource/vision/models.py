@@ -26,6 +26,7 @@ FOLDER = "models"
 FILE = "model.onnx"
 CARD = "model.card.json"
 CHECK_PHOTOS = 8
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".avif")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +76,15 @@ def find(data_dir: Path, model_id: str) -> Stored:
 
 
 def prepare(card: Card, photos: list[Path]) -> np.ndarray:
-    """Photo files as the model's input batch, as its card says (untrimmed: as they are)."""
-    return np.stack([images.prepare(images.decode(p.read_bytes()), 0.0, card.input) for p in photos])
+    """Photo files as the model's input batch, as its card says (untrimmed: as they are);
+    CardError naming a photo that cannot be read."""
+    batch = []
+    for photo in photos:
+        try:
+            batch.append(images.prepare(images.decode(photo.read_bytes()), 0.0, card.input))
+        except (OSError, images.ImageError) as exc:
+            raise CardError(f"photo {photo}: {exc}: give --photos a folder of photos") from None
+    return np.stack(batch)
 
 
 def check(path: Path, card: Card, photos: list[Path], threads: int = 0) -> Checked:
@@ -102,10 +110,15 @@ def check(path: Path, card: Card, photos: list[Path], threads: int = 0) -> Check
         raise CardError("no photos to check the model on: give --photos DIR, or add it to a data dir with a catalog")
     prepared = prepare(card, photos[:CHECK_PHOTOS])
     name = inputs[0].name
-    started = time.perf_counter()
-    out = session.run(None, {name: prepared})[0]
-    seconds = time.perf_counter() - started
-    again = session.run(None, {name: prepared})[0]
+    try:
+        started = time.perf_counter()
+        out = session.run(None, {name: prepared})[0]
+        seconds = time.perf_counter() - started
+        again = session.run(None, {name: prepared})[0]
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's own types
+        raise CardError(
+            f"{path.name} cannot run on the card's input (N, 3, {size}, {size}): {str(exc).splitlines()[0][:200]}"
+        ) from None
     spec = card.output
     want_rank = {"feature_map": 4, "tokens": 3, "pooled": 2}[spec.kind]
     if out.ndim != want_rank:
@@ -129,10 +142,13 @@ def add(data_dir: Path, path: Path, card: Card, photos: list[Path], replace: boo
     """Check the file with its card, then store both where serve and ingest find them."""
     if card.id in {m.card.id for m in stored(data_dir) if m.built_in}:
         raise CardError(f"{card.id!r} is a built-in model's id: give the card another id")
-    checked = check(path, card, photos)
     target = folder(data_dir) / card.id
     if target.exists() and not replace:
         raise CardError(f"a model {card.id!r} is stored already: remove it first, or add with --replace")
+    if (target / CARD).is_file() and Card.load(target / CARD).version == card.version and _differ(path, target / FILE):
+        # the index records id@version only: other weights under it would mix two models' vectors
+        raise CardError(f"{card.id}@{card.version} is stored with another file: give the card a new version")
+    checked = check(path, card, photos)
     tmp = target.with_name(target.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -141,6 +157,16 @@ def add(data_dir: Path, path: Path, card: Card, photos: list[Path], replace: boo
     shutil.rmtree(target, ignore_errors=True)
     tmp.replace(target)
     return Stored(card, target / FILE, False), checked
+
+
+def _differ(a: Path, b: Path) -> bool:
+    if not b.is_file() or a.stat().st_size != b.stat().st_size:
+        return True
+    with open(a, "rb") as x, open(b, "rb") as y:
+        while chunk := x.read(1 << 20):
+            if chunk != y.read(1 << 20):
+                return True
+    return False
 
 
 def remove(data_dir: Path, model_id: str) -> Stored:
